@@ -1,0 +1,3 @@
+from traceproof.cli import main
+
+main()

@@ -1,0 +1,200 @@
+"""The ``traceproof`` command line.
+
+The library raises small named exceptions; this module turns them into sentences a person can
+act on, with exit status 1 (2 when an import finished but rejected some input).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from traceproof import __version__
+from traceproof.errors import TraceproofError
+from traceproof.ingest.files import ImportSummary, Sink, import_files
+from traceproof.remote import RemoteStore
+from traceproof.settings import Settings
+from traceproof.storage import Store, StoreLocked
+from traceproof.tools.stats import StoreStats, get_stats
+
+err = Console(stderr=True)
+out = Console()
+
+db_option = click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Store file (default .traceproof/traceproof.duckdb, or TRACEPROOF_DB).",
+)
+
+
+def _settings(db: Path | None, **overrides: Any) -> Settings:
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if db is not None:
+        values["db"] = db
+    return Settings(**values)
+
+
+def _fail(exc: TraceproofError | str) -> None:
+    err.print(f"[red]error:[/red] {exc}", highlight=False)
+    sys.exit(1)
+
+
+@contextmanager
+def _store_or_remote(settings: Settings) -> Iterator[Store | RemoteStore]:
+    """The store itself, or the running server that holds it."""
+    try:
+        store = Store.open(settings.db, settings)
+    except StoreLocked as exc:
+        if exc.url is None:
+            raise
+        yield RemoteStore(exc.url)
+        return
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@click.group()
+@click.version_option(__version__, prog_name="traceproof")
+def cli() -> None:
+    """traceproof: traces, evals and experiments for coding agents."""
+
+
+@cli.command()
+@db_option
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port for OTLP/HTTP (default 4318).")
+@click.option("--demo", is_flag=True, help="Load the demo project into the store first.")
+@click.option("--log-level", default="info", show_default=True, help="Server log level.")
+def serve(db: Path | None, host: str | None, port: int | None, demo: bool, log_level: str) -> None:
+    """Run the server: OTLP/HTTP at /v1/traces on the store."""
+    from traceproof.server.run import serve as run_server
+
+    settings = _settings(db, host=host, port=port)
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run_server(settings, demo=demo, log_level=log_level, announce=err.print)
+    except TraceproofError as exc:
+        _fail(exc)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@db_option
+@click.option("--project", default=None, help="Put every span in this project.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def ingest(paths: tuple[Path, ...], db: Path | None, project: str | None, as_json: bool) -> None:
+    """Import traces from files: OTLP/JSON, OTLP protobuf or span JSON lines (gzip or not)."""
+    settings = _settings(db)
+    try:
+        with _store_or_remote(settings) as store:
+            sink: Sink = lambda table: store.submit(table, wait=None)  # noqa: E731
+            summary = _run_import(list(paths), sink, settings, project)
+    except TraceproofError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        out.print_json(json.dumps(summary.as_dict()))
+    else:
+        _print_summary(summary)
+    if summary.rejected:
+        sys.exit(2)
+
+
+def _run_import(
+    paths: list[Path], sink: Sink, settings: Settings, project: str | None
+) -> ImportSummary:
+    if not err.is_terminal:
+        return import_files(paths, sink, settings=settings, project=project)
+    total = sum(p.stat().st_size for p in paths if p.is_file())
+    columns = (
+        TextColumn("importing"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("import", total=total)
+        advance: Callable[[int], None] = lambda n: progress.advance(task, n)  # noqa: E731
+        return import_files(paths, sink, settings=settings, project=project, on_progress=advance)
+
+
+def _print_summary(summary: ImportSummary) -> None:
+    out.print(
+        f"Imported {summary.spans_added:,} new spans "
+        f"({summary.spans_read:,} read, {summary.duplicates:,} already stored) "
+        f"in {summary.traces:,} traces, projects: {', '.join(sorted(summary.projects)) or '-'}."
+    )
+    if summary.rejected:
+        out.print(f"[yellow]Rejected {summary.rejected:,}:[/yellow]", highlight=False)
+        shown = summary.rejections[:50]
+        for rejection in shown:
+            out.print(f"  {rejection}", highlight=False, markup=False)
+        hidden = summary.rejected - len(shown)
+        if hidden:
+            out.print(f"  ... and {hidden:,} more (--json lists up to 10,000).")
+
+
+@cli.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def stats(db: Path | None, as_json: bool) -> None:
+    """Per project: traces, spans, errors, first and last span time."""
+    settings = _settings(db)
+    try:
+        with _store_or_remote(settings) as store:
+            result = store.stats() if isinstance(store, RemoteStore) else get_stats(store)
+    except TraceproofError as exc:
+        _fail(exc)
+        return
+    if as_json:
+        out.print(result.model_dump_json(indent=2), highlight=False)
+        return
+    _print_stats(result)
+
+
+def _print_stats(result: StoreStats) -> None:
+    if not result.projects:
+        out.print("The store is empty. Send traces to /v1/traces or run traceproof ingest.")
+        return
+    table = Table("project", "traces", "spans", "errors", "first span", "last span")
+    for column in table.columns[4:]:
+        column.no_wrap = True
+    for p in result.projects:
+        table.add_row(
+            p.project,
+            f"{p.traces:,}",
+            f"{p.spans:,}",
+            f"{p.errors:,}",
+            f"{p.first_span:%Y-%m-%d %H:%M:%S}" if p.first_span else "-",
+            f"{p.last_span:%Y-%m-%d %H:%M:%S}" if p.last_span else "-",
+        )
+    out.print(table)
+
+
+def main() -> None:
+    cli(prog_name="traceproof")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Error codes shared by every surface (CLI, OTLP receiver, MCP tools).
+
+Messages follow one shape: ``[code] what failed. What to do next.`` Tests assert the code, never
+the sentence.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Stable, machine-readable codes for everything that can go wrong for a caller."""
+
+    STORE_LOCKED = "store_locked"
+    STORE_BUSY = "store_busy"
+    STORE_CLOSED = "store_closed"
+    STORE_ERROR = "store_error"
+    INVALID_INPUT = "invalid_input"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    NOT_FOUND = "not_found"
+
+
+class TraceproofError(Exception):
+    """Base of every error traceproof raises on purpose.
+
+    ``str(error)`` is the full ``[code] message`` sentence; ``code`` and ``message`` are the
+    parts.
+    """
+
+    code: ErrorCode = ErrorCode.STORE_ERROR
+
+    def __init__(self, message: str, *, code: ErrorCode | None = None) -> None:
+        if code is not None:
+            self.code = code
+        self.message = message
+        super().__init__(f"[{self.code}] {message}")

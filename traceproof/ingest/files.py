@@ -1,0 +1,317 @@
+"""File import: detect the format from the content, stream it into a sink, summarise.
+
+Formats (gzip-compressed or not):
+
+- OTLP/JSON: one ``ExportTraceServiceRequest`` per file, or JSON lines of requests;
+- OTLP protobuf: one serialized ``ExportTraceServiceRequest`` per file;
+- span JSON lines: one span per line in the shape Phoenix exports (see :mod:`.spanjson`).
+
+JSON lines are streamed: memory stays bounded by the batch size and the two batches in flight,
+whatever the file size. A bad line is counted and reported with its number; it never stops the
+rest of the file. Re-importing a file adds nothing (the store ignores spans it has).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+
+from traceproof.ingest.normalize import SpanRejected, SpanRows
+from traceproof.ingest.otlp import Decoded, MalformedRequest, decode_json_object, decode_protobuf
+from traceproof.ingest.spanjson import add_span_object, is_span_object
+from traceproof.settings import Settings
+from traceproof.storage import WriteResult
+
+#: Rejected lines kept with their reasons; the count is always exact.
+MAX_REJECTIONS = 10_000
+
+Sink = Callable[[pa.Table], "Future[WriteResult]"]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    path: str
+    line: int | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line is not None else self.path
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class ImportSummary:
+    """What an import read, added and rejected."""
+
+    files: int = 0
+    spans_read: int = 0
+    spans_added: int = 0
+    rejected: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+    warnings: int = 0
+    projects: set[str] = field(default_factory=set)
+    _traces: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def traces(self) -> int:
+        return len(self._traces)
+
+    @property
+    def duplicates(self) -> int:
+        return self.spans_read - self.spans_added
+
+    def reject(self, path: str, line: int | None, reason: str) -> None:
+        self.rejected += 1
+        if len(self.rejections) < MAX_REJECTIONS:
+            self.rejections.append(Rejection(path, line, reason))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "spans_read": self.spans_read,
+            "spans_added": self.spans_added,
+            "duplicates": self.duplicates,
+            "traces": self.traces,
+            "projects": sorted(self.projects),
+            "rejected": self.rejected,
+            "rejections": [
+                {"path": r.path, "line": r.line, "reason": r.reason} for r in self.rejections
+            ],
+        }
+
+
+class ImportError_(ValueError):
+    """A whole file could not be read (missing, unreadable, not a trace format)."""
+
+
+class _Batcher:
+    """Collects rows into batches for the sink, with at most two batches in flight."""
+
+    def __init__(self, sink: Sink, settings: Settings, summary: ImportSummary) -> None:
+        self.sink = sink
+        self.settings = settings
+        self.summary = summary
+        self.rows = SpanRows()
+        self.in_flight: deque[Future[WriteResult]] = deque()
+
+    def flush_if_full(self) -> None:
+        if (
+            len(self.rows) >= self.settings.import_batch_spans
+            or self.rows.nbytes >= self.settings.import_batch_bytes
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        if not len(self.rows):
+            return
+        table = self.rows.table()
+        self.rows = SpanRows()
+        summary = self.summary
+        summary.spans_read += table.num_rows
+        projects = table.column("project").to_pylist()
+        summary.projects.update(projects)
+        summary._traces.update(zip(projects, table.column("trace_id").to_pylist(), strict=True))
+        while len(self.in_flight) >= 2:
+            self._settle(self.in_flight.popleft())
+        self.in_flight.append(self.sink(table))
+
+    def _settle(self, future: Future[WriteResult]) -> None:
+        self.summary.spans_added += future.result().added
+
+    def finish(self) -> None:
+        self.flush()
+        while self.in_flight:
+            self._settle(self.in_flight.popleft())
+
+
+def import_files(
+    paths: Iterable[Path],
+    sink: Sink,
+    *,
+    settings: Settings | None = None,
+    project: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> ImportSummary:
+    """Import every file into ``sink`` (``Store.submit`` or a remote equivalent).
+
+    ``project`` overrides the project named in the data. ``on_progress`` receives the number of
+    bytes read since its last call.
+    """
+    settings = settings or Settings()
+    summary = ImportSummary()
+    batcher = _Batcher(sink, settings, summary)
+    try:
+        for path in paths:
+            summary.files += 1
+            try:
+                _import_file(Path(path), batcher, settings, project, on_progress)
+            except OSError as exc:
+                summary.reject(str(path), None, f"cannot read the file: {exc.strerror or exc}")
+            except ImportError_ as exc:
+                summary.reject(str(path), None, str(exc))
+    finally:
+        batcher.finish()
+    return summary
+
+
+class _Reporting(io.RawIOBase):
+    """A raw file that reports each read's size (bytes on disk, compressed or not)."""
+
+    def __init__(self, path: Path, report: Callable[[int], None] | None) -> None:
+        self.inner = path.open("rb")
+        self.report = report
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.inner.read(len(buffer))
+        buffer[: len(data)] = data
+        if self.report is not None and data:
+            self.report(len(data))
+        return len(data)
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
+
+
+def _import_file(
+    path: Path,
+    batcher: _Batcher,
+    settings: Settings,
+    project: str | None,
+    on_progress: Callable[[int], None] | None,
+) -> None:
+    label = str(path)
+    with path.open("rb") as probe:
+        compressed = probe.read(2) == b"\x1f\x8b"
+    stream: IO[bytes] = io.BufferedReader(_Reporting(path, on_progress), 1 << 20)
+    if compressed:
+        stream = io.BufferedReader(gzip.GzipFile(fileobj=stream, mode="rb"), 1 << 20)
+    with stream:
+        try:
+            first = _peek_nonspace(stream)
+        except (OSError, EOFError) as exc:
+            raise ImportError_(f"cannot decompress the file ({exc})") from None
+        if first is None:
+            raise ImportError_("the file is empty")
+        if first in (b"{", b"["):
+            _import_json(stream, label, batcher, settings, project)
+            return
+        body = stream.read()
+        try:
+            decoded = decode_protobuf(
+                body,
+                default_project=settings.default_project,
+                project=project,
+                rows=batcher.rows,
+            )
+        except MalformedRequest as exc:
+            raise ImportError_(f"not OTLP/JSON, OTLP protobuf or span JSON lines ({exc})") from None
+        _take_decoded(decoded, label, None, batcher)
+
+
+def _peek_nonspace(stream: IO[bytes]) -> bytes | None:
+    peek = getattr(stream, "peek", None)
+    while True:
+        data = peek(64) if peek is not None else b""
+        if not data:
+            return None
+        stripped = data.lstrip()
+        if stripped:
+            return stripped[:1]
+        stream.read(len(data))
+
+
+def _import_json(
+    stream: IO[bytes], label: str, batcher: _Batcher, settings: Settings, project: str | None
+) -> None:
+    lines: Iterator[tuple[int, bytes]] = enumerate(stream, start=1)
+    first_number, first_line = next(lines, (0, b""))
+    try:
+        first = json.loads(first_line)
+    except ValueError:
+        first = None
+    if not isinstance(first, Mapping):
+        # Not one object per line: the whole file is one JSON document.
+        rest = b"".join(line for _, line in lines)
+        try:
+            document = json.loads(first_line + rest)
+        except (ValueError, RecursionError) as exc:
+            raise ImportError_(f"not valid JSON or JSON lines ({exc})") from None
+        items = document if isinstance(document, list) else [document]
+        for index, item in enumerate(items):
+            _take_object(
+                item, label, None if len(items) == 1 else index + 1, batcher, settings, project
+            )
+        return
+    _take_object(first, label, first_number, batcher, settings, project)
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError) as exc:
+            batcher.summary.reject(label, number, f"not valid JSON ({_short(exc)})")
+            continue
+        _take_object(obj, label, number, batcher, settings, project)
+
+
+def _take_object(
+    obj: Any,
+    label: str,
+    line: int | None,
+    batcher: _Batcher,
+    settings: Settings,
+    project: str | None,
+) -> None:
+    if not isinstance(obj, Mapping):
+        batcher.summary.reject(label, line, "expected a JSON object")
+        return
+    if is_span_object(obj):
+        try:
+            warnings = add_span_object(
+                batcher.rows, obj, project=project or settings.default_project
+            )
+        except SpanRejected as exc:
+            batcher.summary.reject(label, line, str(exc))
+            return
+        batcher.summary.warnings += len(warnings)
+        batcher.flush_if_full()
+        return
+    if "resourceSpans" in obj or "resource_spans" in obj:
+        try:
+            decoded = decode_json_object(
+                obj, default_project=settings.default_project, project=project, rows=batcher.rows
+            )
+        except MalformedRequest as exc:
+            batcher.summary.reject(label, line, str(exc))
+            return
+        _take_decoded(decoded, label, line, batcher)
+        return
+    batcher.summary.reject(
+        label, line, "neither an OTLP trace request (resourceSpans) nor a span (context.span_id)"
+    )
+
+
+def _take_decoded(decoded: Decoded, label: str, line: int | None, batcher: _Batcher) -> None:
+    for reason in decoded.reasons:
+        batcher.summary.reject(label, line, reason)
+    # Rejections past the kept reasons still count.
+    batcher.summary.rejected += decoded.rejected - len(decoded.reasons)
+    batcher.summary.warnings += len(decoded.warnings)
+    batcher.flush_if_full()
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).split("\n")[0][:120]

@@ -1,0 +1,395 @@
+"""Normalised span rows: the one place where attributes become promoted columns.
+
+Every decoder (OTLP protobuf, OTLP/JSON, span JSON lines) hands spans to :class:`SpanRows` with
+flat, dotted attribute keys (``llm.input_messages.0.message.content``). ``SpanRows.add``:
+
+- fills the promoted columns from OpenInference attributes, falling back to OTel GenAI ones
+  (``gen_ai.*``), and the error columns from the ``exception`` event;
+- moves ``input.value``/``output.value`` out of the attributes into their columns (they are the
+  biggest values of a span, kept once);
+- parses attributes that carry JSON text (``tool.parameters``, ``metadata``, ...) so they are
+  queryable as JSON;
+- stores attributes nested (``{"llm": {"input_messages": [{"message": ...}]}}``), so DuckDB JSON
+  paths and dotted OpenInference paths address the same values.
+
+Spans that cannot be kept raise :class:`SpanRejected` with the reason; the decoder counts them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from traceproof.storage.columns import SPAN_COLUMNS, SPAN_KINDS, SPAN_SCHEMA
+
+#: Deepest nesting of an attribute value that is kept; deeper spans are rejected.
+MAX_VALUE_DEPTH = 64
+
+#: Attribute keys (last dotted segment) whose string values are JSON text worth parsing.
+JSON_TEXT_KEYS = frozenset(
+    {"parameters", "metadata", "invocation_parameters", "json_schema", "variables", "arguments"}
+)
+
+_STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
+_OTEL_KINDS = {0: None, 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
+_GENAI_OPERATION_KINDS = {
+    "chat": "LLM",
+    "text_completion": "LLM",
+    "generate_content": "LLM",
+    "embeddings": "EMBEDDING",
+    "execute_tool": "TOOL",
+    "invoke_agent": "AGENT",
+    "create_agent": "AGENT",
+}
+
+
+class SpanRejected(ValueError):
+    """A span that cannot be stored; the message says why."""
+
+
+def status_name(code: int | str | None) -> str:
+    """OTLP status code (number or name, in any of the spellings seen) to OK/ERROR/UNSET."""
+    if code is None or code == "":
+        return "UNSET"
+    if isinstance(code, int):
+        return _STATUS_NAMES.get(code, "UNSET")
+    text = str(code).upper().removeprefix("STATUS_CODE_")
+    if text.isdigit():
+        return _STATUS_NAMES.get(int(text), "UNSET")
+    return text if text in ("OK", "ERROR", "UNSET") else "UNSET"
+
+
+def otel_kind_name(kind: int | str | None) -> str | None:
+    if kind is None or kind == "":
+        return None
+    if isinstance(kind, int):
+        return _OTEL_KINDS.get(kind)
+    text = str(kind).upper().removeprefix("SPAN_KIND_")
+    if text.isdigit():
+        return _OTEL_KINDS.get(int(text))
+    return text if text in _OTEL_KINDS.values() else None
+
+
+def clean_number(value: float) -> float | str:
+    """JSON has no NaN or infinity: keep them as the strings OTLP/JSON uses."""
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested attributes (as Phoenix exports them) to flat dotted keys.
+
+    Lists of objects are indexed (``llm.input_messages.0.message.role``); lists of scalars stay
+    values, as OpenInference defines them.
+    """
+    out: dict[str, Any] = {}
+    stack: list[tuple[str, Any, int]] = [(prefix, value, 0)]
+    while stack:
+        path, node, depth = stack.pop()
+        if depth > MAX_VALUE_DEPTH:
+            raise SpanRejected(f"attribute {path!r} is nested deeper than {MAX_VALUE_DEPTH} levels")
+        if isinstance(node, Mapping) and (node or not path):
+            for key, child in node.items():
+                stack.append((f"{path}.{key}" if path else str(key), child, depth + 1))
+        elif isinstance(node, list) and node and all(isinstance(x, Mapping) for x in node):
+            for i, child in enumerate(node):
+                stack.append((f"{path}.{i}", child, depth + 1))
+        else:
+            out[path] = node
+    return out
+
+
+_split_cache: dict[str, tuple[str, ...]] = {}
+
+
+def _split(key: str) -> tuple[str, ...]:
+    parts = _split_cache.get(key)
+    if parts is None:
+        parts = tuple(key.split("."))
+        if len(_split_cache) < 100_000:
+            _split_cache[key] = parts
+    return parts
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted keys to nested objects; objects whose keys are 0..n-1 become lists.
+
+    A key that is both a value and a prefix (``a`` and ``a.b``) keeps the longer key whole
+    (``{"a": 1, "a.b": 2}``) so nothing is lost.
+    """
+    root: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = _split(key)
+        node = root
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict) or _is_value(child):
+                node[".".join(parts[i:])] = value
+                break
+            node = child
+        else:
+            last = parts[-1]
+            if last in node and isinstance(node[last], dict) and not _is_value(node[last]):
+                node[last][""] = value  # both a value and a prefix: keep both
+            else:
+                node[last] = _Value(value) if isinstance(value, dict) else value
+    finished: dict[str, Any] = _finish(root)
+    return finished
+
+
+class _Value(dict[str, Any]):
+    """A map that was an attribute's value (OTLP kvlist), not a level of dotted keys."""
+
+
+def _is_value(node: dict[str, Any]) -> bool:
+    return isinstance(node, _Value)
+
+
+def _finish(node: dict[str, Any]) -> Any:
+    if _is_value(node):
+        return dict(node)
+    for key, child in node.items():
+        if isinstance(child, dict):
+            node[key] = _finish(child)
+    if node and all(k.isdigit() for k in node):
+        indexes = sorted(int(k) for k in node)
+        if indexes == list(range(len(indexes))):
+            return [node[str(i)] for i in indexes]
+    return node
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _first(attrs: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = attrs.get(key)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return _dumps(value)
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        try:
+            number = int(float(value))
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return number if -(2**63) <= number < 2**63 else None
+
+
+def ns_to_iso(ns: int) -> str:
+    seconds, rest = divmod(ns, 1_000_000_000)
+    try:
+        stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return str(ns)
+    return f"{stamp}.{rest:09d}Z"
+
+
+# Timestamps DuckDB's TIMESTAMP (microseconds) can hold, as nanoseconds.
+_MIN_NS = 0
+_MAX_NS = 2**63 - 1
+
+
+class Event:
+    """A span event with flat attributes."""
+
+    __slots__ = ("attributes", "name", "time_ns")
+
+    def __init__(self, name: str, time_ns: int, attributes: dict[str, Any]) -> None:
+        self.name = name
+        self.time_ns = time_ns
+        self.attributes = attributes
+
+
+class SpanRows:
+    """Accumulates normalised spans column by column; :meth:`table` makes the Arrow batch."""
+
+    def __init__(self) -> None:
+        self._columns: dict[str, list[Any]] = {name: [] for name in SPAN_COLUMNS}
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._columns["span_id"])
+
+    def table(self) -> pa.Table:
+        return pa.table(
+            [pa.array(self._columns[f.name], type=f.type) for f in SPAN_SCHEMA],
+            schema=SPAN_SCHEMA,
+        )
+
+    def add(
+        self,
+        *,
+        project: str,
+        trace_id: str,
+        span_id: str,
+        parent_span_id: str | None,
+        name: str,
+        start_ns: int,
+        end_ns: int,
+        status: str,
+        status_message: str | None,
+        attributes: dict[str, Any],
+        events: Iterable[Event] = (),
+        links: list[dict[str, Any]] | None = None,
+        resource_json: str | None = None,
+        scope_name: str | None = None,
+        otel_kind: str | None = None,
+    ) -> list[str]:
+        """Add one span. Returns warnings (kept, but worth telling the sender)."""
+        warnings: list[str] = []
+        if not trace_id:
+            raise SpanRejected("span has no trace id")
+        if not span_id:
+            raise SpanRejected("span has no span id")
+        if not _MIN_NS <= start_ns <= _MAX_NS:
+            raise SpanRejected(f"start time {start_ns} ns is out of range")
+        if not _MIN_NS <= end_ns <= _MAX_NS:
+            raise SpanRejected(f"end time {end_ns} ns is out of range")
+        if end_ns < start_ns:
+            warnings.append(
+                f"span {span_id}: end time before start time; stored with zero duration"
+            )
+            end_ns = start_ns
+
+        attrs = dict(attributes)
+        input_value = attrs.pop("input.value", None)
+        output_value = attrs.pop("output.value", None)
+        for key, value in attrs.items():
+            if (
+                isinstance(value, str)
+                and value[:1] in ("{", "[")
+                and (_split(key)[-1] in JSON_TEXT_KEYS)
+            ):
+                with contextlib.suppress(ValueError):
+                    attrs[key] = json.loads(value)
+
+        kind = str(attrs.get("openinference.span.kind") or "").upper()
+        if kind not in SPAN_KINDS:
+            kind = _GENAI_OPERATION_KINDS.get(str(attrs.get("gen_ai.operation.name")), "")
+        if not kind:
+            kind = "LLM" if "llm.model_name" in attrs else "UNKNOWN"
+
+        if input_value is None:
+            input_value = _first(attrs, "gen_ai.input.messages", "gen_ai.prompt")
+        if output_value is None:
+            output_value = _first(attrs, "gen_ai.output.messages", "gen_ai.completion")
+
+        prompt_tokens = _int(
+            _first(
+                attrs,
+                "llm.token_count.prompt",
+                "gen_ai.usage.input_tokens",
+                "gen_ai.usage.prompt_tokens",
+            )
+        )
+        completion_tokens = _int(
+            _first(
+                attrs,
+                "llm.token_count.completion",
+                "gen_ai.usage.output_tokens",
+                "gen_ai.usage.completion_tokens",
+            )
+        )
+        total_tokens = _int(_first(attrs, "llm.token_count.total", "gen_ai.usage.total_tokens"))
+        if total_tokens is None and (prompt_tokens is not None or completion_tokens is not None):
+            total_tokens = (prompt_tokens or 0) + (completion_tokens or 0)
+
+        error_type = error_message = None
+        event_rows = []
+        for event in events:
+            if event.name == "exception" and error_type is None and error_message is None:
+                error_type = _text(event.attributes.get("exception.type"))
+                error_message = _text(event.attributes.get("exception.message"))
+            event_rows.append(
+                {
+                    "name": event.name,
+                    "timestamp": ns_to_iso(event.time_ns),
+                    "attributes": unflatten(event.attributes),
+                }
+            )
+        if error_type is None:
+            error_type = _text(attrs.get("error.type"))
+        if error_message is None and status == "ERROR":
+            error_message = status_message or None
+
+        attributes_json = _dumps(unflatten(attrs))
+        input_text = _text(input_value)
+        output_text = _text(output_value)
+        row = self._columns
+        row["project"].append(project)
+        row["trace_id"].append(trace_id)
+        row["span_id"].append(span_id)
+        row["parent_span_id"].append(parent_span_id or None)
+        row["name"].append(name)
+        row["span_kind"].append(kind)
+        row["otel_kind"].append(otel_kind)
+        row["status"].append(status)
+        row["status_message"].append(status_message or None)
+        row["start_time"].append(start_ns // 1000)
+        row["end_time"].append(end_ns // 1000)
+        row["latency_ms"].append((end_ns - start_ns) / 1e6)
+        row["session_id"].append(_text(_first(attrs, "session.id", "gen_ai.conversation.id")))
+        row["user_id"].append(_text(attrs.get("user.id")))
+        row["model"].append(
+            _text(
+                _first(
+                    attrs,
+                    "llm.model_name",
+                    "gen_ai.response.model",
+                    "gen_ai.request.model",
+                    "embedding.model_name",
+                )
+            )
+        )
+        row["tool_name"].append(_text(_first(attrs, "tool.name", "gen_ai.tool.name")))
+        row["prompt_tokens"].append(prompt_tokens)
+        row["completion_tokens"].append(completion_tokens)
+        row["total_tokens"].append(total_tokens)
+        row["input_value"].append(input_text)
+        row["input_mime_type"].append(_text(attrs.get("input.mime_type")))
+        row["output_value"].append(output_text)
+        row["output_mime_type"].append(_text(attrs.get("output.mime_type")))
+        row["error_type"].append(error_type)
+        row["error_message"].append(error_message)
+        row["attributes"].append(attributes_json)
+        row["events"].append(_dumps(event_rows))
+        row["links"].append(_dumps(links or []))
+        row["resource"].append(resource_json or "{}")
+        row["scope_name"].append(scope_name or None)
+        self.nbytes += len(attributes_json) + len(input_text or "") + len(output_text or "") + 512
+        return warnings
+
+
+def resource_json(attributes: Mapping[str, Any]) -> str:
+    return _dumps(unflatten(attributes))
+
+
+def project_of(resource: Mapping[str, Any], default: str) -> str:
+    """OpenInference project name, else service name, else the default."""
+    name = _first(resource, "openinference.project.name", "service.name")
+    return str(name) if name is not None else default

@@ -1,0 +1,87 @@
+"""A running traceproof server, used in place of a store it holds.
+
+DuckDB lets one process own a store file. When ``traceproof serve`` holds it, the CLI talks to
+that server's JSON API instead: the same operations, the same results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import Future
+from typing import Any
+
+import pyarrow as pa
+
+from traceproof.errors import ErrorCode, TraceproofError
+from traceproof.storage import SPAN_SCHEMA, WriteResult
+from traceproof.tools.stats import StoreStats
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+
+class RemoteError(TraceproofError):
+    code = ErrorCode.STORE_ERROR
+
+
+class RemoteStore:
+    """The API of the server at ``url`` (``http://host:port``)."""
+
+    def __init__(self, url: str, timeout: float = 300.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+
+    def stats(self) -> StoreStats:
+        return StoreStats.model_validate(self._call("GET", "/api/v1/stats"))
+
+    def submit(self, table: pa.Table, *, wait: float | None = 0.0) -> Future[WriteResult]:
+        """Send spans to the server; waits out a full queue for up to ``wait`` seconds."""
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, SPAN_SCHEMA) as writer:
+            writer.write_table(table.cast(SPAN_SCHEMA))
+        body = sink.getvalue().to_pybytes()
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            try:
+                found = self._call("POST", "/api/v1/spans", body, ARROW_STREAM)
+                break
+            except _Retry as retry:
+                if deadline is not None and time.monotonic() + retry.after > deadline:
+                    raise RemoteError(
+                        f"The server at {self.url} is busy. Retry later.",
+                        code=ErrorCode.STORE_BUSY,
+                    ) from None
+                time.sleep(retry.after)
+        future: Future[WriteResult] = Future()
+        future.set_result(WriteResult(received=found["received"], added=found["added"]))
+        return future
+
+    def _call(
+        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+    ) -> Any:
+        request = urllib.request.Request(self.url + path, data=body, method=method)
+        if content_type:
+            request.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 503:
+                raise _Retry(float(exc.headers.get("Retry-After") or 1)) from None
+            detail = exc.read().decode(errors="replace")
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                detail = json.loads(detail)["error"]
+            raise RemoteError(f"The server at {self.url} answered {exc.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise RemoteError(
+                f"Could not reach the server at {self.url} ({exc}). Check that it is running, "
+                "or stop it to use the store directly."
+            ) from None
+
+
+class _Retry(Exception):
+    def __init__(self, after: float) -> None:
+        self.after = min(max(after, 0.05), 5.0)

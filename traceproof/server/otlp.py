@@ -1,0 +1,195 @@
+"""OTLP/HTTP trace receiver (``POST /v1/traces``), as the OTLP specification describes it.
+
+- ``application/x-protobuf`` and ``application/json`` bodies, optionally gzip- or
+  deflate-encoded; the reply uses the request's encoding.
+- 200 only after the spans are committed, with ``partial_success`` for spans that could not be
+  kept; 400 with a ``google.rpc.Status`` for a malformed body; 413 past the size limit; 415 for
+  other content types; 503 with ``Retry-After`` when the write queue or the receiver is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import zlib
+from collections.abc import Callable
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from traceproof.ingest.otlp import (
+    Decoded,
+    MalformedRequest,
+    decode_json,
+    decode_protobuf,
+    response_json,
+    response_protobuf,
+)
+from traceproof.settings import Settings
+from traceproof.storage import Busy, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+
+
+class TooLarge(ValueError):
+    pass
+
+
+def _status_protobuf(code: int, message: str) -> bytes:
+    """A ``google.rpc.Status`` (field 1: code, field 2: message) in protobuf wire format."""
+    text = message.encode()
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+# google.rpc.Code values used in error bodies.
+_INVALID_ARGUMENT = 3
+_RESOURCE_EXHAUSTED = 8
+_UNAVAILABLE = 14
+
+
+class OtlpReceiver:
+    """The ``/v1/traces`` endpoint over one store."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self._in_flight = 0
+        # Decoding is CPU-bound Python: more than two at once only adds memory, not speed.
+        self._decoders = asyncio.Semaphore(2)
+
+    async def __call__(self, request: Request) -> Response:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in (PROTOBUF, JSON):
+            return Response(
+                f"Unsupported content type {content_type or '(none)'!r}: send "
+                f"{PROTOBUF} or {JSON}.",
+                status_code=415,
+                media_type="text/plain",
+            )
+        if self._in_flight >= self.settings.max_requests_in_flight:
+            return self._error(content_type, 503, _UNAVAILABLE, "receiver is busy; retry later")
+        self._in_flight += 1
+        try:
+            return await self._receive(request, content_type)
+        finally:
+            self._in_flight -= 1
+
+    async def _receive(self, request: Request, content_type: str) -> Response:
+        limit = self.settings.max_request_bytes
+        try:
+            body = await _read_body(request, limit)
+            body = _decompress(body, request.headers.get("content-encoding", ""), limit)
+        except TooLarge as exc:
+            return self._error(content_type, 413, _RESOURCE_EXHAUSTED, str(exc))
+        except MalformedRequest as exc:
+            return self._error(content_type, 400, _INVALID_ARGUMENT, str(exc))
+        except ClientDisconnect:
+            return Response(status_code=400)
+
+        decode: Callable[..., Decoded] = (
+            decode_protobuf if content_type == PROTOBUF else decode_json
+        )
+        try:
+            async with self._decoders:
+                decoded = await asyncio.to_thread(
+                    decode, body, default_project=self.settings.default_project
+                )
+        except MalformedRequest as exc:
+            return self._error(content_type, 400, _INVALID_ARGUMENT, str(exc))
+        del body
+
+        if len(decoded.rows):
+            try:
+                future = self.store.submit(decoded.rows.table())
+            except Busy as exc:
+                return self._error(
+                    content_type,
+                    503,
+                    _UNAVAILABLE,
+                    exc.message,
+                    retry_after=exc.retry_after,
+                )
+            try:
+                await asyncio.wrap_future(future)
+            except StoreError as exc:
+                log.error("OTLP batch not stored: %s", exc)
+                return self._error(
+                    content_type,
+                    503,
+                    _UNAVAILABLE,
+                    "the store could not write; retry later",
+                    retry_after=self.settings.retry_after_seconds,
+                )
+        if content_type == PROTOBUF:
+            return Response(response_protobuf(decoded), media_type=PROTOBUF)
+        return Response(response_json(decoded), media_type=JSON)
+
+    def _error(
+        self,
+        content_type: str,
+        status: int,
+        code: int,
+        message: str,
+        *,
+        retry_after: float | None = None,
+    ) -> Response:
+        headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
+        if status == 503 and headers is None:
+            headers = {"Retry-After": str(self.settings.retry_after_seconds)}
+        if content_type == PROTOBUF:
+            body = _status_protobuf(code, message)
+        else:
+            body = json.dumps({"code": code, "message": message}).encode()
+        return Response(body, status_code=status, media_type=content_type, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"body of {int(declared)} bytes is over the {limit}-byte limit")
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > limit:
+            raise TooLarge(f"body is over the {limit}-byte limit")
+    return bytes(chunks)
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding == "gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == "deflate":
+        wbits = zlib.MAX_WBITS  # zlib-wrapped, as HTTP's deflate means
+        if body[:1] and (body[0] & 0x0F) != 8:
+            wbits = -zlib.MAX_WBITS  # raw deflate, which some clients send
+    else:
+        raise MalformedRequest(f"unsupported Content-Encoding {encoding!r}; use gzip or deflate")
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise MalformedRequest(f"body is not valid {encoding} data ({exc})") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise TooLarge(f"decompressed body is over the {limit}-byte limit")
+    if not inflater.eof:
+        raise MalformedRequest(f"{encoding} body is truncated")
+    return out

@@ -1,0 +1,66 @@
+"""Running the server process: open the store, record ownership, serve until stopped."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+from traceproof.ingest.otlp import decode_protobuf
+from traceproof.server.app import create_app
+from traceproof.settings import Settings
+from traceproof.storage import Store, owner
+
+log = logging.getLogger(__name__)
+
+
+def load_demo(store: Store, settings: Settings) -> int:
+    """Write the demo project through the OTLP protobuf ingest path; returns new spans."""
+    from traceproof.demo import demo_requests
+
+    added = 0
+    for body in demo_requests():
+        decoded = decode_protobuf(body, default_project=settings.default_project)
+        added += store.write(decoded.rows.table()).added
+    return added
+
+
+def serve(
+    settings: Settings,
+    *,
+    demo: bool = False,
+    log_level: str = "info",
+    announce: Callable[[str], Any] = print,
+) -> None:
+    """Serve OTLP/HTTP on ``settings.host:settings.port`` until interrupted."""
+    store = Store.open(settings.db, settings)
+    try:
+        if demo:
+            added = load_demo(store, settings)
+            announce(f"demo project loaded ({added:,} new spans)")
+        app = create_app(store, settings)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=log_level.lower(),
+            access_log=False,
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        url = f"http://{_url_host(settings.host)}:{settings.port}"
+        owner.write(store.path, "traceproof serve", url)
+        announce(f"traceproof serving {store.path}")
+        announce(f"  OTLP/HTTP  {url}/v1/traces")
+        server.run()
+    finally:
+        owner.clear(store.path)
+        store.close()
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host

@@ -1,0 +1,75 @@
+"""Every limit and default in one place.
+
+Each setting has a default and help text, and can be set from the environment with the
+``TRACEPROOF_`` prefix (``TRACEPROOF_DB``, ``TRACEPROOF_PORT``, ...) or by the CLI flags that
+mirror them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DB = Path(".traceproof") / "traceproof.duckdb"
+
+
+class Settings(BaseSettings):
+    """traceproof's settings. Environment variables use the prefix ``TRACEPROOF_``."""
+
+    model_config = SettingsConfigDict(env_prefix="TRACEPROOF_", extra="ignore")
+
+    db: Path = Field(
+        default=DEFAULT_DB,
+        description="DuckDB file of the store; created with its folder when missing.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the server binds.")
+    port: int = Field(
+        default=4318, ge=0, le=65535, description="Port of OTLP/HTTP (and MCP at /mcp)."
+    )
+    default_project: str = Field(
+        default="default",
+        description="Project of spans whose resource names neither "
+        "openinference.project.name nor service.name.",
+    )
+    queue_max_batches: int = Field(
+        default=64, ge=1, description="Batches waiting for the writer before ingest is refused."
+    )
+    queue_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Approximate bytes of decoded spans waiting for the writer before ingest "
+        "answers 503 with Retry-After. Bounds memory under overload.",
+    )
+    commit_max_spans: int = Field(
+        default=20_000,
+        ge=1,
+        description="Most spans the writer commits in one transaction when it groups batches.",
+    )
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Largest OTLP request body accepted, after decompression (413 above).",
+    )
+    max_requests_in_flight: int = Field(
+        default=32,
+        ge=1,
+        description="OTLP requests being read, decoded or written at once; more answer 503.",
+    )
+    retry_after_seconds: int = Field(
+        default=1, ge=1, description="Retry-After sent with 503 when the write queue is full."
+    )
+    import_batch_spans: int = Field(
+        default=5_000, ge=1, description="Spans per batch handed to the writer by file import."
+    )
+    import_batch_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Approximate bytes per batch handed to the writer by file import.",
+    )
+    duckdb_memory_limit: str = Field(
+        default="512MB",
+        description="DuckDB's memory_limit for the store (bounds its buffer pool).",
+    )
+    duckdb_threads: int = Field(default=2, ge=1, description="DuckDB worker threads.")

@@ -1,0 +1,146 @@
+"""The store's schema as numbered migrations, recorded in ``schema_migrations``.
+
+A migration is applied once, in its own transaction, in version order. Never edit a released
+migration: add the next number.
+
+Public tables and views (what SQL users and tools see):
+
+- ``projects``  one row per project name.
+- ``spans``     one row per span; promoted columns plus ``attributes``/``events``/``links``/
+                ``resource`` as JSON. Primary key ``(trace_id, span_id)``: re-sent spans are
+                ignored.
+- ``traces``    view: one row per (project, trace) over ``trace_index``.
+- ``sessions``  view: one row per (project, session) over ``traces``.
+
+``trace_index`` holds per-trace aggregates merged incrementally by the writer, so a trace row is
+right whatever order its spans arrive in: every field is an order-independent aggregate (min,
+max, sum, or the argmin of ``(start_time, span_id)``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Migration(NamedTuple):
+    version: int
+    name: str
+    sql: str
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "projects, spans, trace index, traces and sessions views",
+        """
+        CREATE TABLE projects (
+            name VARCHAR PRIMARY KEY,
+            created_at TIMESTAMP NOT NULL
+        );
+
+        CREATE TABLE spans (
+            project VARCHAR NOT NULL,
+            trace_id VARCHAR NOT NULL,
+            span_id VARCHAR NOT NULL,
+            parent_span_id VARCHAR,
+            name VARCHAR NOT NULL,
+            span_kind VARCHAR NOT NULL,
+            otel_kind VARCHAR,
+            status VARCHAR NOT NULL,
+            status_message VARCHAR,
+            start_time TIMESTAMP NOT NULL,
+            end_time TIMESTAMP NOT NULL,
+            latency_ms DOUBLE NOT NULL,
+            session_id VARCHAR,
+            user_id VARCHAR,
+            model VARCHAR,
+            tool_name VARCHAR,
+            prompt_tokens BIGINT,
+            completion_tokens BIGINT,
+            total_tokens BIGINT,
+            input_value VARCHAR,
+            input_mime_type VARCHAR,
+            output_value VARCHAR,
+            output_mime_type VARCHAR,
+            error_type VARCHAR,
+            error_message VARCHAR,
+            attributes JSON,
+            events JSON,
+            links JSON,
+            resource JSON,
+            scope_name VARCHAR,
+            PRIMARY KEY (trace_id, span_id)
+        );
+
+        CREATE TABLE trace_index (
+            project VARCHAR NOT NULL,
+            trace_id VARCHAR NOT NULL,
+            start_time TIMESTAMP NOT NULL,
+            end_time TIMESTAMP NOT NULL,
+            span_count BIGINT NOT NULL,
+            error_count BIGINT NOT NULL,
+            llm_span_count BIGINT NOT NULL,
+            prompt_tokens BIGINT NOT NULL,
+            completion_tokens BIGINT NOT NULL,
+            total_tokens BIGINT NOT NULL,
+            session_id VARCHAR,
+            user_id VARCHAR,
+            -- the root: the earliest span without a parent (NULL until it arrives)
+            root_start TIMESTAMP,
+            root_span_id VARCHAR,
+            root_name VARCHAR,
+            root_span_kind VARCHAR,
+            root_status VARCHAR,
+            root_input VARCHAR,
+            root_output VARCHAR,
+            -- the earliest span of all: names the trace while its root is missing
+            first_start TIMESTAMP NOT NULL,
+            first_span_id VARCHAR NOT NULL,
+            first_name VARCHAR NOT NULL,
+            PRIMARY KEY (project, trace_id)
+        );
+
+        CREATE VIEW traces AS
+        SELECT
+            project,
+            trace_id,
+            coalesce(root_name, first_name) AS name,
+            root_span_id,
+            root_span_id IS NOT NULL AS has_root,
+            coalesce(root_span_kind, 'UNKNOWN') AS span_kind,
+            CASE WHEN error_count > 0 THEN 'ERROR' ELSE 'OK' END AS status,
+            start_time,
+            end_time,
+            (epoch_us(end_time) - epoch_us(start_time)) / 1000.0 AS latency_ms,
+            span_count,
+            error_count,
+            llm_span_count,
+            prompt_tokens,
+            completion_tokens,
+            total_tokens,
+            session_id,
+            user_id,
+            root_input AS input_preview,
+            root_output AS output_preview
+        FROM trace_index;
+
+        CREATE VIEW sessions AS
+        SELECT
+            project,
+            session_id,
+            count(*) AS trace_count,
+            sum(span_count) AS span_count,
+            sum(error_count) AS error_count,
+            sum(total_tokens) AS total_tokens,
+            min(start_time) AS start_time,
+            max(end_time) AS end_time,
+            min(user_id) AS user_id
+        FROM traces
+        WHERE session_id IS NOT NULL
+        GROUP BY project, session_id;
+        """,
+    ),
+)
+
+#: Characters of a root span's input/output kept in the trace index for previews.
+PREVIEW_CHARS = 1000

@@ -1,0 +1,427 @@
+"""The store: one DuckDB file, one writer thread, read cursors.
+
+Writes go through :meth:`Store.submit`, which queues an Arrow table of spans for the writer
+thread and returns a future. The writer groups queued batches into one transaction, inserts the
+spans (ignoring ones already stored), merges the per-trace aggregates, commits, and only then
+resolves each batch's future. The queue is bounded in batches and bytes: when it is full,
+``submit`` raises :class:`Busy` at once instead of buffering without limit.
+
+Reads use :meth:`Store.reader`, a cursor of its own; DuckDB's MVCC means a read sees the last
+committed state and is not blocked by ingest.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from traceproof.settings import Settings
+from traceproof.storage import owner
+from traceproof.storage.columns import SPAN_COLUMNS, SPAN_SCHEMA
+from traceproof.storage.exceptions import Busy, StoreClosed, StoreError, StoreLocked
+from traceproof.storage.schema import MIGRATIONS, PREVIEW_CHARS
+
+log = logging.getLogger(__name__)
+
+_LOCK_RE = re.compile(r"Conflicting lock is held in (?P<holder>.*?) \(PID (?P<pid>\d+)\)")
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one batch did once committed."""
+
+    received: int
+    added: int
+
+    @property
+    def duplicates(self) -> int:
+        return self.received - self.added
+
+
+@dataclass
+class _Pending:
+    table: pa.Table
+    future: Future[WriteResult] = field(default_factory=Future)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.table.nbytes)
+
+
+_STOP = object()
+
+# Columns the span INSERT returns for the trace-index merge; input/output are clipped for roots.
+_RETURNING = f"""
+    project, trace_id, span_id, parent_span_id, name, span_kind, status, start_time, end_time,
+    session_id, user_id, prompt_tokens, completion_tokens, total_tokens,
+    CASE WHEN parent_span_id IS NULL THEN left(input_value, {PREVIEW_CHARS}) END AS input_value,
+    CASE WHEN parent_span_id IS NULL THEN left(output_value, {PREVIEW_CHARS}) END AS output_value
+"""
+
+_ROOT_FILTER = "FILTER (WHERE parent_span_id IS NULL)"
+
+_TRACE_AGGREGATE = f"""
+    SELECT
+        project,
+        trace_id,
+        min(start_time) AS start_time,
+        max(end_time) AS end_time,
+        count(*) AS span_count,
+        count(*) FILTER (WHERE status = 'ERROR') AS error_count,
+        count(*) FILTER (WHERE span_kind = 'LLM') AS llm_span_count,
+        coalesce(sum(prompt_tokens) FILTER (WHERE span_kind = 'LLM'), 0) AS prompt_tokens,
+        coalesce(sum(completion_tokens) FILTER (WHERE span_kind = 'LLM'), 0)
+            AS completion_tokens,
+        coalesce(sum(total_tokens) FILTER (WHERE span_kind = 'LLM'), 0) AS total_tokens,
+        min(session_id) AS session_id,
+        min(user_id) AS user_id,
+        min(start_time) FILTER (WHERE parent_span_id IS NULL) AS root_start,
+        arg_min(span_id, (start_time, span_id)) {_ROOT_FILTER} AS root_span_id,
+        arg_min(name, (start_time, span_id)) {_ROOT_FILTER} AS root_name,
+        arg_min(span_kind, (start_time, span_id)) {_ROOT_FILTER} AS root_span_kind,
+        arg_min(status, (start_time, span_id)) {_ROOT_FILTER} AS root_status,
+        arg_min(input_value, (start_time, span_id)) {_ROOT_FILTER} AS root_input,
+        arg_min(output_value, (start_time, span_id)) {_ROOT_FILTER} AS root_output,
+        min(start_time) AS first_start,
+        arg_min(span_id, (start_time, span_id)) AS first_span_id,
+        arg_min(name, (start_time, span_id)) AS first_name
+    FROM new_spans
+    GROUP BY project, trace_id
+"""
+
+
+def _earlier(prefix: str) -> str:
+    """True when the incoming ``prefix`` span sorts before the stored one by (start, span_id)."""
+    new, old = f"excluded.{prefix}", f"trace_index.{prefix}"
+    return (
+        f"{new}_start IS NOT NULL AND ({old}_start IS NULL OR {new}_start < {old}_start"
+        f" OR ({new}_start = {old}_start AND {new}_span_id < {old}_span_id))"
+    )
+
+
+def _pick(prefix: str, columns: Sequence[str]) -> str:
+    cond = _earlier(prefix)
+    return ",\n".join(
+        f"{c} = CASE WHEN {cond} THEN excluded.{c} ELSE trace_index.{c} END" for c in columns
+    )
+
+
+_TRACE_MERGE = f"""
+    INSERT INTO trace_index {_TRACE_AGGREGATE}
+    ON CONFLICT (project, trace_id) DO UPDATE SET
+        start_time = least(trace_index.start_time, excluded.start_time),
+        end_time = greatest(trace_index.end_time, excluded.end_time),
+        span_count = trace_index.span_count + excluded.span_count,
+        error_count = trace_index.error_count + excluded.error_count,
+        llm_span_count = trace_index.llm_span_count + excluded.llm_span_count,
+        prompt_tokens = trace_index.prompt_tokens + excluded.prompt_tokens,
+        completion_tokens = trace_index.completion_tokens + excluded.completion_tokens,
+        total_tokens = trace_index.total_tokens + excluded.total_tokens,
+        session_id = least(trace_index.session_id, excluded.session_id),
+        user_id = least(trace_index.user_id, excluded.user_id),
+        {
+    _pick(
+        "root",
+        (
+            "root_start",
+            "root_span_id",
+            "root_name",
+            "root_span_kind",
+            "root_status",
+            "root_input",
+            "root_output",
+        ),
+    )
+},
+        {_pick("first", ("first_start", "first_span_id", "first_name"))}
+"""
+
+_INSERT_SPANS = (
+    f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) "
+    f"SELECT {', '.join(SPAN_COLUMNS)} FROM batch "
+    f"ON CONFLICT DO NOTHING RETURNING {_RETURNING}"
+)
+
+
+class Store:
+    """A traceproof store: one DuckDB file owned by this process.
+
+    Use :meth:`open`; close with :meth:`close` (or use it as a context manager), which drains the
+    write queue first.
+    """
+
+    def __init__(self, conn: duckdb.DuckDBPyConnection, path: Path, settings: Settings) -> None:
+        self._conn = conn
+        self.path = path
+        self.settings = settings
+        self._cond = threading.Condition()
+        self._queue: deque[_Pending | object] = deque()
+        self._pending_bytes = 0
+        self._closed = False
+        self._writer = threading.Thread(target=self._run_writer, name="traceproof-writer")
+        self._writer.daemon = True
+        self._writer.start()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path | str | None = None, settings: Settings | None = None) -> Store:
+        """Open (creating if needed) the store at ``path`` and bring its schema up to date.
+
+        Raises :class:`StoreLocked` when another process holds the file.
+        """
+        settings = settings or Settings()
+        db_path = Path(path if path is not None else settings.db)
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "memory_limit": settings.duckdb_memory_limit,
+            "threads": str(settings.duckdb_threads),
+        }
+        try:
+            conn = duckdb.connect(str(db_path), config=config)
+        except duckdb.IOException as exc:
+            raise _locked_or_error(db_path, exc) from None
+        except duckdb.Error as exc:
+            raise StoreError(
+                f"Could not open the store {db_path}: {exc}. Check that it is a traceproof "
+                "DuckDB file, or pass --db to use another store."
+            ) from None
+        try:
+            _migrate(conn)
+        except duckdb.Error as exc:
+            conn.close()
+            raise StoreError(
+                f"Could not prepare the schema of {db_path}: {exc}. The file may belong to "
+                "another program; pass --db to use another store."
+            ) from None
+        return cls(conn, db_path, settings)
+
+    def close(self) -> None:
+        """Write everything already queued, stop the writer and close the file."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.append(_STOP)
+            self._cond.notify_all()
+        self._writer.join()
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def submit(self, table: pa.Table, *, wait: float | None = 0.0) -> Future[WriteResult]:
+        """Queue spans for the writer; the future resolves once they are committed.
+
+        ``table`` must have :data:`SPAN_SCHEMA`. With ``wait=0`` (the default) a full queue
+        raises :class:`Busy` at once; otherwise waits up to ``wait`` seconds (``None``: forever)
+        for room. A batch larger than the byte budget is accepted when the queue is empty, so
+        no single batch is refused forever.
+        """
+        if table.schema != SPAN_SCHEMA:
+            table = table.select(list(SPAN_COLUMNS)).cast(SPAN_SCHEMA)
+        item = _Pending(table)
+        deadline = None if wait is None else time.monotonic() + wait
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise StoreClosed()
+                if self._has_room(item.nbytes):
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise Busy(self.settings.retry_after_seconds)
+                self._cond.wait(remaining)
+            self._queue.append(item)
+            self._pending_bytes += item.nbytes
+            self._cond.notify_all()
+        return item.future
+
+    def write(self, table: pa.Table, *, wait: float | None = None) -> WriteResult:
+        """Queue spans and block until they are committed."""
+        return self.submit(table, wait=wait).result()
+
+    def _has_room(self, nbytes: int) -> bool:
+        if not self._queue:
+            return True
+        return (
+            len(self._queue) < self.settings.queue_max_batches
+            and self._pending_bytes + nbytes <= self.settings.queue_max_bytes
+        )
+
+    def _take_group(self) -> tuple[list[_Pending], bool]:
+        """Block for the next batch, then take whatever else is queued up to the commit size."""
+        with self._cond:
+            while not self._queue:
+                self._cond.wait()
+            group: list[_Pending] = []
+            spans = 0
+            stop = False
+            while self._queue and spans < self.settings.commit_max_spans:
+                item = self._queue.popleft()
+                if item is _STOP:
+                    stop = True
+                    break
+                assert isinstance(item, _Pending)
+                group.append(item)
+                spans += item.table.num_rows
+            return group, stop
+
+    def _release(self, group: list[_Pending]) -> None:
+        with self._cond:
+            self._pending_bytes -= sum(item.nbytes for item in group)
+            self._cond.notify_all()
+
+    def _run_writer(self) -> None:
+        cursor = self._conn.cursor()
+        try:
+            while True:
+                group, stop = self._take_group()
+                if group:
+                    self._commit_group(cursor, group)
+                    self._release(group)
+                if stop:
+                    return
+        finally:
+            cursor.close()
+
+    def _commit_group(self, cursor: duckdb.DuckDBPyConnection, group: list[_Pending]) -> None:
+        try:
+            results = _write_transaction(cursor, [item.table for item in group])
+        except duckdb.Error as exc:
+            if len(group) > 1:
+                # One bad batch must not sink the others queued with it: retry one by one.
+                for item in group:
+                    self._commit_group(cursor, [item])
+                return
+            log.exception("write failed")
+            group[0].future.set_exception(
+                StoreError(f"The store could not write this batch: {exc}. Nothing was stored.")
+            )
+            return
+        for item, result in zip(group, results, strict=True):
+            item.future.set_result(result)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    @contextmanager
+    def reader(self) -> Iterator[Reader]:
+        """A read cursor of its own, seeing the last committed state."""
+        if self._closed:
+            raise StoreClosed()
+        cursor = self._conn.cursor()
+        try:
+            yield Reader(cursor)
+        finally:
+            cursor.close()
+
+
+class Reader:
+    """Read access to the store. Translates DuckDB errors into :class:`StoreError`."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self._cursor = cursor
+
+    def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        try:
+            return self._cursor.execute(sql, params).fetchall()
+        except duckdb.Error as exc:
+            raise StoreError(f"Query failed: {exc}") from None
+
+    def dicts(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        try:
+            cur = self._cursor.execute(sql, params)
+            names = [d[0] for d in cur.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        except duckdb.Error as exc:
+            raise StoreError(f"Query failed: {exc}") from None
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        found = self.rows(sql, params)
+        return found[0][0] if found else None
+
+
+def _write_transaction(
+    cursor: duckdb.DuckDBPyConnection, tables: list[pa.Table]
+) -> list[WriteResult]:
+    """Insert every table's spans and merge the trace index, in one transaction."""
+    results: list[WriteResult] = []
+    inserted: list[pa.Table] = []
+    now = datetime.now(UTC).replace(tzinfo=None)
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        for table in tables:
+            # A batch may repeat a span; keep its first copy, like a later resend would.
+            cursor.register("batch", table)
+            new = cursor.execute(_INSERT_SPANS).fetch_arrow_table()
+            cursor.unregister("batch")
+            inserted.append(new)
+            results.append(WriteResult(received=table.num_rows, added=new.num_rows))
+        new_spans = pa.concat_tables(inserted) if inserted else None
+        if new_spans is not None and new_spans.num_rows:
+            cursor.register("new_spans", new_spans)
+            cursor.execute(
+                "INSERT INTO projects SELECT DISTINCT project, ? FROM new_spans "
+                "ON CONFLICT DO NOTHING",
+                [now],
+            )
+            cursor.execute(_TRACE_MERGE)
+            cursor.unregister("new_spans")
+        cursor.execute("COMMIT")
+    except BaseException:
+        cursor.execute("ROLLBACK")
+        raise
+    return results
+
+
+def _migrate(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+    )
+    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+    for migration in MIGRATIONS:
+        if migration.version in applied:
+            continue
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            conn.execute(migration.sql)
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                [migration.version, migration.name, datetime.now(UTC).replace(tzinfo=None)],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        log.info("applied migration %d: %s", migration.version, migration.name)
+
+
+def _locked_or_error(path: Path, exc: duckdb.Error) -> StoreError:
+    text = str(exc)
+    match = _LOCK_RE.search(text)
+    if not match and "lock" not in text.lower():
+        return StoreError(f"Could not open the store {path}: {text}")
+    pid = int(match["pid"]) if match else None
+    holder = owner.read(path)
+    if holder is not None and (pid is None or holder.pid == pid):
+        return StoreLocked(path, pid=holder.pid, holder=holder.command, url=holder.url)
+    return StoreLocked(path, pid=pid, holder=match["holder"] if match else None, url=None)
