@@ -106,65 +106,69 @@ def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-_split_cache: dict[str, tuple[str, ...]] = {}
+_split_cache: dict[str, tuple[tuple[str, ...], tuple[bool, ...]]] = {}
 
 
-def _split(key: str) -> tuple[str, ...]:
-    parts = _split_cache.get(key)
-    if parts is None:
+def _split(key: str) -> tuple[tuple[str, ...], tuple[bool, ...]]:
+    """A dotted key's segments and which of them are list indexes (cached: keys repeat)."""
+    found = _split_cache.get(key)
+    if found is None:
         parts = tuple(key.split("."))
+        found = parts, tuple(p.isdigit() for p in parts)
         if len(_split_cache) < 100_000:
-            _split_cache[key] = parts
-    return parts
+            _split_cache[key] = found
+    return found
+
+
+class _Level(dict[str, Any]):
+    """A level made of dotted keys, as opposed to a map that is itself an attribute value."""
 
 
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """Dotted keys to nested objects; objects whose keys are 0..n-1 become lists.
+    """Dotted keys to nested objects; a level whose keys are exactly 0..n-1 becomes a list.
 
-    A key that is both a value and a prefix (``a`` and ``a.b``) keeps the longer key whole
-    (``{"a": 1, "a.b": 2}``) so nothing is lost.
+    When a key is both a value and a prefix of other keys (``a`` and ``a.b``), nothing is
+    lost: the later one is kept whole under its dotted key (``{"a": 1, "a.b": 2}``), or, when
+    the value comes second, under ``""`` inside the level (``{"a": {"b": 2, "": 1}}``).
     """
-    root: dict[str, Any] = {}
+    root = _Level()
+    # (depth, parent, key) of levels that received an index key: list candidates.
+    indexed: list[tuple[int, dict[str, Any], str]] = []
+    seen: set[int] = set()
     for key, value in flat.items():
-        parts = _split(key)
-        node = root
-        for i, part in enumerate(parts[:-1]):
+        parts, digits = _split(key)
+        node: dict[str, Any] = root
+        parent: dict[str, Any] | None = None
+        last = len(parts) - 1
+        for i in range(last):
+            part = parts[i]
             child = node.get(part)
             if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict) or _is_value(child):
+                child = node[part] = _Level()
+            elif type(child) is not _Level:
                 node[".".join(parts[i:])] = value
                 break
-            node = child
+            if digits[i] and parent is not None and id(node) not in seen:
+                seen.add(id(node))
+                indexed.append((i, parent, parts[i - 1]))
+            parent, node = node, child
         else:
-            last = parts[-1]
-            if last in node and isinstance(node[last], dict) and not _is_value(node[last]):
-                node[last][""] = value  # both a value and a prefix: keep both
+            part = parts[last]
+            existing = node.get(part)
+            if type(existing) is _Level:
+                existing[""] = value
             else:
-                node[last] = _Value(value) if isinstance(value, dict) else value
-    finished: dict[str, Any] = _finish(root)
-    return finished
-
-
-class _Value(dict[str, Any]):
-    """A map that was an attribute's value (OTLP kvlist), not a level of dotted keys."""
-
-
-def _is_value(node: dict[str, Any]) -> bool:
-    return isinstance(node, _Value)
-
-
-def _finish(node: dict[str, Any]) -> Any:
-    if _is_value(node):
-        return dict(node)
-    for key, child in node.items():
-        if isinstance(child, dict):
-            node[key] = _finish(child)
-    if node and all(k.isdigit() for k in node):
-        indexes = sorted(int(k) for k in node)
-        if indexes == list(range(len(indexes))):
-            return [node[str(i)] for i in indexes]
-    return node
+                node[part] = value
+                if digits[last] and parent is not None and id(node) not in seen:
+                    seen.add(id(node))
+                    indexed.append((last, parent, parts[last - 1]))
+    for _, parent, key in sorted(indexed, key=lambda item: -item[0]):
+        level = parent.get(key)
+        if type(level) is _Level and "" not in level:
+            count = len(level)
+            if all(str(i) in level for i in range(count)):
+                parent[key] = [level[str(i)] for i in range(count)]
+    return root
 
 
 def _dumps(value: Any) -> str:
@@ -283,7 +287,7 @@ class SpanRows:
             if (
                 isinstance(value, str)
                 and value[:1] in ("{", "[")
-                and (_split(key)[-1] in JSON_TEXT_KEYS)
+                and (_split(key)[0][-1] in JSON_TEXT_KEYS)
             ):
                 with contextlib.suppress(ValueError):
                     attrs[key] = json.loads(value)
