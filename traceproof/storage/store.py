@@ -371,7 +371,7 @@ def _write_transaction(
         for table in tables:
             # A batch may repeat a span; keep its first copy, like a later resend would.
             cursor.register("batch", table)
-            new = cursor.execute(_INSERT_SPANS).fetch_arrow_table()
+            new = cursor.execute(_INSERT_SPANS).to_arrow_table()
             cursor.unregister("batch")
             inserted.append(new)
             results.append(WriteResult(received=table.num_rows, added=new.num_rows))
