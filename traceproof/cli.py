@@ -6,6 +6,7 @@ act on, with exit status 1 (2 when an import finished but rejected some input).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -25,6 +27,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from traceproof import __version__
 from traceproof.errors import TraceproofError
@@ -53,7 +56,8 @@ def _settings(db: Path | None, **overrides: Any) -> Settings:
 
 
 def _fail(exc: TraceproofError | str) -> None:
-    err.print(f"[red]error:[/red] {exc}", highlight=False)
+    # escape: the message starts with its [code], which rich would take for markup.
+    err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
     sys.exit(1)
 
 
@@ -113,7 +117,7 @@ def ingest(paths: tuple[Path, ...], db: Path | None, project: str | None, as_jso
         _fail(exc)
         return
     if as_json:
-        out.print_json(json.dumps(summary.as_dict()))
+        click.echo(json.dumps(summary.as_dict(), indent=2))
     else:
         _print_summary(summary)
     if summary.rejected:
@@ -143,13 +147,16 @@ def _print_summary(summary: ImportSummary) -> None:
     out.print(
         f"Imported {summary.spans_added:,} new spans "
         f"({summary.spans_read:,} read, {summary.duplicates:,} already stored) "
-        f"in {summary.traces:,} traces, projects: {', '.join(sorted(summary.projects)) or '-'}."
+        f"in {summary.traces:,} traces, projects: {', '.join(sorted(summary.projects)) or '-'}.",
+        markup=False,
+        soft_wrap=True,
     )
     if summary.rejected:
         out.print(f"[yellow]Rejected {summary.rejected:,}:[/yellow]", highlight=False)
         shown = summary.rejections[:50]
         for rejection in shown:
-            out.print(f"  {rejection}", highlight=False, markup=False)
+            # soft_wrap: a path:line is never broken across lines.
+            out.print(f"  {rejection}", highlight=False, markup=False, soft_wrap=True)
         hidden = summary.rejected - len(shown)
         if hidden:
             out.print(f"  ... and {hidden:,} more (--json lists up to 10,000).")
@@ -168,7 +175,7 @@ def stats(db: Path | None, as_json: bool) -> None:
         _fail(exc)
         return
     if as_json:
-        out.print(result.model_dump_json(indent=2), highlight=False)
+        click.echo(result.model_dump_json(indent=2))
         return
     _print_stats(result)
 
@@ -178,18 +185,23 @@ def _print_stats(result: StoreStats) -> None:
         out.print("The store is empty. Send traces to /v1/traces or run traceproof ingest.")
         return
     table = Table("project", "traces", "spans", "errors", "first span", "last span")
+    table.columns[0].overflow = "fold"  # a narrow terminal wraps a name; it never cuts it
     for column in table.columns[4:]:
         column.no_wrap = True
     for p in result.projects:
         table.add_row(
-            p.project,
+            Text(p.project),
             f"{p.traces:,}",
             f"{p.spans:,}",
             f"{p.errors:,}",
             f"{p.first_span:%Y-%m-%d %H:%M:%S}" if p.first_span else "-",
             f"{p.last_span:%Y-%m-%d %H:%M:%S}" if p.last_span else "-",
         )
-    out.print(table)
+    if out.is_terminal:
+        out.print(table)
+    else:  # piped or captured: full width, so that no project name is cut
+        natural = Console(file=io.StringIO(), width=100_000).measure(table).maximum
+        Console(file=out.file, width=max(natural, out.width)).print(table)
 
 
 def main() -> None:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import json
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
@@ -156,6 +158,9 @@ def import_files(
                 _import_file(Path(path), batcher, settings, project, on_progress)
             except OSError as exc:
                 summary.reject(str(path), None, f"cannot read the file: {exc.strerror or exc}")
+            except (EOFError, zlib.error) as exc:
+                # A truncated or corrupt gzip stream: what was read before it is kept.
+                summary.reject(str(path), None, f"cannot decompress the rest of the file ({exc})")
             except ImportError_ as exc:
                 summary.reject(str(path), None, str(exc))
     finally:
@@ -223,6 +228,8 @@ def _import_file(
 
 def _peek_nonspace(stream: IO[bytes]) -> bytes | None:
     peek = getattr(stream, "peek", None)
+    if peek is not None and peek(3)[:3] == b"\xef\xbb\xbf":
+        stream.read(3)  # the UTF-8 byte order mark some Windows tools write before JSON
     while True:
         data = peek(64) if peek is not None else b""
         if not data:
@@ -238,24 +245,76 @@ def _import_json(
 ) -> None:
     lines: Iterator[tuple[int, bytes]] = enumerate(stream, start=1)
     first_number, first_line = next(lines, (0, b""))
-    try:
-        first = json.loads(first_line)
-    except ValueError:
-        first = None
-    if not isinstance(first, Mapping):
+    if not isinstance(_loads(first_line), Mapping):
         # Not one object per line: the whole file is one JSON document.
-        rest = b"".join(line for _, line in lines)
+        body = first_line + b"".join(line for _, line in lines)
         try:
-            document = json.loads(first_line + rest)
+            document = json.loads(body)
         except (ValueError, RecursionError) as exc:
-            raise ImportError_(f"not valid JSON or JSON lines ({exc})") from None
+            _import_unparsed(body, exc, label, batcher, settings, project)
+            return
         items = document if isinstance(document, list) else [document]
         for index, item in enumerate(items):
             _take_object(
                 item, label, None if len(items) == 1 else index + 1, batcher, settings, project
             )
         return
-    _take_object(first, label, first_number, batcher, settings, project)
+    _take_lines(
+        itertools.chain([(first_number, first_line)], lines), label, batcher, settings, project
+    )
+
+
+def _import_unparsed(
+    body: bytes,
+    error: Exception,
+    label: str,
+    batcher: _Batcher,
+    settings: Settings,
+    project: str | None,
+) -> None:
+    """A file that starts like JSON but is not one JSON document.
+
+    It may be OTLP protobuf whose first length byte happens to be ``{`` or ``[`` (a request
+    starts with 0x0a, which is also a newline), or JSON lines whose first line is blank or bad.
+    """
+    if body[:1] == b"\n":
+        before = len(batcher.rows)
+        try:
+            decoded = decode_protobuf(
+                body, default_project=settings.default_project, project=project, rows=batcher.rows
+            )
+        except MalformedRequest:
+            pass
+        else:
+            if decoded.rejected or len(batcher.rows) > before:
+                _take_decoded(decoded, label, None, batcher)
+                return
+    numbered = list(enumerate(body.split(b"\n"), start=1))
+    if not any(_is_trace_object(_loads(line)) for _, line in numbered):
+        raise ImportError_(f"not valid JSON or JSON lines ({_short(error)})")
+    _take_lines(iter(numbered), label, batcher, settings, project)
+
+
+def _loads(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _is_trace_object(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and (
+        is_span_object(obj) or "resourceSpans" in obj or "resource_spans" in obj
+    )
+
+
+def _take_lines(
+    lines: Iterator[tuple[int, bytes]],
+    label: str,
+    batcher: _Batcher,
+    settings: Settings,
+    project: str | None,
+) -> None:
     for number, line in lines:
         if not line.strip():
             continue
