@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from traceproof.storage.columns import SPAN_COLUMNS, SPAN_KINDS, SPAN_SCHEMA
@@ -172,7 +173,11 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        # Integers beyond 64 bits, and other values orjson refuses.
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def _first(attrs: Mapping[str, Any], *keys: str) -> Any:
