@@ -16,6 +16,4 @@ def test_exported_trace_is_queryable(live_server: LiveServer) -> None:
     assert response.status_code == 200
     with live_server.store.reader() as reader:
         row = reader.dicts("select name, span_count, error_count, session_id from traces")
-    assert row == [
-        {"name": "agent", "span_count": 3, "error_count": 1, "session_id": "session-1"}
-    ]
+    assert row == [{"name": "agent", "span_count": 3, "error_count": 1, "session_id": "session-1"}]

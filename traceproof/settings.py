@@ -73,3 +73,9 @@ class Settings(BaseSettings):
         description="DuckDB's memory_limit for the store (bounds its buffer pool).",
     )
     duckdb_threads: int = Field(default=2, ge=1, description="DuckDB worker threads.")
+    duckdb_checkpoint_threshold: str = Field(
+        default="256MB",
+        description="Write-ahead log size at which DuckDB checkpoints into the main file. "
+        "Larger means fewer, cheaper-per-span checkpoints during ingest and a longer WAL replay "
+        "after a crash.",
+    )

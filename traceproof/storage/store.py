@@ -12,6 +12,7 @@ committed state and is not blocked by ingest.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -93,12 +94,14 @@ _TRACE_AGGREGATE = f"""
         arg_min(name, (start_time, span_id)) {_ROOT_FILTER} AS root_name,
         arg_min(span_kind, (start_time, span_id)) {_ROOT_FILTER} AS root_span_kind,
         arg_min(status, (start_time, span_id)) {_ROOT_FILTER} AS root_status,
-        arg_min(input_value, (start_time, span_id)) {_ROOT_FILTER} AS root_input,
-        arg_min(output_value, (start_time, span_id)) {_ROOT_FILTER} AS root_output,
+        arg_min(left(input_value, {PREVIEW_CHARS}), (start_time, span_id)) {_ROOT_FILTER}
+            AS root_input,
+        arg_min(left(output_value, {PREVIEW_CHARS}), (start_time, span_id)) {_ROOT_FILTER}
+            AS root_output,
         min(start_time) AS first_start,
         arg_min(span_id, (start_time, span_id)) AS first_span_id,
         arg_min(name, (start_time, span_id)) AS first_name
-    FROM new_spans
+    FROM {{source}}
     GROUP BY project, trace_id
 """
 
@@ -150,9 +153,12 @@ _TRACE_MERGE = f"""
 """
 
 _INSERT_SPANS = (
-    f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) "
-    f"SELECT {', '.join(SPAN_COLUMNS)} FROM batch "
-    f"ON CONFLICT DO NOTHING RETURNING {_RETURNING}"
+    f"INSERT INTO spans ({', '.join(SPAN_COLUMNS)}) SELECT {', '.join(SPAN_COLUMNS)} FROM batch"
+)
+# The slow path, when some span is already stored: skip those and return the ones added.
+_INSERT_NEW_SPANS = f"{_INSERT_SPANS} ON CONFLICT DO NOTHING RETURNING {_RETURNING}"
+_ADD_PROJECTS = (
+    "INSERT INTO projects SELECT DISTINCT project, ? FROM {source} ON CONFLICT DO NOTHING"
 )
 
 
@@ -189,6 +195,7 @@ class Store:
         config: dict[str, str | bool | int | float | list[str]] = {
             "memory_limit": settings.duckdb_memory_limit,
             "threads": str(settings.duckdb_threads),
+            "checkpoint_threshold": settings.duckdb_checkpoint_threshold,
         }
         try:
             conn = duckdb.connect(str(db_path), config=config)
@@ -362,34 +369,83 @@ class Reader:
 def _write_transaction(
     cursor: duckdb.DuckDBPyConnection, tables: list[pa.Table]
 ) -> list[WriteResult]:
-    """Insert every table's spans and merge the trace index, in one transaction."""
+    """Insert every table's spans and merge the trace index, in one transaction.
+
+    The fast path inserts all tables at once and merges the trace index from them. When a span
+    is already stored (a resend) or repeated within the group, the primary key refuses that
+    insert; the transaction is rolled back and redone table by table, skipping stored spans.
+    """
+    try:
+        return _write_all_new(cursor, tables)
+    except duckdb.ConstraintException:
+        return _write_skipping_stored(cursor, tables)
+
+
+def _write_all_new(cursor: duckdb.DuckDBPyConnection, tables: list[pa.Table]) -> list[WriteResult]:
+    batch = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    now = datetime.now(UTC).replace(tzinfo=None).isoformat()
+    # One call for the whole transaction: the writer takes the GIL back once, not per statement.
+    script = ";\n".join(
+        (
+            "BEGIN TRANSACTION",
+            _INSERT_SPANS,
+            _ADD_PROJECTS.format(source="batch").replace("?", f"TIMESTAMP '{now}'"),
+            _TRACE_MERGE.format(source="batch"),
+            "COMMIT",
+        )
+    )
+    cursor.register("batch", batch)
+    try:
+        cursor.execute(script)
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            cursor.execute("ROLLBACK")
+        raise
+    finally:
+        cursor.unregister("batch")
+    return [WriteResult(received=t.num_rows, added=t.num_rows) for t in tables]
+
+
+def _write_skipping_stored(
+    cursor: duckdb.DuckDBPyConnection, tables: list[pa.Table]
+) -> list[WriteResult]:
     results: list[WriteResult] = []
     inserted: list[pa.Table] = []
-    now = datetime.now(UTC).replace(tzinfo=None)
-    cursor.execute("BEGIN TRANSACTION")
-    try:
+    with _transaction(cursor):
         for table in tables:
             # A batch may repeat a span; keep its first copy, like a later resend would.
             cursor.register("batch", table)
-            new = cursor.execute(_INSERT_SPANS).to_arrow_table()
-            cursor.unregister("batch")
+            try:
+                new = cursor.execute(_INSERT_NEW_SPANS).to_arrow_table()
+            finally:
+                cursor.unregister("batch")
             inserted.append(new)
             results.append(WriteResult(received=table.num_rows, added=new.num_rows))
-        new_spans = pa.concat_tables(inserted) if inserted else None
-        if new_spans is not None and new_spans.num_rows:
+        new_spans = pa.concat_tables(inserted)
+        if new_spans.num_rows:
             cursor.register("new_spans", new_spans)
-            cursor.execute(
-                "INSERT INTO projects SELECT DISTINCT project, ? FROM new_spans "
-                "ON CONFLICT DO NOTHING",
-                [now],
-            )
-            cursor.execute(_TRACE_MERGE)
-            cursor.unregister("new_spans")
-        cursor.execute("COMMIT")
+            try:
+                _merge_traces(cursor, "new_spans")
+            finally:
+                cursor.unregister("new_spans")
+    return results
+
+
+def _merge_traces(cursor: duckdb.DuckDBPyConnection, source: str) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    cursor.execute(_ADD_PROJECTS.format(source=source), [now])
+    cursor.execute(_TRACE_MERGE.format(source=source))
+
+
+@contextmanager
+def _transaction(cursor: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        yield
     except BaseException:
         cursor.execute("ROLLBACK")
         raise
-    return results
+    cursor.execute("COMMIT")
 
 
 def _migrate(conn: duckdb.DuckDBPyConnection) -> None:
