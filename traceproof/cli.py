@@ -110,7 +110,7 @@ def ingest(paths: tuple[Path, ...], db: Path | None, project: str | None, as_jso
     """Import traces from files: OTLP/JSON, OTLP protobuf or span JSON lines (gzip or not)."""
     settings = _settings(db)
     try:
-        with _store_or_remote(settings) as store:
+        with _store_or_remote(settings.for_import()) as store:
             sink: Sink = lambda table: store.submit(table, wait=None)  # noqa: E731
             summary = _run_import(list(paths), sink, settings, project)
     except TraceproofError as exc:

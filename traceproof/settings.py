@@ -45,7 +45,10 @@ class Settings(BaseSettings):
     commit_max_spans: int = Field(
         default=20_000,
         ge=1,
-        description="Most spans the writer commits in one transaction when it groups batches.",
+        le=100_000,
+        description="Most spans the writer commits in one transaction when it groups batches. "
+        "Kept well below a row group (122,880 rows): DuckDB 1.5 writes larger transactions "
+        "optimistically, and readers can then see part of one while it commits.",
     )
     max_request_bytes: int = Field(
         default=64 * 1024 * 1024,
@@ -61,10 +64,10 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Retry-After sent with 503 when the write queue is full."
     )
     import_batch_spans: int = Field(
-        default=5_000, ge=1, description="Spans per batch handed to the writer by file import."
+        default=2_500, ge=1, description="Spans per batch handed to the writer by file import."
     )
     import_batch_bytes: int = Field(
-        default=16 * 1024 * 1024,
+        default=8 * 1024 * 1024,
         ge=1024,
         description="Approximate bytes per batch handed to the writer by file import.",
     )
@@ -73,9 +76,36 @@ class Settings(BaseSettings):
         description="DuckDB's memory_limit for the store (bounds its buffer pool).",
     )
     duckdb_threads: int = Field(default=2, ge=1, description="DuckDB worker threads.")
+    duckdb_row_group_size: int = Field(
+        default=122_880,
+        ge=2048,
+        multiple_of=2048,
+        description="Rows per DuckDB row group written by this process (DuckDB's default).",
+    )
+    import_memory_limit: str = Field(
+        default="192MB",
+        description="DuckDB's memory_limit while traceproof ingest holds the store itself.",
+    )
+    import_row_group_size: int = Field(
+        default=16_384,
+        ge=2048,
+        multiple_of=2048,
+        description="Row group size while traceproof ingest holds the store itself: a "
+        "checkpoint then compresses less multi-kilobyte span text at once (lower peak memory).",
+    )
     duckdb_checkpoint_threshold: str = Field(
         default="256MB",
         description="Write-ahead log size at which DuckDB checkpoints into the main file. "
         "Larger means fewer, cheaper-per-span checkpoints during ingest and a longer WAL replay "
         "after a crash.",
     )
+
+    def for_import(self) -> Settings:
+        """These settings for a bulk import that holds the store alone (no concurrent readers,
+        so the small row groups' optimistic writes are safe): a smaller memory footprint."""
+        return self.model_copy(
+            update={
+                "duckdb_memory_limit": self.import_memory_limit,
+                "duckdb_row_group_size": self.import_row_group_size,
+            }
+        )

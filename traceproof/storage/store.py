@@ -198,7 +198,7 @@ class Store:
             "checkpoint_threshold": settings.duckdb_checkpoint_threshold,
         }
         try:
-            conn = duckdb.connect(str(db_path), config=config)
+            conn = _connect(db_path, config, settings.duckdb_row_group_size)
         except duckdb.IOException as exc:
             raise _locked_or_error(db_path, exc) from None
         except duckdb.Error as exc:
@@ -297,8 +297,14 @@ class Store:
             self._pending_bytes -= sum(item.nbytes for item in group)
             self._cond.notify_all()
 
-    def _run_writer(self) -> None:
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor of its own on the store (cursors start in the in-memory catalog)."""
         cursor = self._conn.cursor()
+        cursor.execute(f"USE {_CATALOG}")
+        return cursor
+
+    def _run_writer(self) -> None:
+        cursor = self._cursor()
         try:
             while True:
                 group, stop = self._take_group()
@@ -334,7 +340,7 @@ class Store:
         """A read cursor of its own, seeing the last committed state."""
         if self._closed:
             raise StoreClosed()
-        cursor = self._conn.cursor()
+        cursor = self._cursor()
         try:
             yield Reader(cursor)
         finally:
@@ -446,6 +452,29 @@ def _transaction(cursor: duckdb.DuckDBPyConnection) -> Iterator[None]:
         cursor.execute("ROLLBACK")
         raise
     cursor.execute("COMMIT")
+
+
+#: The store file's catalog name (``ATTACH ... AS store``).
+_CATALOG = "store"
+
+
+def _connect(
+    path: Path, config: dict[str, str | bool | int | float | list[str]], row_group_size: int
+) -> duckdb.DuckDBPyConnection:
+    """Attach the store file with its row group size (a per-attach option, not a setting).
+
+    Smaller row groups than DuckDB's 122,880 rows bound what a checkpoint holds in memory while
+    it compresses a column of multi-kilobyte span attributes.
+    """
+    conn = duckdb.connect(":memory:", config=config)
+    quoted = str(path).replace("'", "''")
+    try:
+        conn.execute(f"ATTACH '{quoted}' AS {_CATALOG} (ROW_GROUP_SIZE {row_group_size})")
+        conn.execute(f"USE {_CATALOG}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def _migrate(conn: duckdb.DuckDBPyConnection) -> None:
