@@ -1,0 +1,35 @@
+"""README stays true to the code it documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from traceproof.cli import cli
+from traceproof.settings import Settings
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def test_every_setting_is_in_the_readme_configuration_table() -> None:
+    missing = [
+        f"TRACEPROOF_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`TRACEPROOF_{name.upper()}`" not in README
+    ]
+    assert not missing, f"README's configuration table misses {missing}"
+
+
+def test_every_cli_command_is_in_the_readme() -> None:
+    assert isinstance(cli.commands, dict)
+    missing = [name for name in cli.commands if f"`traceproof {name}" not in README]
+    assert not missing, f"README's CLI reference misses {missing}"
+
+
+def test_every_command_has_help() -> None:
+    runner = CliRunner()
+    for name in cli.commands:
+        result = runner.invoke(cli, [name, "--help"])
+        assert result.exit_code == 0, result.output
+        assert "--db" in result.output
