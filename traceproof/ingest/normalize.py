@@ -29,8 +29,10 @@ import pyarrow as pa
 
 from traceproof.storage.columns import SPAN_COLUMNS, SPAN_KINDS, SPAN_SCHEMA
 
-#: Deepest nesting of an attribute value that is kept; deeper spans are rejected.
-MAX_VALUE_DEPTH = 64
+#: Deepest nesting of an attribute value that is kept; deeper spans are rejected. Protobuf
+#: refuses about 31 levels inside a request (its limit is 100 message levels), so both wires
+#: share this limit.
+MAX_VALUE_DEPTH = 30
 
 #: Attribute keys (last dotted segment) whose string values are JSON text worth parsing.
 JSON_TEXT_KEYS = frozenset(

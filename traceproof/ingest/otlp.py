@@ -31,6 +31,7 @@ from traceproof.ingest.normalize import (
     resource_json,
     status_name,
 )
+from traceproof.ingest.pbwire import split_request
 
 #: Rejection reasons kept per request; the count is always exact.
 MAX_REASONS = 20
@@ -84,11 +85,29 @@ def decode_protobuf(
     project: str | None = None,
     rows: SpanRows | None = None,
 ) -> Decoded:
+    refused: list[DecodeError] = []
     try:
         request = ExportTraceServiceRequest.FromString(body)
     except (DecodeError, RecursionError, ValueError) as exc:
-        raise MalformedRequest(f"body is not a valid OTLP protobuf trace request ({exc})") from None
-    return decode_message(request, default_project=default_project, project=project, rows=rows)
+        if "MaxDepth" not in str(exc):
+            raise MalformedRequest(
+                f"body is not a valid OTLP protobuf trace request ({exc})"
+            ) from None
+        # Some value is nested past protobuf's limit: keep the spans that parse on their own.
+        try:
+            request, refused = split_request(body)
+        except (DecodeError, RecursionError, ValueError) as inner:
+            raise MalformedRequest(
+                f"body is not a valid OTLP protobuf trace request ({inner})"
+            ) from None
+    decoded = decode_message(request, default_project=default_project, project=project, rows=rows)
+    for error in refused:
+        decoded.reject(
+            f"span: an attribute value is nested deeper than {MAX_VALUE_DEPTH} levels"
+            if "MaxDepth" in str(error)
+            else f"span is not valid protobuf ({error})"
+        )
+    return decoded
 
 
 def decode_message(
@@ -229,12 +248,18 @@ def decode_json_object(
     for rs in resource_spans:
         if not isinstance(rs, Mapping):
             raise MalformedRequest("each resourceSpans entry must be an object")
-        scope_list = _get(rs, "scopeSpans", "scope_spans", "instrumentationLibrarySpans") or []
+        scope_list = _list(
+            _get(rs, "scopeSpans", "scope_spans", "instrumentationLibrarySpans"), "scopeSpans"
+        )
+        resource_object = rs.get("resource") or {}
+        if not isinstance(resource_object, Mapping):
+            raise MalformedRequest("resource must be an object")
         try:
-            resource = _json_attributes(_get(rs.get("resource") or {}, "attributes"))
+            resource = _json_attributes(_get(resource_object, "attributes"))
         except SpanRejected as exc:
             for ss in scope_list:
-                for _ in (_get(ss, "spans") or []) if isinstance(ss, Mapping) else []:
+                spans = _get(ss, "spans") if isinstance(ss, Mapping) else None
+                for _ in spans if isinstance(spans, list) else []:
                     out.reject(f"resource: {exc}")
             continue
         span_project = project or project_of(resource, default_project)
@@ -243,8 +268,8 @@ def decode_json_object(
             if not isinstance(ss, Mapping):
                 raise MalformedRequest("each scopeSpans entry must be an object")
             scope = _get(ss, "scope", "instrumentationLibrary") or {}
-            scope_name = scope.get("name") if isinstance(scope, Mapping) else None
-            for span in _get(ss, "spans") or []:
+            scope_name = _str(scope.get("name")) if isinstance(scope, Mapping) else None
+            for span in _list(_get(ss, "spans"), "spans"):
                 try:
                     if not isinstance(span, Mapping):
                         raise SpanRejected("span must be a JSON object")
@@ -271,7 +296,7 @@ def _add_json_span(
     if not isinstance(status, Mapping):
         raise SpanRejected("status must be an object")
     events = []
-    for event in _get(span, "events") or []:
+    for event in _list(_get(span, "events"), "events", SpanRejected):
         if not isinstance(event, Mapping):
             raise SpanRejected("each event must be an object")
         events.append(
@@ -282,7 +307,7 @@ def _add_json_span(
             )
         )
     links = []
-    for link in _get(span, "links") or []:
+    for link in _list(_get(span, "links"), "links", SpanRejected):
         if not isinstance(link, Mapping):
             raise SpanRejected("each link must be an object")
         links.append(
@@ -303,7 +328,7 @@ def _add_json_span(
         start_ns=_json_int(_get(span, "startTimeUnixNano", "start_time_unix_nano"), "start"),
         end_ns=_json_int(_get(span, "endTimeUnixNano", "end_time_unix_nano"), "end"),
         status=status_name(status.get("code")),
-        status_message=status.get("message"),
+        status_message=_str(status.get("message")),
         attributes=_json_attributes(span.get("attributes")),
         events=events,
         links=links,
@@ -311,6 +336,21 @@ def _add_json_span(
         scope_name=scope_name,
         otel_kind=otel_kind_name(span.get("kind")),
     )
+
+
+def _list(value: Any, what: str, error: type[ValueError] = MalformedRequest) -> list[Any]:
+    """``value`` as a list (missing or null: empty); anything else raises ``error``."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise error(f"{what} must be a list, not {type(value).__name__}")
+    return value
+
+
+def _str(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, (Mapping, list)) else str(value)
 
 
 def _get(obj: Mapping[str, Any], *names: str) -> Any:
@@ -397,11 +437,11 @@ def _json_value(value: Any, depth: int) -> Any:
             raise SpanRejected(f"an attribute value is nested deeper than {MAX_VALUE_DEPTH} levels")
         if name in ("arrayValue", "array_value"):
             values = item.get("values") if isinstance(item, Mapping) else None
-            return [_json_value(v, depth + 1) for v in values or []]
+            return [_json_value(v, depth + 1) for v in _list(values, "arrayValue", SpanRejected)]
         if name in ("kvlistValue", "kvlist_value"):
             values = item.get("values") if isinstance(item, Mapping) else None
             out = {}
-            for kv in values or []:
+            for kv in _list(values, "kvlistValue", SpanRejected):
                 if isinstance(kv, Mapping) and isinstance(kv.get("key"), str):
                     out[kv["key"]] = _json_value(kv.get("value"), depth + 1)
             return out
