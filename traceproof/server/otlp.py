@@ -164,8 +164,17 @@ def _decode(
     decode: Callable[..., Decoded], body: bytes, default_project: str
 ) -> tuple[Decoded, pa.Table | None]:
     """Decode a body and build its Arrow batch (off the event loop: both are CPU-bound)."""
-    decoded = decode(body, default_project=default_project)
-    return decoded, (decoded.rows.table() if len(decoded.rows) else None)
+    try:
+        decoded = decode(body, default_project=default_project)
+        return decoded, (decoded.rows.table() if len(decoded.rows) else None)
+    except MalformedRequest:
+        raise
+    except Exception as exc:
+        # A shape the decoder did not foresee: the sender gets a 400 it can act on, not a 500.
+        log.warning("could not decode an OTLP request", exc_info=True)
+        raise MalformedRequest(
+            f"body could not be decoded as an OTLP trace request ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -192,13 +201,18 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
             wbits = -zlib.MAX_WBITS  # raw deflate, which some clients send
     else:
         raise MalformedRequest(f"unsupported Content-Encoding {encoding!r}; use gzip or deflate")
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
-        raise MalformedRequest(f"body is not valid {encoding} data ({exc})") from None
-    if len(out) > limit or inflater.unconsumed_tail:
-        raise TooLarge(f"decompressed body is over the {limit}-byte limit")
-    if not inflater.eof:
-        raise MalformedRequest(f"{encoding} body is truncated")
-    return out
+    out = bytearray()
+    rest = body
+    while True:  # gzip allows a series of members (RFC 1952); read every one
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise MalformedRequest(f"body is not valid {encoding} data ({exc})") from None
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise TooLarge(f"decompressed body is over the {limit}-byte limit")
+        if not inflater.eof:
+            raise MalformedRequest(f"{encoding} body is truncated")
+        rest = inflater.unused_data
+        if encoding != "gzip" or not rest.strip(b"\0"):
+            return bytes(out)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
+import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -54,10 +58,19 @@ def serve(
         owner.write(store.path, "traceproof serve", url)
         announce(f"traceproof serving {store.path}")
         announce(f"  OTLP/HTTP  {url}/v1/traces")
+        # After its graceful shutdown uvicorn re-raises the signal it caught, under the handler
+        # it found. SIGTERM's default handler would kill the process before the store closes;
+        # this one exits through `finally` instead.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _exit_on_signal)
         server.run()
     finally:
         owner.clear(store.path)
         store.close()
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    sys.exit(128 + signum)
 
 
 def _url_host(host: str) -> str:
