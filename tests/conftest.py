@@ -212,3 +212,31 @@ def make_agent_trace(provider: TracerProvider, *, fail_tool: bool = False, turn:
 def encoded(spans: list[ReadableSpan]) -> bytes:
     """The SDK's own OTLP protobuf encoding of ``spans``."""
     return bytes(encode_spans(spans).SerializeToString())
+
+
+# -- stores with data, for the tools ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store file holding the demo project (built once per test session; copy before use)."""
+    from traceproof.server.run import load_demo
+
+    path = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    settings = Settings(db=path)
+    with Store.open(path, settings) as opened:
+        load_demo(opened, settings)
+    return path
+
+
+@pytest.fixture
+def demo_store(demo_db: Path, tmp_path: Path) -> Iterator[Store]:
+    """A store of its own holding the demo project: 25 sessions, 90 traces, 1,064 spans, 22
+    error spans, one LLM span with a 400,000-character input."""
+    import shutil
+
+    path = tmp_path / "demo.duckdb"
+    shutil.copyfile(demo_db, path)
+    settings = Settings(db=path)
+    with Store.open(path, settings) as opened:
+        yield opened

@@ -19,6 +19,20 @@ class ErrorCode(StrEnum):
     INVALID_INPUT = "invalid_input"
     UNSUPPORTED_FORMAT = "unsupported_format"
     NOT_FOUND = "not_found"
+    # Tool errors: what an agent did that it can fix.
+    INVALID_ARGUMENT = "invalid_argument"
+    INVALID_CURSOR = "invalid_cursor"
+    INVALID_REGEX = "invalid_regex"
+    INVALID_FILTER = "invalid_filter"
+    INVALID_QUERY = "invalid_query"
+    FORBIDDEN_QUERY = "forbidden_query"
+    QUERY_TIMEOUT = "query_timeout"
+    INVALID_JQ = "invalid_jq"
+    UNKNOWN_PROJECT = "unknown_project"
+    UNKNOWN_TRACE = "unknown_trace"
+    UNKNOWN_SPAN = "unknown_span"
+    UNKNOWN_SESSION = "unknown_session"
+    UNAUTHORIZED = "unauthorized"
 
 
 class TraceproofError(Exception):

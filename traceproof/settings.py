@@ -100,6 +100,38 @@ class Settings(BaseSettings):
         "after a crash.",
     )
 
+    # -- agents' tools ------------------------------------------------------------------------
+    response_chars: int = Field(
+        default=20_000,
+        ge=1_000,
+        description="Default character budget of one tool response (compact JSON). A call may "
+        "ask for less or more with max_chars, up to response_chars_max.",
+    )
+    response_chars_max: int = Field(
+        default=80_000,
+        ge=1_000,
+        description="Hard ceiling of a tool response's characters, whatever a call asks for "
+        "(Claude Code rejects results over 25,000 tokens).",
+    )
+    sql_row_limit: int = Field(
+        default=200, ge=1, description="Rows the sql tool returns when a call names no limit."
+    )
+    sql_max_rows: int = Field(default=5_000, ge=1, description="Most rows one sql call returns.")
+    sql_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Time limit of one sql query (and of every tool's queries); the query is "
+        "interrupted when it runs longer.",
+    )
+    jq_max_spans: int = Field(
+        default=500, ge=1, description="Most spans the jq tool reads when it runs over a filter."
+    )
+    token: str | None = Field(
+        default=None,
+        description="Bearer token that protects /mcp and /v1/traces when set "
+        "(clients send Authorization: Bearer <token>).",
+    )
+
     def for_import(self) -> Settings:
         """These settings for a bulk import that holds the store alone (no concurrent readers,
         so the small row groups' optimistic writes are safe): a smaller memory footprint."""

@@ -5,19 +5,34 @@ contract :data:`SPAN_SCHEMA`, and the exceptions in :mod:`traceproof.storage.exc
 """
 
 from traceproof.storage.columns import SPAN_COLUMNS, SPAN_KINDS, SPAN_SCHEMA
-from traceproof.storage.exceptions import Busy, NotFound, StoreClosed, StoreError, StoreLocked
-from traceproof.storage.store import Reader, Store, WriteResult
+from traceproof.storage.exceptions import (
+    Busy,
+    ForbiddenQuery,
+    InvalidQuery,
+    NotFound,
+    QueryTimeout,
+    StoreClosed,
+    StoreError,
+    StoreLocked,
+)
+from traceproof.storage.reader import QueryResult, Reader, check_select
+from traceproof.storage.store import Store, WriteResult
 
 __all__ = [
     "SPAN_COLUMNS",
     "SPAN_KINDS",
     "SPAN_SCHEMA",
     "Busy",
+    "ForbiddenQuery",
+    "InvalidQuery",
     "NotFound",
+    "QueryResult",
+    "QueryTimeout",
     "Reader",
     "Store",
     "StoreClosed",
     "StoreError",
     "StoreLocked",
     "WriteResult",
+    "check_select",
 ]

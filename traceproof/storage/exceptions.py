@@ -7,7 +7,10 @@
         ├── StoreLocked       another process holds the DuckDB file
         ├── Busy              the write queue is full; retry after ``retry_after`` seconds
         ├── StoreClosed       the store was closed; nothing more is accepted
-        └── NotFound          a named thing (trace, span, project) does not exist
+        ├── NotFound          a named thing (trace, span, project) does not exist
+        ├── InvalidQuery      DuckDB could not parse, bind or run a query
+        ├── ForbiddenQuery    not one read-only statement, or reaches outside the store
+        └── QueryTimeout      a query ran past its time limit and was interrupted
 """
 
 from __future__ import annotations
@@ -70,3 +73,21 @@ class NotFound(StoreError):
     """A trace, span or project that does not exist."""
 
     code = ErrorCode.NOT_FOUND
+
+
+class InvalidQuery(StoreError):
+    """A query that DuckDB could not parse, bind or run (the message says why)."""
+
+    code = ErrorCode.INVALID_QUERY
+
+
+class ForbiddenQuery(StoreError):
+    """A query that is not one read-only statement, or reaches outside the store."""
+
+    code = ErrorCode.FORBIDDEN_QUERY
+
+
+class QueryTimeout(StoreError):
+    """A query ran past its time limit and was interrupted."""
+
+    code = ErrorCode.QUERY_TIMEOUT

@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -33,6 +32,7 @@ from traceproof.settings import Settings
 from traceproof.storage import owner
 from traceproof.storage.columns import SPAN_COLUMNS, SPAN_SCHEMA
 from traceproof.storage.exceptions import Busy, StoreClosed, StoreError, StoreLocked
+from traceproof.storage.reader import Reader
 from traceproof.storage.schema import MIGRATIONS, PREVIEW_CHARS
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,7 @@ class Store:
             ) from None
         try:
             _migrate(conn)
+            _lock_down(conn)
         except duckdb.Error as exc:
             conn.close()
             raise StoreError(
@@ -336,40 +337,16 @@ class Store:
     # -- reads ----------------------------------------------------------------------------------
 
     @contextmanager
-    def reader(self) -> Iterator[Reader]:
-        """A read cursor of its own, seeing the last committed state."""
+    def reader(self, timeout: float | None = None) -> Iterator[Reader]:
+        """A read cursor of its own, seeing the last committed state. Each query is
+        interrupted after ``timeout`` seconds (default: the ``sql_timeout_seconds`` setting)."""
         if self._closed:
             raise StoreClosed()
         cursor = self._cursor()
         try:
-            yield Reader(cursor)
+            yield Reader(cursor, self.settings.sql_timeout_seconds if timeout is None else timeout)
         finally:
             cursor.close()
-
-
-class Reader:
-    """Read access to the store. Translates DuckDB errors into :class:`StoreError`."""
-
-    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
-        self._cursor = cursor
-
-    def rows(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-        try:
-            return self._cursor.execute(sql, params).fetchall()
-        except duckdb.Error as exc:
-            raise StoreError(f"Query failed: {exc}") from None
-
-    def dicts(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
-        try:
-            cur = self._cursor.execute(sql, params)
-            names = [d[0] for d in cur.description or ()]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        except duckdb.Error as exc:
-            raise StoreError(f"Query failed: {exc}") from None
-
-    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
-        found = self.rows(sql, params)
-        return found[0][0] if found else None
 
 
 def _write_transaction(
@@ -498,6 +475,13 @@ def _migrate(conn: duckdb.DuckDBPyConnection) -> None:
             conn.execute("ROLLBACK")
             raise
         log.info("applied migration %d: %s", migration.version, migration.name)
+
+
+def _lock_down(conn: duckdb.DuckDBPyConnection) -> None:
+    """From here on no query reaches a file (other than the attached store) or the network,
+    loads an extension, or changes a setting: the ``sql`` tool's sandbox, for every cursor."""
+    conn.execute("SET enable_external_access = false")
+    conn.execute("SET lock_configuration = true")
 
 
 def _locked_or_error(path: Path, exc: duckdb.Error) -> StoreError:

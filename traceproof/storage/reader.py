@@ -1,0 +1,132 @@
+"""Read access to the store: trusted queries built by tools, and untrusted SQL from agents.
+
+Every read runs on a cursor of its own under a time limit (the query is interrupted when it runs
+longer). The whole DuckDB instance is locked down once the store is open (no file or network
+access, no extension loading, configuration locked; see ``store._lock_down``), so a query can
+read the store's tables and nothing else. Untrusted text (the ``sql`` tool, ``where`` filters)
+must also parse as exactly one ``SELECT`` statement.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from traceproof.storage.exceptions import ForbiddenQuery, InvalidQuery, QueryTimeout, StoreError
+
+#: Table functions that change state although they appear in a SELECT.
+_STATEFUL_FUNCTIONS = re.compile(r"\b(force_)?checkpoint\s*\(", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Rows of a query: ``truncated`` is exact (one row more than ``max_rows`` was fetched)."""
+
+    columns: list[str]
+    types: list[str]
+    rows: list[tuple[Any, ...]]
+    truncated: bool
+
+
+def check_select(sql: str) -> None:
+    """Raise unless ``sql`` is exactly one read-only SELECT statement."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise InvalidQuery(f"The query does not parse: {_first_line(exc)}. Fix the SQL.") from None
+    if len(statements) != 1:
+        raise ForbiddenQuery(
+            f"Send exactly one statement (got {len(statements)}). Split the work into "
+            "separate calls."
+        )
+    kind = str(statements[0].type).rsplit(".", 1)[-1]
+    if kind != "SELECT":
+        raise ForbiddenQuery(
+            f"Only read-only SELECT queries are allowed (got {kind}). Writes, ATTACH, COPY, "
+            "INSTALL, LOAD, SET and PRAGMA are refused; query the tables with SELECT."
+        )
+    if _STATEFUL_FUNCTIONS.search(sql):
+        raise ForbiddenQuery("checkpoint() is not allowed. Query the tables with SELECT.")
+
+
+class Reader:
+    """Queries on one cursor, each under ``timeout`` seconds (``None``: no limit)."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, timeout: float | None) -> None:
+        self._cursor = cursor
+        self._timeout = timeout
+
+    def rows(
+        self, sql: str, params: Sequence[Any] | None = None, *, untrusted: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """All rows of ``sql``. ``untrusted=True`` when the text holds an agent's expression."""
+        if untrusted:
+            check_select(sql)
+        with self._limited():
+            return self._cursor.execute(sql, params).fetchall()
+
+    def dicts(
+        self, sql: str, params: Sequence[Any] | None = None, *, untrusted: bool = False
+    ) -> list[dict[str, Any]]:
+        if untrusted:
+            check_select(sql)
+        with self._limited():
+            cur = self._cursor.execute(sql, params)
+            names = [d[0] for d in cur.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        found = self.rows(sql, params)
+        return found[0][0] if found else None
+
+    def select(
+        self, sql: str, params: Sequence[Any] | None = None, *, max_rows: int
+    ) -> QueryResult:
+        """Run an agent's SELECT: at most ``max_rows`` rows, ``truncated`` exact."""
+        check_select(sql)
+        with self._limited():
+            cur = self._cursor.execute(sql, params)
+            columns = [d[0] for d in cur.description or ()]
+            types = [str(d[1]) for d in cur.description or ()]
+            rows = cur.fetchmany(max_rows + 1)
+        return QueryResult(columns, types, rows[:max_rows], len(rows) > max_rows)
+
+    @contextmanager
+    def _limited(self) -> Iterator[None]:
+        timer = None
+        if self._timeout is not None:
+            timer = threading.Timer(self._timeout, self._cursor.interrupt)
+            timer.daemon = True
+            timer.start()
+        try:
+            yield
+        except duckdb.InterruptException:
+            raise QueryTimeout(
+                f"The query ran longer than {self._timeout:g} s and was stopped. Narrow it "
+                "with filters (project, time window) or a LIMIT."
+            ) from None
+        except duckdb.PermissionException:
+            raise ForbiddenQuery(
+                "Queries cannot read files or reach the network. Query the store's tables "
+                "(call describe_schema)."
+            ) from None
+        except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as exc:
+            raise InvalidQuery(f"{_first_line(exc)}. Call describe_schema for columns.") from None
+        except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
+            raise InvalidQuery(f"{_first_line(exc)}. Fix the query's values or casts.") from None
+        except duckdb.Error as exc:
+            raise StoreError(f"The query failed: {_first_line(exc)}.") from None
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0].rstrip(".") if text else type(exc).__name__

@@ -1,0 +1,122 @@
+"""What every tool shares: its error type, the response budget, clipping and paging cursors.
+
+The contract (DESIGN.md): a response never exceeds its character budget (compact JSON); a long
+value is clipped with a marker giving the exact call that reads the rest; lists are paged with
+opaque cursors and ``truncated`` is exact; bad input raises :class:`ToolFailure`, whose message
+is ``[code] what failed. What to do next.``
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, Field
+
+from traceproof.errors import ErrorCode, TraceproofError
+from traceproof.settings import Settings
+
+
+class ToolFailure(TraceproofError):
+    """Bad input to a tool, or a thing it names that does not exist. The message tells an agent
+    what to do next."""
+
+    code = ErrorCode.INVALID_ARGUMENT
+
+
+#: Every tool's ``max_chars`` parameter.
+MaxChars = Annotated[
+    int | None,
+    Field(
+        description="Character budget of the response (default 20000).",
+        ge=1000,
+        le=200_000,
+    ),
+]
+
+#: Every paged tool's ``cursor`` parameter.
+Cursor = Annotated[
+    str | None, Field(description="The next_cursor of a previous call, to read the next page.")
+]
+
+
+def budget(max_chars: int | None, settings: Settings) -> int:
+    """The characters a response may use: the call's wish within the hard ceiling."""
+    wanted = settings.response_chars if max_chars is None else max_chars
+    return max(1000, min(wanted, settings.response_chars_max))
+
+
+def size(value: BaseModel | Any) -> int:
+    """Characters of ``value`` as compact JSON: the unit every budget is counted in."""
+    if isinstance(value, BaseModel):
+        return len(value.model_dump_json())
+    return len(orjson.dumps(value, default=str))
+
+
+def clip(text: str | None, limit: int) -> tuple[str | None, int]:
+    """``text`` cut to ``limit`` characters, and how many characters were cut."""
+    if text is None or len(text) <= limit:
+        return text, 0
+    return text[:limit], len(text) - limit
+
+
+def one_line(text: str | None, limit: int) -> str | None:
+    """A preview: whitespace runs collapsed to one space, cut to ``limit`` with an ellipsis."""
+    if text is None:
+        return None
+    flat = " ".join(text[: limit * 4].split())
+    if len(flat) <= limit and len(text) <= limit * 4:
+        return flat
+    return flat[: max(0, limit - 1)] + "…"
+
+
+def encode_cursor(tool: str, state: dict[str, Any]) -> str:
+    """An opaque cursor for ``tool`` holding ``state`` (offsets, keys, the query's fingerprint)."""
+    raw = orjson.dumps({"t": tool, **state}, default=str)
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, tool: str) -> dict[str, Any]:
+    """The state in a cursor made by :func:`encode_cursor` for the same tool."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        state = orjson.loads(raw)
+    except (binascii.Error, ValueError):
+        state = None
+    if not isinstance(state, dict) or state.get("t") != tool:
+        raise ToolFailure(
+            f"The cursor {cursor[:40]!r} does not come from {tool}. Pass the next_cursor of "
+            f"the previous {tool} call unchanged, or omit cursor to start again.",
+            code=ErrorCode.INVALID_CURSOR,
+        )
+    state.pop("t")
+    return state
+
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_time(value: str, *, now: datetime | None = None, name: str = "since") -> datetime:
+    """An absolute ISO time or a relative one (``30m``, ``2h``, ``7d``: that long ago), as naive
+    UTC (the store's timestamps are UTC without a zone)."""
+    match = _RELATIVE.match(value)
+    if match:
+        amount, unit = float(match[1]), match[2].lower()
+        now = now or datetime.now(UTC)
+        return (now - timedelta(**{_UNITS[unit]: amount})).astimezone(UTC).replace(tzinfo=None)
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ToolFailure(
+            f"{name}={value!r} is not a time. Use ISO 8601 (2026-05-01T12:00:00Z) or a "
+            "relative time such as 30m, 2h, 7d.",
+            code=ErrorCode.INVALID_ARGUMENT,
+        ) from None
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed

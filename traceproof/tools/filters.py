@@ -1,0 +1,204 @@
+"""The filters shared by the search and aggregate tools, and attribute paths in SQL.
+
+Agents name span data the same way everywhere: a public column (``model``, ``latency_ms``…) or
+an attribute by its dotted OpenInference path (``llm.token_count.prompt``,
+``llm.input_messages.0.message.content``). :func:`field_sql` turns either into a SQL expression
+over the ``spans`` table; :func:`where_sql` rewrites an agent's ``where`` expression the same
+way. The rewritten text is still the agent's, so it runs as an untrusted statement (one SELECT,
+on the locked-down store): it can filter, never escape.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from traceproof.errors import ErrorCode
+from traceproof.storage import SPAN_COLUMNS, SPAN_KINDS
+from traceproof.tools.common import ToolFailure, parse_time
+
+# -- the shared parameters (every tool that filters spans declares these) -----------------------
+
+ProjectParam = Annotated[str | None, Field(description="Project name (see list_projects).")]
+SinceParam = Annotated[
+    str | None, Field(description="Only after this time: ISO 8601, or relative like 30m, 2h, 7d.")
+]
+UntilParam = Annotated[str | None, Field(description="Only before this time (ISO or relative).")]
+StatusParam = Annotated[Literal["OK", "ERROR", "UNSET"] | None, Field(description="Span status.")]
+SpanKindParam = Annotated[
+    str | None, Field(description="OpenInference span kind: LLM, TOOL, CHAIN, AGENT, RETRIEVER…")
+]
+NameParam = Annotated[str | None, Field(description="Exact span name.")]
+SessionParam = Annotated[str | None, Field(description="Session id.")]
+WhereParam = Annotated[
+    str | None,
+    Field(
+        description="SQL expression over span columns and dotted attribute paths, e.g. "
+        '"latency_ms > 2000 and model = \'gpt-4o\'" or "llm.token_count.prompt > 1000".'
+    ),
+]
+
+#: Columns of the ``spans`` table agents may name (the public ones).
+SPAN_FIELDS = frozenset(SPAN_COLUMNS)
+
+#: JSON columns addressed by a path prefix (``resource.service.name``, ``attributes.x``).
+_JSON_ROOTS = ("attributes", "resource", "events", "links")
+
+_PATH_SEGMENT = re.compile(r"^[A-Za-z_][\w\-]*$|^\d+$")
+
+
+@dataclass(frozen=True)
+class SpanFilter:
+    """The shared filters, as given by a tool's parameters."""
+
+    project: str | None = None
+    since: str | None = None
+    until: str | None = None
+    status: str | None = None
+    span_kind: str | None = None
+    name: str | None = None
+    session_id: str | None = None
+    where: str | None = None
+
+    def sql(self, alias: str = "") -> tuple[str, list[Any]]:
+        """A SQL condition (``TRUE`` when empty) over ``spans`` and its parameters. ``alias``
+        prefixes column names (``"s."``)."""
+        conditions: list[str] = []
+        params: list[Any] = []
+        if self.project is not None:
+            conditions.append(f"{alias}project = ?")
+            params.append(self.project)
+        if self.since is not None:
+            conditions.append(f"{alias}start_time >= ?")
+            params.append(parse_time(self.since, name="since"))
+        if self.until is not None:
+            conditions.append(f"{alias}start_time < ?")
+            params.append(parse_time(self.until, name="until"))
+        if self.status is not None:
+            conditions.append(f"{alias}status = ?")
+            params.append(self.status.upper())
+        if self.span_kind is not None:
+            kind = self.span_kind.upper()
+            if kind not in SPAN_KINDS:
+                raise ToolFailure(
+                    f"span_kind={self.span_kind!r} is not an OpenInference span kind. Use one "
+                    f"of {', '.join(sorted(SPAN_KINDS))}.",
+                    code=ErrorCode.INVALID_ARGUMENT,
+                )
+            conditions.append(f"{alias}span_kind = ?")
+            params.append(kind)
+        if self.name is not None:
+            conditions.append(f"{alias}name = ?")
+            params.append(self.name)
+        if self.session_id is not None:
+            conditions.append(f"{alias}session_id = ?")
+            params.append(self.session_id)
+        if self.where:
+            conditions.append(f"({where_sql(self.where, alias)})")
+        return (" AND ".join(conditions) or "TRUE"), params
+
+    @property
+    def untrusted(self) -> bool:
+        """Whether the condition carries an agent's own expression."""
+        return bool(self.where)
+
+
+def json_path(segments: list[str]) -> str:
+    """A DuckDB JSON path for dotted-path segments: digits index arrays."""
+    parts = ["$"]
+    for segment in segments:
+        if segment == "*":
+            parts.append("[*]")
+        elif segment.isdigit():
+            parts.append(f"[{segment}]")
+        elif re.fullmatch(r"[A-Za-z_]\w*", segment):
+            parts.append(f".{segment}")
+        else:
+            parts.append('."' + segment.replace('"', "") + '"')
+    return "".join(parts)
+
+
+def field_sql(name: str, *, numeric: bool = False, alias: str = "") -> str:
+    """SQL for a public span column or a dotted attribute path (text; ``numeric``: DOUBLE, NULL
+    where the value is not a number)."""
+    name = name.strip()
+    if name in SPAN_FIELDS:
+        column = f"{alias}{name}"
+        return f"TRY_CAST({column} AS DOUBLE)" if numeric and name not in _NUMERIC else column
+    segments = name.split(".")
+    if not all(_PATH_SEGMENT.match(s) or s == "*" for s in segments) or len(segments) < 2:
+        raise ToolFailure(
+            f"{name!r} is neither a span column nor a dotted attribute path. Use a column "
+            "(model, latency_ms, tool_name, status…; describe_schema lists them) or a path "
+            "such as llm.token_count.prompt.",
+            code=ErrorCode.INVALID_FILTER,
+        )
+    root = "attributes"
+    if segments[0] in _JSON_ROOTS:
+        root, segments = segments[0], segments[1:]
+    text = f"json_extract_string({alias}{root}, '{json_path(segments)}')"
+    return f"TRY_CAST({text} AS DOUBLE)" if numeric else text
+
+
+_NUMERIC = frozenset({"latency_ms", "prompt_tokens", "completion_tokens", "total_tokens"})
+
+# Tokens of a where expression: string literals, quoted identifiers, dotted paths, numbers.
+_TOKEN = re.compile(
+    r"""(?P<string>'(?:[^']|'')*')
+      | (?P<quoted>"(?:[^"]|"")*")
+      | (?P<path>[A-Za-z_][\w\-]*(?:\.(?:[A-Za-z_][\w\-]*|\d+|\*))+)
+      | (?P<number>\d+(?:\.\d+)?)
+      | (?P<op><=|>=|<>|!=|=|<|>)
+    """,
+    re.VERBOSE,
+)
+
+
+def where_sql(expression: str, alias: str = "") -> str:
+    """An agent's ``where`` expression with dotted attribute paths turned into JSON lookups.
+
+    A path compared with a number (``llm.token_count.prompt > 1000``) is read as a number.
+    Comments and statement separators are refused so the expression cannot end the query.
+    """
+    if (
+        ";" in _strip_strings(expression)
+        or "--" in _strip_strings(expression)
+        or ("/*" in _strip_strings(expression))
+    ):
+        raise ToolFailure(
+            "where must be one expression: no ';' or comments. Example: "
+            "\"status = 'ERROR' and latency_ms > 1000\".",
+            code=ErrorCode.INVALID_FILTER,
+        )
+    tokens = list(_TOKEN.finditer(expression))
+    out: list[str] = []
+    last = 0
+    for index, token in enumerate(tokens):
+        if token.lastgroup != "path":
+            continue
+        out.append(expression[last : token.start()])
+        numeric = _next_to_number(tokens, index)
+        out.append(field_sql(token.group(), numeric=numeric, alias=alias))
+        last = token.end()
+    out.append(expression[last:])
+    return "".join(out)
+
+
+def _next_to_number(tokens: list[re.Match[str]], index: int) -> bool:
+    after = tokens[index + 1 : index + 3]
+    before = tokens[max(0, index - 2) : index]
+    if [t.lastgroup for t in after] == ["op", "number"]:
+        return True
+    return [t.lastgroup for t in before] == ["number", "op"]
+
+
+def _strip_strings(expression: str) -> str:
+    return re.sub(r"'(?:[^']|'')*'", "''", expression)
+
+
+def time_param(value: str | None, name: str) -> datetime | None:
+    return None if value is None else parse_time(value, name=name)

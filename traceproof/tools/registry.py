@@ -1,0 +1,53 @@
+"""The tools agents see, in the order ``tools/list`` shows them.
+
+Each tool is a plain function ``fn(store, **params) -> pydantic model``: its name is the tool's
+name, its docstring the description, its keyword parameters (``Annotated[..., Field(...)]``) the
+input schema and its return type the output schema. The MCP server, the CLI and the HTTP API
+all call these same functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from traceproof.tools import aggregate, find, jqtool, preview, projects, spans, sql, traces
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    fn: Callable[..., BaseModel]
+    read_only: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+
+TOOLS: tuple[ToolSpec, ...] = (
+    ToolSpec(projects.list_projects),
+    ToolSpec(traces.search_traces),
+    ToolSpec(preview.get_trace_preview),
+    ToolSpec(spans.get_span_data),
+    ToolSpec(find.find_in_trace),
+    ToolSpec(spans.search_spans),
+    ToolSpec(jqtool.jq),
+    ToolSpec(aggregate.aggregate),
+    ToolSpec(sql.sql),
+    ToolSpec(sql.describe_schema),
+    ToolSpec(traces.get_session),
+)
+
+TOOLS_BY_NAME: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}
+
+
+def tool(name: str) -> ToolSpec:
+    return TOOLS_BY_NAME[name]
+
+
+def call(store: Any, name: str, arguments: dict[str, Any]) -> BaseModel:
+    """Run tool ``name`` on ``store`` with keyword ``arguments`` (already validated)."""
+    return TOOLS_BY_NAME[name].fn(store, **arguments)
