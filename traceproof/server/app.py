@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from traceproof.server.api import tool_routes
 from traceproof.server.otlp import OtlpReceiver
 from traceproof.settings import Settings
 from traceproof.storage import SPAN_SCHEMA, Busy, Store, StoreError
@@ -62,6 +63,7 @@ def create_app(store: Store, settings: Settings) -> Starlette:
             Route("/healthz", health, methods=["GET"]),
             Route("/api/v1/stats", stats, methods=["GET"]),
             Route("/api/v1/spans", spans, methods=["POST"]),
+            *tool_routes(store),
         ]
     )
 
