@@ -1,0 +1,109 @@
+"""The shared filters: attribute paths in SQL, relative times, cursors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from traceproof.errors import ErrorCode
+from traceproof.storage import Store
+from traceproof.tools.common import (
+    ToolFailure,
+    clip,
+    decode_cursor,
+    encode_cursor,
+    one_line,
+    parse_time,
+)
+from traceproof.tools.filters import SpanFilter, field_sql, json_path, where_sql
+
+
+def count(store: Store, flt: SpanFilter) -> int:
+    condition, params = flt.sql()
+    with store.reader() as reader:
+        return int(
+            reader.rows(f"SELECT count(*) FROM spans WHERE {condition}", params, untrusted=True)[0][
+                0
+            ]
+        )
+
+
+def test_dotted_paths_become_json_paths_with_array_indices() -> None:
+    assert json_path(["llm", "input_messages", "3", "message", "content"]) == (
+        "$.llm.input_messages[3].message.content"
+    )
+    assert json_path(["a-b", "*"]) == '$."a-b"[*]'
+
+
+def test_a_path_compared_with_a_number_is_read_as_a_number() -> None:
+    sql = where_sql("llm.token_count.prompt > 1000 and model = 'gpt.4'")
+    assert sql == (
+        "TRY_CAST(json_extract_string(attributes, '$.llm.token_count.prompt') AS DOUBLE) > 1000"
+        " and model = 'gpt.4'"
+    )
+    assert "TRY_CAST" not in where_sql("llm.model_name = 'x'")
+    assert field_sql("resource.service.name") == ("json_extract_string(resource, '$.service.name')")
+
+
+def test_where_refuses_comments_and_statement_separators() -> None:
+    for bad in ("1=1; DROP TABLE spans", "1=1 -- x", "1=1 /* x */"):
+        with pytest.raises(ToolFailure) as info:
+            where_sql(bad)
+        assert info.value.code is ErrorCode.INVALID_FILTER
+    assert where_sql("name = 'a;b -- c'") == "name = 'a;b -- c'"
+
+
+def test_filters_select_the_same_spans_as_hand_written_sql(demo_store: Store) -> None:
+    with demo_store.reader() as reader:
+        expected = reader.scalar(
+            "SELECT count(*) FROM spans WHERE span_kind = 'LLM' AND "
+            "TRY_CAST(json_extract_string(attributes, '$.llm.token_count.prompt') AS DOUBLE) > 500"
+        )
+        tools = reader.scalar("SELECT count(*) FROM spans WHERE span_kind = 'TOOL'")
+        errors = reader.scalar("SELECT count(*) FROM spans WHERE status = 'ERROR'")
+    assert expected > 0
+    assert count(demo_store, SpanFilter(span_kind="llm", where="llm.token_count.prompt > 500")) == (
+        expected
+    )
+    assert count(demo_store, SpanFilter(span_kind="TOOL")) == tools
+    assert count(demo_store, SpanFilter(status="ERROR", project="demo")) == errors == 22
+    assert count(demo_store, SpanFilter(project="nope")) == 0
+
+
+def test_an_unknown_span_kind_or_bad_path_is_an_actionable_error() -> None:
+    with pytest.raises(ToolFailure) as info:
+        SpanFilter(span_kind="LLMX").sql()
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+    with pytest.raises(ToolFailure) as info:
+        field_sql("not a path")
+    assert info.value.code is ErrorCode.INVALID_FILTER
+
+
+def test_relative_and_absolute_times() -> None:
+    now = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    assert parse_time("2h", now=now) == datetime(2026, 11, 22, 10, 0)
+    assert parse_time("30m", now=now) == datetime(2026, 11, 22, 11, 30)
+    assert parse_time("7d", now=now) == datetime(2026, 11, 15, 12, 0)
+    assert parse_time("2026-11-01T09:00:00+01:00") == datetime(2026, 11, 1, 8, 0)
+    with pytest.raises(ToolFailure) as info:
+        parse_time("yesterday")
+    assert info.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_cursors_round_trip_and_are_bound_to_their_tool() -> None:
+    token = encode_cursor("search_traces", {"after": ["2026-11-01", "ab"]})
+    assert decode_cursor(token, "search_traces") == {"after": ["2026-11-01", "ab"]}
+    for bad in (token + "x!", "garbage"):
+        with pytest.raises(ToolFailure) as info:
+            decode_cursor(bad, "search_traces")
+        assert info.value.code is ErrorCode.INVALID_CURSOR
+    with pytest.raises(ToolFailure):
+        decode_cursor(token, "search_spans")
+
+
+def test_clip_and_one_line() -> None:
+    assert clip("abcdef", 4) == ("abcd", 2)
+    assert clip("abc", 4) == ("abc", 0)
+    assert one_line("a\n\n  b   c", 20) == "a b c"
+    assert one_line("x" * 50, 10) == "x" * 9 + "…"
