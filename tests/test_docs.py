@@ -33,3 +33,11 @@ def test_every_command_has_help() -> None:
         result = runner.invoke(cli, [name, "--help"])
         assert result.exit_code == 0, result.output
         assert "--db" in result.output
+
+
+def test_every_registered_tool_is_in_the_readme_tool_reference() -> None:
+    from traceproof.tools.registry import TOOLS
+
+    section = README.split("## Tool reference", 1)[1].split("\n## ", 1)[0]
+    missing = [spec.name for spec in TOOLS if f"`{spec.name}`" not in section]
+    assert not missing, f"README's tool reference misses {missing}"
