@@ -33,6 +33,8 @@ class ErrorCode(StrEnum):
     UNKNOWN_SPAN = "unknown_span"
     UNKNOWN_SESSION = "unknown_session"
     UNAUTHORIZED = "unauthorized"
+    # A failure inside traceproof itself (details in the server log, never in the message).
+    INTERNAL_ERROR = "internal_error"
 
 
 class TraceproofError(Exception):

@@ -10,6 +10,7 @@ import contextlib
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import Future
 from typing import Any
@@ -36,6 +37,22 @@ class RemoteStore:
 
     def stats(self) -> StoreStats:
         return StoreStats.model_validate(self._call("GET", "/api/v1/stats"))
+
+    def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Run tool ``name`` on the server; its result as JSON. A tool's error is raised with the
+        server's code and message, as if the tool had run here."""
+        body = json.dumps(arguments, default=str).encode()
+        path = "/api/v1/tools/" + urllib.parse.quote(name, safe="")
+        request = urllib.request.Request(self.url + path, data=body, method="POST")
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                result: dict[str, Any] = json.loads(response.read())
+                return result
+        except urllib.error.HTTPError as exc:
+            raise _tool_error(self.url, exc) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise self._unreachable(exc) from None
 
     def submit(self, table: pa.Table, *, wait: float | None = 0.0) -> Future[WriteResult]:
         """Send spans to the server; waits out a full queue for up to ``wait`` seconds."""
@@ -76,10 +93,24 @@ class RemoteStore:
                 detail = json.loads(detail)["error"]
             raise RemoteError(f"The server at {self.url} answered {exc.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as exc:
-            raise RemoteError(
-                f"Could not reach the server at {self.url} ({exc}). Check that it is running, "
-                "or stop it to use the store directly."
-            ) from None
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: Exception) -> RemoteError:
+        return RemoteError(
+            f"Could not reach the server at {self.url} ({exc}). Check that it is running, "
+            "or stop it to use the store directly."
+        )
+
+
+def _tool_error(url: str, exc: urllib.error.HTTPError) -> TraceproofError:
+    """The error a server answered for a tool call, with its own code and message."""
+    detail = exc.read().decode(errors="replace")
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        found = json.loads(detail)
+        message, code = str(found["error"]), ErrorCode(found["code"])
+        return TraceproofError(message.removeprefix(f"[{code}] "), code=code)
+    # Not the API's error shape: an older server, or something else on that port.
+    return RemoteError(f"The server at {url} answered {exc.code}: {detail[:500]}")
 
 
 class _Retry(Exception):

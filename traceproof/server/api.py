@@ -1,13 +1,104 @@
-"""The HTTP API behind the CLI when a server holds the store: every tool at
-``POST /api/v1/tools/{name}`` (being written: see issue #3)."""
+"""The HTTP API behind the CLI (and ``traceproof mcp``) when a server holds the store.
+
+``POST /api/v1/tools/{name}`` runs a registered tool with a JSON object of arguments and answers
+the result model's JSON. ``GET /api/v1/tools`` lists the tool names. Every failure answers one
+JSON shape, ``{"error": "[code] message", "code": "code"}``:
+
+- 400 bad arguments (``invalid_argument``) and every other error a caller can fix;
+- 404 an unknown tool (``not_found``) or a thing a tool could not find (``unknown_*``);
+- 503 the store is busy or closed, 504 a query ran past its time limit;
+- 500 anything else (``internal_error``), with a generic message; the traceback goes to
+  the server log.
+
+Tools run in a worker thread: a slow query never blocks OTLP ingest on the event loop.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from traceproof.storage import Store
+from traceproof.errors import ErrorCode, TraceproofError
+from traceproof.storage import Busy, Store
+from traceproof.tools.invoke import run_tool, tool_names
+
+log = logging.getLogger(__name__)
+
+_STATUS: dict[str, int] = {
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.UNKNOWN_PROJECT: 404,
+    ErrorCode.UNKNOWN_TRACE: 404,
+    ErrorCode.UNKNOWN_SPAN: 404,
+    ErrorCode.UNKNOWN_SESSION: 404,
+    ErrorCode.QUERY_TIMEOUT: 504,
+    ErrorCode.STORE_BUSY: 503,
+    ErrorCode.STORE_CLOSED: 503,
+    ErrorCode.STORE_ERROR: 500,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.INTERNAL_ERROR: 500,
+}
+
+
+def status_for(code: ErrorCode | str) -> int:
+    """The HTTP status of an error ``code``: 404 for things not found, 400 for what the caller
+    can fix."""
+    if str(code).startswith("unknown_"):
+        return 404
+    return _STATUS.get(str(code), 400)
 
 
 def tool_routes(store: Store) -> list[Route]:
     """Routes that run the registered tools on ``store`` for remote callers."""
-    return []
+
+    async def list_tools(request: Request) -> Response:
+        return JSONResponse({"tools": tool_names()})
+
+    async def call_tool(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            arguments = json.loads(await request.body() or b"{}")
+        except ValueError:
+            return error_response(
+                TraceproofError(
+                    "The request body is not JSON. Send a JSON object of arguments ({} for none).",
+                    code=ErrorCode.INVALID_ARGUMENT,
+                )
+            )
+        try:
+            result = await asyncio.to_thread(run_tool, store, name, arguments)
+        except TraceproofError as exc:
+            if status_for(exc.code) >= 500:
+                log.warning("tool %s failed: %s", name, exc)
+            return error_response(exc)
+        except Exception:
+            log.exception("tool %s failed", name)
+            return error_response(
+                TraceproofError(
+                    f"The tool {name} failed inside the server. The server log has the "
+                    "details; try again, or report it if it persists.",
+                    code=ErrorCode.INTERNAL_ERROR,
+                )
+            )
+        return Response(result.model_dump_json(), media_type="application/json")
+
+    return [
+        Route("/api/v1/tools", list_tools, methods=["GET"]),
+        Route("/api/v1/tools/{name}", call_tool, methods=["POST"]),
+    ]
+
+
+def error_response(exc: TraceproofError) -> Response:
+    """The one JSON error shape, with the status for the error's code."""
+    headers = None
+    if isinstance(exc, Busy):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+    return JSONResponse(
+        {"error": str(exc), "code": str(exc.code)},
+        status_code=status_for(exc.code),
+        headers=headers,
+    )
