@@ -204,6 +204,10 @@ def _print_stats(result: StoreStats) -> None:
         Console(file=out.file, width=max(natural, out.width)).print(table)
 
 
+# The read commands (traces, trace, span, find, jq, agg, sql…) register themselves on `cli`.
+import traceproof.cli_tools  # noqa: E402, F401
+
+
 def main() -> None:
     cli(prog_name="traceproof")
 

@@ -1,0 +1,375 @@
+"""The read commands: the agents' tools for people and scripts.
+
+Each command calls one registered tool (traceproof/tools/registry.py) with the options it was
+given, on the store itself or, when a running ``traceproof serve`` holds it, through that
+server's API: the same validation, the same result. ``--json`` prints the result model as JSON;
+by default it is drawn for a terminal: lists of rows as tables, text blocks (a trace's tree) as
+they are, nested objects as path/value tables, and the paging fields last.
+
+The commands register themselves on the ``traceproof`` group when :mod:`traceproof.cli` imports
+this module.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from traceproof.cli import _fail, _settings, _store_or_remote, cli, db_option, out
+from traceproof.errors import TraceproofError
+from traceproof.remote import RemoteStore
+from traceproof.tools.invoke import run_tool
+
+Command = Callable[..., Any]
+
+#: The widest a table cell is drawn; --json prints every value whole.
+CELL_CHARS = 120
+
+
+def call(db: Path | None, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Run tool ``name`` on the store at ``db`` (or the server holding it); its result as JSON.
+    Options left unset are not sent, so the tool's own defaults apply."""
+    given = {k: v for k, v in arguments.items() if v is not None and v != () and v is not False}
+    given = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
+    try:
+        with _store_or_remote(_settings(db)) as store:
+            if isinstance(store, RemoteStore):
+                return store.call_tool(name, given)
+            return run_tool(store, name, given).model_dump(mode="json")
+    except TraceproofError as exc:
+        _exit(exc)
+
+
+def _exit(exc: TraceproofError) -> NoReturn:
+    _fail(exc)
+    raise SystemExit(1)  # _fail exits; this tells the type checker so
+
+
+def emit(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        render(result)
+
+
+# -- options shared by several commands ----------------------------------------------------------
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+max_chars_option = click.option(
+    "--max-chars",
+    type=click.IntRange(1000, 200_000),
+    default=None,
+    help="Character budget of the result (default 20000, as for agents).",
+)
+limit_option = click.option("--limit", type=int, default=None, help="Most rows to return.")
+cursor_option = click.option("--cursor", default=None, help="next_cursor of a previous call.")
+
+
+def _status(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return value.upper() if value else None
+
+
+_FILTERS: list[Command] = [
+    click.option("--project", default=None, help="Project name."),
+    click.option("--since", default=None, help="After this time: ISO 8601 or relative (2h, 7d)."),
+    click.option("--until", default=None, help="Before this time: ISO 8601 or relative."),
+    click.option(
+        "--status",
+        type=click.Choice(["OK", "ERROR", "UNSET"], case_sensitive=False),
+        callback=_status,
+        default=None,
+        help="Span status.",
+    ),
+    click.option("--kind", "span_kind", default=None, help="Span kind: LLM, TOOL, CHAIN, AGENT…"),
+    click.option("--name", default=None, help="Exact span name."),
+    click.option("--session", "session_id", default=None, help="Session id."),
+    click.option(
+        "--where",
+        default=None,
+        help='SQL expression over span columns and attribute paths, e.g. "latency_ms > 2000".',
+    ),
+]
+
+
+def filter_options(command: Command) -> Command:
+    """The filters every searching command shares (the tools' shared filter parameters)."""
+    for option in reversed(_FILTERS):
+        command = option(command)
+    return command
+
+
+def _filters(options: dict[str, Any]) -> dict[str, Any]:
+    names = ("project", "since", "until", "status", "span_kind", "name", "session_id", "where")
+    return {name: options.get(name) for name in names}
+
+
+# -- the commands ---------------------------------------------------------------------------------
+
+
+@cli.command()
+@db_option
+@json_option
+def projects(db: Path | None, as_json: bool) -> None:
+    """Projects with trace, span and error counts and their time range."""
+    emit(call(db, "list_projects", {}), as_json)
+
+
+@cli.command()
+@db_option
+@filter_options
+@click.option("--min-latency", type=float, default=None, help="Only traces this slow or more (ms).")
+@click.option("--regex", default=None, help="Regular expression over the traces' text.")
+@click.option("-i", "--ignore-case", is_flag=True, help="Match --regex case-insensitively.")
+@click.option("--order", default=None, help="Order: newest (default), latency, tokens, errors.")
+@limit_option
+@cursor_option
+@max_chars_option
+@json_option
+def traces(db: Path | None, as_json: bool, **options: Any) -> None:
+    """Search traces, newest first: id, root name, start, latency, spans, errors, tokens."""
+    arguments = {
+        **_filters(options),
+        "min_latency_ms": options["min_latency"],
+        "regex": options["regex"],
+        "ignore_case": options["ignore_case"],
+        "order_by": options["order"],
+        "limit": options["limit"],
+        "cursor": options["cursor"],
+        "max_chars": options["max_chars"],
+    }
+    emit(call(db, "search_traces", arguments), as_json)
+
+
+@cli.command()
+@click.argument("trace_id")
+@db_option
+@click.option("--span", "span_id", default=None, help="Expand the subtree under this span.")
+@max_chars_option
+@json_option
+def trace(
+    trace_id: str, db: Path | None, span_id: str | None, max_chars: int | None, as_json: bool
+) -> None:
+    """A trace as a compact tree: one line per span, critical path marked."""
+    arguments = {"trace_id": trace_id, "span_id": span_id, "max_chars": max_chars}
+    emit(call(db, "get_trace_preview", arguments), as_json)
+
+
+@cli.command()
+@click.argument("span_id")
+@db_option
+@click.option("--trace", "trace_id", default=None, help="The span's trace id.")
+@click.option(
+    "--path",
+    "paths",
+    multiple=True,
+    help="Only these fields: dotted paths with * (llm.input_messages.*.message.content).",
+)
+@click.option("--offset", type=int, default=None, help="Start long values at this character.")
+@max_chars_option
+@json_option
+def span(db: Path | None, as_json: bool, **options: Any) -> None:
+    """One span in full: columns, attributes, events, resource; long values clipped."""
+    emit(call(db, "get_span_data", options), as_json)
+
+
+@cli.command()
+@click.argument("trace_id")
+@click.argument("regex")
+@db_option
+@click.option("-i", "--ignore-case", is_flag=True, help="Match case-insensitively.")
+@limit_option
+@cursor_option
+@max_chars_option
+@json_option
+def find(db: Path | None, as_json: bool, **options: Any) -> None:
+    """Find a regular expression in every field of every span of a trace (like Ctrl+F)."""
+    emit(call(db, "find_in_trace", options), as_json)
+
+
+@cli.command()
+@db_option
+@filter_options
+@click.option("--regex", default=None, help="Regular expression over the spans' text.")
+@click.option("-i", "--ignore-case", is_flag=True, help="Match --regex case-insensitively.")
+@limit_option
+@cursor_option
+@max_chars_option
+@json_option
+def spans(db: Path | None, as_json: bool, **options: Any) -> None:
+    """Search spans across traces: id, trace, name, kind, status, latency, matched snippet."""
+    emit(call(db, "search_spans", options), as_json)
+
+
+@cli.command("jq")
+@click.argument("program")
+@db_option
+@click.option("--trace", "trace_id", default=None, help="Run over this trace's spans (an array).")
+@click.option("--span", "span_id", default=None, help="Run over this one span.")
+@filter_options
+@limit_option
+@max_chars_option
+@json_option
+def jq_command(db: Path | None, as_json: bool, **options: Any) -> None:
+    """Run a jq program over one span, one trace, or the spans matching filters."""
+    emit(call(db, "jq", options), as_json)
+
+
+@cli.command()
+@db_option
+@click.option(
+    "--group-by",
+    "group_by",
+    multiple=True,
+    help="Column, attribute path or time bucket (hour(start_time)); repeatable.",
+)
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="count, count_distinct(x), sum/avg/min/max(x), p50/p90/p95/p99(x); repeatable.",
+)
+@click.option(
+    "--over",
+    type=click.Choice(["spans", "traces"]),
+    default=None,
+    help="Group spans (default) or traces.",
+)
+@filter_options
+@limit_option
+@max_chars_option
+@json_option
+def agg(db: Path | None, as_json: bool, **options: Any) -> None:
+    """Aggregate spans or traces: GROUP BY columns or attributes with count, avg, p95…"""
+    emit(call(db, "aggregate", options), as_json)
+
+
+@cli.command("sql")
+@click.argument("query")
+@db_option
+@limit_option
+@max_chars_option
+@json_option
+def sql_command(db: Path | None, as_json: bool, **options: Any) -> None:
+    """Run one read-only SQL statement over the store's tables and views."""
+    emit(call(db, "sql", options), as_json)
+
+
+@cli.command()
+@db_option
+@json_option
+def schema(db: Path | None, as_json: bool) -> None:
+    """The store's tables, columns and example queries, as agents see them."""
+    emit(call(db, "describe_schema", {}), as_json)
+
+
+@cli.command()
+@click.argument("session_id")
+@db_option
+@max_chars_option
+@json_option
+def session(db: Path | None, as_json: bool, **options: Any) -> None:
+    """A multi-turn session: its traces in order with inputs, outputs, latency and errors."""
+    emit(call(db, "get_session", options), as_json)
+
+
+# -- drawing a result for a terminal ---------------------------------------------------------------
+
+
+def render(result: dict[str, Any]) -> None:
+    """Draw any result model's JSON: tables for lists of rows, text blocks as they are, and the
+    remaining scalar fields (counts, truncated, next_cursor, hints) last."""
+    footer: list[tuple[str, Any]] = []
+    grid = isinstance(result.get("columns"), list) and isinstance(result.get("rows"), list)
+    grid = grid and not _is_rows(result["rows"])
+    for key, value in result.items():
+        if grid and key == "columns":
+            continue  # drawn as the header of the rows grid
+        if grid and key == "rows":
+            _print_table(_grid_table(result["columns"], value))
+        elif isinstance(value, str) and "\n" in value:
+            out.print(value, markup=False, highlight=False, soft_wrap=True)
+        elif _is_rows(value):
+            _print_table(_rows_table(value))
+        elif isinstance(value, dict):
+            _print_table(_paths_table(key, value))
+        elif isinstance(value, list) and value:
+            for item in value:
+                out.print(_json(item, indent=2), markup=False, highlight=False, soft_wrap=True)
+        elif value not in (None, [], {}, "", False):
+            footer.append((key, value))
+    for key, value in footer:
+        out.print(f"{key}: {_cell(value, limit=100_000)}", markup=False, highlight=False)
+
+
+def _is_rows(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _rows_table(rows: list[dict[str, Any]]) -> Table:
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    return _grid_table(list(columns), [[row.get(c) for c in columns] for row in rows])
+
+
+def _grid_table(columns: list[Any], rows: list[Any]) -> Table:
+    names = [str(c.get("name", c)) if isinstance(c, dict) else str(c) for c in columns]
+    table = Table(*names)
+    for column in table.columns:
+        column.overflow = "fold"
+    for row in rows:
+        cells = row if isinstance(row, list) else [row]
+        table.add_row(*[Text(_cell(value)) for value in cells])
+    return table
+
+
+def _paths_table(title: str, value: dict[str, Any]) -> Table:
+    table = Table(title, "value")
+    table.columns[1].overflow = "fold"
+    for path, leaf in _flatten(value):
+        table.add_row(Text(path), Text(_cell(leaf, limit=4 * CELL_CHARS)))
+    return table
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested objects as (dotted path, leaf) pairs: how agents name attributes."""
+    if isinstance(value, dict) and value:
+        pairs: list[tuple[str, Any]] = []
+        for key, inner in value.items():
+            pairs.extend(_flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return pairs
+    if isinstance(value, list) and value and all(isinstance(v, dict | list) for v in value):
+        return [pair for i, v in enumerate(value) for pair in _flatten(v, f"{prefix}.{i}")]
+    return [(prefix, value)]
+
+
+def _cell(value: Any, limit: int = CELL_CHARS) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}".rstrip("0").rstrip(".")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    text = value if isinstance(value, str) else _json(value)
+    text = " ".join(text.split()) if len(text) <= 4 * limit else " ".join(text[: 4 * limit].split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _json(value: Any, indent: int | None = None) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=False, default=str)
+
+
+def _print_table(table: Table) -> None:
+    if out.is_terminal:
+        out.print(table)
+    else:  # piped or captured: full width, so that no value is folded mid-word
+        natural = Console(file=io.StringIO(), width=100_000).measure(table).maximum
+        Console(file=out.file, width=min(max(natural, out.width), 400)).print(table)
