@@ -1,17 +1,744 @@
-"""(being written: see issue #3)"""
+"""search_traces and get_session: traces as rows, and a session as a conversation.
+
+Both read the ``traces`` view (one row per trace, kept by the writer) and touch ``spans`` only
+for what a trace row cannot answer: a regex over the trace's text, an agent's ``where``
+expression, a failed turn's first error. Pages are keyset pages on ``(order key, trace_id,
+project)``, so paging to the end neither skips nor repeats a trace, even while new traces
+arrive; the cursor also carries a fingerprint of the filters, so a cursor cannot silently
+continue a different query.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from traceproof.storage import Store
+import orjson
+from pydantic import BaseModel, Field
+
+from traceproof.errors import ErrorCode
+from traceproof.storage import InvalidQuery, Reader, Store
+from traceproof.tools.common import (
+    Cursor,
+    MaxChars,
+    ToolFailure,
+    budget,
+    decode_cursor,
+    encode_cursor,
+    one_line,
+    size,
+)
+from traceproof.tools.filters import (
+    NameParam,
+    ProjectParam,
+    SessionParam,
+    SinceParam,
+    SpanFilter,
+    UntilParam,
+    WhereParam,
+    time_param,
+)
+
+#: Characters of a one-line input/output preview in a search_traces row.
+ROW_PREVIEW_CHARS = 100
+#: Characters of a turn's input/output preview in get_session (a session reads as a dialogue).
+TURN_PREVIEW_CHARS = 300
+#: Characters of a failed turn's first error message.
+ERROR_CHARS = 300
+#: Longest name or id echoed in a row (they are normally short; a pathological one is cut).
+ID_CHARS = 200
+
+Order = Literal["newest", "oldest", "latency", "tokens", "errors"]
+
+# The order keys: (SQL over the traces view ``t``, direction). Trace id and project break ties.
+_ORDERS: dict[str, list[tuple[str, str]]] = {
+    "newest": [("epoch_us(t.start_time)", "DESC")],
+    "oldest": [("epoch_us(t.start_time)", "ASC")],
+    "latency": [("t.latency_ms", "DESC")],
+    "tokens": [("t.total_tokens", "DESC")],
+    "errors": [("t.error_count", "DESC"), ("epoch_us(t.start_time)", "DESC")],
+}
+
+# The text a regex searches: every text field of every span of the trace.
+_TEXT_FIELDS = (
+    "name",
+    "input_value",
+    "output_value",
+    "status_message",
+    "error_type",
+    "error_message",
+    "CAST(attributes AS VARCHAR)",
+)
 
 
-def search_traces(store: Store) -> BaseModel:
-    """search_traces (not yet written)."""
-    raise NotImplementedError
+# -- results -------------------------------------------------------------------------------------
 
 
-def get_session(store: Store) -> BaseModel:
-    """get_session (not yet written)."""
-    raise NotImplementedError
+class TraceRow(BaseModel):
+    trace_id: str = Field(description="Trace id (pass to get_trace_preview).")
+    project: str = Field(description="Project of the trace.")
+    name: str = Field(description="Root span name (the earliest span's while the root is missing).")
+    start_time: datetime = Field(description="Start of the trace's earliest span (UTC).")
+    latency_ms: float = Field(description="From the earliest start to the latest end, in ms.")
+    span_count: int = Field(description="Spans in the trace.")
+    error_count: int = Field(description="Spans whose status is ERROR.")
+    total_tokens: int = Field(description="Tokens of the trace's LLM spans.")
+    session_id: str | None = Field(description="Session of the trace, if any.")
+    input: str | None = Field(description="One-line preview of the root span's input.")
+    output: str | None = Field(description="One-line preview of the root span's output.")
+
+
+class TraceList(BaseModel):
+    traces: list[TraceRow] = Field(description="Matching traces, in the order asked for.")
+    total: int = Field(description="Traces matching the filters, over all pages.")
+    truncated: bool = Field(description="True when more matching traces follow this page.")
+    next_cursor: str | None = Field(default=None, description="Cursor of the next page.")
+    next_call: str | None = Field(default=None, description="The exact call for the next page.")
+
+
+class SessionTurn(BaseModel):
+    turn: int = Field(description="Position of the turn in the session, from 1.")
+    trace_id: str = Field(description="The turn's trace (pass to get_trace_preview).")
+    start_time: datetime = Field(description="Start of the turn (UTC).")
+    latency_ms: float = Field(description="Duration of the turn's trace, in ms.")
+    total_tokens: int = Field(description="Tokens of the turn's LLM spans.")
+    span_count: int = Field(description="Spans in the turn's trace.")
+    error_count: int = Field(description="ERROR spans in the turn's trace.")
+    name: str = Field(description="Root span name.")
+    input: str | None = Field(description="The root span's input (preview).")
+    output: str | None = Field(description="The root span's output (preview).")
+    error: str | None = Field(
+        default=None, description="When the turn has ERROR spans: the first error to happen."
+    )
+    error_span_id: str | None = Field(
+        default=None, description="The span of that error (pass to get_span_data)."
+    )
+
+
+class SessionView(BaseModel):
+    project: str = Field(description="Project of the session.")
+    session_id: str = Field(description="Session id.")
+    user_id: str | None = Field(description="User of the session, if recorded.")
+    turn_count: int = Field(description="Traces (turns) in the session.")
+    error_turns: int = Field(description="Turns with at least one ERROR span.")
+    span_count: int = Field(description="Spans over all turns.")
+    error_count: int = Field(description="ERROR spans over all turns.")
+    total_tokens: int = Field(description="LLM tokens over all turns.")
+    start_time: datetime = Field(description="Start of the first turn (UTC).")
+    end_time: datetime = Field(description="End of the last turn (UTC).")
+    turns: list[SessionTurn] = Field(description="Turns in time order (this page).")
+    truncated: bool = Field(description="True when more turns follow this page.")
+    next_cursor: str | None = Field(default=None, description="Cursor of the next page.")
+    next_call: str | None = Field(default=None, description="The exact call for the next page.")
+
+
+# -- search_traces -------------------------------------------------------------------------------
+
+
+def search_traces(
+    store: Store,
+    *,
+    project: ProjectParam = None,
+    since: SinceParam = None,
+    until: UntilParam = None,
+    status: Annotated[
+        Literal["OK", "ERROR"] | None,
+        Field(description="ERROR: traces with an ERROR span; OK: traces without one."),
+    ] = None,
+    min_latency_ms: Annotated[
+        float | None, Field(description="Only traces at least this long (ms).", ge=0)
+    ] = None,
+    name: NameParam = None,
+    session_id: SessionParam = None,
+    user_id: Annotated[str | None, Field(description="User id.")] = None,
+    regex: Annotated[
+        str | None,
+        Field(
+            description="RE2 regex over the trace's text (every span's name, input, output, "
+            "status message, error and attributes)."
+        ),
+    ] = None,
+    ignore_case: Annotated[bool, Field(description="Case-insensitive regex.")] = False,
+    where: WhereParam = None,
+    order_by: Annotated[Order, Field(description="Order of the rows.")] = "newest",
+    limit: Annotated[int, Field(description="Most traces per page.", ge=1, le=100)] = 20,
+    cursor: Cursor = None,
+    max_chars: MaxChars = None,
+) -> TraceList:
+    """Find traces by project, time, status, latency, root name, session, user, a regex over
+    their text or a `where` over their spans (a trace matches when any span does). Rows have
+    ids, latency, counts, tokens and short input/output previews; newest first by default."""
+    query = _TraceQuery(
+        project=project,
+        since=since,
+        until=until,
+        status=_choice(status and status.upper(), ("OK", "ERROR"), "status"),
+        min_latency_ms=min_latency_ms,
+        name=name,
+        session_id=session_id,
+        user_id=user_id,
+        regex=regex,
+        ignore_case=ignore_case,
+        where=where,
+        order_by=_choice(order_by, tuple(_ORDERS), "order_by") or "newest",
+    )
+    if not 1 <= limit <= 100:
+        raise ToolFailure(
+            f"limit={limit} is out of range. Use 1 to 100.", code=ErrorCode.INVALID_ARGUMENT
+        )
+    after = _keyset_of(cursor, query) if cursor else None
+    limit_chars = budget(max_chars, store.settings)
+    with store.reader() as reader:
+        if project is not None:
+            _check_project(reader, project)
+        if regex is not None:
+            _check_regex(reader, regex)
+        found, total = query.page(reader, after, limit + 1)
+    rows = [_trace_row(raw) for raw in found[:limit]]
+    keys = [raw["keys"] for raw in found[:limit]]
+    result = TraceList(traces=rows, total=total, truncated=len(found) > limit)
+    return _fit_traces(result, keys, query, limit, max_chars, limit_chars)
+
+
+_QUERY_ARGUMENTS = (
+    "project",
+    "since",
+    "until",
+    "status",
+    "min_latency_ms",
+    "name",
+    "session_id",
+    "user_id",
+    "regex",
+    "ignore_case",
+    "where",
+    "order_by",
+)
+
+
+@dataclass(frozen=True)
+class _TraceQuery:
+    """search_traces' filters and order, as SQL over the traces view."""
+
+    project: str | None = None
+    since: str | None = None
+    until: str | None = None
+    status: str | None = None
+    min_latency_ms: float | None = None
+    name: str | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    regex: str | None = None
+    ignore_case: bool = False
+    where: str | None = None
+    order_by: str = "newest"
+    keys: list[tuple[str, str]] = field(init=False)
+    since_at: datetime | None = field(init=False)
+    until_at: datetime | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        primary = _ORDERS[self.order_by]
+        direction = primary[0][1]
+        keys = [*primary, ("t.trace_id", direction), ("t.project", direction)]
+        object.__setattr__(self, "keys", keys)
+        # Parsed once: a relative time ("2h") must mean the same instant in every condition.
+        object.__setattr__(self, "since_at", time_param(self.since, "since"))
+        object.__setattr__(self, "until_at", time_param(self.until, "until"))
+
+    def arguments(self) -> dict[str, Any]:
+        """The call's arguments that differ from the defaults (filters and order)."""
+        given = {name: getattr(self, name) for name in _QUERY_ARGUMENTS}
+        defaults = {"ignore_case": False, "order_by": "newest"}
+        return {k: v for k, v in given.items() if v is not None and defaults.get(k) != v}
+
+    def fingerprint(self) -> str:
+        """A short hash of the filters and order: a cursor continues only the query it came
+        from."""
+        return hashlib.sha256(orjson.dumps(self.arguments())).hexdigest()[:12]
+
+    def page(
+        self, reader: Reader, after: list[Any] | None, fetch: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Up to ``fetch`` rows after the keyset ``after``, and the count of all matches."""
+        ctes, params = self._hit_ctes()
+        conditions, condition_params = self._trace_conditions()
+        params += condition_params
+        key_columns = ", ".join(f"{sql} AS k{i}" for i, (sql, _) in enumerate(self.keys))
+        order = ", ".join(f"k{i} {direction}" for i, (_, direction) in enumerate(self.keys))
+        keyset, keyset_params = _keyset_sql(self.keys, after)
+        sql = f"""
+            WITH {ctes}
+            matched AS (
+                SELECT t.project, t.trace_id, {key_columns}
+                FROM traces t {self._semi_joins()}
+                WHERE {conditions}
+            ),
+            page AS (SELECT * FROM matched WHERE {keyset} ORDER BY {order} LIMIT ?)
+            SELECT page.*, t.name, t.start_time, t.latency_ms, t.span_count, t.error_count,
+                   t.total_tokens, t.session_id,
+                   left(t.input_preview, {ROW_PREVIEW_CHARS * 4}) AS input,
+                   left(t.output_preview, {ROW_PREVIEW_CHARS * 4}) AS output,
+                   (SELECT count(*) FROM matched) AS total
+            FROM page JOIN traces t ON t.project = page.project AND t.trace_id = page.trace_id
+            ORDER BY {order}
+        """
+        params += [*keyset_params, fetch]
+        try:
+            rows = reader.dicts(sql, params, untrusted=self.where is not None)
+        except InvalidQuery as exc:
+            if self.where is None:
+                raise
+            raise _bad_where(self.where, exc) from None
+        if not rows:
+            return [], 0 if after is None else self._count(reader)
+        width = len(self.keys)
+        for row in rows:
+            row["keys"] = [row.pop(f"k{i}") for i in range(width)]
+        return rows, int(rows[0]["total"])
+
+    def _count(self, reader: Reader) -> int:
+        ctes, params = self._hit_ctes()
+        conditions, condition_params = self._trace_conditions()
+        sql = (
+            f"WITH {ctes} _none AS (SELECT 1) SELECT count(*) FROM traces t "
+            f"{self._semi_joins()} WHERE {conditions}"
+        )
+        return int(reader.rows(sql, params + condition_params, untrusted=bool(self.where))[0][0])
+
+    def _hit_ctes(self) -> tuple[str, list[Any]]:
+        """CTEs naming the traces with a span that matches the regex / the where expression.
+        They see only ``spans``, so a where expression cannot reach the outer query."""
+        ctes: list[str] = []
+        params: list[Any] = []
+        scope, scope_params = self._span_scope()
+        if self.regex is not None:
+            flags = "'i'" if self.ignore_case else "''"
+            tests = " OR ".join(f"regexp_matches({f}, ?, {flags})" for f in _TEXT_FIELDS)
+            ctes.append(
+                f"regex_hits AS (SELECT DISTINCT project, trace_id FROM spans "
+                f"WHERE {scope} AND ({tests})),"
+            )
+            params += [*scope_params, *[self.regex] * len(_TEXT_FIELDS)]
+        if self.where is not None:
+            condition, where_params = SpanFilter(where=self.where).sql()
+            ctes.append(
+                f"where_hits AS (SELECT DISTINCT project, trace_id FROM spans "
+                f"WHERE {scope} AND {condition}),"
+            )
+            params += [*scope_params, *where_params]
+        return "\n".join(ctes), params
+
+    def _span_scope(self) -> tuple[str, list[Any]]:
+        """Conditions on spans implied by the trace filters: a trace that starts after
+        ``since`` has all its spans after it, so spans before it need not be read."""
+        conditions: list[str] = ["TRUE"]
+        params: list[Any] = []
+        if self.project is not None:
+            conditions.append("project = ?")
+            params.append(self.project)
+        if self.since is not None:
+            conditions.append("start_time >= ?")
+            params.append(self.since_at)
+        return " AND ".join(conditions), params
+
+    def _semi_joins(self) -> str:
+        joins = []
+        for cte in ("regex_hits",) * (self.regex is not None) + ("where_hits",) * (
+            self.where is not None
+        ):
+            joins.append(
+                f"SEMI JOIN {cte} ON {cte}.project = t.project AND {cte}.trace_id = t.trace_id"
+            )
+        return " ".join(joins)
+
+    def _trace_conditions(self) -> tuple[str, list[Any]]:
+        conditions: list[str] = []
+        params: list[Any] = []
+        simple = (
+            ("t.project = ?", self.project),
+            ("t.start_time >= ?", self.since_at),
+            ("t.start_time < ?", self.until_at),
+            ("t.latency_ms >= ?", self.min_latency_ms),
+            ("t.name = ?", self.name),
+            ("t.session_id = ?", self.session_id),
+            ("t.user_id = ?", self.user_id),
+        )
+        for sql, value in simple:
+            if value is not None:
+                conditions.append(sql)
+                params.append(value)
+        if self.status == "ERROR":
+            conditions.append("t.error_count > 0")
+        elif self.status == "OK":
+            conditions.append("t.error_count = 0")
+        return " AND ".join(conditions) or "TRUE", params
+
+
+def _keyset_sql(keys: list[tuple[str, str]], after: list[Any] | None) -> tuple[str, list[Any]]:
+    """Rows strictly after ``after`` in the order of ``keys`` (columns ``k0``, ``k1``…):
+    ``k0 after v0 OR (k0 = v0 AND k1 after v1) OR …``."""
+    if after is None:
+        return "TRUE", []
+    alternatives: list[str] = []
+    params: list[Any] = []
+    for i, (_, direction) in enumerate(keys):
+        op = "<" if direction == "DESC" else ">"
+        terms = [f"k{j} = ?" for j in range(i)] + [f"k{i} {op} ?"]
+        alternatives.append("(" + " AND ".join(terms) + ")")
+        params += after[: i + 1]
+    return "(" + " OR ".join(alternatives) + ")", params
+
+
+def _keyset_of(cursor: str, query: _TraceQuery) -> list[Any]:
+    state = decode_cursor(cursor, "search_traces")
+    keys = state.get("k")
+    if state.get("q") != query.fingerprint():
+        raise ToolFailure(
+            "The cursor was made for different filters or order_by. Repeat the call with the "
+            "same arguments as the one that returned it, or omit cursor to start again.",
+            code=ErrorCode.INVALID_CURSOR,
+        )
+    if not _valid_keys(keys, len(query.keys)):
+        raise ToolFailure(
+            "The cursor is damaged. Pass next_cursor unchanged, or omit cursor to start again.",
+            code=ErrorCode.INVALID_CURSOR,
+        )
+    assert isinstance(keys, list)
+    return keys
+
+
+def _valid_keys(keys: Any, width: int) -> bool:
+    if not isinstance(keys, list) or len(keys) != width:
+        return False
+    numbers, names = keys[:-2], keys[-2:]
+    return all(isinstance(k, int | float) and not isinstance(k, bool) for k in numbers) and all(
+        isinstance(k, str) for k in names
+    )
+
+
+def _trace_row(raw: dict[str, Any]) -> TraceRow:
+    return TraceRow(
+        trace_id=raw["trace_id"],
+        project=raw["project"],
+        name=_cut(raw["name"]) or "",
+        start_time=raw["start_time"],
+        latency_ms=float(raw["latency_ms"]),
+        span_count=int(raw["span_count"]),
+        error_count=int(raw["error_count"]),
+        total_tokens=int(raw["total_tokens"]),
+        session_id=_cut(raw["session_id"]),
+        input=one_line(raw["input"], ROW_PREVIEW_CHARS),
+        output=one_line(raw["output"], ROW_PREVIEW_CHARS),
+    )
+
+
+def _fit_traces(
+    result: TraceList,
+    keys: list[list[Any]],
+    query: _TraceQuery,
+    limit: int,
+    max_chars: int | None,
+    limit_chars: int,
+) -> TraceList:
+    """The page cut to the budget: rows are dropped from the end (the cursor then continues
+    after the last row shown); a lone row too big for the budget loses its previews."""
+    rows = list(result.traces)
+    more = result.truncated
+    arguments = query.arguments()
+    arguments |= {"limit": limit} if limit != 20 else {}
+    arguments |= {"max_chars": max_chars} if max_chars is not None else {}
+
+    def build(shown: int, short: bool = False) -> TraceList:
+        result.traces = rows[:shown]
+        result.truncated = more or shown < len(rows)
+        result.next_cursor = result.next_call = None
+        if result.truncated and shown:
+            state = {"q": query.fingerprint(), "k": keys[shown - 1]}
+            result.next_cursor = encode_cursor("search_traces", state)
+            result.next_call = _next_call("search_traces", arguments, result, short=short)
+        return result
+
+    shown = _largest_fit(build, len(rows), limit_chars)
+    build(shown)
+    if shown == 1 and size(result) > limit_chars:
+        rows[0] = rows[0].model_copy(update={"input": None, "output": None})
+        if size(build(1)) > limit_chars:
+            build(1, short=True)
+    return result
+
+
+def _largest_fit(build: Callable[[int], BaseModel], count: int, limit: int) -> int:
+    """The most leading items whose response (``build(n)``) fits in ``limit`` characters; at
+    least one when there are any, so that paging always moves on."""
+    if count == 0 or size(build(count)) <= limit:
+        return count
+    low, high = 1, count - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if size(build(middle)) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _next_call(
+    tool: str, arguments: dict[str, Any], result: BaseModel, *, short: bool = False
+) -> str:
+    """``tool(arg=..., cursor=...)`` with the call's own arguments; when they are long (or
+    ``short``), a sentence saying to repeat them."""
+    shown = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
+    if short or len(shown) > 300:
+        return f"{tool} with the same arguments and cursor=next_cursor"
+    cursor = getattr(result, "next_cursor", None)
+    return f"{tool}({shown + ', ' if shown else ''}cursor={cursor!r})"
+
+
+# -- get_session ---------------------------------------------------------------------------------
+
+
+def get_session(
+    store: Store,
+    *,
+    session_id: Annotated[str, Field(description="Session id (see search_traces rows).")],
+    project: ProjectParam = None,
+    cursor: Cursor = None,
+    max_chars: MaxChars = None,
+) -> SessionView:
+    """A multi-turn session read as a conversation: totals, then each turn (trace) in time
+    order with its input and output, latency, tokens and first error."""
+    after: dict[str, Any] | None = None
+    if cursor:
+        after = _session_keyset(cursor, session_id, project)
+    limit_chars = budget(max_chars, store.settings)
+    fetch = min(200, limit_chars // 300 + 1)
+    with store.reader() as reader:
+        if project is not None:
+            _check_project(reader, project)
+        totals = _session_totals(reader, session_id, project)
+        raw_turns = _session_turns(reader, totals["project"], session_id, after, fetch + 1)
+    first_turn = 1 + (after["n"] if after else 0)
+    turns = [_turn(raw, first_turn + i) for i, raw in enumerate(raw_turns[:fetch])]
+    view = SessionView(**totals, turns=turns, truncated=len(raw_turns) > fetch)
+    return _fit_session(view, raw_turns[:fetch], project, max_chars, limit_chars)
+
+
+def _session_totals(reader: Reader, session_id: str, project: str | None) -> dict[str, Any]:
+    rows = reader.dicts(
+        """
+        SELECT project, session_id, min(user_id) AS user_id, count(*) AS turn_count,
+               count(*) FILTER (WHERE error_count > 0) AS error_turns,
+               sum(span_count) AS span_count, sum(error_count) AS error_count,
+               sum(total_tokens) AS total_tokens, min(start_time) AS start_time,
+               max(end_time) AS end_time
+        FROM traces
+        WHERE session_id = ? AND (CAST(? AS VARCHAR) IS NULL OR project = ?)
+        GROUP BY project, session_id
+        ORDER BY project
+        """,
+        [session_id, project, project],
+    )
+    where = f" in project {project!r}" if project is not None else ""
+    if not rows:
+        raise ToolFailure(
+            f"No session {session_id[:ID_CHARS]!r}{where}. Call search_traces with "
+            "session_id unset to see recent traces and their session_id, or sql over the "
+            "sessions view to list sessions.",
+            code=ErrorCode.UNKNOWN_SESSION,
+        )
+    if len(rows) > 1:
+        projects = ", ".join(repr(row["project"]) for row in rows[:10])
+        raise ToolFailure(
+            f"Session {session_id[:ID_CHARS]!r} exists in several projects ({projects}). "
+            "Pass project to choose one.",
+            code=ErrorCode.INVALID_ARGUMENT,
+        )
+    return rows[0]
+
+
+def _session_turns(
+    reader: Reader, project: str, session_id: str, after: dict[str, Any] | None, fetch: int
+) -> list[dict[str, Any]]:
+    """The session's traces in time order after the keyset, each with its first error (the
+    ERROR span that ended first: the root cause tends to end before the spans it fails)."""
+    keyset, params = "TRUE", [project, session_id]
+    if after is not None:
+        keyset = "(epoch_us(t.start_time) > ? OR (epoch_us(t.start_time) = ? AND t.trace_id > ?))"
+        params += [after["s"], after["s"], after["id"]]
+    sql = f"""
+        WITH turns AS (
+            SELECT t.trace_id, t.start_time, epoch_us(t.start_time) AS start_us, t.latency_ms,
+                   t.total_tokens, t.span_count, t.error_count, t.name,
+                   left(t.input_preview, {TURN_PREVIEW_CHARS * 4}) AS input,
+                   left(t.output_preview, {TURN_PREVIEW_CHARS * 4}) AS output
+            FROM traces t
+            WHERE t.project = ? AND t.session_id = ? AND {keyset}
+            ORDER BY t.start_time, t.trace_id
+            LIMIT ?
+        ),
+        errors AS (
+            SELECT s.trace_id,
+                   arg_min(
+                       left(coalesce(s.status_message,
+                                     nullif(concat_ws(': ', s.error_type, s.error_message), ''),
+                                     'status ERROR'), {ERROR_CHARS * 2}),
+                       (s.end_time, s.span_id)) AS error,
+                   arg_min(s.span_id, (s.end_time, s.span_id)) AS error_span_id,
+                   arg_min(s.name, (s.end_time, s.span_id)) AS error_span
+            FROM spans s
+            WHERE s.project = ? AND s.status = 'ERROR'
+              AND s.trace_id IN (SELECT trace_id FROM turns WHERE error_count > 0)
+            GROUP BY s.trace_id
+        )
+        SELECT turns.*, errors.error, errors.error_span_id, errors.error_span
+        FROM turns LEFT JOIN errors USING (trace_id)
+        ORDER BY turns.start_time, turns.trace_id
+    """
+    return reader.dicts(sql, [*params, fetch, project])
+
+
+def _turn(raw: dict[str, Any], number: int) -> SessionTurn:
+    error = None
+    if raw["error"] is not None:
+        error = one_line(f"{raw['error_span']}: {raw['error']}", ERROR_CHARS)
+    return SessionTurn(
+        turn=number,
+        trace_id=raw["trace_id"],
+        start_time=raw["start_time"],
+        latency_ms=float(raw["latency_ms"]),
+        total_tokens=int(raw["total_tokens"]),
+        span_count=int(raw["span_count"]),
+        error_count=int(raw["error_count"]),
+        name=_cut(raw["name"]) or "",
+        input=one_line(raw["input"], TURN_PREVIEW_CHARS),
+        output=one_line(raw["output"], TURN_PREVIEW_CHARS),
+        error=error,
+        error_span_id=raw["error_span_id"],
+    )
+
+
+def _session_keyset(cursor: str, session_id: str, project: str | None) -> dict[str, Any]:
+    state = decode_cursor(cursor, "get_session")
+    if state.get("q") != _session_fingerprint(session_id, project):
+        raise ToolFailure(
+            "The cursor was made for another session. Repeat the call with the same "
+            "session_id and project, or omit cursor to start again.",
+            code=ErrorCode.INVALID_CURSOR,
+        )
+    ok = (
+        isinstance(state.get("s"), int)
+        and isinstance(state.get("id"), str)
+        and isinstance(state.get("n"), int)
+    )
+    if not ok:
+        raise ToolFailure(
+            "The cursor is damaged. Pass next_cursor unchanged, or omit cursor to start again.",
+            code=ErrorCode.INVALID_CURSOR,
+        )
+    return state
+
+
+def _session_fingerprint(session_id: str, project: str | None) -> str:
+    return hashlib.sha256(orjson.dumps([session_id, project])).hexdigest()[:12]
+
+
+def _fit_session(
+    view: SessionView,
+    raw_turns: Sequence[dict[str, Any]],
+    project: str | None,
+    max_chars: int | None,
+    limit_chars: int,
+) -> SessionView:
+    """The turns that fit in the budget; the cursor continues after the last one shown."""
+    all_turns = list(view.turns)
+    arguments: dict[str, Any] = {"session_id": view.session_id}
+    arguments |= {"project": project} if project is not None else {}
+    arguments |= {"max_chars": max_chars} if max_chars is not None else {}
+    more = view.truncated
+
+    def finish(shown: int) -> SessionView:
+        view.turns = all_turns[:shown]
+        view.truncated = more or shown < len(all_turns)
+        view.next_cursor = view.next_call = None
+        if view.truncated and shown:
+            last = raw_turns[shown - 1]
+            state = {
+                "q": _session_fingerprint(view.session_id, project),
+                "s": last["start_us"],
+                "id": last["trace_id"],
+                "n": all_turns[shown - 1].turn,
+            }
+            view.next_cursor = encode_cursor("get_session", state)
+            view.next_call = _next_call("get_session", arguments, view)
+        return view
+
+    shown = _largest_fit(finish, len(all_turns), limit_chars)
+    finish(shown)
+    if shown == 1 and size(view) > limit_chars:
+        turn = all_turns[0]
+        all_turns[0] = turn.model_copy(
+            update={"input": one_line(turn.input, 60), "output": one_line(turn.output, 60)}
+        )
+        finish(1)
+    return view
+
+
+# -- shared checks -------------------------------------------------------------------------------
+
+
+def _check_project(reader: Reader, project: str) -> None:
+    names = [row[0] for row in reader.rows("SELECT name FROM projects ORDER BY name")]
+    if project in names:
+        return
+    known = ", ".join(repr(n[:60]) for n in names[:10]) or "none yet"
+    if len(names) > 10:
+        known += f" and {len(names) - 10} more"
+    raise ToolFailure(
+        f"No project {project[:ID_CHARS]!r}. Known projects: {known}. Call list_projects "
+        "for their counts.",
+        code=ErrorCode.UNKNOWN_PROJECT,
+    )
+
+
+def _check_regex(reader: Reader, regex: str) -> None:
+    """Compile the pattern once with DuckDB's own engine (RE2), so a bad one is reported as
+    such rather than as a failed query."""
+    try:
+        reader.rows("SELECT regexp_matches('', ?)", [regex])
+    except InvalidQuery as exc:
+        reason = exc.message.split(". ")[0].removeprefix("Invalid Input Error: ")
+        raise ToolFailure(
+            f"regex {regex[:100]!r} is not a valid RE2 pattern ({reason}). Fix it; escape "
+            r"special characters with \ (e.g. \( \. \$), and note RE2 has no lookaround or "
+            "backreferences.",
+            code=ErrorCode.INVALID_REGEX,
+        ) from None
+
+
+def _bad_where(where: str, exc: InvalidQuery) -> ToolFailure:
+    reason = exc.message.removesuffix(". Call describe_schema for columns.")
+    return ToolFailure(
+        f"where {where[:200]!r} failed: {reason}. Use span columns (name, status, latency_ms, "
+        "model, tool_name…) or dotted attribute paths; describe_schema lists them.",
+        code=ErrorCode.INVALID_FILTER,
+    )
+
+
+def _choice(value: str | None, allowed: tuple[str, ...], name: str) -> str | None:
+    if value is None:
+        return None
+    if value not in allowed:
+        raise ToolFailure(
+            f"{name}={value!r} is not allowed. Use one of {', '.join(allowed)}.",
+            code=ErrorCode.INVALID_ARGUMENT,
+        )
+    return value
+
+
+def _cut(text: str | None) -> str | None:
+    if text is None or len(text) <= ID_CHARS:
+        return text
+    return text[: ID_CHARS - 1] + "…"
