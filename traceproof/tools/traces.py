@@ -1,17 +1,16 @@
-"""search_traces and get_session: traces as rows, and a session as a conversation.
+"""search_traces: traces as rows (get_session, the same traces read as a conversation, lives in
+:mod:`traceproof.tools.sessions` and is re-exported here).
 
-Both read the ``traces`` view (one row per trace, kept by the writer) and touch ``spans`` only
+It reads the ``traces`` view (one row per trace, kept by the writer) and touches ``spans`` only
 for what a trace row cannot answer: a regex over the trace's text, an agent's ``where``
-expression, a failed turn's first error. Pages are keyset pages on ``(order key, trace_id,
-project)``, so paging to the end neither skips nor repeats a trace, even while new traces
-arrive; the cursor also carries a fingerprint of the filters, so a cursor cannot silently
-continue a different query.
+expression. Pages are keyset pages on ``(order key, trace_id, project)``, so paging to the
+end neither skips nor repeats a trace, even while new traces arrive; the cursor also carries a
+fingerprint of the filters, so a cursor cannot silently continue a different query.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -41,15 +40,20 @@ from traceproof.tools.filters import (
     WhereParam,
     time_param,
 )
+from traceproof.tools.paging import check_project, cut, largest_fit, next_call
+from traceproof.tools.sessions import SessionTurn, SessionView, get_session
+
+__all__ = [
+    "SessionTurn",
+    "SessionView",
+    "TraceList",
+    "TraceRow",
+    "get_session",
+    "search_traces",
+]
 
 #: Characters of a one-line input/output preview in a search_traces row.
 ROW_PREVIEW_CHARS = 100
-#: Characters of a turn's input/output preview in get_session (a session reads as a dialogue).
-TURN_PREVIEW_CHARS = 300
-#: Characters of a failed turn's first error message.
-ERROR_CHARS = 300
-#: Longest name or id echoed in a row (they are normally short; a pathological one is cut).
-ID_CHARS = 200
 
 Order = Literal["newest", "oldest", "latency", "tokens", "errors"]
 
@@ -95,42 +99,6 @@ class TraceList(BaseModel):
     traces: list[TraceRow] = Field(description="Matching traces, in the order asked for.")
     total: int = Field(description="Traces matching the filters, over all pages.")
     truncated: bool = Field(description="True when more matching traces follow this page.")
-    next_cursor: str | None = Field(default=None, description="Cursor of the next page.")
-    next_call: str | None = Field(default=None, description="The exact call for the next page.")
-
-
-class SessionTurn(BaseModel):
-    turn: int = Field(description="Position of the turn in the session, from 1.")
-    trace_id: str = Field(description="The turn's trace (pass to get_trace_preview).")
-    start_time: datetime = Field(description="Start of the turn (UTC).")
-    latency_ms: float = Field(description="Duration of the turn's trace, in ms.")
-    total_tokens: int = Field(description="Tokens of the turn's LLM spans.")
-    span_count: int = Field(description="Spans in the turn's trace.")
-    error_count: int = Field(description="ERROR spans in the turn's trace.")
-    name: str = Field(description="Root span name.")
-    input: str | None = Field(description="The root span's input (preview).")
-    output: str | None = Field(description="The root span's output (preview).")
-    error: str | None = Field(
-        default=None, description="When the turn has ERROR spans: the first error to happen."
-    )
-    error_span_id: str | None = Field(
-        default=None, description="The span of that error (pass to get_span_data)."
-    )
-
-
-class SessionView(BaseModel):
-    project: str = Field(description="Project of the session.")
-    session_id: str = Field(description="Session id.")
-    user_id: str | None = Field(description="User of the session, if recorded.")
-    turn_count: int = Field(description="Traces (turns) in the session.")
-    error_turns: int = Field(description="Turns with at least one ERROR span.")
-    span_count: int = Field(description="Spans over all turns.")
-    error_count: int = Field(description="ERROR spans over all turns.")
-    total_tokens: int = Field(description="LLM tokens over all turns.")
-    start_time: datetime = Field(description="Start of the first turn (UTC).")
-    end_time: datetime = Field(description="End of the last turn (UTC).")
-    turns: list[SessionTurn] = Field(description="Turns in time order (this page).")
-    truncated: bool = Field(description="True when more turns follow this page.")
     next_cursor: str | None = Field(default=None, description="Cursor of the next page.")
     next_call: str | None = Field(default=None, description="The exact call for the next page.")
 
@@ -193,7 +161,7 @@ def search_traces(
     limit_chars = budget(max_chars, store.settings)
     with store.reader() as reader:
         if project is not None:
-            _check_project(reader, project)
+            check_project(reader, project)
         if regex is not None:
             _check_regex(reader, regex)
         found, total = query.page(reader, after, limit + 1)
@@ -423,13 +391,13 @@ def _trace_row(raw: dict[str, Any]) -> TraceRow:
     return TraceRow(
         trace_id=raw["trace_id"],
         project=raw["project"],
-        name=_cut(raw["name"]) or "",
+        name=cut(raw["name"]) or "",
         start_time=raw["start_time"],
         latency_ms=float(raw["latency_ms"]),
         span_count=int(raw["span_count"]),
         error_count=int(raw["error_count"]),
         total_tokens=int(raw["total_tokens"]),
-        session_id=_cut(raw["session_id"]),
+        session_id=cut(raw["session_id"]),
         input=one_line(raw["input"], ROW_PREVIEW_CHARS),
         output=one_line(raw["output"], ROW_PREVIEW_CHARS),
     )
@@ -458,10 +426,10 @@ def _fit_traces(
         if result.truncated and shown:
             state = {"q": query.fingerprint(), "k": keys[shown - 1]}
             result.next_cursor = encode_cursor("search_traces", state)
-            result.next_call = _next_call("search_traces", arguments, result, short=short)
+            result.next_call = next_call("search_traces", arguments, result, short=short)
         return result
 
-    shown = _largest_fit(build, len(rows), limit_chars)
+    shown = largest_fit(build, len(rows), limit_chars)
     build(shown)
     if shown == 1 and size(result) > limit_chars:
         rows[0] = rows[0].model_copy(update={"input": None, "output": None})
@@ -470,237 +438,7 @@ def _fit_traces(
     return result
 
 
-def _largest_fit(build: Callable[[int], BaseModel], count: int, limit: int) -> int:
-    """The most leading items whose response (``build(n)``) fits in ``limit`` characters; at
-    least one when there are any, so that paging always moves on."""
-    if count == 0 or size(build(count)) <= limit:
-        return count
-    low, high = 1, count - 1
-    while low < high:
-        middle = (low + high + 1) // 2
-        if size(build(middle)) <= limit:
-            low = middle
-        else:
-            high = middle - 1
-    return low
-
-
-def _next_call(
-    tool: str, arguments: dict[str, Any], result: BaseModel, *, short: bool = False
-) -> str:
-    """``tool(arg=..., cursor=...)`` with the call's own arguments; when they are long (or
-    ``short``), a sentence saying to repeat them."""
-    shown = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
-    if short or len(shown) > 300:
-        return f"{tool} with the same arguments and cursor=next_cursor"
-    cursor = getattr(result, "next_cursor", None)
-    return f"{tool}({shown + ', ' if shown else ''}cursor={cursor!r})"
-
-
-# -- get_session ---------------------------------------------------------------------------------
-
-
-def get_session(
-    store: Store,
-    *,
-    session_id: Annotated[str, Field(description="Session id (see search_traces rows).")],
-    project: ProjectParam = None,
-    cursor: Cursor = None,
-    max_chars: MaxChars = None,
-) -> SessionView:
-    """A multi-turn session read as a conversation: totals, then each turn (trace) in time
-    order with its input and output, latency, tokens and first error."""
-    after: dict[str, Any] | None = None
-    if cursor:
-        after = _session_keyset(cursor, session_id, project)
-    limit_chars = budget(max_chars, store.settings)
-    fetch = min(200, limit_chars // 300 + 1)
-    with store.reader() as reader:
-        if project is not None:
-            _check_project(reader, project)
-        totals = _session_totals(reader, session_id, project)
-        raw_turns = _session_turns(reader, totals["project"], session_id, after, fetch + 1)
-    first_turn = 1 + (after["n"] if after else 0)
-    turns = [_turn(raw, first_turn + i) for i, raw in enumerate(raw_turns[:fetch])]
-    view = SessionView(**totals, turns=turns, truncated=len(raw_turns) > fetch)
-    return _fit_session(view, raw_turns[:fetch], project, max_chars, limit_chars)
-
-
-def _session_totals(reader: Reader, session_id: str, project: str | None) -> dict[str, Any]:
-    rows = reader.dicts(
-        """
-        SELECT project, session_id, min(user_id) AS user_id, count(*) AS turn_count,
-               count(*) FILTER (WHERE error_count > 0) AS error_turns,
-               sum(span_count) AS span_count, sum(error_count) AS error_count,
-               sum(total_tokens) AS total_tokens, min(start_time) AS start_time,
-               max(end_time) AS end_time
-        FROM traces
-        WHERE session_id = ? AND (CAST(? AS VARCHAR) IS NULL OR project = ?)
-        GROUP BY project, session_id
-        ORDER BY project
-        """,
-        [session_id, project, project],
-    )
-    where = f" in project {project!r}" if project is not None else ""
-    if not rows:
-        raise ToolFailure(
-            f"No session {session_id[:ID_CHARS]!r}{where}. Call search_traces with "
-            "session_id unset to see recent traces and their session_id, or sql over the "
-            "sessions view to list sessions.",
-            code=ErrorCode.UNKNOWN_SESSION,
-        )
-    if len(rows) > 1:
-        projects = ", ".join(repr(row["project"]) for row in rows[:10])
-        raise ToolFailure(
-            f"Session {session_id[:ID_CHARS]!r} exists in several projects ({projects}). "
-            "Pass project to choose one.",
-            code=ErrorCode.INVALID_ARGUMENT,
-        )
-    return rows[0]
-
-
-def _session_turns(
-    reader: Reader, project: str, session_id: str, after: dict[str, Any] | None, fetch: int
-) -> list[dict[str, Any]]:
-    """The session's traces in time order after the keyset, each with its first error (the
-    ERROR span that ended first: the root cause tends to end before the spans it fails)."""
-    keyset, params = "TRUE", [project, session_id]
-    if after is not None:
-        keyset = "(epoch_us(t.start_time) > ? OR (epoch_us(t.start_time) = ? AND t.trace_id > ?))"
-        params += [after["s"], after["s"], after["id"]]
-    sql = f"""
-        WITH turns AS (
-            SELECT t.trace_id, t.start_time, epoch_us(t.start_time) AS start_us, t.latency_ms,
-                   t.total_tokens, t.span_count, t.error_count, t.name,
-                   left(t.input_preview, {TURN_PREVIEW_CHARS * 4}) AS input,
-                   left(t.output_preview, {TURN_PREVIEW_CHARS * 4}) AS output
-            FROM traces t
-            WHERE t.project = ? AND t.session_id = ? AND {keyset}
-            ORDER BY t.start_time, t.trace_id
-            LIMIT ?
-        ),
-        errors AS (
-            SELECT s.trace_id,
-                   arg_min(
-                       left(coalesce(s.status_message,
-                                     nullif(concat_ws(': ', s.error_type, s.error_message), ''),
-                                     'status ERROR'), {ERROR_CHARS * 2}),
-                       (s.end_time, s.span_id)) AS error,
-                   arg_min(s.span_id, (s.end_time, s.span_id)) AS error_span_id,
-                   arg_min(s.name, (s.end_time, s.span_id)) AS error_span
-            FROM spans s
-            WHERE s.project = ? AND s.status = 'ERROR'
-              AND s.trace_id IN (SELECT trace_id FROM turns WHERE error_count > 0)
-            GROUP BY s.trace_id
-        )
-        SELECT turns.*, errors.error, errors.error_span_id, errors.error_span
-        FROM turns LEFT JOIN errors USING (trace_id)
-        ORDER BY turns.start_time, turns.trace_id
-    """
-    return reader.dicts(sql, [*params, fetch, project])
-
-
-def _turn(raw: dict[str, Any], number: int) -> SessionTurn:
-    error = None
-    if raw["error"] is not None:
-        error = one_line(f"{raw['error_span']}: {raw['error']}", ERROR_CHARS)
-    return SessionTurn(
-        turn=number,
-        trace_id=raw["trace_id"],
-        start_time=raw["start_time"],
-        latency_ms=float(raw["latency_ms"]),
-        total_tokens=int(raw["total_tokens"]),
-        span_count=int(raw["span_count"]),
-        error_count=int(raw["error_count"]),
-        name=_cut(raw["name"]) or "",
-        input=one_line(raw["input"], TURN_PREVIEW_CHARS),
-        output=one_line(raw["output"], TURN_PREVIEW_CHARS),
-        error=error,
-        error_span_id=raw["error_span_id"],
-    )
-
-
-def _session_keyset(cursor: str, session_id: str, project: str | None) -> dict[str, Any]:
-    state = decode_cursor(cursor, "get_session")
-    if state.get("q") != _session_fingerprint(session_id, project):
-        raise ToolFailure(
-            "The cursor was made for another session. Repeat the call with the same "
-            "session_id and project, or omit cursor to start again.",
-            code=ErrorCode.INVALID_CURSOR,
-        )
-    ok = (
-        isinstance(state.get("s"), int)
-        and isinstance(state.get("id"), str)
-        and isinstance(state.get("n"), int)
-    )
-    if not ok:
-        raise ToolFailure(
-            "The cursor is damaged. Pass next_cursor unchanged, or omit cursor to start again.",
-            code=ErrorCode.INVALID_CURSOR,
-        )
-    return state
-
-
-def _session_fingerprint(session_id: str, project: str | None) -> str:
-    return hashlib.sha256(orjson.dumps([session_id, project])).hexdigest()[:12]
-
-
-def _fit_session(
-    view: SessionView,
-    raw_turns: Sequence[dict[str, Any]],
-    project: str | None,
-    max_chars: int | None,
-    limit_chars: int,
-) -> SessionView:
-    """The turns that fit in the budget; the cursor continues after the last one shown."""
-    all_turns = list(view.turns)
-    arguments: dict[str, Any] = {"session_id": view.session_id}
-    arguments |= {"project": project} if project is not None else {}
-    arguments |= {"max_chars": max_chars} if max_chars is not None else {}
-    more = view.truncated
-
-    def finish(shown: int) -> SessionView:
-        view.turns = all_turns[:shown]
-        view.truncated = more or shown < len(all_turns)
-        view.next_cursor = view.next_call = None
-        if view.truncated and shown:
-            last = raw_turns[shown - 1]
-            state = {
-                "q": _session_fingerprint(view.session_id, project),
-                "s": last["start_us"],
-                "id": last["trace_id"],
-                "n": all_turns[shown - 1].turn,
-            }
-            view.next_cursor = encode_cursor("get_session", state)
-            view.next_call = _next_call("get_session", arguments, view)
-        return view
-
-    shown = _largest_fit(finish, len(all_turns), limit_chars)
-    finish(shown)
-    if shown == 1 and size(view) > limit_chars:
-        turn = all_turns[0]
-        all_turns[0] = turn.model_copy(
-            update={"input": one_line(turn.input, 60), "output": one_line(turn.output, 60)}
-        )
-        finish(1)
-    return view
-
-
 # -- shared checks -------------------------------------------------------------------------------
-
-
-def _check_project(reader: Reader, project: str) -> None:
-    names = [row[0] for row in reader.rows("SELECT name FROM projects ORDER BY name")]
-    if project in names:
-        return
-    known = ", ".join(repr(n[:60]) for n in names[:10]) or "none yet"
-    if len(names) > 10:
-        known += f" and {len(names) - 10} more"
-    raise ToolFailure(
-        f"No project {project[:ID_CHARS]!r}. Known projects: {known}. Call list_projects "
-        "for their counts.",
-        code=ErrorCode.UNKNOWN_PROJECT,
-    )
 
 
 def _check_regex(reader: Reader, regex: str) -> None:
@@ -736,9 +474,3 @@ def _choice(value: str | None, allowed: tuple[str, ...], name: str) -> str | Non
             code=ErrorCode.INVALID_ARGUMENT,
         )
     return value
-
-
-def _cut(text: str | None) -> str | None:
-    if text is None or len(text) <= ID_CHARS:
-        return text
-    return text[: ID_CHARS - 1] + "…"

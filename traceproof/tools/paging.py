@@ -1,0 +1,66 @@
+"""Paging helpers shared by the trace-level tools: fitting a page to its budget, the
+continuation call, and the checks every filtered call makes first."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from traceproof.errors import ErrorCode
+from traceproof.storage import Reader
+from traceproof.tools.common import ToolFailure, size
+
+#: Longest name or id echoed in a row (they are normally short; a pathological one is cut).
+ID_CHARS = 200
+
+
+def largest_fit(build: Callable[[int], BaseModel], count: int, limit: int) -> int:
+    """The most leading items whose response (``build(n)``) fits in ``limit`` characters; at
+    least one when there are any, so that paging always moves on."""
+    if count == 0 or size(build(count)) <= limit:
+        return count
+    low, high = 1, count - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        if size(build(middle)) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def next_call(
+    tool: str, arguments: dict[str, Any], result: BaseModel, *, short: bool = False
+) -> str:
+    """``tool(arg=..., cursor=...)`` with the call's own arguments; when they are long (or
+    ``short``), a sentence saying to repeat them."""
+    shown = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
+    if short or len(shown) > 300:
+        return f"{tool} with the same arguments and cursor=next_cursor"
+    cursor = getattr(result, "next_cursor", None)
+    return f"{tool}({shown + ', ' if shown else ''}cursor={cursor!r})"
+
+
+def check_project(reader: Reader, project: str) -> None:
+    """Raise UNKNOWN_PROJECT, naming a few known projects, unless ``project`` exists: a typo
+    should say so rather than look like an empty result."""
+    if reader.scalar("SELECT count(*) FROM projects WHERE name = ?", [project]):
+        return
+    names = [row[0] for row in reader.rows("SELECT name FROM projects ORDER BY name LIMIT 11")]
+    known = ", ".join(repr(n[:60]) for n in names[:10]) or "none yet"
+    if len(names) > 10:
+        known += " and more"
+    raise ToolFailure(
+        f"No project {project[:ID_CHARS]!r}. Known projects: {known}. Call list_projects "
+        "for their counts.",
+        code=ErrorCode.UNKNOWN_PROJECT,
+    )
+
+
+def cut(text: str | None) -> str | None:
+    """A name or id as is, unless pathologically long."""
+    if text is None or len(text) <= ID_CHARS:
+        return text
+    return text[: ID_CHARS - 1] + "…"
