@@ -1,0 +1,288 @@
+"""``search_spans``: spans across traces matching the shared filters and a regex, paged.
+
+The regex is applied by DuckDB (``regexp_matches``, RE2 syntax: linear time, so no pattern can
+stall the store) to a span's own text: name, input and output values, status and error
+messages, and the attributes' JSON text. Only for the rows of the page does Python find where it
+matched (the field path and a snippet); a pattern RE2 accepts but Python cannot use there leaves
+the row with its input preview instead.
+
+Paging is keyset paging on the sort key plus ``(trace_id, span_id)``: the cursor holds the last
+row's key, so pages never overlap or skip, even while new spans arrive.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from traceproof.errors import ErrorCode
+from traceproof.storage import InvalidQuery, Store
+from traceproof.tools.common import (
+    Cursor,
+    MaxChars,
+    ToolFailure,
+    budget,
+    decode_cursor,
+    encode_cursor,
+    one_line,
+    size,
+)
+from traceproof.tools.filters import (
+    NameParam,
+    ProjectParam,
+    SessionParam,
+    SinceParam,
+    SpanFilter,
+    SpanKindParam,
+    StatusParam,
+    UntilParam,
+    WhereParam,
+)
+from traceproof.tools.find import compile_regex, fingerprint, snippet
+from traceproof.tools.spandoc import TEXT_COLUMNS, Leaf, leaves
+
+PREVIEW_CHARS = 160
+SNIPPET_CONTEXT = 60
+
+#: Sort keys: (column, direction); trace_id and span_id make every key unique.
+_ORDERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "newest": (("start_time", "DESC"), ("trace_id", "DESC"), ("span_id", "DESC")),
+    "oldest": (("start_time", "ASC"), ("trace_id", "ASC"), ("span_id", "ASC")),
+    "latency": (("latency_ms", "DESC"), ("trace_id", "ASC"), ("span_id", "ASC")),
+}
+
+#: What the regex looks at, in SQL.
+_SEARCHED = (*TEXT_COLUMNS, "attributes")
+
+
+class SpanMatch(BaseModel):
+    path: str = Field(description="Field where the pattern matched first (see get_span_data).")
+    offset: int = Field(description="Character offset of the match in that field.")
+    snippet: str = Field(description="Text around the match, the match marked «like this».")
+
+
+class SpanRow(BaseModel):
+    span_id: str
+    trace_id: str
+    name: str
+    span_kind: str
+    status: str
+    start_time: str = Field(description="Start, ISO 8601 UTC.")
+    latency_ms: float
+    model: str | None = None
+    tool_name: str | None = None
+    match: SpanMatch | None = Field(default=None, description="Where the pattern matched.")
+    input_preview: str | None = Field(
+        default=None, description="Start of the input (no pattern given)."
+    )
+    error: str | None = Field(default=None, description="Error message of a failed span.")
+
+
+class SpanList(BaseModel):
+    spans: list[SpanRow] = Field(description="Matching spans, in the order asked for.")
+    truncated: bool = Field(description="More spans match than this page holds.")
+    next_cursor: str | None = Field(
+        default=None, description="Pass as cursor to read the next page."
+    )
+    next_call: str | None = Field(
+        default=None, description="The exact call that reads the next page."
+    )
+
+
+def search_spans(
+    store: Store,
+    *,
+    project: ProjectParam = None,
+    since: SinceParam = None,
+    until: UntilParam = None,
+    status: StatusParam = None,
+    span_kind: SpanKindParam = None,
+    name: NameParam = None,
+    session_id: SessionParam = None,
+    where: WhereParam = None,
+    trace_id: Annotated[str | None, Field(description="Only spans of this trace.")] = None,
+    pattern: Annotated[
+        str | None,
+        Field(
+            description="Regex (RE2) over name, input/output, status/error messages and "
+            "attributes; rows then show where it matched."
+        ),
+    ] = None,
+    ignore_case: Annotated[bool, Field(description="Match the pattern regardless of case.")] = (
+        False
+    ),
+    order_by: Annotated[
+        Literal["newest", "oldest", "latency"], Field(description="Row order.")
+    ] = "newest",
+    limit: Annotated[int, Field(description="Rows per page.", ge=1, le=100)] = 20,
+    cursor: Cursor = None,
+    max_chars: MaxChars = None,
+) -> SpanList:
+    """Spans across traces matching filters and an optional regex: id, trace, name, kind,
+    status, latency, model/tool and the matched snippet (or an input preview). Use it to find
+    which spans (e.g. span_kind=TOOL in a trace) did or said something."""
+    room = budget(max_chars, store.settings)
+    spec = SpanFilter(project, since, until, status, span_kind, name, session_id, where)
+    condition, params = spec.sql()
+    if trace_id is not None:
+        condition += " AND trace_id = ?"
+        params.append(trace_id)
+    if pattern is not None:
+        _check_re2(store, pattern)
+        options = "'i'" if ignore_case else "'c'"
+        searched = " OR ".join(f"regexp_matches({c}, ?, {options})" for c in _SEARCHED)
+        condition += f" AND ({searched})"
+        params.extend([pattern] * len(_SEARCHED))
+    order = _ORDERS[order_by]
+    digest = fingerprint(
+        project, since, until, status, span_kind, name, session_id, where, trace_id, pattern,
+        ignore_case, order_by,
+    )  # fmt: skip
+    if cursor is not None:
+        key_sql, key_params = _after(order, _cursor_key(cursor, digest, order))
+        condition += f" AND ({key_sql})"
+        params.extend(key_params)
+    sql = (
+        "SELECT span_id, trace_id, name, span_kind, status, start_time, latency_ms, model, "
+        f"tool_name, left(input_value, {PREVIEW_CHARS * 2}) AS input_head, "
+        f"left(error_message, {PREVIEW_CHARS * 2}) AS error_head FROM spans WHERE {condition} "
+        f"ORDER BY {', '.join(f'{c} {d}' for c, d in order)} LIMIT {limit + 1}"
+    )
+    with store.reader(timeout=store.settings.sql_timeout_seconds) as reader:
+        found = reader.dicts(sql, params, untrusted=spec.untrusted)
+        more = len(found) > limit
+        found = found[:limit]
+        matches = _matches(reader, found, pattern, ignore_case) if pattern is not None else {}
+    rows = [_row(r, matches.get((r["trace_id"], r["span_id"]))) for r in found]
+    return _fit(SpanList(spans=rows, truncated=more), found, more, order, digest, room)
+
+
+def _check_re2(store: Store, pattern: str) -> None:
+    """Refuse a pattern DuckDB's RE2 cannot compile, with RE2's own message."""
+    try:
+        with store.reader(timeout=store.settings.sql_timeout_seconds) as reader:
+            reader.rows("SELECT regexp_matches('', ?)", [pattern])
+    except InvalidQuery as exc:
+        detail = exc.message.split(". Fix", 1)[0]
+        raise ToolFailure(
+            f"The pattern {pattern!r} is not a valid RE2 regular expression ({detail}). Fix it: "
+            "RE2 has no lookarounds or backreferences; escape literal ( [ . * + ? with a "
+            "backslash.",
+            code=ErrorCode.INVALID_REGEX,
+        ) from None
+
+
+def _cursor_key(cursor: str, digest: str, order: tuple[tuple[str, str], ...]) -> list[Any]:
+    state = decode_cursor(cursor, "search_spans")
+    key = state.get("k")
+    if state.get("f") != digest or not isinstance(key, list) or len(key) != len(order):
+        raise ToolFailure(
+            "This cursor belongs to a search_spans call with other filters. Repeat that call's "
+            "parameters with it, or omit cursor to start again.",
+            code=ErrorCode.INVALID_CURSOR,
+        )
+    if order[0][0] == "start_time":
+        key[0] = datetime.fromisoformat(key[0])
+    return key
+
+
+def _after(order: tuple[tuple[str, str], ...], key: list[Any]) -> tuple[str, list[Any]]:
+    """SQL for "sorts after ``key``" under ``order``: (a > x) OR (a = x AND b > y) OR …"""
+    terms: list[str] = []
+    params: list[Any] = []
+    for i, (column, direction) in enumerate(order):
+        equal = [f"{c} = ?" for c, _ in order[:i]]
+        op = "<" if direction == "DESC" else ">"
+        terms.append(" AND ".join([*equal, f"{column} {op} ?"]))
+        params.extend([*key[:i], key[i]])
+    return " OR ".join(f"({t})" for t in terms), params
+
+
+def _key(row: dict[str, Any], order: tuple[tuple[str, str], ...]) -> list[Any]:
+    values = [row[c] for c, _ in order]
+    if isinstance(values[0], datetime):
+        values[0] = values[0].isoformat()
+    return values
+
+
+def _matches(
+    reader: Any, found: list[dict[str, Any]], pattern: str, ignore_case: bool
+) -> dict[tuple[str, str], SpanMatch]:
+    """Where the pattern matched, for the page's rows (Python ``re`` on the full values)."""
+    if not found:
+        return {}
+    try:
+        regex = compile_regex(pattern, ignore_case)
+    except ToolFailure:
+        return {}
+    marks = ", ".join("?" for _ in found)
+    full = reader.dicts(
+        f"SELECT trace_id, span_id, {', '.join(_SEARCHED)} FROM spans WHERE span_id IN ({marks})",
+        [r["span_id"] for r in found],
+    )
+    out: dict[tuple[str, str], SpanMatch] = {}
+    for row in full:
+        fields = [leaf for leaf in leaves(row) if leaf.path in TEXT_COLUMNS or _is_attr(leaf)]
+        fields.append(Leaf("attributes", row["attributes"] or ""))  # key names, JSON escapes
+        for leaf in fields:
+            text = leaf.text
+            hit = next((m for m in regex.finditer(text) if m.end() > m.start()), None)
+            if hit is not None:
+                out[(row["trace_id"], row["span_id"])] = SpanMatch(
+                    path=leaf.path,
+                    offset=hit.start(),
+                    snippet=snippet(text, hit.start(), hit.end(), SNIPPET_CONTEXT),
+                )
+                break
+    return out
+
+
+def _is_attr(leaf: Leaf) -> bool:
+    return leaf.path.startswith("attributes.")
+
+
+def _row(row: dict[str, Any], match: SpanMatch | None) -> SpanRow:
+    return SpanRow(
+        span_id=row["span_id"],
+        trace_id=row["trace_id"],
+        name=row["name"],
+        span_kind=row["span_kind"],
+        status=row["status"],
+        start_time=row["start_time"].isoformat(),
+        latency_ms=row["latency_ms"],
+        model=row["model"],
+        tool_name=row["tool_name"],
+        match=match,
+        input_preview=None if match else one_line(row["input_head"], PREVIEW_CHARS),
+        error=one_line(row["error_head"], PREVIEW_CHARS) if row["status"] == "ERROR" else None,
+    )
+
+
+def _fit(
+    result: SpanList,
+    found: list[dict[str, Any]],
+    more: bool,
+    order: tuple[tuple[str, str], ...],
+    digest: str,
+    room: int,
+) -> SpanList:
+    """``result`` within ``room`` characters: rows dropped from the end; the cursor resumes
+    after the last row kept."""
+    while True:
+        kept = len(result.spans)
+        if kept and (more or kept < len(found)):
+            token = encode_cursor("search_spans", {"k": _key(found[kept - 1], order), "f": digest})
+            result.truncated = True
+            result.next_cursor = token
+            result.next_call = f"search_spans(<same arguments>, cursor={token!r})"
+        if size(result) <= room or kept <= 1:
+            break
+        result.spans = result.spans[:-1]
+    if size(result) > room:
+        for row in result.spans:  # one row left, still too big: shorten its texts
+            if row.match is not None:
+                row.match.snippet = row.match.snippet[:200]
+            row.input_preview = None
+    return result
