@@ -15,7 +15,7 @@ from traceproof.storage.exceptions import (
     StoreError,
     StoreLocked,
 )
-from traceproof.storage.reader import QueryResult, Reader, check_select
+from traceproof.storage.reader import QueryResult, Reader, check_expression, check_select
 from traceproof.storage.store import Store, WriteResult
 
 __all__ = [
@@ -34,5 +34,6 @@ __all__ = [
     "StoreError",
     "StoreLocked",
     "WriteResult",
+    "check_expression",
     "check_select",
 ]

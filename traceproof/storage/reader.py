@@ -55,6 +55,26 @@ def check_select(sql: str) -> None:
         raise ForbiddenQuery("checkpoint() is not allowed. Query the tables with SELECT.")
 
 
+def check_expression(text: str) -> None:
+    """Raise unless ``text``, put inside parentheses, stays one expression: its parentheses,
+    as DuckDB's own tokenizer sees them (strings and comments skipped), balance and never
+    close more than they opened. So a ``where`` filter cannot close the query's parenthesis
+    and append ``UNION SELECT …`` or other clauses."""
+    depth = 0
+    for position, kind in duckdb.tokenize(text):
+        if kind != duckdb.token_type.operator:
+            continue
+        char = text[position]
+        depth += (char == "(") - (char == ")")
+        if depth < 0:
+            break
+    if depth != 0:
+        raise InvalidQuery(
+            "The expression's parentheses do not balance. Write one expression, e.g. "
+            "\"status = 'ERROR' and (latency_ms > 1000 or model = 'gpt-4o')\"."
+        )
+
+
 class Reader:
     """Queries on one cursor, each under ``timeout`` seconds (``None``: no limit)."""
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from traceproof.errors import ErrorCode
-from traceproof.storage import SPAN_COLUMNS, SPAN_KINDS
+from traceproof.storage import SPAN_COLUMNS, SPAN_KINDS, InvalidQuery, check_expression
 from traceproof.tools.common import ToolFailure, parse_time
 
 # -- the shared parameters (every tool that filters spans declares these) -----------------------
@@ -174,6 +174,10 @@ def where_sql(expression: str, alias: str = "") -> str:
             "\"status = 'ERROR' and latency_ms > 1000\".",
             code=ErrorCode.INVALID_FILTER,
         )
+    try:
+        check_expression(expression)
+    except InvalidQuery as exc:
+        raise ToolFailure(exc.message, code=ErrorCode.INVALID_FILTER) from None
     tokens = list(_TOKEN.finditer(expression))
     out: list[str] = []
     last = 0
