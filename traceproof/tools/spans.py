@@ -25,6 +25,9 @@ from traceproof.tools.spansearch import SpanList, search_spans
 
 __all__ = ["ClippedValue", "SpanData", "SpanList", "get_span_data", "search_spans"]
 
+#: When not every field fits, as many are kept as fit with long values cut to this length.
+USEFUL_CLIP = 200
+
 #: Digits assumed for numbers in a clip note while the budget is planned (values up to 10^9).
 _WIDE = 999_999_999
 
@@ -251,15 +254,34 @@ class _Plan:
         return out
 
     def best_cap(self, count: int, limit: int) -> int:
-        """The largest cap that fits ``limit`` (binary search; ``total`` grows with ``cap``)."""
-        low, high = 2, max(self.value[:count], default=2)
-        while low < high:
-            mid = (low + high + 1) // 2
-            if self.total(count, mid) <= limit:
-                low = mid
+        """The largest cap at which the first ``count`` leaves fit ``limit`` (2 if none).
+
+        ``total`` is not monotonic in the cap (cutting a value adds its note), but it is linear
+        between two consecutive value lengths, where the set of cut values is fixed: walk those
+        intervals from the top and take the first cap that fits."""
+        fixed = self.base + sum(self.key[:count])
+        texts: list[tuple[int, int]] = []
+        for i in range(count):
+            if self.text[i]:
+                texts.append((self.value[i], self.note[i]))
             else:
-                high = mid - 1
-        return low
+                fixed += self.value[i]
+        texts.sort()
+        lengths = [2] + [v for v, _ in texts]
+        whole = fixed + sum(v for v, _ in texts)
+        if whole <= limit:
+            return max(lengths)
+        cut_notes = 0
+        kept = whole
+        for j in range(len(texts) - 1, -1, -1):  # values j.. are cut, in [lengths[j], v_j)
+            value, note = texts[j]
+            kept -= value
+            cut_notes += note
+            cut = len(texts) - j
+            cap = min(value - 1, (limit - kept - cut_notes) // cut)
+            if cap >= lengths[j]:
+                return cap
+        return 2
 
 
 def _whole(ident: _Ident, items: list[Leaf], limit: int, call: _Calls) -> SpanData:
@@ -267,29 +289,31 @@ def _whole(ident: _Ident, items: list[Leaf], limit: int, call: _Calls) -> SpanDa
         span_id=ident.span_id,
         trace_id=ident.trace_id,
         fields={},
-        omitted_fields=len(items) or 0,
-        next_call=call.select("x"),
+        omitted_fields=len(items),
+        next_call=call.select(max((leaf.path for leaf in items), key=len, default="")),
     )
     plan = _Plan(size(empty), items, call)
-    count = _most_fields(plan, limit)
+    count = _most_fields(plan, limit, USEFUL_CLIP)
+    if count == 0:
+        count = _most_fields(plan, limit, 2)
     cap = plan.best_cap(count, limit)
     while True:
         result = _build(ident, items, count, cap, call)
         excess = size(result) - limit
         if excess <= 0:
             return result
-        if cap > 2:
+        if result.clipped and cap > 2:
             cap = max(2, cap - excess)
         else:
             count -= 1
 
 
-def _most_fields(plan: _Plan, limit: int) -> int:
-    """How many leaves fit at all (each cut to an empty string if need be)."""
+def _most_fields(plan: _Plan, limit: int, cap: int) -> int:
+    """How many leaves fit with long strings cut to ``cap`` JSON characters."""
     low, high = 0, len(plan.items)
     while low < high:
         mid = (low + high + 1) // 2
-        if plan.total(mid, 2) <= limit:
+        if plan.total(mid, cap) <= limit:
             low = mid
         else:
             high = mid - 1
