@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -26,17 +27,20 @@ from rich.text import Text
 from traceproof.cli import _fail, _settings, _store_or_remote, cli, db_option, out
 from traceproof.errors import TraceproofError
 from traceproof.remote import RemoteStore
-from traceproof.tools.invoke import run_tool
 
 Command = Callable[..., Any]
 
 #: The widest a table cell is drawn; --json prints every value whole.
-CELL_CHARS = 120
+CELL_CHARS = 200
+
+_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?")
 
 
 def call(db: Path | None, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     """Run tool ``name`` on the store at ``db`` (or the server holding it); its result as JSON.
     Options left unset are not sent, so the tool's own defaults apply."""
+    from traceproof.tools.invoke import run_tool  # the tools load only for the commands using them
+
     given = {k: v for k, v in arguments.items() if v is not None and v != () and v is not False}
     given = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
     try:
@@ -106,11 +110,6 @@ def filter_options(command: Command) -> Command:
     return command
 
 
-def _filters(options: dict[str, Any]) -> dict[str, Any]:
-    names = ("project", "since", "until", "status", "span_kind", "name", "session_id", "where")
-    return {name: options.get(name) for name in names}
-
-
 # -- the commands ---------------------------------------------------------------------------------
 
 
@@ -124,28 +123,41 @@ def projects(db: Path | None, as_json: bool) -> None:
 
 @cli.command()
 @db_option
-@filter_options
-@click.option("--min-latency", type=float, default=None, help="Only traces this slow or more (ms).")
+@click.option("--project", default=None, help="Project name.")
+@click.option("--since", default=None, help="After this time: ISO 8601 or relative (2h, 7d).")
+@click.option("--until", default=None, help="Before this time: ISO 8601 or relative.")
+@click.option(
+    "--status",
+    type=click.Choice(["OK", "ERROR"], case_sensitive=False),
+    callback=_status,
+    default=None,
+    help="ERROR: traces with an ERROR span; OK: without one.",
+)
+@click.option("--min-latency", "min_latency_ms", type=float, default=None, help="At least (ms).")
+@click.option("--name", default=None, help="Root span name.")
+@click.option("--session", "session_id", default=None, help="Session id.")
+@click.option("--user", "user_id", default=None, help="User id.")
 @click.option("--regex", default=None, help="Regular expression over the traces' text.")
 @click.option("-i", "--ignore-case", is_flag=True, help="Match --regex case-insensitively.")
-@click.option("--order", default=None, help="Order: newest (default), latency, tokens, errors.")
+@click.option(
+    "--where",
+    default=None,
+    help="SQL expression over span columns and attribute paths; a trace matches when a span does.",
+)
+@click.option(
+    "--order",
+    "order_by",
+    type=click.Choice(["newest", "oldest", "latency", "tokens", "errors"]),
+    default=None,
+    help="Order of the rows (default newest).",
+)
 @limit_option
 @cursor_option
 @max_chars_option
 @json_option
 def traces(db: Path | None, as_json: bool, **options: Any) -> None:
     """Search traces, newest first: id, root name, start, latency, spans, errors, tokens."""
-    arguments = {
-        **_filters(options),
-        "min_latency_ms": options["min_latency"],
-        "regex": options["regex"],
-        "ignore_case": options["ignore_case"],
-        "order_by": options["order"],
-        "limit": options["limit"],
-        "cursor": options["cursor"],
-        "max_chars": options["max_chars"],
-    }
-    emit(call(db, "search_traces", arguments), as_json)
+    emit(call(db, "search_traces", options), as_json)
 
 
 @cli.command()
@@ -182,10 +194,13 @@ def span(db: Path | None, as_json: bool, **options: Any) -> None:
 
 @cli.command()
 @click.argument("trace_id")
-@click.argument("regex")
+@click.argument("pattern", metavar="REGEX")
 @db_option
 @click.option("-i", "--ignore-case", is_flag=True, help="Match case-insensitively.")
-@limit_option
+@click.option(
+    "--context", "context_chars", type=int, default=None, help="Characters around each match."
+)
+@click.option("--limit", "max_matches", type=int, default=None, help="Most matches per page.")
 @cursor_option
 @max_chars_option
 @json_option
@@ -197,8 +212,16 @@ def find(db: Path | None, as_json: bool, **options: Any) -> None:
 @cli.command()
 @db_option
 @filter_options
-@click.option("--regex", default=None, help="Regular expression over the spans' text.")
+@click.option("--trace", "trace_id", default=None, help="Only spans of this trace.")
+@click.option("--regex", "pattern", default=None, help="Regular expression over the spans' text.")
 @click.option("-i", "--ignore-case", is_flag=True, help="Match --regex case-insensitively.")
+@click.option(
+    "--order",
+    "order_by",
+    type=click.Choice(["newest", "oldest", "latency"]),
+    default=None,
+    help="Order of the rows (default newest).",
+)
 @limit_option
 @cursor_option
 @max_chars_option
@@ -273,6 +296,8 @@ def schema(db: Path | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("session_id")
 @db_option
+@click.option("--project", default=None, help="Project of the session.")
+@cursor_option
 @max_chars_option
 @json_option
 def session(db: Path | None, as_json: bool, **options: Any) -> None:
@@ -283,30 +308,58 @@ def session(db: Path | None, as_json: bool, **options: Any) -> None:
 # -- drawing a result for a terminal ---------------------------------------------------------------
 
 
+#: Scalar fields about the whole answer (paging, what was left out): printed after the rows.
+_AFTER = frozenset(
+    {"total", "row_count", "truncated", "clipped_cells", "note", "next_cursor", "next_call"}
+)
+
+
 def render(result: dict[str, Any]) -> None:
-    """Draw any result model's JSON: tables for lists of rows, text blocks as they are, and the
-    remaining scalar fields (counts, truncated, next_cursor, hints) last."""
-    footer: list[tuple[str, Any]] = []
+    """Draw any result model's JSON: its scalar fields as ``key: value`` lines, then lists of
+    rows as tables, text blocks (a trace's tree) as they are, nested objects as path/value
+    tables, and last what the answer left out and how to page on."""
     grid = isinstance(result.get("columns"), list) and isinstance(result.get("rows"), list)
     grid = grid and not _is_rows(result["rows"])
+    scalars = [(k, v) for k, v in result.items() if _is_scalar(v) and _shown(v)]
+    _print_fields([(k, v) for k, v in scalars if k not in _AFTER])
     for key, value in result.items():
-        if grid and key == "columns":
-            continue  # drawn as the header of the rows grid
+        if _is_scalar(value) or (grid and key in ("columns", "types")):
+            continue  # printed as fields, or the header of the rows grid
         if grid and key == "rows":
             _print_table(_grid_table(result["columns"], value))
-        elif isinstance(value, str) and "\n" in value:
+        elif isinstance(value, str):
             out.print(value, markup=False, highlight=False, soft_wrap=True)
         elif _is_rows(value):
             _print_table(_rows_table(value))
-        elif isinstance(value, dict):
+        elif isinstance(value, dict) and value:
             _print_table(_paths_table(key, value))
-        elif isinstance(value, list) and value:
+        elif isinstance(value, list):
             for item in value:
                 out.print(_json(item, indent=2), markup=False, highlight=False, soft_wrap=True)
-        elif value not in (None, [], {}, "", False):
-            footer.append((key, value))
-    for key, value in footer:
-        out.print(f"{key}: {_cell(value, limit=100_000)}", markup=False, highlight=False)
+    _print_fields([(k, v) for k, v in scalars if k in _AFTER])
+
+
+def _shown(value: Any) -> bool:
+    """Whether a field says something: unset, empty and false fields are left out; 0 is not."""
+    return value is not None and value != "" and value is not False
+
+
+def _is_scalar(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\n" not in value
+    return not isinstance(value, list | dict)
+
+
+def _print_fields(fields: list[tuple[str, Any]]) -> None:
+    paged = any(key == "next_cursor" for key, _ in fields)
+    for key, value in fields:
+        if key == "next_cursor":
+            line = f"next page: --cursor {value}"
+        elif key == "next_call" and paged:
+            continue  # the agents' form of the same continuation
+        else:
+            line = f"{key}: {_cell(value, limit=100_000)}"
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _is_rows(value: Any) -> bool:
@@ -325,10 +378,18 @@ def _grid_table(columns: list[Any], rows: list[Any]) -> Table:
     table = Table(*names)
     for column in table.columns:
         column.overflow = "fold"
-    for row in rows:
-        cells = row if isinstance(row, list) else [row]
-        table.add_row(*[Text(_cell(value)) for value in cells])
+    grid = [row if isinstance(row, list) else [row] for row in rows]
+    for index, column in enumerate(table.columns):
+        values = [row[index] for row in grid if index < len(row) and row[index] is not None]
+        if values and all(_is_number(v) for v in values):
+            column.justify = "right"
+    for row in grid:
+        table.add_row(*[Text(_cell(value)) for value in row])
     return table
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _paths_table(title: str, value: dict[str, Any]) -> Table:
@@ -359,6 +420,8 @@ def _cell(value: Any, limit: int = CELL_CHARS) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     text = value if isinstance(value, str) else _json(value)
+    if _ISO_TIME.fullmatch(text):  # 2026-11-01T14:37:45.017000 -> 2026-11-01 14:37:45.017
+        return text[:23].replace("T", " ")
     text = " ".join(text.split()) if len(text) <= 4 * limit else " ".join(text[: 4 * limit].split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

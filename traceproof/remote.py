@@ -31,9 +31,16 @@ class RemoteError(TraceproofError):
 class RemoteStore:
     """The API of the server at ``url`` (``http://host:port``)."""
 
-    def __init__(self, url: str, timeout: float = 300.0) -> None:
+    def __init__(self, url: str, timeout: float = 300.0, token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.token = token  # the server's bearer token (--token / TRACEPROOF_TOKEN), if any
+
+    def _request(self, path: str, body: bytes | None, method: str) -> urllib.request.Request:
+        request = urllib.request.Request(self.url + path, data=body, method=method)
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
+        return request
 
     def stats(self) -> StoreStats:
         return StoreStats.model_validate(self._call("GET", "/api/v1/stats"))
@@ -43,7 +50,7 @@ class RemoteStore:
         server's code and message, as if the tool had run here."""
         body = json.dumps(arguments, default=str).encode()
         path = "/api/v1/tools/" + urllib.parse.quote(name, safe="")
-        request = urllib.request.Request(self.url + path, data=body, method="POST")
+        request = self._request(path, body, "POST")
         request.add_header("Content-Type", "application/json")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
@@ -79,7 +86,7 @@ class RemoteStore:
     def _call(
         self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
     ) -> Any:
-        request = urllib.request.Request(self.url + path, data=body, method=method)
+        request = self._request(path, body, method)
         if content_type:
             request.add_header("Content-Type", content_type)
         try:

@@ -1,0 +1,213 @@
+"""The tools' HTTP API over real HTTP: results, argument validation, error codes and statuses.
+
+The plumbing is checked with small tools registered for the test (they read the real demo store
+through the same path as every tool); the registered tools are then called one by one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+import httpx2
+import pytest
+from pydantic import BaseModel, Field
+
+from tests.conftest import LiveServer
+from traceproof.errors import ErrorCode, TraceproofError
+from traceproof.remote import RemoteStore
+from traceproof.storage import Busy, QueryTimeout, Store
+from traceproof.tools import registry
+from traceproof.tools.common import ToolFailure
+
+
+class Counted(BaseModel):
+    table: str = Field(description="Table counted.")
+    rows: int = Field(description="Its rows.")
+    note: str | None = Field(default=None, description="The note passed in.")
+
+
+def count_rows(
+    store: Store,
+    *,
+    table: Annotated[Literal["spans", "traces"], Field(description="Table to count.")],
+    times: Annotated[int, Field(description="Multiplier.", ge=1, le=3)] = 1,
+    note: Annotated[str | None, Field(description="Echoed back.")] = None,
+) -> Counted:
+    """Count a table's rows (a tool for this test)."""
+    with store.reader() as reader:
+        rows = reader.scalar(f"SELECT count(*) FROM {table}")
+    return Counted(table=table, rows=int(rows) * times, note=note)
+
+
+def fail_with(store: Store, *, code: Annotated[str, Field(description="Error code.")]) -> Counted:
+    """Raise the error a real tool would raise for ``code``."""
+    if code == "store_busy":
+        raise Busy(2.0)
+    if code == "query_timeout":
+        raise QueryTimeout("The query ran past 10 s and was stopped. Add a filter or a LIMIT.")
+    raise ToolFailure(f"Failed with {code}. Do something else.", code=ErrorCode(code))
+
+
+def crash(store: Store) -> Counted:
+    """Fail the way a bug would."""
+    raise RuntimeError("secret internals at /home/someone/store.duckdb")
+
+
+@pytest.fixture
+def test_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    for fn in (count_rows, fail_with, crash):
+        monkeypatch.setitem(registry.TOOLS_BY_NAME, fn.__name__, registry.ToolSpec(fn))
+
+
+@pytest.fixture
+def demo_server(demo_store: Store) -> Iterator[LiveServer]:
+    with LiveServer(demo_store, demo_store.settings) as server:
+        yield server
+
+
+def post(server: LiveServer, name: str, arguments: Any = None, **kwargs: Any) -> httpx2.Response:
+    if "content" not in kwargs:
+        kwargs["json"] = {} if arguments is None else arguments
+    return httpx2.post(f"{server.url}/api/v1/tools/{name}", timeout=60, **kwargs)
+
+
+def test_get_tools_lists_every_registered_tool_in_order(demo_server: LiveServer) -> None:
+    answer = httpx2.get(demo_server.url + "/api/v1/tools")
+    assert answer.status_code == 200
+    assert answer.json() == {"tools": [spec.name for spec in registry.TOOLS]}
+    assert answer.json()["tools"][:3] == ["list_projects", "search_traces", "get_trace_preview"]
+
+
+def test_a_tool_runs_on_the_store_and_answers_its_result_as_json(
+    demo_server: LiveServer, test_tools: None
+) -> None:
+    answer = post(demo_server, "count_rows", {"table": "spans", "note": "hi"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json() == {"table": "spans", "rows": 1064, "note": "hi"}
+    # Arguments are converted as the signature says ("2" is an int); defaults apply.
+    assert post(demo_server, "count_rows", {"table": "traces", "times": "2"}).json() == {
+        "table": "traces",
+        "rows": 180,
+        "note": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("arguments", "names"),
+    [
+        ({"table": "spans", "tables": "x"}, ["unknown argument 'tables'"]),
+        ({}, ["table is required"]),
+        ({"table": "sessions"}, ["table:", "'sessions'"]),
+        ({"table": "spans", "times": 9}, ["times: Input should be less than or equal to 3"]),
+        ({"table": "spans", "times": "many"}, ["times:", "'many'"]),
+        (["spans"], ["must be a JSON object"]),
+    ],
+)
+def test_bad_arguments_are_400_invalid_argument_naming_what_is_wrong(
+    demo_server: LiveServer, test_tools: None, arguments: Any, names: list[str]
+) -> None:
+    answer = post(demo_server, "count_rows", arguments)
+    assert answer.status_code == 400
+    body = answer.json()
+    assert body["code"] == "invalid_argument"
+    assert body["error"].startswith("[invalid_argument] ")
+    for name in names:
+        assert name in body["error"]
+
+
+def test_a_body_that_is_not_json_is_400_invalid_argument(
+    demo_server: LiveServer, test_tools: None
+) -> None:
+    answer = post(demo_server, "count_rows", content=b"{table: spans")
+    assert answer.status_code == 400
+    assert answer.json()["code"] == "invalid_argument"
+    # An empty body means no arguments: the tool runs (and here fails as it was written to).
+    empty = post(demo_server, "crash", content=b"")
+    assert (empty.status_code, empty.json()["code"]) == (500, "internal_error")
+
+
+def test_an_unknown_tool_is_404_not_found_listing_the_tools(demo_server: LiveServer) -> None:
+    answer = post(demo_server, "get_everything")
+    assert answer.status_code == 404
+    body = answer.json()
+    assert body["code"] == "not_found"
+    assert body["error"].startswith("[not_found] No tool 'get_everything'. Use one of: ")
+    assert "search_traces" in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("unknown_trace", 404),
+        ("unknown_span", 404),
+        ("unknown_session", 404),
+        ("unknown_project", 404),
+        ("invalid_regex", 400),
+        ("invalid_cursor", 400),
+        ("invalid_filter", 400),
+        ("invalid_jq", 400),
+        ("forbidden_query", 400),
+        ("query_timeout", 504),
+        ("store_busy", 503),
+    ],
+)
+def test_a_tools_error_keeps_its_code_and_gets_its_status(
+    demo_server: LiveServer, test_tools: None, code: str, status: int
+) -> None:
+    answer = post(demo_server, "fail_with", {"code": code})
+    assert answer.status_code == status
+    body = answer.json()
+    assert body["code"] == code
+    assert body["error"].startswith(f"[{code}] ")
+    if code == "store_busy":
+        assert answer.headers["retry-after"] == "2"
+
+
+def test_an_unexpected_failure_is_500_with_a_generic_message_and_a_logged_traceback(
+    demo_server: LiveServer, test_tools: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="traceproof.server.api"):
+        answer = post(demo_server, "crash")
+    assert answer.status_code == 500
+    body = answer.json()
+    assert body["code"] == "internal_error"
+    assert "secret" not in body["error"] and "/home" not in body["error"]
+    assert "crash" in body["error"]
+    (record,) = [r for r in caplog.records if r.name == "traceproof.server.api"]
+    assert record.exc_info is not None and "secret internals" in str(record.exc_info[1])
+
+
+def test_remote_store_call_tool_returns_the_result_and_raises_the_servers_code(
+    demo_server: LiveServer, test_tools: None
+) -> None:
+    remote = RemoteStore(demo_server.url)
+    assert remote.call_tool("count_rows", {"table": "spans"}) == {
+        "table": "spans",
+        "rows": 1064,
+        "note": None,
+    }
+    with pytest.raises(TraceproofError) as raised:
+        remote.call_tool("fail_with", {"code": "unknown_trace"})
+    assert raised.value.code == ErrorCode.UNKNOWN_TRACE
+    assert raised.value.message == "Failed with unknown_trace. Do something else."
+    assert str(raised.value) == "[unknown_trace] Failed with unknown_trace. Do something else."
+    with pytest.raises(TraceproofError) as invalid:
+        remote.call_tool("count_rows", {"table": "spans", "times": 0})
+    assert invalid.value.code == ErrorCode.INVALID_ARGUMENT
+    with pytest.raises(TraceproofError) as busy:
+        remote.call_tool("fail_with", {"code": "store_busy"})
+    assert busy.value.code == ErrorCode.STORE_BUSY
+    with pytest.raises(TraceproofError) as unknown:
+        remote.call_tool("nope", {})
+    assert unknown.value.code == ErrorCode.NOT_FOUND
+
+
+def test_remote_store_call_tool_explains_an_unreachable_server(demo_server: LiveServer) -> None:
+    remote = RemoteStore("http://127.0.0.1:9", timeout=5)
+    with pytest.raises(TraceproofError) as raised:
+        remote.call_tool("list_projects", {})
+    assert raised.value.code == ErrorCode.STORE_ERROR
+    assert "Could not reach the server at http://127.0.0.1:9" in str(raised.value)
