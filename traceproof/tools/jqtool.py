@@ -1,12 +1,275 @@
-"""(being written: see issue #3)"""
+"""The ``jq`` tool: a jq program over one span, one trace, or the spans a filter matches.
+
+The input is the span as a document: its columns (timestamps ISO 8601, UTC) with
+``attributes``, ``events``, ``links`` and ``resource`` as nested JSON, the same names every
+other tool uses (``attributes.llm.input_messages`` is ``.attributes.llm.input_messages``). A
+trace or a filter gives an array of such spans in start order. Programs run in a sandboxed child
+process (:mod:`traceproof.tools.jqworker`) under the store's query time limit.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from datetime import datetime
+from typing import Annotated, Any
 
-from traceproof.storage import Store
+import orjson
+from pydantic import BaseModel, Field
+
+from traceproof.errors import ErrorCode
+from traceproof.storage import QueryTimeout, Store
+from traceproof.tools.common import MaxChars, ToolFailure, budget, size
+from traceproof.tools.filters import (
+    NameParam,
+    ProjectParam,
+    SessionParam,
+    SinceParam,
+    SpanFilter,
+    SpanKindParam,
+    StatusParam,
+    UntilParam,
+    WhereParam,
+)
+from traceproof.tools.jqworker import JqCrashed, JqError, JqTimeout, runner
+from traceproof.tools.spandoc import JSON_COLUMNS, SELECT_COLUMNS
+
+#: Most spans of one trace given to a program.
+TRACE_MAX_SPANS = 20_000
+_NOTE_ROOM = 500
+#: Room for the marker that ends a clipped output.
+_MARKER_ROOM = 250
 
 
-def jq(store: Store) -> BaseModel:
-    """jq (not yet written)."""
-    raise NotImplementedError
+class JqResult(BaseModel):
+    input: str = Field(description="What the program ran over.")
+    spans_read: int = Field(description="Spans in the input.")
+    spans_capped: bool = Field(
+        description="True when more spans matched than were read (max_spans)."
+    )
+    results: list[Any] = Field(description="The program's outputs, in order.")
+    dropped: int = Field(description="Further outputs left out to fit the budget.")
+    dropped_more: bool = Field(
+        description="True when the outputs left out are more than 'dropped' (counting stopped)."
+    )
+    clipped: bool = Field(description="True when the one output shown was cut short.")
+    truncated: bool = Field(description="True when any output, or any matching span, is missing.")
+    note: str | None = Field(default=None, description="What was left out and how to get it.")
+
+
+def jq(
+    store: Store,
+    *,
+    program: Annotated[
+        str,
+        Field(
+            description="jq program, e.g. '.attributes.llm.output_messages' (span) or "
+            "'[.[] | select(.status==\"ERROR\") | {name, error_message}]' (trace or filter).",
+            min_length=1,
+        ),
+    ],
+    span_id: Annotated[str | None, Field(description="Run over this span (an object).")] = None,
+    trace_id: Annotated[
+        str | None,
+        Field(description="Run over this trace's spans (an array), or narrow span_id to it."),
+    ] = None,
+    project: ProjectParam = None,
+    since: SinceParam = None,
+    until: UntilParam = None,
+    status: StatusParam = None,
+    span_kind: SpanKindParam = None,
+    name: NameParam = None,
+    session_id: SessionParam = None,
+    where: WhereParam = None,
+    max_spans: Annotated[
+        int | None,
+        Field(description="Most filtered spans to read, the latest (default 500).", ge=1),
+    ] = None,
+    max_chars: MaxChars = None,
+) -> JqResult:
+    """Run a jq program over one span (object), one trace (array of spans in start order) or the
+    spans matching filters (array). Span fields: columns plus attributes, events, resource."""
+    span_filter = SpanFilter(project, since, until, status, span_kind, name, session_id, where)
+    others = (since, until, status, span_kind, name, session_id, where)
+    if (span_id or trace_id) and any(v is not None for v in others):
+        raise ToolFailure(
+            "Pass span_id, trace_id or filters, not both. Drop the filters to read one span "
+            "or trace, or drop span_id/trace_id to run over the spans the filters match.",
+            code=ErrorCode.INVALID_ARGUMENT,
+        )
+    if span_id is not None:
+        document, label, count, capped = _one_span(store, span_id, trace_id, project)
+    elif trace_id is not None:
+        document, label, count, capped = _trace(store, trace_id, project)
+    elif project is None and not any(v is not None for v in others):
+        raise ToolFailure(
+            "Say what to run over: span_id, trace_id, or filters (project, since, status, "
+            "where…). Call search_traces to find ids.",
+            code=ErrorCode.INVALID_ARGUMENT,
+        )
+    else:
+        limit = max_spans or store.settings.jq_max_spans
+        document, label, count, capped = _filtered(store, span_filter, limit)
+    result = JqResult(
+        input=label,
+        spans_read=count,
+        spans_capped=capped,
+        results=[],
+        dropped=0,
+        dropped_more=False,
+        clipped=False,
+        truncated=capped,
+    )
+    room = budget(max_chars, store.settings) - size(result) - _NOTE_ROOM
+    reply = _run(program, document, room, store.settings.sql_timeout_seconds)
+    _fill(result, reply, program)
+    return result
+
+
+# -- input --------------------------------------------------------------------------------------
+
+
+def span_document(row: dict[str, Any]) -> dict[str, Any]:
+    """A span row as the document jq sees: columns, then JSON columns parsed."""
+    doc: dict[str, Any] = {}
+    for column, value in row.items():
+        if column in JSON_COLUMNS:
+            doc[column] = _parse(value)
+        elif isinstance(value, datetime):
+            doc[column] = value.isoformat()
+        else:
+            doc[column] = value
+    return doc
+
+
+def _parse(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return value
+    return value
+
+
+def _one_span(
+    store: Store, span_id: str, trace_id: str | None, project: str | None
+) -> tuple[bytes, str, int, bool]:
+    condition, params = "span_id = ?", [span_id]
+    if trace_id is not None:
+        condition, params = condition + " AND trace_id = ?", [*params, trace_id]
+    if project is not None:
+        condition, params = condition + " AND project = ?", [*params, project]
+    with store.reader() as reader:
+        rows = reader.dicts(f"SELECT {SELECT_COLUMNS} FROM spans WHERE {condition} LIMIT 2", params)
+    if not rows:
+        where = f" in trace {trace_id!r}" if trace_id else ""
+        raise ToolFailure(
+            f"No span {span_id!r}{where}. Call get_trace_preview or search_spans to list span ids.",
+            code=ErrorCode.UNKNOWN_SPAN,
+        )
+    if len(rows) > 1:
+        raise ToolFailure(
+            f"Span id {span_id!r} is in more than one trace. Pass trace_id too.",
+            code=ErrorCode.INVALID_ARGUMENT,
+        )
+    row = rows[0]
+    label = f"span {span_id} ({row['name']}) of trace {row['trace_id']}: an object"
+    return orjson.dumps(span_document(row)), label, 1, False
+
+
+def _trace(store: Store, trace_id: str, project: str | None) -> tuple[bytes, str, int, bool]:
+    condition, params = "trace_id = ?", [trace_id]
+    if project is not None:
+        condition, params = condition + " AND project = ?", [*params, project]
+    with store.reader() as reader:
+        rows = reader.dicts(
+            f"SELECT {SELECT_COLUMNS} FROM spans WHERE {condition} "
+            f"ORDER BY start_time, span_id LIMIT {TRACE_MAX_SPANS + 1}",
+            params,
+        )
+    if not rows:
+        raise ToolFailure(
+            f"No trace {trace_id!r}. Call search_traces to list recent traces.",
+            code=ErrorCode.UNKNOWN_TRACE,
+        )
+    capped = len(rows) > TRACE_MAX_SPANS
+    rows = rows[:TRACE_MAX_SPANS]
+    label = f"trace {trace_id}: an array of its {len(rows)} spans in start order"
+    if capped:
+        label += f" (the first {TRACE_MAX_SPANS}; the trace has more)"
+    return orjson.dumps([span_document(r) for r in rows]), label, len(rows), capped
+
+
+def _filtered(store: Store, span_filter: SpanFilter, limit: int) -> tuple[bytes, str, int, bool]:
+    condition, params = span_filter.sql()
+    with store.reader() as reader:
+        rows = reader.dicts(
+            f"SELECT {SELECT_COLUMNS} FROM spans WHERE {condition} "
+            f"ORDER BY start_time DESC, span_id DESC LIMIT {limit + 1}",
+            params,
+            untrusted=span_filter.untrusted,
+        )
+    capped = len(rows) > limit
+    rows = rows[:limit][::-1]
+    label = f"an array of the {len(rows)} spans matching the filters, in start order"
+    if capped:
+        label = (
+            f"an array of the latest {len(rows)} spans matching the filters (more match), in "
+            f"start order; pass until={rows[0]['start_time'].isoformat()} for earlier ones or "
+            "raise max_spans"
+        )
+    return orjson.dumps([span_document(r) for r in rows]), label, len(rows), capped
+
+
+# -- running and output -------------------------------------------------------------------------
+
+
+def _run(program: str, document: bytes, room: int, timeout: float) -> dict[str, Any]:
+    try:
+        return runner().run(
+            program, document, keep_chars=max(200, room - _MARKER_ROOM), timeout=timeout
+        )
+    except JqError as exc:
+        raise ToolFailure(
+            f"{str(exc).rstrip('.')}. Fix the jq program (a span is an object: .name, "
+            ".attributes.llm…; a trace or filter gives an array: .[] | …).",
+            code=ErrorCode.INVALID_JQ,
+        ) from None
+    except JqTimeout:
+        raise QueryTimeout(
+            f"The jq program ran longer than {timeout:g} s and was stopped. Bound it with "
+            "limit(n; …) or first(…), or run over fewer spans."
+        ) from None
+    except JqCrashed:
+        raise ToolFailure(
+            "The jq program ran out of memory and was stopped. Select less (e.g. map({name, "
+            "status})) or run over fewer spans.",
+            code=ErrorCode.INVALID_JQ,
+        ) from None
+
+
+def _fill(result: JqResult, reply: dict[str, Any], program: str) -> None:
+    result.results = orjson.loads(reply["results"])
+    result.dropped = int(reply["dropped"])
+    result.dropped_more = bool(reply["more"])
+    clipped = reply.get("clipped")
+    notes: list[str] = []
+    if clipped is not None:
+        shown = len(clipped["text"])
+        what = "string" if clipped["is_string"] else "JSON text"
+        result.results = [
+            clipped["text"] + f"…[clipped: {clipped['total'] - shown:,} of {clipped['total']:,} "
+            f"chars of this {what}. Select a part, e.g. .input_value[{shown}:{shown + 10000}], "
+            "or read span fields with get_span_data]"
+        ]
+        result.clipped = True
+    if result.dropped:
+        shown = len(result.results)
+        more = "at least " if result.dropped_more else ""
+        again = f"[{program}]" if len(program) <= 200 else "[<program>]"
+        notes.append(
+            f"{more}{result.dropped} more outputs did not fit the budget: run "
+            f"'{again} | .[{shown}:][]' to read on, narrow the program, or raise max_chars."
+        )
+    if result.spans_capped:
+        notes.append("Not every matching span was read (see input).")
+    result.truncated = result.spans_capped or result.clipped or result.dropped > 0
+    result.note = " ".join(notes) or None

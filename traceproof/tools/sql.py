@@ -1,17 +1,141 @@
-"""(being written: see issue #3)"""
+"""The ``sql`` and ``describe_schema`` tools: read-only SQL over the store, for a model.
+
+The sandbox is the store's: every query is checked to be exactly one SELECT and runs on a
+DuckDB instance that cannot touch files or the network, under a time limit
+(:meth:`Reader.select`). This module adds the row limit, JSON-safe values and the response
+budget; ``describe_schema``'s text lives in :mod:`traceproof.tools.schema_doc`.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+import re
+from typing import Annotated, Any
 
-from traceproof.storage import Store
+from pydantic import BaseModel, Field
+
+from traceproof.errors import ErrorCode
+from traceproof.storage import ForbiddenQuery, Store
+from traceproof.tools.common import MaxChars, ToolFailure, budget, size
+from traceproof.tools.schema_doc import SchemaDescription, describe
+from traceproof.tools.tabular import fit_rows
+
+#: Room kept for the ``note`` when the rows are fitted into the budget.
+_NOTE_ROOM = 400
+
+# PRAGMA statements reach DuckDB as SELECTs over pragma functions; they are refused by name.
+_PRAGMA = re.compile(r"^(?:\s|--[^\n]*\n|/\*.*?\*/)*pragma\b", re.IGNORECASE | re.DOTALL)
 
 
-def sql(store: Store) -> BaseModel:
-    """sql (not yet written)."""
-    raise NotImplementedError
+class SqlResult(BaseModel):
+    columns: list[str] = Field(description="Column names, in order.")
+    types: list[str] = Field(description="DuckDB type of each column.")
+    rows: list[list[Any]] = Field(
+        description="Rows as lists of JSON values (timestamps ISO 8601, UTC)."
+    )
+    row_count: int = Field(description="Rows returned here.")
+    truncated: bool = Field(
+        description="True when the query has more rows than returned (row limit or budget)."
+    )
+    clipped_cells: int = Field(description="Cells cut short to fit the budget (marked '…[').")
+    note: str | None = Field(default=None, description="What was left out and how to get it.")
 
 
-def describe_schema(store: Store) -> BaseModel:
-    """describe_schema (not yet written)."""
-    raise NotImplementedError
+def sql(
+    store: Store,
+    *,
+    query: Annotated[
+        str,
+        Field(
+            description="One read-only SELECT over spans, traces, sessions, projects "
+            "(see describe_schema).",
+            min_length=1,
+        ),
+    ],
+    limit: Annotated[
+        int | None, Field(description="Most rows to return (default 200, at most 5000).", ge=1)
+    ] = None,
+    max_chars: MaxChars = None,
+) -> SqlResult:
+    """Run one read-only SQL SELECT over the trace store (DuckDB). Call describe_schema first
+    for tables, columns and example queries; prefer aggregate or search tools when they fit."""
+    settings = store.settings
+    if _PRAGMA.match(query):
+        raise ForbiddenQuery(
+            "PRAGMA is not allowed. Use SELECT; describe_schema lists tables and columns."
+        )
+    wanted = settings.sql_row_limit if limit is None else limit
+    rows_limit = min(wanted, settings.sql_max_rows)
+    with store.reader() as reader:
+        found = reader.select(query, max_rows=rows_limit)
+    chars = budget(max_chars, settings)
+    result = SqlResult(
+        columns=found.columns,
+        types=found.types,
+        rows=[],
+        row_count=0,
+        truncated=found.truncated,
+        clipped_cells=0,
+    )
+    room = chars - size(result) - _NOTE_ROOM
+    fitted = fit_rows(found.columns, found.rows, room, _cell_marker)
+    result.rows = fitted.rows
+    result.row_count = len(fitted.rows)
+    result.clipped_cells = fitted.clipped_cells
+    result.truncated = found.truncated or fitted.dropped > 0
+    result.note = _note(
+        shown=len(fitted.rows),
+        dropped=fitted.dropped,
+        limit_hit=found.truncated,
+        limit=rows_limit,
+        capped=wanted > rows_limit,
+        clipped=fitted.clipped_cells,
+    )
+    return result
+
+
+def _cell_marker(column: str, kept: int, total: int) -> str:
+    return (
+        f"…[clipped: {total - kept:,} of {total:,} chars. Read on with "
+        f"substr({column}, {kept + 1}, 10000), or get_span_data for span fields]"
+    )
+
+
+def _note(
+    *, shown: int, dropped: int, limit_hit: bool, limit: int, capped: bool, clipped: int
+) -> str | None:
+    parts: list[str] = []
+    if capped:
+        parts.append(f"limit lowered to the maximum, {limit} rows.")
+    if dropped:
+        parts.append(
+            f"{dropped} more fetched rows did not fit the response budget: add "
+            f"OFFSET {shown}, select fewer or shorter columns (left(col, 200)), or raise max_chars."
+        )
+    if limit_hit:
+        parts.append(
+            f"The query has more than {limit} rows: aggregate in SQL, add filters, or page "
+            f"with LIMIT/OFFSET."
+        )
+    if clipped:
+        parts.append(f"{clipped} long cells were clipped (marked '…[clipped').")
+    return " ".join(parts) or None
+
+
+def describe_schema(
+    store: Store,
+    *,
+    table: Annotated[
+        str | None,
+        Field(description="Only this table or view: spans, traces, sessions or projects."),
+    ] = None,
+    max_chars: MaxChars = None,
+) -> SchemaDescription:
+    """Describe the SQL tables (spans, traces, sessions, projects): columns with types and
+    meanings, how to query attributes, example queries and pitfalls. Read before using sql."""
+    try:
+        return describe(store, table=table, max_chars=budget(max_chars, store.settings))
+    except KeyError as exc:
+        raise ToolFailure(
+            f"No table {table!r}. Use one of: {exc.args[0]}, or omit table.",
+            code=ErrorCode.INVALID_ARGUMENT,
+        ) from None

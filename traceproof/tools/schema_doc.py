@@ -1,0 +1,286 @@
+"""The schema as a model should read it: ``describe_schema``'s content.
+
+Column names and types come from the live store (``information_schema``), so the description
+never drifts from the schema; the meanings, examples and pitfalls are written here. A column
+without a written meaning is still listed (with its type). Every example query is tested to run
+on the demo store and return rows.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from traceproof.storage import Store
+from traceproof.tools.common import size
+
+#: The public tables and views, in the order they are described.
+TABLES: dict[str, str] = {
+    "spans": "Table, one row per span (primary key trace_id + span_id). Promoted columns for "
+    "what is filtered and grouped often; everything else in the JSON column attributes.",
+    "traces": "View, one row per trace: root span's name/input/output, totals over its spans.",
+    "sessions": "View, one row per (project, session_id): totals over the session's traces.",
+    "projects": "Table, one row per project.",
+}
+
+_SPAN_MEANINGS: dict[str, str] = {
+    "project": "Project (resource openinference.project.name, else service.name).",
+    "trace_id": "Trace id (32 hex chars).",
+    "span_id": "Span id (16 hex chars); unique within its trace only.",
+    "parent_span_id": "Parent span id; NULL for the root span.",
+    "name": "Span name (operation, tool or agent step).",
+    "span_kind": "OpenInference kind: LLM, CHAIN, TOOL, AGENT, RETRIEVER, EMBEDDING, RERANKER, "
+    "GUARDRAIL, EVALUATOR, PROMPT or UNKNOWN.",
+    "otel_kind": "OpenTelemetry span kind (INTERNAL, SERVER, CLIENT…).",
+    "status": "OK, ERROR or UNSET.",
+    "status_message": "Status description, usually set on errors.",
+    "start_time": "Start, UTC (TIMESTAMP without zone).",
+    "end_time": "End, UTC.",
+    "latency_ms": "Duration in milliseconds.",
+    "session_id": "Session id (attribute session.id).",
+    "user_id": "User id (attribute user.id).",
+    "model": "Model name of LLM/embedding spans (llm.model_name or gen_ai.*.model).",
+    "tool_name": "Tool name of TOOL spans (tool.name).",
+    "prompt_tokens": "Prompt/input tokens (llm.token_count.prompt); NULL when not reported.",
+    "completion_tokens": "Completion/output tokens (llm.token_count.completion).",
+    "total_tokens": "Total tokens (llm.token_count.total, or prompt + completion).",
+    "input_value": "Input text (input.value); can be very large: select left(input_value, 200).",
+    "input_mime_type": "text/plain or application/json.",
+    "output_value": "Output text (output.value); can be very large: use left().",
+    "output_mime_type": "text/plain or application/json.",
+    "error_type": "Exception type (from the exception event) of a failed span.",
+    "error_message": "Exception message, else the status message of an ERROR span.",
+    "attributes": "JSON: every other attribute, nested by dotted path "
+    "({'llm': {'token_count': {'prompt': 87}}}); lists of messages are JSON arrays.",
+    "events": "JSON array of {name, timestamp, attributes} (exceptions: name 'exception', "
+    "attributes.exception.type/message/stacktrace).",
+    "links": "JSON array of links to other spans.",
+    "resource": "JSON: resource attributes, nested (service.name → {'service': {'name': …}}).",
+    "scope_name": "Instrumentation scope (library) name.",
+}
+
+_TRACE_MEANINGS: dict[str, str] = {
+    "project": "Project.",
+    "trace_id": "Trace id.",
+    "name": "Root span's name (the earliest span's while the root is missing).",
+    "root_span_id": "Root span id (NULL until the root arrives).",
+    "has_root": "Whether the root span was received.",
+    "span_kind": "Root span's kind.",
+    "status": "ERROR when any span failed, else OK.",
+    "start_time": "Earliest span start, UTC.",
+    "end_time": "Latest span end, UTC.",
+    "latency_ms": "end_time - start_time in ms.",
+    "span_count": "Spans in the trace.",
+    "error_count": "Spans with status ERROR.",
+    "llm_span_count": "LLM spans.",
+    "prompt_tokens": "Sum of prompt tokens over LLM spans only.",
+    "completion_tokens": "Sum of completion tokens over LLM spans only.",
+    "total_tokens": "Sum of total tokens over LLM spans only.",
+    "session_id": "Session id (smallest seen in the trace).",
+    "user_id": "User id (smallest seen in the trace).",
+    "input_preview": "Root span's input, first 1000 chars.",
+    "output_preview": "Root span's output, first 1000 chars.",
+}
+
+_SESSION_MEANINGS: dict[str, str] = {
+    "project": "Project.",
+    "session_id": "Session id.",
+    "trace_count": "Traces (turns) in the session.",
+    "span_count": "Spans over its traces.",
+    "error_count": "ERROR spans over its traces.",
+    "total_tokens": "LLM tokens over its traces.",
+    "start_time": "First trace start, UTC.",
+    "end_time": "Last trace end, UTC.",
+    "user_id": "User id.",
+}
+
+_PROJECT_MEANINGS: dict[str, str] = {
+    "name": "Project name (spans.project).",
+    "created_at": "When its first span was stored, UTC.",
+}
+
+MEANINGS: dict[str, dict[str, str]] = {
+    "spans": _SPAN_MEANINGS,
+    "traces": _TRACE_MEANINGS,
+    "sessions": _SESSION_MEANINGS,
+    "projects": _PROJECT_MEANINGS,
+}
+
+ATTRIBUTES = (
+    "Attributes are one JSON object per span, nested by the dotted OpenInference path: "
+    "llm.token_count.prompt is attributes.llm.token_count.prompt; list items are arrays "
+    "(llm.input_messages.0.message.content is $.llm.input_messages[0].message.content). Read a "
+    "value as text with json_extract_string(attributes, '$.llm.token_count.prompt') or "
+    "attributes->>'$.llm.model_name'; as a number with "
+    "TRY_CAST(attributes->>'$.llm.token_count.prompt' AS DOUBLE); a sub-object as JSON with "
+    "attributes->'$.tool.parameters'; all message contents with "
+    "attributes->'$.llm.input_messages[*].message.content'. input.value and output.value are "
+    "not in attributes: they are the input_value/output_value columns. events and resource are "
+    "JSON the same way (events->>'$[0].attributes.exception.message')."
+)
+
+
+class Example(BaseModel):
+    question: str = Field(description="What the query answers.")
+    sql: str = Field(description="A query that runs as is.")
+
+
+EXAMPLES: tuple[Example, ...] = (
+    Example(
+        question="Slowest traces in the last hour of data",
+        sql="SELECT trace_id, name, latency_ms, span_count, error_count FROM traces "
+        "WHERE start_time >= (SELECT max(start_time) FROM traces) - INTERVAL 1 HOUR "
+        "ORDER BY latency_ms DESC LIMIT 10",
+    ),
+    Example(
+        question="Average and p95 latency and tokens by model",
+        sql="SELECT model, count(*) AS spans, avg(latency_ms) AS avg_ms, "
+        "quantile_cont(latency_ms, 0.95) AS p95_ms, sum(total_tokens) AS tokens "
+        "FROM spans WHERE span_kind = 'LLM' GROUP BY model ORDER BY spans DESC",
+    ),
+    Example(
+        question="Failing tool calls with their arguments and error",
+        sql="SELECT trace_id, span_id, tool_name, left(input_value, 200) AS arguments, "
+        "error_type, error_message FROM spans "
+        "WHERE span_kind = 'TOOL' AND status = 'ERROR' ORDER BY start_time DESC LIMIT 20",
+    ),
+    Example(
+        question="Sessions that had failing tool calls",
+        sql="SELECT session_id, count(*) AS failed_tool_calls, list(DISTINCT tool_name) AS tools "
+        "FROM spans WHERE span_kind = 'TOOL' AND status = 'ERROR' AND session_id IS NOT NULL "
+        "GROUP BY session_id ORDER BY failed_tool_calls DESC",
+    ),
+    Example(
+        question="An attribute as a number: LLM calls with big prompts",
+        sql="SELECT span_id, model, TRY_CAST(attributes->>'$.llm.token_count.prompt' AS INTEGER) "
+        "AS prompt FROM spans WHERE span_kind = 'LLM' ORDER BY prompt DESC NULLS LAST LIMIT 10",
+    ),
+    Example(
+        question="Messages sent to an LLM (first 200 chars of each)",
+        sql="SELECT span_id, m.value->>'$.message.role' AS role, "
+        "left(m.value->>'$.message.content', 200) AS content FROM spans, "
+        "json_each(attributes->'$.llm.input_messages') AS m "
+        "WHERE span_kind = 'LLM' LIMIT 20",
+    ),
+    Example(
+        question="Which span dominates a trace's latency",
+        sql="SELECT s.trace_id, s.name, s.span_kind, s.latency_ms, "
+        "round(100 * s.latency_ms / t.latency_ms, 1) AS pct_of_trace FROM spans s "
+        "JOIN traces t USING (project, trace_id) WHERE s.parent_span_id IS NOT NULL "
+        "ORDER BY t.latency_ms DESC, s.latency_ms DESC LIMIT 10",
+    ),
+    Example(
+        question="Exceptions recorded as span events",
+        sql="SELECT span_id, e.value->>'$.attributes.exception.type' AS type, "
+        "e.value->>'$.attributes.exception.message' AS message FROM spans, "
+        "json_each(events) AS e WHERE e.value->>'$.name' = 'exception' LIMIT 20",
+    ),
+    Example(
+        question="Errors per hour",
+        sql="SELECT date_trunc('hour', start_time) AS hour, count(*) FILTER "
+        "(WHERE status = 'ERROR') AS errors, count(*) AS spans FROM spans GROUP BY hour "
+        "ORDER BY hour",
+    ),
+)
+
+PITFALLS: tuple[str, ...] = (
+    "Timestamps are UTC TIMESTAMPs without a zone; compare with now()::TIMESTAMP or UTC literals.",
+    "Token totals on traces/sessions count LLM spans only (parent chains often repeat them); "
+    "sum spans.total_tokens WHERE span_kind = 'LLM' to match.",
+    "input_value/output_value (and attributes) can be hundreds of KB: select "
+    "left(input_value, 200) and filter before reading; get_span_data reads one value in pieces.",
+    "span_id is unique per trace, not globally: join spans on (trace_id, span_id).",
+    "Attribute values come back as text (->> / json_extract_string): TRY_CAST(… AS DOUBLE) "
+    "before comparing numbers, or numbers compare as strings.",
+    "One SELECT per call, no files or network (read_csv etc. fail), 200 rows by default "
+    "(limit up to 5000), 10 s time limit: aggregate in SQL rather than fetching rows.",
+)
+
+
+class ColumnDoc(BaseModel):
+    name: str = Field(description="Column name.")
+    type: str = Field(description="DuckDB type.")
+    meaning: str | None = Field(default=None, description="What it holds.")
+
+
+class TableDoc(BaseModel):
+    name: str = Field(description="Table or view name.")
+    description: str = Field(description="What one row is.")
+    columns: list[ColumnDoc] = Field(description="Columns in order.")
+
+
+class SchemaDescription(BaseModel):
+    tables: list[TableDoc] = Field(description="Tables and views with their columns.")
+    attributes: str = Field(description="How attributes are stored and queried.")
+    examples: list[Example] = Field(description="Queries that run as is.")
+    pitfalls: list[str] = Field(description="Mistakes to avoid.")
+    truncated: bool = Field(
+        default=False, description="True when parts were left out to fit the budget."
+    )
+    note: str | None = Field(default=None, description="What was left out and how to get it.")
+
+
+def live_columns(store: Store) -> dict[str, list[tuple[str, str]]]:
+    """Each public table's ``(column, type)`` pairs, read from the store itself."""
+    names = list(TABLES)
+    marks = ", ".join("?" for _ in names)
+    with store.reader() as reader:
+        rows = reader.rows(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            f"WHERE table_catalog = current_database() AND table_schema = current_schema() "
+            f"AND table_name IN ({marks}) ORDER BY table_name, ordinal_position",
+            names,
+        )
+    found: dict[str, list[tuple[str, str]]] = {name: [] for name in names}
+    for table, column, data_type in rows:
+        found[table].append((column, data_type))
+    return found
+
+
+def describe(store: Store, *, table: str | None, max_chars: int) -> SchemaDescription:
+    """The description of every table (or of ``table``: ``KeyError`` listing the tables when
+    it is not one), examples dropped from the end until it fits ``max_chars``."""
+    if table is not None and table.strip().lower() not in TABLES:
+        raise KeyError(", ".join(TABLES))
+    columns = live_columns(store)
+    wanted = [table.strip().lower()] if table is not None else list(TABLES)
+    docs = [
+        TableDoc(
+            name=name,
+            description=TABLES[name],
+            columns=[
+                ColumnDoc(name=c, type=t, meaning=MEANINGS[name].get(c)) for c, t in columns[name]
+            ],
+        )
+        for name in wanted
+    ]
+    result = SchemaDescription(
+        tables=docs, attributes=ATTRIBUTES, examples=list(EXAMPLES), pitfalls=list(PITFALLS)
+    )
+    return _fit(result, max_chars)
+
+
+def _fit(result: SchemaDescription, max_chars: int) -> SchemaDescription:
+    """Leave out, in this order, examples, pitfalls, meanings, then whole tables."""
+    if size(result) <= max_chars:
+        return result
+    result.truncated = True
+    result.note = (
+        "Shortened to fit max_chars: call describe_schema(table='spans') for one table, or "
+        "raise max_chars."
+    )
+    while size(result) > max_chars and result.examples:
+        result.examples.pop()
+    while size(result) > max_chars and result.pitfalls:
+        result.pitfalls.pop()
+    for doc in reversed(result.tables):
+        for column in doc.columns:
+            if size(result) <= max_chars:
+                return result
+            column.meaning = None
+    while size(result) > max_chars and len(result.tables) > 1:
+        result.tables.pop()
+    if size(result) > max_chars:
+        result.attributes = (
+            result.attributes[: max(0, len(result.attributes) - size(result) + max_chars - 2)] + "…"
+        )
+    return result

@@ -1,0 +1,105 @@
+"""Rows of query results as JSON within a budget: shared by the ``sql`` and ``aggregate`` tools.
+
+DuckDB hands back Python values JSON cannot carry as they are: datetimes, Decimals, UUIDs,
+blobs, NaN. Every cell goes through :func:`json_safe` so a row means the same thing in MCP
+structured content, over HTTP and in the CLI's ``--json``. :func:`fit_rows` then keeps whole
+rows while they fit the response budget, clipping cells too long to be worth their room.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON data: datetimes ISO 8601, Decimals as numbers, NaN/infinity and
+    blobs and anything else as text; lists, structs and maps converted inside."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return _decimal(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    return str(value)
+
+
+def _decimal(value: Decimal) -> int | float | str:
+    if not value.is_finite():
+        return str(value)
+    if value == value.to_integral_value():
+        return int(value)
+    return float(value)
+
+
+#: A clipped cell keeps at least this many characters, however tight the budget.
+MIN_CELL_CHARS = 200
+
+
+@dataclass(frozen=True)
+class FittedRows:
+    rows: list[list[Any]]
+    dropped: int
+    clipped_cells: int
+
+
+def fit_rows(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    room: int,
+    marker: Callable[[str, int, int], str],
+) -> FittedRows:
+    """The leading rows of ``rows`` that fit in ``room`` characters of compact JSON.
+
+    A cell longer than its share of what is left (at most half the room, at least
+    :data:`MIN_CELL_CHARS`) is clipped and ends with ``marker(column, kept, total)``. Rows after
+    the first that does not fit are dropped (a prefix keeps a continuation simple: OFFSET)."""
+    kept: list[list[Any]] = []
+    used = 2  # the list's brackets
+    clipped = 0
+    width = max(1, len(columns))
+    for row in rows:
+        cap = max(MIN_CELL_CHARS, min((room - used) // width, room // 2))
+        cells = []
+        for column, value in zip(columns, row, strict=True):
+            cell, was_clipped = _clip_cell(json_safe(value), cap, column, marker)
+            clipped += was_clipped
+            cells.append(cell)
+        cost = _size(cells) + 1
+        if used + cost > room:
+            break
+        kept.append(cells)
+        used += cost
+    return FittedRows(kept, len(rows) - len(kept), clipped)
+
+
+def _clip_cell(
+    value: Any, cap: int, column: str, marker: Callable[[str, int, int], str]
+) -> tuple[Any, bool]:
+    text = value if isinstance(value, str) else None
+    if text is None and isinstance(value, list | dict):
+        encoded = orjson.dumps(value).decode()
+        text = encoded if len(encoded) > cap else None
+    if text is None or len(text) <= cap:
+        return value, False
+    return text[:cap] + marker(column, cap, len(text)), True
+
+
+def _size(value: Any) -> int:
+    return len(orjson.dumps(value))
