@@ -27,8 +27,8 @@ def ns(at: datetime) -> int:
 def add_spans(store: Store, spans: list[dict[str, Any]]) -> None:
     """Write spans given as keyword dicts for ``SpanRows.add`` (times as ms after T0)."""
     rows = SpanRows()
-    for spec in spans:
-        spec = dict(spec)
+    for given in spans:
+        spec = dict(given)
         start = T0 + timedelta(milliseconds=spec.pop("start_ms", 0))
         end = start + timedelta(milliseconds=spec.pop("duration_ms", 10))
         spec.setdefault("project", "p")
@@ -62,7 +62,8 @@ def failure(call: Any) -> ToolFailure:
 def demo_failed_tool(store: Store) -> dict[str, Any]:
     with store.reader() as reader:
         return reader.dicts(
-            "SELECT trace_id, span_id, tool_name, input_value, error_message FROM spans "
+            "SELECT trace_id, span_id, tool_name, input_value, error_type, error_message "
+            "FROM spans "
             "WHERE span_kind = 'TOOL' AND status = 'ERROR' ORDER BY start_time, span_id LIMIT 1"
         )[0]
 
@@ -260,9 +261,9 @@ def test_where_an_error_text_appears_across_traces(demo_store: Store) -> None:
     assert f"«{text}»" in match.snippet
     with demo_store.reader() as reader:
         expected = reader.scalar(
-            "SELECT count(*) FROM spans WHERE contains(name, ?) OR contains(input_value, ?) OR "
-            "contains(output_value, ?) OR contains(status_message, ?) OR contains(error_message, ?) "
-            "OR contains(CAST(attributes AS VARCHAR), ?)",
+            "SELECT count(*) FROM spans WHERE contains(name, ?) OR contains(input_value, ?) "
+            "OR contains(output_value, ?) OR contains(status_message, ?) "
+            "OR contains(error_message, ?) OR contains(CAST(attributes AS VARCHAR), ?)",
             [text] * 6,
         )
     assert len(found.spans) == expected
