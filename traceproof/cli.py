@@ -47,6 +47,18 @@ db_option = click.option(
     help="Store file (default .traceproof/traceproof.duckdb, or TRACEPROOF_DB).",
 )
 
+token_option = click.option(
+    "--token",
+    default=None,
+    help="Require 'Authorization: Bearer TOKEN' on /mcp, /v1/traces and /api "
+    "(or set TRACEPROOF_TOKEN).",
+)
+
+
+def _say(message: str) -> None:
+    """A line on stderr, as is (no markup: paths and codes contain brackets)."""
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+
 
 def _settings(db: Path | None, **overrides: Any) -> Settings:
     values = {k: v for k, v in overrides.items() if v is not None}
@@ -89,14 +101,48 @@ def cli() -> None:
 @click.option("--port", type=int, default=None, help="Port for OTLP/HTTP (default 4318).")
 @click.option("--demo", is_flag=True, help="Load the demo project into the store first.")
 @click.option("--log-level", default="info", show_default=True, help="Server log level.")
-def serve(db: Path | None, host: str | None, port: int | None, demo: bool, log_level: str) -> None:
-    """Run the server: OTLP/HTTP at /v1/traces on the store."""
+@token_option
+def serve(
+    db: Path | None,
+    host: str | None,
+    port: int | None,
+    demo: bool,
+    log_level: str,
+    token: str | None,
+) -> None:
+    """Run the server: OTLP/HTTP at /v1/traces and MCP at /mcp on the store."""
     from traceproof.server.run import serve as run_server
 
-    settings = _settings(db, host=host, port=port)
+    settings = _settings(db, host=host, port=port, token=token)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         run_server(settings, demo=demo, log_level=log_level, announce=err.print)
+    except TraceproofError as exc:
+        _fail(exc)
+
+
+@cli.command()
+@db_option
+@click.option("--no-otlp", is_flag=True, help="Serve MCP only; do not receive OTLP on the port.")
+@click.option("--host", default=None, help="Address of the OTLP receiver (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port of the OTLP receiver (default 4318).")
+@click.option("--log-level", default="warning", show_default=True, help="Log level (stderr).")
+@token_option
+def mcp(
+    db: Path | None,
+    no_otlp: bool,
+    host: str | None,
+    port: int | None,
+    log_level: str,
+    token: str | None,
+) -> None:
+    """MCP over stdio (for Claude Code, Cursor...), and OTLP/HTTP on the port unless --no-otlp."""
+    from traceproof.server.stdio import serve_mcp
+
+    settings = _settings(db, host=host, port=port, token=token)
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        serve_mcp(settings, otlp=not no_otlp, log_level=log_level, announce=_say)
     except TraceproofError as exc:
         _fail(exc)
 

@@ -1,24 +1,45 @@
-"""The ASGI app: OTLP/HTTP and the JSON API on one port (MCP joins it at ``/mcp``)."""
+"""The ASGI app: OTLP/HTTP, MCP (streamable HTTP at ``/mcp``) and the JSON API on one port.
+
+MCP's session manager runs in the app's lifespan, so a server must run the lifespan (uvicorn
+``lifespan="on"``). The SDK's DNS-rebinding protection stays on: ``/mcp`` answers only requests
+whose Host names the address the server is bound to (or loopback). With ``settings.token`` set,
+everything but ``/healthz`` asks for the bearer token (:mod:`traceproof.server.auth`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
 
 import pyarrow as pa
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from traceproof.server.api import tool_routes
+from traceproof.server.auth import BearerToken
+from traceproof.server.mcp import create_mcp_server
 from traceproof.server.otlp import OtlpReceiver
 from traceproof.settings import Settings
 from traceproof.storage import SPAN_SCHEMA, Busy, Store, StoreError
 from traceproof.tools.stats import get_stats
 
 
-def create_app(store: Store, settings: Settings) -> Starlette:
+def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = None) -> Starlette:
+    """The app serving ``store``; MCP at ``/mcp`` runs ``mcp_server`` (by default one over the
+    store itself)."""
+    mcp = mcp_server or create_mcp_server(store)
+    mcp_app = mcp.streamable_http_app(
+        streamable_http_path="/mcp",
+        transport_security=transport_security(settings.host, settings.port),
+    )
     receiver = OtlpReceiver(store, settings)
 
     async def traces(request: Request) -> Response:
@@ -55,7 +76,15 @@ def create_app(store: Store, settings: Settings) -> Starlette:
             return _error(500, str(exc))
         return JSONResponse({"received": result.received, "added": result.added})
 
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with mcp.session_manager.run():
+            yield
+
+    middleware = [Middleware(BearerToken, token=settings.token)] if settings.token else []
     return Starlette(
+        lifespan=lifespan,
+        middleware=middleware,
         routes=[
             Route("/v1/traces", traces, methods=["POST"]),
             Route("/v1/logs", logs, methods=["POST"]),
@@ -64,7 +93,26 @@ def create_app(store: Store, settings: Settings) -> Starlette:
             Route("/api/v1/stats", stats, methods=["GET"]),
             Route("/api/v1/spans", spans, methods=["POST"]),
             *tool_routes(store),
-        ]
+            *mcp_app.routes,
+        ],
+    )
+
+
+def transport_security(host: str, port: int) -> TransportSecuritySettings:
+    """DNS-rebinding protection for ``/mcp``: the Host header must name loopback or the bound
+    address (any of this machine's names when bound to every interface), on the bound port."""
+    names = ["127.0.0.1", "localhost", "[::1]"]
+    if host in ("0.0.0.0", "::", ""):
+        names += _machine_names()
+    elif host not in names:
+        names.append(f"[{host}]" if ":" in host else host)
+    ports = "*" if port == 0 else str(port)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{name}:{ports}" for name in dict.fromkeys(names)],
+        allowed_origins=[
+            f"{scheme}://{name}:{ports}" for name in names for scheme in ("http", "https")
+        ],
     )
 
 
@@ -76,3 +124,11 @@ def _error(status: int, message: str, *, retry_after: float | None = None) -> Re
         media_type="application/json",
         headers=headers,
     )
+
+
+def _machine_names() -> list[str]:
+    hostname = socket.gethostname()
+    names = [hostname, socket.getfqdn()]
+    with suppress(OSError):
+        names += socket.gethostbyname_ex(hostname)[2]
+    return names

@@ -1,4 +1,11 @@
-"""Running the server process: open the store, record ownership, serve until stopped."""
+"""Running the server process: open the store, record ownership, serve until stopped.
+
+``serve`` is the long-running HTTP server (OTLP, MCP at ``/mcp``, the JSON API). ``serve_mcp``
+is what an MCP client launches: MCP over stdio, plus the same HTTP app on the OTLP port in the
+same event loop unless told otherwise. When another traceproof holds the store, ``serve_mcp``
+works through that server's API, or answers every call with the lock error; it never dies on
+the lock.
+"""
 
 from __future__ import annotations
 
@@ -51,13 +58,16 @@ def serve(
             port=settings.port,
             log_level=log_level.lower(),
             access_log=False,
-            lifespan="off",
+            lifespan="on",  # MCP's session manager runs in the app's lifespan
         )
         server = uvicorn.Server(config)
         url = f"http://{_url_host(settings.host)}:{settings.port}"
         owner.write(store.path, "traceproof serve", url)
         announce(f"traceproof serving {store.path}")
         announce(f"  OTLP/HTTP  {url}/v1/traces")
+        announce(f"  MCP        {url}/mcp")
+        if settings.token:
+            announce("  (a bearer token is required: Authorization: Bearer <token>)")
         # After its graceful shutdown uvicorn re-raises the signal it caught, under the handler
         # it found. SIGTERM's default handler would kill the process before the store closes;
         # this one exits through `finally` instead.

@@ -1,0 +1,200 @@
+"""The MCP server through the SDK's real in-memory client, on the demo store."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp_types import CallToolResult, TextContent
+from pydantic import BaseModel
+
+from traceproof.errors import ErrorCode, TraceproofError
+from traceproof.server.mcp import (
+    INSTRUCTIONS,
+    UnavailableBackend,
+    create_mcp_server,
+    without_titles,
+)
+from traceproof.storage import Store, StoreLocked
+from traceproof.tools import registry
+from traceproof.tools.projects import list_projects
+from traceproof.tools.traces import search_traces
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def text_of(result: CallToolResult) -> str:
+    assert len(result.content) == 1
+    block = result.content[0]
+    assert isinstance(block, TextContent)
+    return block.text
+
+
+def compact(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")))
+
+
+async def test_tools_list_offers_every_registered_tool_read_only_with_output_schemas(
+    demo_store: Store,
+) -> None:
+    async with Client(create_mcp_server(demo_store)) as client:
+        tools = (await client.list_tools()).tools
+        assert client.instructions == INSTRUCTIONS
+    assert [tool.name for tool in tools] == [spec.name for spec in registry.TOOLS]
+    for tool, spec in zip(tools, registry.TOOLS, strict=True):
+        assert tool.annotations is not None
+        assert tool.annotations.read_only_hint is spec.read_only
+        assert tool.annotations.open_world_hint is False
+        assert tool.output_schema is not None and tool.output_schema["type"] == "object"
+        assert tool.description and tool.description == (spec.fn.__doc__ or "").strip().replace(
+            "\n    ", "\n"
+        )
+        assert "store" not in tool.input_schema.get("properties", {})
+
+
+async def test_input_schema_carries_each_parameters_description_and_bounds(
+    demo_store: Store,
+) -> None:
+    async with Client(create_mcp_server(demo_store)) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    limit = tools["search_traces"].input_schema["properties"]["limit"]
+    assert limit["minimum"] == 1 and limit["maximum"] == 100 and limit["default"] == 20
+    assert limit["description"]
+    for tool in tools.values():
+        for name, prop in tool.input_schema.get("properties", {}).items():
+            assert prop.get("description"), f"{tool.name}.{name} has no description"
+
+
+async def test_tools_list_stays_small(demo_store: Store) -> None:
+    """What every agent turn pays: the whole answer, and the part a model reads (name,
+    description, input schema). The figures are printed for the PR notes."""
+    async with Client(create_mcp_server(demo_store)) as client:
+        tools = (await client.list_tools()).tools
+    dumped = [tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in tools]
+    whole = compact(dumped)
+    model_facing = compact(
+        [{k: d[k] for k in ("name", "description", "inputSchema")} for d in dumped]
+    )
+    print(f"tools/list: {whole:,} chars; name+description+inputSchema: {model_facing:,} chars")
+    assert '"title"' not in json.dumps([d["inputSchema"] for d in dumped])
+    assert model_facing <= 20_000
+    assert whole <= 50_000
+
+
+async def test_structured_content_equals_the_tools_return_and_text_is_its_compact_json(
+    demo_store: Store,
+) -> None:
+    async with Client(create_mcp_server(demo_store)) as client:
+        result = await client.call_tool("search_traces", {"project": "demo", "limit": 5})
+    expected = search_traces(demo_store, project="demo", limit=5)
+    assert not result.is_error
+    assert result.structured_content == expected.model_dump(mode="json")
+    assert text_of(result) == expected.model_dump_json()
+    assert json.loads(text_of(result)) == result.structured_content
+    assert "\n" not in text_of(result)
+    assert len(result.structured_content["traces"]) == 5
+    assert result.structured_content["total"] == 90
+
+
+async def test_list_projects_answers_the_demo_projects_counts(demo_store: Store) -> None:
+    async with Client(create_mcp_server(demo_store)) as client:
+        result = await client.call_tool("list_projects", {})
+    assert result.structured_content == list_projects(demo_store).model_dump(mode="json")
+    (demo,) = [p for p in result.structured_content["projects"] if p["project"] == "demo"]
+    assert (demo["traces"], demo["spans"], demo["errors"]) == (90, 1064, 22)
+
+
+async def test_a_tools_error_comes_back_as_is_error_with_its_code(demo_store: Store) -> None:
+    async with Client(create_mcp_server(demo_store)) as client:
+        result = await client.call_tool("search_traces", {"project": "no-such-project"})
+    assert result.is_error
+    assert result.structured_content is None
+    assert text_of(result).startswith(f"[{ErrorCode.UNKNOWN_PROJECT}] No project 'no-such-project'")
+
+
+async def test_arguments_outside_the_schema_are_refused_with_invalid_argument(
+    demo_store: Store,
+) -> None:
+    async with Client(create_mcp_server(demo_store)) as client:
+        result = await client.call_tool("search_traces", {"limit": 0})
+    assert result.is_error
+    assert text_of(result).startswith(f"[{ErrorCode.INVALID_ARGUMENT}] ")
+    assert "limit" in text_of(result)
+
+
+async def test_an_unknown_argument_is_refused_not_ignored(demo_store: Store) -> None:
+    """A misspelt filter must not silently match everything."""
+    async with Client(create_mcp_server(demo_store)) as client:
+        result = await client.call_tool("search_traces", {"projetc": "demo"})
+    assert result.is_error
+    assert text_of(result).startswith(f"[{ErrorCode.INVALID_ARGUMENT}] ")
+    assert "'projetc'" in text_of(result)
+
+
+async def test_an_unexpected_failure_is_reported_without_internals_and_logged(
+    demo_store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(store: Store, name: str, arguments: dict[str, Any]) -> BaseModel:
+        raise RuntimeError("secret detail /home/someone/db")
+
+    monkeypatch.setattr(registry, "call", broken)
+    with caplog.at_level(logging.ERROR, logger="traceproof.server.mcp"):
+        async with Client(create_mcp_server(demo_store)) as client:
+            result = await client.call_tool("list_projects", {})
+    assert result.is_error
+    assert text_of(result).startswith(f"[{ErrorCode.INTERNAL_ERROR}] ")
+    assert "secret" not in text_of(result)
+    assert any("secret detail" in (r.exc_text or "") for r in caplog.records)
+
+
+async def test_a_server_without_a_store_answers_every_call_with_the_lock_error(
+    tmp_path: Any,
+) -> None:
+    locked = StoreLocked(tmp_path / "x.duckdb", pid=4242, holder="traceproof mcp", url=None)
+    async with Client(create_mcp_server(UnavailableBackend(locked))) as client:
+        assert len((await client.list_tools()).tools) == len(registry.TOOLS)
+        result = await client.call_tool("list_projects", {})
+    assert result.is_error
+    assert text_of(result) == str(locked)
+    assert text_of(result).startswith(f"[{ErrorCode.STORE_LOCKED}] ")
+
+
+async def test_a_traceproof_error_keeps_its_code_and_message(tmp_path: Any) -> None:
+    error = TraceproofError(
+        "No trace 'ab12'. Call search_traces to list recent traces.",
+        code=ErrorCode.UNKNOWN_TRACE,
+    )
+    async with Client(create_mcp_server(UnavailableBackend(error))) as client:
+        result = await client.call_tool("list_projects", {})
+    assert result.is_error
+    assert text_of(result) == (
+        "[unknown_trace] No trace 'ab12'. Call search_traces to list recent traces."
+    )
+
+
+def test_schema_titles_go_but_a_property_named_title_stays() -> None:
+    schema = {
+        "title": "Args",
+        "type": "object",
+        "properties": {
+            "title": {"title": "Title", "type": "string", "default": "x"},
+            "n": {"anyOf": [{"type": "integer", "title": "N"}, {"type": "null"}]},
+        },
+        "$defs": {"Row": {"title": "Row", "properties": {"a": {"title": "A"}}}},
+    }
+    assert without_titles(schema) == {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string", "default": "x"},
+            "n": {"anyOf": [{"type": "integer"}, {"type": "null"}]},
+        },
+        "$defs": {"Row": {"properties": {"a": {}}}},
+    }

@@ -1,0 +1,255 @@
+"""The MCP server: every registered tool, served to agents as is.
+
+Each ``fn(store, **params)`` in :mod:`traceproof.tools.registry` becomes one MCP tool: its name,
+its docstring as the description, its keyword parameters (``Annotated[T, Field(...)]``) as the
+input schema and its return model as the output schema. Nothing here knows a tool's parameters,
+so a tool changes in one place.
+
+The tools run against a *backend*: the store itself, the HTTP API of the traceproof server that
+holds the store, or nothing (the store is locked and no server says where it is: every call then
+answers the lock error, so the agent learns what to do instead of seeing a dead server).
+
+A result goes out twice, as the SDK and the spec ask: structured content (the model's JSON) and
+one text block holding the same JSON, compact (the SDK's default text is indented, which nearly
+doubles what an agent pays for).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Protocol, get_type_hints
+
+import anyio.to_thread
+import pydantic_core
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.context import Context
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp_types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
+from mcp_types import Tool as MCPTool
+from pydantic import BaseModel, ValidationError
+
+from traceproof import __version__
+from traceproof.errors import ErrorCode, TraceproofError
+from traceproof.remote import RemoteStore
+from traceproof.storage import Store
+from traceproof.tools import registry
+from traceproof.tools.invoke import validate_arguments
+from traceproof.tools.registry import ToolSpec
+
+log = logging.getLogger(__name__)
+
+INSTRUCTIONS = (
+    "traceproof holds the OpenTelemetry traces of the AI application you are working on. "
+    "Start with list_projects, then search_traces (filters, newest first) to find traces; "
+    "get_trace_preview shows one trace as a compact tree, find_in_trace searches its text, "
+    "get_span_data reads one span in full. search_spans, aggregate and sql answer questions "
+    "across many traces (describe_schema first). Long values are clipped: follow the "
+    "continuation call a result gives."
+)
+
+READ_ONLY = ToolAnnotations(
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
+WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+
+
+class Backend(Protocol):
+    """Where the tools run. ``call`` is synchronous and may block: it runs in a worker thread."""
+
+    def call(self, spec: ToolSpec, arguments: dict[str, Any]) -> BaseModel: ...
+
+
+class LocalBackend:
+    """The store, opened by this process."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def call(self, spec: ToolSpec, arguments: dict[str, Any]) -> BaseModel:
+        return registry.call(self.store, spec.name, arguments)
+
+
+class RemoteBackend:
+    """The HTTP API of the traceproof server that holds the store (``POST
+    /api/v1/tools/{name}``): arguments as a JSON object in, the result model's JSON out."""
+
+    def __init__(self, remote: RemoteStore) -> None:
+        self.remote = remote
+
+    def call(self, spec: ToolSpec, arguments: dict[str, Any]) -> BaseModel:
+        found = self.remote.call_tool(spec.name, _given(spec, arguments))
+        return return_model(spec).model_validate(found)
+
+
+class UnavailableBackend:
+    """No store to serve: every call answers ``error`` (say, ``[store_locked] ...``)."""
+
+    def __init__(self, error: TraceproofError) -> None:
+        self.error = error
+
+    def call(self, spec: ToolSpec, arguments: dict[str, Any]) -> BaseModel:
+        raise self.error
+
+
+class TraceproofMCP(MCPServer):
+    """The SDK's server, with ``tools/list`` kept small: schema titles (pydantic's "Max Chars"
+    beside the property ``max_chars``) say nothing a model needs, and every agent turn pays
+    for them."""
+
+    async def list_tools(self) -> list[MCPTool]:
+        return [
+            tool.model_copy(
+                update={
+                    "input_schema": without_titles(tool.input_schema),
+                    "output_schema": tool.output_schema and without_titles(tool.output_schema),
+                }
+            )
+            for tool in await super().list_tools()
+        ]
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        """The SDK's call, with traceproof's error shape: the model reads ``[code] message``
+        (not the SDK's "Error executing tool ..." prefix or a pydantic dump), and an unknown
+        argument is refused rather than ignored (a misspelt filter would silently match
+        everything)."""
+        if name in registry.TOOLS_BY_NAME and not set(arguments) <= parameter_names(name):
+            raise ToolError(argument_error(name, arguments, None))
+        try:
+            return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError:
+            raise
+        except ToolError as exc:
+            if isinstance(exc.__cause__, ValidationError):
+                raise ToolError(argument_error(name, arguments, exc.__cause__)) from exc
+            raise ToolError(str(exc).removeprefix(f"Error executing tool {name}: ")) from exc
+
+
+def create_mcp_server(backend: Backend | Store) -> MCPServer:
+    """An MCP server offering every registered tool, run on ``backend`` (a store is served
+    locally)."""
+    if isinstance(backend, Store):
+        backend = LocalBackend(backend)
+    server = TraceproofMCP(name="traceproof", version=__version__, instructions=INSTRUCTIONS)
+    for spec in registry.TOOLS:
+        server.add_tool(
+            mcp_tool(spec, backend),
+            name=spec.name,
+            description=description(spec),
+            annotations=READ_ONLY if spec.read_only else WRITES,
+        )
+    return server
+
+
+def mcp_tool(spec: ToolSpec, backend: Backend) -> Callable[..., Awaitable[CallToolResult]]:
+    """An async function with ``spec.fn``'s keyword parameters (without the store) that runs the
+    tool on ``backend`` in a worker thread, so the event loop (and the OTLP receiver sharing it)
+    never waits on a query."""
+    model = return_model(spec)
+
+    async def run_tool(**arguments: Any) -> CallToolResult:
+        try:
+            result = await anyio.to_thread.run_sync(backend.call, spec, arguments)
+        except TraceproofError as exc:
+            raise ToolError(str(exc)) from None
+        except Exception:
+            log.exception("tool %s failed", spec.name)
+            raise ToolError(
+                f"[internal_error] The tool {spec.name} failed inside traceproof. The server "
+                "log (stderr) has the details; try other arguments or report it."
+            ) from None
+        return as_result(result)
+
+    functools.update_wrapper(run_tool, spec.fn, assigned=("__module__", "__name__", "__doc__"))
+    run_tool.__qualname__ = spec.name
+    run_tool.__signature__ = signature(spec, model)  # type: ignore[attr-defined]
+    return run_tool
+
+
+def as_result(result: BaseModel) -> CallToolResult:
+    """Structured content plus one compact-JSON text block of the same data."""
+    return CallToolResult(
+        content=[TextContent(type="text", text=result.model_dump_json(by_alias=True))],
+        structured_content=result.model_dump(mode="json", by_alias=True),
+    )
+
+
+def signature(spec: ToolSpec, model: type[BaseModel]) -> inspect.Signature:
+    """``spec.fn``'s signature without the store, annotations resolved (the SDK reads them to
+    build the input schema), returning ``CallToolResult`` validated against ``model`` (the
+    output schema)."""
+    hints = get_type_hints(spec.fn, include_extras=True)
+    parameters = list(inspect.signature(spec.fn).parameters.values())[1:]
+    return inspect.Signature(
+        [p.replace(annotation=hints.get(p.name, Any)) for p in parameters],
+        return_annotation=Annotated[CallToolResult, model],
+    )
+
+
+def return_model(spec: ToolSpec) -> type[BaseModel]:
+    model = get_type_hints(spec.fn).get("return")
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise TypeError(f"tool {spec.name} must return a pydantic model, not {model!r}")
+    return model
+
+
+def description(spec: ToolSpec) -> str:
+    """The docstring, dedented: what an agent reads in ``tools/list``."""
+    return inspect.cleandoc(spec.fn.__doc__ or spec.name)
+
+
+_NAME_MAPS = frozenset({"properties", "$defs", "definitions", "patternProperties"})
+
+
+def without_titles(schema: Any) -> Any:
+    """A JSON schema without its ``title`` keywords (a property *named* title stays)."""
+    if isinstance(schema, list):
+        return [without_titles(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    kept: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "title" and isinstance(value, str):
+            continue
+        if key in _NAME_MAPS and isinstance(value, dict):
+            kept[key] = {name: without_titles(sub) for name, sub in value.items()}
+        elif key in ("default", "const", "enum", "examples"):
+            kept[key] = value
+        else:
+            kept[key] = without_titles(value)
+    return kept
+
+
+@functools.cache
+def parameter_names(name: str) -> frozenset[str]:
+    return frozenset(list(inspect.signature(registry.tool(name).fn).parameters)[1:])
+
+
+def argument_error(name: str, arguments: dict[str, Any], error: ValidationError | None) -> str:
+    """``[invalid_argument] ...`` naming each bad argument, as the HTTP API and CLI say it."""
+    try:
+        validate_arguments(name, arguments)
+    except TraceproofError as exc:
+        return str(exc)
+    # Valid by the API's rules, refused by the SDK's (it should not happen): say what it said.
+    problems = "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}"
+        for e in (error.errors(include_url=False)[:5] if error else [])
+    )
+    return f"[{ErrorCode.INVALID_ARGUMENT}] Invalid arguments for {name}: {problems}. Fix them."
+
+
+def _given(spec: ToolSpec, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments that differ from their defaults, as JSON values: the remote server applies
+    its own defaults to the rest."""
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(spec.fn).parameters.items()
+        if p.default is not p.empty
+    }
+    given = {k: v for k, v in arguments.items() if k not in defaults or v != defaults[k]}
+    return dict(pydantic_core.to_jsonable_python(given))

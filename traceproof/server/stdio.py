@@ -1,0 +1,187 @@
+"""``traceproof mcp``: MCP over stdio for a client that launches the server itself.
+
+stdout is the protocol: everything this process says goes to stderr. Unless told otherwise, the
+same process also serves the HTTP app (OTLP at ``/v1/traces``, MCP at ``/mcp``, the JSON API) on
+the OTLP port, on the same event loop, so one process launched by Claude Code does everything.
+A taken port is a warning, not a failure: MCP keeps working.
+
+When another traceproof process holds the store, this one never dies on the lock: it serves MCP
+through that server's API when the holder recorded a URL, and otherwise answers every tool call
+with the lock error, which says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+
+from traceproof.remote import RemoteStore
+from traceproof.server.app import create_app
+from traceproof.server.mcp import (
+    Backend,
+    LocalBackend,
+    RemoteBackend,
+    UnavailableBackend,
+    create_mcp_server,
+)
+from traceproof.settings import Settings
+from traceproof.storage import Store, StoreLocked, owner
+
+log = logging.getLogger(__name__)
+
+#: Seconds uvicorn waits for open connections (an MCP client's event stream) when stopping.
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def serve_mcp(
+    settings: Settings,
+    *,
+    otlp: bool = True,
+    log_level: str = "warning",
+    announce: Callable[[str], Any] = _stderr,
+) -> None:
+    """Serve MCP over stdio until the client closes stdin (or SIGTERM/SIGINT)."""
+    try:
+        store = Store.open(settings.db, settings)
+    except StoreLocked as exc:
+        _finish(anyio.run(_serve, create_mcp_server(_borrowed(exc, settings, announce)), None))
+        return
+    signalled: int | None = None
+    try:
+        http = _http_server(store, settings, log_level, announce) if otlp else None
+        url = http.url if http else None
+        owner.write(store.path, "traceproof mcp", url)
+        announce(f"traceproof mcp: serving {store.path} over stdio")
+        if http:
+            announce(f"  OTLP/HTTP  {url}/v1/traces")
+            announce(f"  MCP        {url}/mcp")
+        signalled = anyio.run(_serve, create_mcp_server(LocalBackend(store)), http)
+    finally:
+        owner.clear(store.path)
+        store.close()
+    _finish(signalled)
+
+
+def _borrowed(exc: StoreLocked, settings: Settings, announce: Callable[[str], Any]) -> Backend:
+    """The backend when another process holds the store: its server, or the lock error."""
+    if exc.url:
+        announce(
+            f"traceproof mcp: {exc.path} is held by the traceproof server at {exc.url}; serving "
+            "MCP over stdio through it (it receives the traces)."
+        )
+        return RemoteBackend(RemoteStore(exc.url))
+    announce(f"traceproof mcp: {exc.message} Every tool call will answer this error.")
+    return UnavailableBackend(exc)
+
+
+class EmbeddedHttp(uvicorn.Server):
+    """uvicorn sharing this process's event loop: its socket is bound up front (a taken port is
+    found before serving, not by uvicorn's ``sys.exit``) and the host handles signals."""
+
+    def __init__(self, config: uvicorn.Config, sock: socket.socket, url: str) -> None:
+        super().__init__(config)
+        self.sock = sock
+        self.url = url
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def run_bound(self) -> None:
+        await self.serve(sockets=[self.sock])
+
+
+def _http_server(
+    store: Store, settings: Settings, log_level: str, announce: Callable[[str], Any]
+) -> EmbeddedHttp | None:
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as exc:
+        announce(
+            f"warning: OTLP receiver not started: cannot listen on {settings.host}:"
+            f"{settings.port} ({exc.strerror or exc}). MCP over stdio works; send traces to "
+            "the process on that port, or pass --port (or --no-otlp)."
+        )
+        return None
+    port = int(sock.getsockname()[1])
+    bound = settings.model_copy(update={"port": port})
+    config = uvicorn.Config(
+        create_app(store, bound),
+        log_level=log_level.lower(),
+        log_config=None,  # our logging, on stderr: stdout is the MCP channel
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    return EmbeddedHttp(config, sock, f"http://{url_host(settings.host)}:{port}")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (raises OSError when it is taken)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve(server: MCPServer, http: EmbeddedHttp | None) -> int | None:
+    """MCP over stdio (and ``http`` beside it) until stdin closes or a signal arrives; returns
+    the signal, if one ended it."""
+    signalled: list[int] = []
+    async with anyio.create_task_group() as tg:
+        if http is not None:
+            tg.start_soon(http.run_bound)
+        with anyio.CancelScope() as session:
+            watcher = anyio.CancelScope()
+            tg.start_soon(_cancel_on_signal, session, watcher, signalled)
+            await server.run_stdio_async()
+        watcher.cancel()
+        if http is not None:
+            http.should_exit = True
+    return signalled[0] if signalled else None
+
+
+async def _cancel_on_signal(
+    target: anyio.CancelScope, watcher: anyio.CancelScope, signalled: list[int]
+) -> None:
+    with watcher, anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            signalled.append(int(signum))
+            target.cancel()
+            return
+
+
+def _finish(signalled: int | None) -> None:
+    """After a signal, the store is closed and the owner file cleared; what is left is a worker
+    thread blocked reading stdin (the client has not closed it), which no one can interrupt and
+    which would keep the interpreter from exiting. Leave without waiting for it."""
+    if signalled is not None:
+        sys.stderr.flush()
+        os._exit(128 + signalled)
+
+
+def url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
