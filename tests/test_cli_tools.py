@@ -1,0 +1,214 @@
+"""The read commands on the demo store: values in tables and --json, error codes and exit
+status, and the same answers through a running server that holds the store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from tests.conftest import ServeProcess
+from traceproof.cli import cli
+from traceproof.settings import Settings
+from traceproof.storage import Store
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Ids and figures of the demo store, read with SQL, to check the commands against."""
+
+    db: Path
+    error_trace: str  # the newest trace with an ERROR span
+    error_span: str  # its first failing TOOL span
+    error_text: str  # that span's error message
+    session: str  # a session with a failing turn
+    session_turns: int
+    session_error_turns: int
+
+
+@pytest.fixture
+def demo(demo_db: Path, tmp_path: Path) -> Facts:
+    db = tmp_path / "demo.duckdb"
+    shutil.copyfile(demo_db, db)
+    with Store.open(db, Settings(db=db)) as store, store.reader() as reader:
+        trace, span, text = reader.rows(
+            """
+            SELECT trace_id, span_id, error_message FROM spans
+            WHERE status = 'ERROR' AND span_kind = 'TOOL' AND error_message IS NOT NULL
+            ORDER BY start_time DESC LIMIT 1
+            """
+        )[0]
+        session, turns, error_turns = reader.rows(
+            """
+            SELECT session_id, count(*), count(*) FILTER (WHERE error_count > 0)
+            FROM traces WHERE session_id IS NOT NULL
+            GROUP BY session_id HAVING count(*) FILTER (WHERE error_count > 0) > 0
+            ORDER BY session_id LIMIT 1
+            """
+        )[0]
+    return Facts(db, trace, span, text, session, turns, error_turns)
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def run(runner: CliRunner, *args: str | Path) -> Result:
+    return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def as_json(runner: CliRunner, *args: str | Path) -> Any:
+    result = run(runner, *args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def table_cells(output: str) -> list[list[str]]:
+    return [
+        [cell.strip() for cell in line.strip("│").split("│")]
+        for line in output.splitlines()
+        if line.startswith("│")
+    ]
+
+
+def test_sql_counts_the_demo_spans_as_json_and_as_a_table(runner: CliRunner, demo: Facts) -> None:
+    found = as_json(runner, "sql", "select count(*) as n from spans", "--db", demo.db)
+    assert found["columns"] == ["n"]
+    assert found["rows"] == [[1064]]
+    human = run(runner, "sql", "select count(*) as n, 'demo' as p from spans", "--db", demo.db)
+    assert human.exit_code == 0, human.output
+    assert table_cells(human.stdout) == [["1,064", "demo"]]
+
+
+def test_projects_lists_the_demo_project_with_its_counts(runner: CliRunner, demo: Facts) -> None:
+    found = as_json(runner, "projects", "--db", demo.db)
+    (project,) = found["projects"]
+    assert (project["project"], project["traces"], project["spans"]) == ("demo", 90, 1064)
+    assert project["errors"] == 22
+    human = run(runner, "projects", "--db", demo.db)
+    assert table_cells(human.stdout)[0][:4] == ["demo", "90", "1,064", "22"]
+
+
+def test_traces_filters_by_status_and_pages_to_the_end_with_the_cursor(
+    runner: CliRunner, demo: Facts
+) -> None:
+    failing = as_json(runner, "traces", "--status", "error", "--limit", "100", "--db", demo.db)
+    assert failing["total"] == 20
+    assert all(row["error_count"] >= 1 for row in failing["traces"])
+    assert failing["traces"][0]["trace_id"] == demo.error_trace
+
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        args: list[str | Path] = ["traces", "--limit", "40", "--db", demo.db]
+        page = as_json(runner, *args, *(["--cursor", cursor] if cursor else []))
+        seen += [row["trace_id"] for row in page["traces"]]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    assert len(seen) == len(set(seen)) == 90
+
+    human = run(runner, "traces", "--status", "ERROR", "--limit", "2", "--db", demo.db)
+    assert human.exit_code == 0
+    assert demo.error_trace in human.stdout
+    assert "total: 20" in human.stdout
+    assert "next page: --cursor " in human.stdout
+
+
+def test_find_locates_the_error_text_in_the_failing_span(runner: CliRunner, demo: Facts) -> None:
+    needle = demo.error_text.split(":")[0][:20]
+    found = as_json(runner, "find", demo.error_trace, needle, "--db", demo.db)
+    assert demo.error_span in {match["span_id"] for match in found["matches"]}
+    upper = as_json(runner, "find", demo.error_trace, needle.upper(), "-i", "--db", demo.db)
+    assert upper["total_matches"] == found["total_matches"] >= 1
+    human = run(runner, "find", demo.error_trace, needle, "--db", demo.db)
+    assert demo.error_span in human.stdout
+
+
+def test_span_prints_one_span_and_selects_paths(runner: CliRunner, demo: Facts) -> None:
+    found = as_json(runner, "span", demo.error_span, "--db", demo.db)
+    assert demo.error_span in json.dumps(found)
+    assert demo.error_text[:40] in json.dumps(found)
+    some = as_json(runner, "span", demo.error_span, "--path", "name", "--db", demo.db)
+    assert len(json.dumps(some)) < len(json.dumps(found))
+
+
+def test_spans_finds_failing_tool_calls_across_traces(runner: CliRunner, demo: Facts) -> None:
+    found = as_json(
+        runner, "spans", "--kind", "TOOL", "--status", "ERROR", "--limit", "100", "--db", demo.db
+    )
+    rows = found["spans"]
+    assert rows and all(row["status"] == "ERROR" and row["span_kind"] == "TOOL" for row in rows)
+    assert demo.error_span in {row["span_id"] for row in rows}
+
+
+def test_session_shows_its_turns_and_failing_turn(runner: CliRunner, demo: Facts) -> None:
+    found = as_json(runner, "session", demo.session, "--db", demo.db)
+    assert found["session_id"] == demo.session
+    assert (found["turn_count"], found["error_turns"]) == (
+        demo.session_turns,
+        demo.session_error_turns,
+    )
+    assert [turn["turn"] for turn in found["turns"]] == list(range(1, demo.session_turns + 1))
+    human = run(runner, "session", demo.session, "--db", demo.db)
+    assert f"turn_count: {demo.session_turns}" in human.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["session", "no-such-session"], "unknown_session"),
+        (["span", "0000000000000000"], "unknown_span"),
+        (["traces", "--limit", "0"], "invalid_argument"),
+        (["traces", "--where", "latency_ms >"], "invalid_filter"),
+        (["sql", "delete from spans"], "forbidden_query"),
+        (["sql", "select * from read_csv('/etc/passwd')"], "forbidden_query"),
+    ],
+)
+def test_a_tool_error_prints_its_code_and_exits_1(
+    runner: CliRunner, demo: Facts, args: list[str], code: str
+) -> None:
+    result = run(runner, *args, "--db", demo.db)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"error: [{code}] ")
+
+
+def test_find_with_a_bad_regex_is_invalid_regex(runner: CliRunner, demo: Facts) -> None:
+    result = run(runner, "find", demo.error_trace, "(unclosed", "--db", demo.db)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: [invalid_regex] ")
+
+
+@pytest.fixture
+def served(demo: Facts) -> Iterator[ServeProcess]:
+    server = ServeProcess(demo.db)
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_the_commands_answer_the_same_through_the_server_that_holds_the_store(
+    runner: CliRunner, demo: Facts, served: ServeProcess
+) -> None:
+    count = as_json(runner, "sql", "select count(*) as n from spans", "--db", demo.db)
+    assert count["rows"] == [[1064]]
+    failing = as_json(runner, "traces", "--status", "ERROR", "--db", demo.db)
+    assert (failing["total"], failing["traces"][0]["trace_id"]) == (20, demo.error_trace)
+    session = as_json(runner, "session", demo.session, "--db", demo.db)
+    assert session["turn_count"] == demo.session_turns
+    human = run(runner, "projects", "--db", demo.db)
+    assert table_cells(human.stdout)[0][:3] == ["demo", "90", "1,064"]
+
+    missing = run(runner, "session", "no-such-session", "--db", demo.db)
+    assert missing.exit_code == 1
+    assert missing.stderr.startswith("error: [unknown_session] No session 'no-such-session'")
+    invalid = run(runner, "traces", "--limit", "0", "--db", demo.db)
+    assert invalid.stderr.startswith("error: [invalid_argument] Invalid arguments for ")
