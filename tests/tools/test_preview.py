@@ -1,0 +1,296 @@
+"""get_trace_preview: a trace as a compact tree, within its budget, on hand-built traces with
+known timings and on the demo project."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from traceproof.errors import ErrorCode
+from traceproof.ingest.normalize import Event, SpanRows
+from traceproof.storage import Store
+from traceproof.tools.common import ToolFailure
+from traceproof.tools.preview import TracePreview, get_trace_preview
+from traceproof.tools.tree import RUN_MIN
+
+T0 = datetime(2026, 3, 1, 12, 0, 0)
+EPOCH = datetime(1970, 1, 1)
+
+
+@dataclass
+class Sp:
+    """One span: times in milliseconds after ``T0``."""
+
+    span_id: str
+    parent: str | None
+    name: str
+    start_ms: float
+    end_ms: float
+    kind: str = "CHAIN"
+    error: str | None = None
+    model: str | None = None
+    tool: str | None = None
+    tokens: int | None = None
+    input: str | None = None
+    output: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+def _ns(ms: float) -> int:
+    return int((T0 - EPOCH) / timedelta(microseconds=1) + ms * 1000) * 1000
+
+
+def write(store: Store, spans: list[Sp], trace_id: str = "t" * 32, project: str = "p") -> str:
+    rows = SpanRows()
+    for s in spans:
+        attributes: dict[str, Any] = {"openinference.span.kind": s.kind, **s.attributes}
+        optional = {
+            "llm.model_name": s.model,
+            "tool.name": s.tool,
+            "llm.token_count.total": s.tokens,
+            "input.value": s.input,
+            "output.value": s.output,
+        }
+        attributes |= {k: v for k, v in optional.items() if v is not None}
+        events = []
+        if s.error:
+            kind, _, message = s.error.partition(": ")
+            events.append(
+                Event(
+                    "exception",
+                    _ns(s.end_ms),
+                    {"exception.type": kind, "exception.message": message},
+                )
+            )
+        rows.add(
+            project=project,
+            trace_id=trace_id,
+            span_id=s.span_id,
+            parent_span_id=s.parent,
+            name=s.name,
+            start_ns=_ns(s.start_ms),
+            end_ns=_ns(s.end_ms),
+            status="ERROR" if s.error else "OK",
+            status_message=s.error,
+            attributes=attributes,
+            events=events,
+        )
+    store.write(rows.table())
+    return trace_id
+
+
+def line_of(preview: TracePreview, span_id: str) -> str:
+    found = [line for line in preview.tree if f" {span_id} " in line]
+    assert len(found) == 1, (span_id, preview.tree)
+    return found[0]
+
+
+def shown_ids(preview: TracePreview) -> set[str]:
+    return {m for line in preview.tree for m in re.findall(r" ([0-9a-z]{16}) \+", line)}
+
+
+# A small agent trace with known timings (ms):
+#   root  0..1000   children: plan 0..300, tool 200..600 (overlaps plan), answer 700..900
+#   plan has an LLM child 50..250; tool fails.
+#   root self = 1000 - union of [0,600] and [700,900] = 1000 - 800 = 200
+#   plan self = 300 - 200 = 100
+SMALL = [
+    Sp("root000000000001", None, "agent", 0, 1000, "AGENT", input="Where is my order 42?",
+       output="It ships Monday."),
+    Sp("plan000000000002", "root000000000001", "plan", 0, 300, input="Where is my order 42?"),
+    Sp("llm0000000000003", "plan000000000002", "ChatCompletion", 50, 250, "LLM",
+       model="gpt-4o", tokens=1234,
+       input='{"messages": [{"role": "system", "content": "Be kind."}, '
+             '{"role": "user", "content": "Where is my order 42?"}]}',
+       output="call lookup_order"),
+    Sp("tool000000000004", "root000000000001", "lookup_order", 200, 600, "TOOL",
+       tool="lookup_order", input='{"order_id": 42}',
+       error="TimeoutError: orders API did not answer"),
+    Sp("answ000000000005", "root000000000001", "answer", 700, 900, "LLM", model="claude",
+       tokens=80, output="It ships Monday."),
+]  # fmt: skip
+
+
+def test_each_line_shows_kind_status_offset_duration_self_time_share_and_tokens(
+    store: Store,
+) -> None:
+    trace_id = write(store, SMALL)
+    preview = get_trace_preview(store, trace_id=trace_id)
+
+    assert preview.tree[0] == (
+        "*agent AGENT root000000000001 +0ms 1.00s self 200ms 100% in:Where is my order 42? "
+        "out:It ships Monday."
+    )
+    assert line_of(preview, "plan000000000002") == (
+        "├─plan CHAIN plan000000000002 +0ms 300ms self 100ms 30% in:^"
+    )
+    # An LLM's input preview is its latest message; equal to its parent's input, so "^".
+    assert line_of(preview, "llm0000000000003") == (
+        "│ └─ChatCompletion LLM llm0000000000003 +50ms 200ms 20% gpt-4o 1.2ktok in:^ "
+        "out:call lookup_order"
+    )
+    assert line_of(preview, "tool000000000004") == (
+        "├─lookup_order TOOL ERROR tool000000000004 +200ms 400ms 40% in:{order_id: 42} "
+        "err:TimeoutError: orders API did not answer"
+    )
+    assert line_of(preview, "answ000000000005") == (
+        "└─*answer LLM answ000000000005 +700ms 200ms 20% claude 80tok out:^"
+    )
+    assert (preview.span_count, preview.error_count, preview.total_tokens) == (5, 1, 1314)
+    assert (preview.name, preview.project, preview.latency_ms) == ("agent", "p", 1000.0)
+    assert preview.start_time == T0
+    assert preview.collapsed == [] and preview.truncated is False
+    assert "critical path" in preview.legend
+
+
+def test_self_time_clips_children_to_the_span_and_merges_overlaps(store: Store) -> None:
+    # parent 100..500; children 50..150 (clipped to 100..150), 120..200 (overlaps: adds 150..200)
+    # and 450..700 (clipped to 450..500): covered 50 + 50 + 50 = 150, self = 400 - 150 = 250.
+    spans = [
+        Sp("root000000000001", None, "root", 0, 1000),
+        Sp("prnt000000000002", "root000000000001", "parent", 100, 500),
+        Sp("chda000000000003", "prnt000000000002", "a", 50, 150),
+        Sp("chdb000000000004", "prnt000000000002", "b", 120, 200),
+        Sp("chdc000000000005", "prnt000000000002", "c", 450, 700),
+    ]
+    preview = get_trace_preview(store, trace_id=write(store, spans))
+    assert " 400ms self 250ms 40%" in line_of(preview, "prnt000000000002")
+    # root: children cover 100..500 only (its own children; grandchildren don't count).
+    assert " 1.00s self 600ms 100%" in line_of(preview, "root000000000001")
+
+
+def test_critical_path_follows_the_child_that_ends_last_at_each_level(store: Store) -> None:
+    spans = [
+        Sp("root000000000001", None, "root", 0, 1000),
+        Sp("aaaa000000000002", "root000000000001", "early", 0, 900),
+        Sp("bbbb000000000003", "root000000000001", "late", 100, 950),
+        Sp("cccc000000000004", "bbbb000000000003", "x", 100, 400),
+        Sp("dddd000000000005", "bbbb000000000003", "y", 400, 940),
+        Sp("eeee000000000006", "dddd000000000005", "z", 500, 600),
+        Sp("ffff000000000007", "aaaa000000000002", "w", 0, 899),
+    ]
+    preview = get_trace_preview(store, trace_id=write(store, spans))
+    assert preview.critical_path == [
+        "root000000000001",
+        "bbbb000000000003",
+        "dddd000000000005",
+        "eeee000000000006",
+    ]
+    marked = {s for s in shown_ids(preview) if "*" in line_of(preview, s)}
+    assert marked == set(preview.critical_path)
+
+
+def test_ties_on_start_time_render_in_span_id_order_every_time(store: Store) -> None:
+    spans = [Sp("root000000000001", None, "root", 0, 100)]
+    spans += [Sp(f"tie{c}000000000000", "root000000000001", f"n{c}", 10, 20) for c in "dbca"]
+    trace_id = write(store, spans)
+    first = get_trace_preview(store, trace_id=trace_id)
+    assert [line.split()[0][2:] for line in first.tree[1:]] == ["na", "nb", "nc", "*nd"]
+    assert get_trace_preview(store, trace_id=trace_id) == first
+
+
+def test_a_run_of_similar_tool_calls_collapses_into_one_line(store: Store) -> None:
+    spans = [Sp("root000000000001", None, "agent", 0, 10_000, "AGENT")]
+    spans.append(Sp("plan000000000002", "root000000000001", "plan", 0, 100, "LLM"))
+    for i in range(50):
+        failed = i in (7, 21, 40)
+        spans.append(
+            Sp(f"call{i:012d}", "root000000000001", "fetch_page", 100 + i * 100,
+               150 + i * 100, "TOOL", tool="fetch_page", input=f'{{"page": {i}}}',
+               error="HTTPError: 503 from the pages API" if failed else None)
+        )  # fmt: skip
+    spans.append(Sp("answ000000000003", "root000000000001", "answer", 5200, 10_000, "LLM"))
+    preview = get_trace_preview(store, trace_id=write(store, spans))
+
+    assert len(preview.tree) == 4
+    run = preview.tree[2]
+    assert run.startswith("├─50× fetch_page TOOL (3 errors) first call000000000000 ")
+    assert "last call000000000049 +100ms total 2.50s avg 50ms" in run
+    assert "err:HTTPError: 503 from the pages API" in run
+    [entry] = preview.collapsed
+    assert (entry.span_id, entry.hidden, entry.errors) == ("call000000000000", 50, 3)
+    assert entry.call == (
+        "search_spans(name='fetch_page', where=\"trace_id='" + "t" * 32 + "' and "
+        "parent_span_id='root000000000001'\")"
+    )
+    assert entry.call in run
+    assert preview.truncated is True
+    # Fewer than RUN_MIN similar siblings stay on lines of their own.
+    short = [*spans[:2], *spans[2 : 2 + RUN_MIN - 1]]
+    other = get_trace_preview(store, trace_id=write(store, short, trace_id="s" * 32))
+    assert len(other.tree) == 2 + RUN_MIN - 1 and other.collapsed == []
+
+
+def test_orphans_are_shown_under_their_missing_parent_and_several_roots_are_fine(
+    store: Store,
+) -> None:
+    spans = [
+        Sp("root000000000001", None, "first root", 0, 100),
+        Sp("kid0000000000002", "root000000000001", "kid", 10, 20),
+        Sp("orph000000000003", "gone000000000000", "orphan a", 30, 60),
+        Sp("orph000000000004", "gone000000000000", "orphan b", 40, 200),
+        Sp("root000000000005", None, "second root", 50, 150),
+    ]
+    preview = get_trace_preview(store, trace_id=write(store, spans))
+    assert preview.tree[0].startswith("first root CHAIN root000000000001")
+    assert preview.tree[1].startswith("└─kid CHAIN kid0000000000002")
+    assert preview.tree[2] == "*(missing parent gone000000000000): 2 spans"
+    assert preview.tree[3].startswith("├─orphan a CHAIN orph000000000003")
+    assert preview.tree[4].startswith("└─*orphan b CHAIN orph000000000004")
+    assert preview.tree[5].startswith("second root CHAIN root000000000005")
+    assert preview.critical_path == ["orph000000000004"]
+
+
+def test_a_parent_cycle_still_shows_every_span(store: Store) -> None:
+    spans = [
+        Sp("root000000000001", None, "root", 0, 100),
+        Sp("cyca000000000002", "cycb000000000003", "a", 10, 20),
+        Sp("cycb000000000003", "cyca000000000002", "b", 15, 30),
+    ]
+    preview = get_trace_preview(store, trace_id=write(store, spans))
+    assert shown_ids(preview) == {s.span_id for s in spans}
+    assert "(parent cycle): 2 spans" in preview.tree
+
+
+def test_span_id_shows_only_that_subtree(store: Store) -> None:
+    trace_id = write(store, SMALL)
+    preview = get_trace_preview(store, trace_id=trace_id, span_id="plan000000000002")
+    assert preview.span_id == "plan000000000002"
+    assert shown_ids(preview) == {"plan000000000002", "llm0000000000003"}
+    # Offsets and shares stay relative to the whole trace; the path starts at the span.
+    assert preview.tree[0].startswith("*plan CHAIN plan000000000002 +0ms 300ms self 100ms 30%")
+    assert preview.critical_path == ["plan000000000002", "llm0000000000003"]
+
+
+def test_max_depth_collapses_deeper_levels_with_the_call_that_expands_them(store: Store) -> None:
+    trace_id = write(store, SMALL)
+    preview = get_trace_preview(store, trace_id=trace_id, max_depth=1)
+    call = f"get_trace_preview(trace_id='{trace_id}', span_id='plan000000000002')"
+    assert preview.tree[2] == f"│ └─… 1 spans → {call}"
+    assert [(c.span_id, c.hidden, c.errors, c.call) for c in preview.collapsed] == [
+        ("plan000000000002", 1, 0, call)
+    ]
+    assert preview.truncated is True
+    top = get_trace_preview(store, trace_id=trace_id, project="p", max_depth=0)
+    assert top.tree[1] == (
+        f"└─*… 4 spans (1 error) → get_trace_preview(trace_id='{trace_id}', project='p', "
+        "span_id='root000000000001')"
+    )
+
+
+def test_unknown_trace_and_unknown_span_say_what_to_call(store: Store) -> None:
+    trace_id = write(store, SMALL)
+    with pytest.raises(ToolFailure) as unknown:
+        get_trace_preview(store, trace_id="nope")
+    assert unknown.value.code == ErrorCode.UNKNOWN_TRACE
+    assert "search_traces" in str(unknown.value)
+    with pytest.raises(ToolFailure) as elsewhere:
+        get_trace_preview(store, trace_id=trace_id, project="other")
+    assert elsewhere.value.code == ErrorCode.UNKNOWN_TRACE
+    with pytest.raises(ToolFailure) as span:
+        get_trace_preview(store, trace_id=trace_id, span_id="missing")
+    assert span.value.code == ErrorCode.UNKNOWN_SPAN

@@ -1,0 +1,232 @@
+"""A trace as a forest of span nodes, and the facts each line of its preview shows.
+
+:mod:`traceproof.tools.layout` decides what to show within the budget; this module only knows
+the shape of a trace: parents and children (orphans grouped under their missing parent, parent
+cycles broken), start order with ties broken by span id (so a preview renders the same every
+time), the critical path, self times, and runs of similar siblings. Every walk is iterative: a
+trace may nest thousands of spans deep.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+#: Consecutive siblings with the same name and kind shown as one line from this many on.
+RUN_MIN = 5
+
+
+@dataclass(slots=True)
+class SpanFacts:
+    """What one preview line needs of a span (loaded with previews already cut in SQL)."""
+
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: str
+    error: bool
+    start_us: int
+    end_us: int
+    model: str | None = None
+    tool: str | None = None
+    tokens: int | None = None
+    input: str | None = None
+    output: str | None = None
+    error_text: str | None = None
+
+
+@dataclass(eq=False, slots=True)
+class Node:
+    """A span of the tree, or a synthetic group (orphans of one missing parent, a cycle)."""
+
+    span: SpanFacts | None
+    label: str = ""
+    children: list[Node] = field(default_factory=list)
+    parent: Node | None = None
+    depth: int = 0
+    index: int = 0
+    critical: bool = False
+    #: Spans under this node, errors among them, and whether the critical path runs below it.
+    descendants: int = 0
+    descendant_errors: int = 0
+    critical_below: bool = False
+    start_us: int = 0
+    end_us: int = 0
+
+    @property
+    def sort_key(self) -> tuple[int, str]:
+        return (self.start_us, self.span.span_id if self.span else self.label)
+
+    @property
+    def is_error(self) -> bool:
+        return self.span is not None and self.span.error
+
+    @property
+    def weight(self) -> int:
+        """Spans this node stands for with everything under it."""
+        return self.descendants + (self.span is not None)
+
+    @property
+    def errors(self) -> int:
+        return self.descendant_errors + self.is_error
+
+
+@dataclass(eq=False)
+class Run:
+    """Consecutive siblings with the same name and kind, shown as one line."""
+
+    members: list[Node]
+
+    @property
+    def first(self) -> Node:
+        return self.members[0]
+
+    @property
+    def last(self) -> Node:
+        return self.members[-1]
+
+    @property
+    def hidden(self) -> int:
+        return sum(m.weight for m in self.members)
+
+    @property
+    def errors(self) -> int:
+        return sum(m.errors for m in self.members)
+
+    @property
+    def critical(self) -> bool:
+        return any(m.critical or m.critical_below for m in self.members)
+
+
+Item = Node | Run
+
+
+def build_forest(spans: Iterable[SpanFacts]) -> tuple[list[Node], dict[str, Node]]:
+    """The trace's top-level nodes (roots, and one group per missing parent) in start order, and
+    every span's node by id."""
+    nodes = {s.span_id: Node(s, start_us=s.start_us, end_us=s.end_us) for s in spans}
+    top: list[Node] = []
+    groups: dict[str, Node] = {}
+    for node in nodes.values():
+        assert node.span is not None
+        own, parent_id = node.span.span_id, node.span.parent_id
+        parent = nodes.get(parent_id) if parent_id and parent_id != own else None
+        if parent is not None:
+            _attach(node, parent)
+        elif parent_id and parent_id != own:
+            if parent_id not in groups:
+                groups[parent_id] = Node(None, label=f"(missing parent {parent_id})")
+                top.append(groups[parent_id])
+            _attach(node, groups[parent_id])
+        else:
+            top.append(node)
+    _break_cycles(nodes, top)
+    for node in _walk(top):
+        node.children.sort(key=lambda n: n.sort_key)
+    for group in [*groups.values(), *(n for n in top if n.span is None)]:
+        group.start_us = min(c.start_us for c in group.children)
+        group.end_us = max(c.end_us for c in group.children)
+    top.sort(key=lambda n: n.sort_key)
+    return top, nodes
+
+
+def _attach(node: Node, parent: Node) -> None:
+    node.parent = parent
+    parent.children.append(node)
+
+
+def _break_cycles(nodes: dict[str, Node], top: list[Node]) -> None:
+    """Spans whose parent chain loops never reach a root: cut each loop at its earliest span
+    and show it under a "(parent cycle)" group."""
+    reached = {id(n) for n in _walk(top)}
+    if len(reached) >= len(nodes) + sum(n.span is None for n in top):
+        return
+    group = Node(None, label="(parent cycle)")
+    for node in sorted(nodes.values(), key=lambda n: n.sort_key):
+        if id(node) in reached:
+            continue
+        assert node.parent is not None
+        node.parent.children.remove(node)
+        _attach(node, group)
+        reached.update(id(n) for n in _walk([node]))
+    top.append(group)
+
+
+def _walk(top: list[Node]) -> Iterator[Node]:
+    """Nodes in preorder (children in their list order)."""
+    stack = list(reversed(top))
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(reversed(node.children))
+
+
+def prepare(view: list[Node]) -> list[Node]:
+    """Number and measure the nodes under ``view`` (the shown top level) in preorder: depth
+    from the view, spans and errors below each node. Returns the preorder."""
+    order: list[Node] = []
+    stack = [(n, 0) for n in reversed(view)]
+    while stack:
+        node, depth = stack.pop()
+        node.depth, node.index = depth, len(order)
+        node.critical = node.critical_below = False
+        order.append(node)
+        stack.extend((c, depth + 1) for c in reversed(node.children))
+    for node in reversed(order):
+        node.descendants = sum(c.weight for c in node.children)
+        node.descendant_errors = sum(c.errors for c in node.children)
+    return order
+
+
+def mark_critical_path(view: list[Node]) -> list[Node]:
+    """The chain that sets the end time: from the top-level node that ends last, the child that
+    ends last, recursively (ties: the later start, then the larger id). Marks and returns it."""
+    chain: list[Node] = []
+    candidates = view
+    while candidates:
+        node = max(candidates, key=lambda n: (n.end_us, n.sort_key))
+        node.critical = True
+        if chain:
+            chain[-1].critical_below = True
+        chain.append(node)
+        candidates = node.children
+    return [n for n in chain if n.span is not None]
+
+
+def self_time_us(node: Node) -> int:
+    """The node's duration minus the union of its children's intervals clipped to it."""
+    start, end = node.start_us, node.end_us
+    covered, reach = 0, start
+    for child in node.children:  # sorted by start
+        lo, hi = max(child.start_us, reach), min(child.end_us, end)
+        if hi > lo:
+            covered += hi - lo
+            reach = hi
+    return max(0, end - start - covered)
+
+
+def items(children: list[Node]) -> list[Item]:
+    """Children as shown: runs of RUN_MIN or more consecutive spans with the same name and
+    kind become one :class:`Run`."""
+    out: list[Item] = []
+    i = 0
+    while i < len(children):
+        j = i + 1
+        key = _run_key(children[i])
+        while key is not None and j < len(children) and _run_key(children[j]) == key:
+            j += 1
+        if j - i >= RUN_MIN:
+            out.append(Run(children[i:j]))
+        else:
+            out.extend(children[i:j])
+        i = j
+    return out
+
+
+def _run_key(node: Node) -> tuple[str, str] | None:
+    return (node.span.name, node.span.kind) if node.span is not None else None
+
+
+def subtree(node: Node) -> Iterator[Node]:
+    """``node`` and everything under it, in preorder."""
+    return _walk([node])
