@@ -58,21 +58,24 @@ _SEARCHED = (*TEXT_COLUMNS, "attributes")
 
 
 class SpanMatch(BaseModel):
-    path: str = Field(description="Field where the pattern matched first (see get_span_data).")
+    path: str = Field(
+        description="Field where the pattern matched first (as in get_span_data); "
+        "'attributes' when only the attributes' JSON text matched."
+    )
     offset: int = Field(description="Character offset of the match in that field.")
     snippet: str = Field(description="Text around the match, the match marked «like this».")
 
 
 class SpanRow(BaseModel):
-    span_id: str
-    trace_id: str
-    name: str
-    span_kind: str
-    status: str
+    span_id: str = Field(description="The span (read it with get_span_data).")
+    trace_id: str = Field(description="Its trace.")
+    name: str = Field(description="Span name.")
+    span_kind: str = Field(description="OpenInference kind: LLM, TOOL, CHAIN…")
+    status: str = Field(description="OK, ERROR or UNSET.")
     start_time: str = Field(description="Start, ISO 8601 UTC.")
-    latency_ms: float
-    model: str | None = None
-    tool_name: str | None = None
+    latency_ms: float = Field(description="Duration in milliseconds.")
+    model: str | None = Field(default=None, description="Model of an LLM span.")
+    tool_name: str | None = Field(default=None, description="Tool of a TOOL span.")
     match: SpanMatch | None = Field(default=None, description="Where the pattern matched.")
     input_preview: str | None = Field(
         default=None, description="Start of the input (no pattern given)."
