@@ -161,6 +161,42 @@ def test_session_shows_its_turns_and_failing_turn(runner: CliRunner, demo: Facts
     assert f"turn_count: {demo.session_turns}" in human.stdout
 
 
+def test_agg_groups_llm_spans_by_model_as_sql_does(runner: CliRunner, demo: Facts) -> None:
+    found = as_json(
+        runner, "agg", "--group-by", "model", "--metric", "count", "--kind", "LLM", "--db", demo.db
+    )
+    expected = as_json(
+        runner,
+        "sql",
+        "select model, count(*) from spans where span_kind = 'LLM' group by model",
+        "--db",
+        demo.db,
+    )
+    assert found["columns"] == ["model", "count"]
+    assert sorted(map(tuple, found["rows"])) == sorted(map(tuple, expected["rows"]))
+    assert sum(row[1] for row in found["rows"]) == 398
+    human = run(runner, "agg", "--group-by", "model", "--kind", "LLM", "--db", demo.db)
+    assert ["claude-sonnet-4-5", "167"] in table_cells(human.stdout)
+
+
+def test_jq_runs_over_a_trace_and_over_one_span(runner: CliRunner, demo: Facts) -> None:
+    program = '[.[] | select(.status == "ERROR") | .span_id]'
+    found = as_json(runner, "jq", program, "--trace", demo.error_trace, "--db", demo.db)
+    assert demo.error_span in found["results"][0]
+    one = as_json(runner, "jq", ".error_message", "--span", demo.error_span, "--db", demo.db)
+    assert one["results"] == [demo.error_text]
+    human = run(runner, "jq", ".span_id", "--span", demo.error_span, "--db", demo.db)
+    assert demo.error_span in human.stdout.splitlines()
+    bad = run(runner, "jq", ".name", "--trace", demo.error_trace, "--db", demo.db)
+    assert bad.exit_code == 1 and bad.stderr.startswith("error: [invalid_jq] ")
+
+
+def test_schema_describes_the_traces_view(runner: CliRunner, demo: Facts) -> None:
+    found = as_json(runner, "schema", "--table", "traces", "--db", demo.db)
+    assert "latency_ms" in json.dumps(found)
+    assert run(runner, "schema", "--db", demo.db).exit_code == 0
+
+
 @pytest.mark.parametrize(
     ("args", "code"),
     [
@@ -212,3 +248,26 @@ def test_the_commands_answer_the_same_through_the_server_that_holds_the_store(
     assert missing.stderr.startswith("error: [unknown_session] No session 'no-such-session'")
     invalid = run(runner, "traces", "--limit", "0", "--db", demo.db)
     assert invalid.stderr.startswith("error: [invalid_argument] Invalid arguments for ")
+
+
+@pytest.fixture
+def served_with_token(demo: Facts) -> Iterator[ServeProcess]:
+    server = ServeProcess(demo.db, None, "--token", "s3cret")
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_the_commands_send_the_token_of_a_protected_server(
+    demo: Facts, served_with_token: ServeProcess
+) -> None:
+    def sql(token: str | None) -> Result:
+        runner = CliRunner(env={"TRACEPROOF_TOKEN": token})
+        return run(runner, "sql", "select count(*) from spans", "--json", "--db", demo.db)
+
+    allowed = sql("s3cret")
+    assert allowed.exit_code == 0, allowed.output
+    assert json.loads(allowed.stdout)["rows"] == [[1064]]
+    refused = sql(None)
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("error: [unauthorized] ")

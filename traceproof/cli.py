@@ -81,7 +81,7 @@ def _store_or_remote(settings: Settings) -> Iterator[Store | RemoteStore]:
     except StoreLocked as exc:
         if exc.url is None:
             raise
-        yield RemoteStore(exc.url)
+        yield RemoteStore(exc.url, token=settings.token)
         return
     try:
         yield store

@@ -235,9 +235,11 @@ def spans(db: Path | None, as_json: bool, **options: Any) -> None:
 @click.argument("program")
 @db_option
 @click.option("--trace", "trace_id", default=None, help="Run over this trace's spans (an array).")
-@click.option("--span", "span_id", default=None, help="Run over this one span.")
+@click.option("--span", "span_id", default=None, help="Run over this one span (an object).")
 @filter_options
-@limit_option
+@click.option(
+    "--max-spans", type=int, default=None, help="Most filtered spans to read (default 500)."
+)
 @max_chars_option
 @json_option
 def jq_command(db: Path | None, as_json: bool, **options: Any) -> None:
@@ -266,6 +268,9 @@ def jq_command(db: Path | None, as_json: bool, **options: Any) -> None:
     help="Group spans (default) or traces.",
 )
 @filter_options
+@click.option(
+    "--order", "order_by", default=None, help="A metric or group key, + ' asc' (default desc)."
+)
 @limit_option
 @max_chars_option
 @json_option
@@ -287,10 +292,12 @@ def sql_command(db: Path | None, as_json: bool, **options: Any) -> None:
 
 @cli.command()
 @db_option
+@click.option("--table", default=None, help="Only this table: spans, traces, sessions, projects.")
+@max_chars_option
 @json_option
-def schema(db: Path | None, as_json: bool) -> None:
+def schema(db: Path | None, as_json: bool, **options: Any) -> None:
     """The store's tables, columns and example queries, as agents see them."""
-    emit(call(db, "describe_schema", {}), as_json)
+    emit(call(db, "describe_schema", options), as_json)
 
 
 @cli.command()
@@ -335,7 +342,8 @@ def render(result: dict[str, Any]) -> None:
             _print_table(_paths_table(key, value))
         elif isinstance(value, list):
             for item in value:
-                out.print(_json(item, indent=2), markup=False, highlight=False, soft_wrap=True)
+                text = item if isinstance(item, str) else _json(item, indent=2)
+                out.print(text, markup=False, highlight=False, soft_wrap=True)
     _print_fields([(k, v) for k, v in scalars if k in _AFTER])
 
 
