@@ -30,7 +30,7 @@ from traceproof.tools.filters import (
     WhereParam,
     field_sql,
 )
-from traceproof.tools.tabular import fit_rows
+from traceproof.tools.tabular import fit_note, fit_rows
 
 #: Columns of the ``traces`` view that can be grouped by or aggregated.
 TRACE_COLUMNS = (
@@ -200,7 +200,8 @@ def aggregate(
     fitted = fit_rows(names, rows[:limit], room, _marker)
     result.rows = fitted.rows
     result.truncated = more or fitted.dropped > 0
-    result.note = _note(len(fitted.rows), fitted.dropped, more, limit, fitted.clipped_cells)
+    note = _note(len(fitted.rows), fitted.dropped, more, limit, fitted.clipped_cells)
+    result.note = fit_note(note, budget(max_chars, store.settings) - size(result))
     return result
 
 

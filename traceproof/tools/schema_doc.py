@@ -280,7 +280,8 @@ def _fit(result: SchemaDescription, max_chars: int) -> SchemaDescription:
     while size(result) > max_chars and len(result.tables) > 1:
         result.tables.pop()
     if size(result) > max_chars:
-        result.attributes = (
-            result.attributes[: max(0, len(result.attributes) - size(result) + max_chars - 2)] + "…"
-        )
+        result.attributes = "See describe_schema with a larger max_chars."
+    columns = result.tables[0].columns
+    while size(result) > max_chars and len(columns) > 1:
+        columns.pop()
     return result

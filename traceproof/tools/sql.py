@@ -17,7 +17,7 @@ from traceproof.errors import ErrorCode
 from traceproof.storage import ForbiddenQuery, Store
 from traceproof.tools.common import MaxChars, ToolFailure, budget, size
 from traceproof.tools.schema_doc import SchemaDescription, describe
-from traceproof.tools.tabular import fit_rows
+from traceproof.tools.tabular import fit_note, fit_rows
 
 #: Room kept for the ``note`` when the rows are fitted into the budget.
 _NOTE_ROOM = 400
@@ -82,7 +82,7 @@ def sql(
     result.row_count = len(fitted.rows)
     result.clipped_cells = fitted.clipped_cells
     result.truncated = found.truncated or fitted.dropped > 0
-    result.note = _note(
+    note = _note(
         shown=len(fitted.rows),
         dropped=fitted.dropped,
         limit_hit=found.truncated,
@@ -90,6 +90,7 @@ def sql(
         capped=wanted > rows_limit,
         clipped=fitted.clipped_cells,
     )
+    result.note = fit_note(note, chars - size(result))
     return result
 
 

@@ -19,10 +19,13 @@ import orjson
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` as plain JSON data: datetimes ISO 8601, Decimals as numbers, NaN/infinity and
-    blobs and anything else as text; lists, structs and maps converted inside."""
-    if value is None or isinstance(value, bool | int | str):
+    """``value`` as plain JSON data: datetimes ISO 8601, Decimals as numbers, intervals as
+    seconds; NaN/infinity, integers past 64 bits, blobs and anything else as text; lists,
+    structs and maps converted inside."""
+    if value is None or isinstance(value, bool | str):
         return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else str(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, datetime | date | time):
@@ -40,16 +43,16 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _decimal(value: Decimal) -> int | float | str:
+def _decimal(value: Decimal) -> Any:
     if not value.is_finite():
         return str(value)
     if value == value.to_integral_value():
-        return int(value)
+        return json_safe(int(value))
     return float(value)
 
 
 #: A clipped cell keeps at least this many characters, however tight the budget.
-MIN_CELL_CHARS = 200
+MIN_CELL_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -77,15 +80,17 @@ def fit_rows(
     for row in rows:
         cap = max(MIN_CELL_CHARS, min((room - used) // width, room // 2))
         cells = []
+        cut = 0
         for column, value in zip(columns, row, strict=True):
             cell, was_clipped = _clip_cell(json_safe(value), cap, column, marker)
-            clipped += was_clipped
+            cut += was_clipped
             cells.append(cell)
         cost = _size(cells) + 1
         if used + cost > room:
             break
         kept.append(cells)
         used += cost
+        clipped += cut
     return FittedRows(kept, len(rows) - len(kept), clipped)
 
 
@@ -103,3 +108,10 @@ def _clip_cell(
 
 def _size(value: Any) -> int:
     return len(orjson.dumps(value))
+
+
+def fit_note(note: str | None, room: int) -> str | None:
+    """``note`` cut to ``room`` characters of JSON (its quotes included), or ``None``."""
+    if note is None or room < 10:
+        return None
+    return note if len(note) + 2 <= room else note[: room - 3] + "…"
