@@ -211,3 +211,73 @@ def test_remote_store_call_tool_explains_an_unreachable_server(demo_server: Live
         remote.call_tool("list_projects", {})
     assert raised.value.code == ErrorCode.STORE_ERROR
     assert "Could not reach the server at http://127.0.0.1:9" in str(raised.value)
+
+
+def demo_ids(store: Store) -> dict[str, str]:
+    with store.reader() as reader:
+        trace, span, session = reader.rows(
+            "SELECT trace_id, span_id, session_id FROM spans WHERE status = 'ERROR' "
+            "AND span_kind = 'TOOL' ORDER BY start_time DESC LIMIT 1"
+        )[0]
+    return {"trace": trace, "span": span, "session": session}
+
+
+def test_every_registered_tool_answers_through_the_api(
+    demo_store: Store, demo_server: LiveServer
+) -> None:
+    ids = demo_ids(demo_store)
+    calls: dict[str, dict[str, Any]] = {
+        "list_projects": {},
+        "search_traces": {"status": "ERROR", "limit": 100},
+        "get_trace_preview": {"trace_id": ids["trace"]},
+        "get_span_data": {"span_id": ids["span"], "paths": ["status", "tool_name"]},
+        "find_in_trace": {"trace_id": ids["trace"], "pattern": ids["span"]},
+        "search_spans": {"span_kind": "TOOL", "status": "ERROR", "limit": 100},
+        "jq": {"program": ".status", "span_id": ids["span"]},
+        "aggregate": {"group_by": ["status"], "metrics": ["count"]},
+        "sql": {"query": "SELECT count(*) AS n FROM spans"},
+        "describe_schema": {"table": "spans"},
+        "get_session": {"session_id": ids["session"]},
+    }
+    assert set(calls) == {spec.name for spec in registry.TOOLS}
+    answers = {}
+    for name, arguments in calls.items():
+        answer = post(demo_server, name, arguments)
+        assert answer.status_code == 200, (name, answer.text)
+        answers[name] = answer.json()
+    assert answers["list_projects"]["projects"][0]["spans"] == 1064
+    assert answers["search_traces"]["total"] == 20
+    assert ids["span"] in "\n".join(answers["get_trace_preview"]["tree"])
+    assert "ERROR" in str(answers["get_span_data"])
+    assert ids["span"] in {m["span_id"] for m in answers["find_in_trace"]["matches"]}
+    assert ids["span"] in {row["span_id"] for row in answers["search_spans"]["spans"]}
+    assert answers["jq"]["results"] == ["ERROR"]
+    assert dict(map(tuple, answers["aggregate"]["rows"]))["ERROR"] == 22
+    assert answers["sql"]["rows"] == [[1064]]
+    assert "latency_ms" in str(answers["describe_schema"])
+    assert answers["get_session"]["session_id"] == ids["session"]
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "code", "status"),
+    [
+        ("get_trace_preview", {"trace_id": "f" * 32}, "unknown_trace", 404),
+        ("get_span_data", {"span_id": "0" * 16}, "unknown_span", 404),
+        ("get_session", {"session_id": "nobody"}, "unknown_session", 404),
+        ("search_traces", {"project": "nowhere"}, "unknown_project", 404),
+        ("find_in_trace", {"trace_id": "f" * 32, "pattern": "("}, "invalid_regex", 400),
+        ("search_traces", {"cursor": "not-a-cursor"}, "invalid_cursor", 400),
+        ("search_traces", {"where": "latency_ms >"}, "invalid_filter", 400),
+        ("jq", {"program": ".[", "status": "ERROR"}, "invalid_jq", 400),
+        ("sql", {"query": "SELECT nope FROM spans"}, "invalid_query", 400),
+        ("sql", {"query": "DELETE FROM spans"}, "forbidden_query", 400),
+        ("sql", {"query": "SELECT * FROM read_csv('/etc/passwd')"}, "forbidden_query", 400),
+        ("sql", {"query": "SELECT 1", "max_chars": 10}, "invalid_argument", 400),
+    ],
+)
+def test_the_registered_tools_errors_reach_the_caller_with_their_codes(
+    demo_server: LiveServer, name: str, arguments: dict[str, Any], code: str, status: int
+) -> None:
+    answer = post(demo_server, name, arguments)
+    assert (answer.status_code, answer.json()["code"]) == (status, code), answer.text
+    assert answer.json()["error"].startswith(f"[{code}] ")

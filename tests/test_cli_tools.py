@@ -122,6 +122,22 @@ def test_traces_filters_by_status_and_pages_to_the_end_with_the_cursor(
     assert "next page: --cursor " in human.stdout
 
 
+def test_trace_prints_the_tree_with_the_failing_span(runner: CliRunner, demo: Facts) -> None:
+    found = as_json(runner, "trace", demo.error_trace, "--db", demo.db)
+    assert (found["trace_id"], found["span_count"], found["error_count"]) == (
+        demo.error_trace,
+        11,
+        1,
+    )
+    human = run(runner, "trace", demo.error_trace, "--db", demo.db)
+    assert human.exit_code == 0, human.output
+    (failing,) = [line for line in human.stdout.splitlines() if demo.error_span in line]
+    assert " TOOL ERROR " in failing
+    assert f"trace_id: {demo.error_trace}" in human.stdout
+    missing = run(runner, "trace", "f" * 32, "--db", demo.db)
+    assert missing.exit_code == 1 and missing.stderr.startswith("error: [unknown_trace] ")
+
+
 def test_find_locates_the_error_text_in_the_failing_span(runner: CliRunner, demo: Facts) -> None:
     needle = demo.error_text.split(":")[0][:20]
     found = as_json(runner, "find", demo.error_trace, needle, "--db", demo.db)

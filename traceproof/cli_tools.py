@@ -163,15 +163,14 @@ def traces(db: Path | None, as_json: bool, **options: Any) -> None:
 @cli.command()
 @click.argument("trace_id")
 @db_option
-@click.option("--span", "span_id", default=None, help="Expand the subtree under this span.")
+@click.option("--span", "span_id", default=None, help="Show the subtree under this span.")
+@click.option("--depth", "max_depth", type=int, default=None, help="Most levels to show.")
+@click.option("--project", default=None, help="Project of the trace.")
 @max_chars_option
 @json_option
-def trace(
-    trace_id: str, db: Path | None, span_id: str | None, max_chars: int | None, as_json: bool
-) -> None:
+def trace(db: Path | None, as_json: bool, **options: Any) -> None:
     """A trace as a compact tree: one line per span, critical path marked."""
-    arguments = {"trace_id": trace_id, "span_id": span_id, "max_chars": max_chars}
-    emit(call(db, "get_trace_preview", arguments), as_json)
+    emit(call(db, "get_trace_preview", options), as_json)
 
 
 @cli.command()
@@ -330,21 +329,28 @@ def render(result: dict[str, Any]) -> None:
     scalars = [(k, v) for k, v in result.items() if _is_scalar(v) and _shown(v)]
     _print_fields([(k, v) for k, v in scalars if k not in _AFTER])
     for key, value in result.items():
-        if _is_scalar(value) or (grid and key in ("columns", "types")):
-            continue  # printed as fields, or the header of the rows grid
         if grid and key == "rows":
             _print_table(_grid_table(result["columns"], value))
+        elif _is_scalar(value) or (grid and key in ("columns", "types")) or value in ([], {}):
+            continue  # printed as fields, the header of the rows grid, or empty
         elif isinstance(value, str):
             out.print(value, markup=False, highlight=False, soft_wrap=True)
         elif _is_rows(value):
             _print_table(_rows_table(value))
         elif isinstance(value, dict) and value:
             _print_table(_paths_table(key, value))
+        elif isinstance(value, list) and key != "results" and _ids(value):
+            _print_fields([(key, ", ".join(value))])
         elif isinstance(value, list):
             for item in value:
                 text = item if isinstance(item, str) else _json(item, indent=2)
                 out.print(text, markup=False, highlight=False, soft_wrap=True)
     _print_fields([(k, v) for k, v in scalars if k in _AFTER])
+
+
+def _ids(values: list[Any]) -> bool:
+    """Whether a list holds names or ids (shown on one line) rather than lines of text."""
+    return all(isinstance(v, str) and v and not any(c.isspace() for c in v) for v in values)
 
 
 def _shown(value: Any) -> bool:
