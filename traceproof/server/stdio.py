@@ -12,6 +12,7 @@ with the lock error, which says what to do.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -58,9 +59,14 @@ def serve_mcp(
     try:
         store = Store.open(settings.db, settings)
     except StoreLocked as exc:
-        _finish(anyio.run(_serve, create_mcp_server(_borrowed(exc, settings, announce)), None))
+        backend = _borrowed(exc, settings, announce)
+        anyio.run(_serve, create_mcp_server(backend), None, functools.partial(_leave, None))
         return
-    signalled: int | None = None
+
+    def close() -> None:
+        owner.clear(store.path)
+        store.close()
+
     try:
         http = _http_server(store, settings, log_level, announce) if otlp else None
         url = http.url if http else None
@@ -69,11 +75,10 @@ def serve_mcp(
         if http:
             announce(f"  OTLP/HTTP  {url}/v1/traces")
             announce(f"  MCP        {url}/mcp")
-        signalled = anyio.run(_serve, create_mcp_server(LocalBackend(store)), http)
+        server = create_mcp_server(LocalBackend(store))
+        anyio.run(_serve, server, http, functools.partial(_leave, close))
     finally:
-        owner.clear(store.path)
-        store.close()
-    _finish(signalled)
+        close()
 
 
 def _borrowed(exc: StoreLocked, settings: Settings, announce: Callable[[str], Any]) -> Backend:
@@ -83,7 +88,7 @@ def _borrowed(exc: StoreLocked, settings: Settings, announce: Callable[[str], An
             f"traceproof mcp: {exc.path} is held by the traceproof server at {exc.url}; serving "
             "MCP over stdio through it (it receives the traces)."
         )
-        return RemoteBackend(RemoteStore(exc.url))
+        return RemoteBackend(RemoteStore(exc.url, token=settings.token))
     announce(f"traceproof mcp: {exc.message} Every tool call will answer this error.")
     return UnavailableBackend(exc)
 
@@ -100,9 +105,6 @@ class EmbeddedHttp(uvicorn.Server):
     @contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-    async def run_bound(self) -> None:
-        await self.serve(sockets=[self.sock])
 
 
 def _http_server(
@@ -145,40 +147,54 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _serve(server: MCPServer, http: EmbeddedHttp | None) -> int | None:
-    """MCP over stdio (and ``http`` beside it) until stdin closes or a signal arrives; returns
-    the signal, if one ended it."""
-    signalled: list[int] = []
+async def _serve(
+    server: MCPServer, http: EmbeddedHttp | None, leave: Callable[[int], None]
+) -> None:
+    """MCP over stdio, and ``http`` beside it, until the client closes stdin; on SIGTERM or
+    SIGINT, ``http`` stops gracefully and ``leave`` ends the process."""
     async with anyio.create_task_group() as tg:
+        http_done = anyio.Event()
         if http is not None:
-            tg.start_soon(http.run_bound)
-        with anyio.CancelScope() as session:
-            watcher = anyio.CancelScope()
-            tg.start_soon(_cancel_on_signal, session, watcher, signalled)
-            await server.run_stdio_async()
+            tg.start_soon(_run_http, http, http_done)
+        watcher = anyio.CancelScope()
+        tg.start_soon(_leave_on_signal, watcher, http, http_done, leave)
+        await server.run_stdio_async()
         watcher.cancel()
         if http is not None:
             http.should_exit = True
-    return signalled[0] if signalled else None
 
 
-async def _cancel_on_signal(
-    target: anyio.CancelScope, watcher: anyio.CancelScope, signalled: list[int]
+async def _run_http(http: EmbeddedHttp, done: anyio.Event) -> None:
+    try:
+        await http.serve(sockets=[http.sock])
+    finally:
+        done.set()
+
+
+async def _leave_on_signal(
+    watcher: anyio.CancelScope,
+    http: EmbeddedHttp | None,
+    http_done: anyio.Event,
+    leave: Callable[[int], None],
 ) -> None:
     with watcher, anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            signalled.append(int(signum))
-            target.cancel()
-            return
+            if http is not None:
+                http.should_exit = True
+                with anyio.move_on_after(GRACEFUL_SHUTDOWN_SECONDS + 1):
+                    await http_done.wait()
+            leave(int(signum))
 
 
-def _finish(signalled: int | None) -> None:
-    """After a signal, the store is closed and the owner file cleared; what is left is a worker
-    thread blocked reading stdin (the client has not closed it), which no one can interrupt and
-    which would keep the interpreter from exiting. Leave without waiting for it."""
-    if signalled is not None:
-        sys.stderr.flush()
-        os._exit(128 + signalled)
+def _leave(close: Callable[[], None] | None, signum: int) -> None:
+    """End the process after a signal, the store closed and its owner file cleared.
+
+    Not by unwinding: a worker thread is blocked reading stdin (the client has not closed it),
+    nothing can interrupt that read, and the interpreter would wait for it forever on exit."""
+    if close is not None:
+        close()
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def url_host(host: str) -> str:
