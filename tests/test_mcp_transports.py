@@ -145,6 +145,9 @@ async def test_the_token_guards_mcp_otlp_and_the_api_but_not_the_health_check(
             )
             assert wrong.status_code == 401, path
         assert (await http.get(guarded.url + "/healthz")).status_code == 200
+        # No OAuth here: a client probing for it finds nothing, rather than a refusal.
+        probe = await http.get(guarded.url + "/.well-known/oauth-protected-resource/mcp")
+        assert probe.status_code == 404
 
 
 async def test_with_the_token_mcp_over_http_answers_and_otlp_is_stored(

@@ -3,7 +3,7 @@
 MCP's session manager runs in the app's lifespan, so a server must run the lifespan (uvicorn
 ``lifespan="on"``). The SDK's DNS-rebinding protection stays on: ``/mcp`` answers only requests
 whose Host names the address the server is bound to (or loopback). With ``settings.token`` set,
-everything but ``/healthz`` asks for the bearer token (:mod:`traceproof.server.auth`).
+``/mcp``, OTLP and the API ask for the bearer token (:mod:`traceproof.server.auth`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""The optional bearer token in front of everything but ``/healthz``.
+"""The optional bearer token in front of MCP, OTLP and the JSON API.
 
 When ``settings.token`` is set, ``/mcp``, OTLP (``/v1/...``) and the JSON API (``/api/...``)
 answer 401 with ``WWW-Authenticate: Bearer`` unless the request carries ``Authorization: Bearer
 <token>``. The comparison is constant-time. The health check stays open so that a supervisor can
-probe the server without the secret.
+probe the server without the secret, and other paths answer as they would (404): an MCP client
+probing ``/.well-known/...`` for OAuth learns there is none, rather than being refused.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from traceproof.errors import ErrorCode
 
-OPEN_PATHS = frozenset({"/healthz"})
+PROTECTED = ("/mcp", "/v1/", "/api/")
 
 
 class BearerToken:
@@ -28,7 +29,7 @@ class BearerToken:
         self.expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or self._authorized(scope):
+        if scope["type"] != "http" or not _protected(scope["path"]) or self._authorized(scope):
             await self.app(scope, receive, send)
             return
         await _unauthorized(scope, receive, send)
@@ -36,6 +37,10 @@ class BearerToken:
     def _authorized(self, scope: Scope) -> bool:
         given = Headers(scope=scope).get("authorization", "").encode("latin-1")
         return hmac.compare_digest(given, self.expected)
+
+
+def _protected(path: str) -> bool:
+    return path.startswith(PROTECTED)
 
 
 async def _unauthorized(scope: Scope, receive: Receive, send: Send) -> None:
