@@ -3,6 +3,8 @@ known timings and on the demo project."""
 
 from __future__ import annotations
 
+import json
+import random
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -13,7 +15,7 @@ import pytest
 from traceproof.errors import ErrorCode
 from traceproof.ingest.normalize import Event, SpanRows
 from traceproof.storage import Store
-from traceproof.tools.common import ToolFailure
+from traceproof.tools.common import ToolFailure, size
 from traceproof.tools.preview import TracePreview, get_trace_preview
 from traceproof.tools.tree import RUN_MIN
 
@@ -90,7 +92,9 @@ def line_of(preview: TracePreview, span_id: str) -> str:
 
 
 def shown_ids(preview: TracePreview) -> set[str]:
-    return {m for line in preview.tree for m in re.findall(r" ([0-9a-z]{16}) \+", line)}
+    """Span ids on lines of their own (not a run's first/last ids)."""
+    spans = [line for line in preview.tree if "→" not in line]
+    return {m for line in spans for m in re.findall(r" ([0-9a-z]{16}) \+", line)}
 
 
 # A small agent trace with known timings (ms):
@@ -294,3 +298,228 @@ def test_unknown_trace_and_unknown_span_say_what_to_call(store: Store) -> None:
     with pytest.raises(ToolFailure) as span:
         get_trace_preview(store, trace_id=trace_id, span_id="missing")
     assert span.value.code == ErrorCode.UNKNOWN_SPAN
+
+
+# -- size: a 70-span agent trace, a 5,000-span trace, the demo ---------------------------------
+
+WORDS = [
+    "order",
+    "refund",
+    "invoice",
+    "shipping",
+    "carrier",
+    "warehouse",
+    "customer",
+    "ticket",
+    "agent",
+    "tool",
+    "query",
+    "table",
+    "vector",
+    "retrieve",
+    "document",
+    "account",
+    "schema",
+    "response",
+    "error",
+    "retry",
+    "column",
+    "filter",
+]
+
+
+def text(rng: random.Random, words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words))
+
+
+def agent_trace(steps: int, tools_per_step: list[int], seed: int = 3) -> list[Sp]:
+    """An agent run like benchmarks/ingest.py's: AGENT root; per step a CHAIN holding an LLM
+    call, tool calls, a retrieval (CHAIN → RETRIEVER) and a second LLM call; a final LLM."""
+    rng = random.Random(seed)
+    hex_id = lambda: f"{rng.getrandbits(64):016x}"  # noqa: E731
+    root = hex_id()
+    system = "You are a support agent. " + text(rng, 80)
+    spans = [Sp(root, None, "agent.run", 0, 0, "AGENT", input=text(rng, 50))]
+    clock = 1.0
+    for step in range(steps):
+        chain = hex_id()
+        spans.append(Sp(chain, root, "agent.step", clock, 0, input=text(rng, 40)))
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": "hi"}]
+        for llm_round in range(2):
+            ms = rng.randrange(300, 3000)
+            spans.append(
+                Sp(hex_id(), chain, "ChatOpenAI", clock, clock + ms, "LLM",
+                   model=rng.choice(["gpt-4o-2024-08-06", "claude-3-5-sonnet-20241022"]),
+                   tokens=rng.randrange(200, 900), input=json.dumps({"messages": messages}),
+                   output=text(rng, 40))
+            )  # fmt: skip
+            clock += ms + 1
+            if llm_round == 1:
+                break
+            for _ in range(tools_per_step[step]):
+                ms = rng.randrange(20, 900)
+                name = rng.choice(["lookup_order", "search_kb", "issue_refund", "run_sql"])
+                failed = rng.random() < 0.1
+                spans.append(
+                    Sp(hex_id(), chain, name, clock, clock + ms, "TOOL", tool=name,
+                       input=json.dumps({"query": text(rng, 12), "limit": 10}),
+                       output=None if failed else text(rng, 90),
+                       error=f"ToolError: {name} failed: {text(rng, 8)}" if failed else None)
+                )  # fmt: skip
+                clock += ms + 1
+            rag = hex_id()
+            spans.append(Sp(rag, chain, "retrieve_context", clock, clock + 44))
+            spans.append(
+                Sp(hex_id(), rag, "vector_store.search", clock + 2, clock + 42, "RETRIEVER",
+                   input=text(rng, 10))
+            )  # fmt: skip
+            clock += 45
+        spans[[s.span_id for s in spans].index(chain)].end_ms = clock + 2
+        clock += 3
+    spans.append(
+        Sp(hex_id(), root, "ChatOpenAI", clock, clock + 2000, "LLM", model="gpt-4o-2024-08-06",
+           tokens=700, output=text(rng, 60))
+    )  # fmt: skip
+    spans[0].end_ms = clock + 2005
+    return spans
+
+
+def test_a_70_span_agent_trace_fits_in_about_6000_characters(store: Store) -> None:
+    spans = agent_trace(10, [2, 2, 2, 2, 2, 2, 2, 2, 1, 1])
+    assert len(spans) == 70
+    preview = get_trace_preview(store, trace_id=write(store, spans))
+    assert len(preview.tree) == 70 and preview.collapsed == [] and not preview.truncated
+    print(f"70-span agent trace: {size(preview)} characters")
+    assert 5_000 <= size(preview) <= 6_500
+    # Tools' arguments stay visible: the question "which tools did it call with what".
+    tool_lines = [line for line in preview.tree if " TOOL " in line]
+    assert len(tool_lines) == 18
+    assert all(" in:{query: " in line for line in tool_lines)
+    assert all(" err:ToolError: " in line for line in tool_lines if " ERROR " in line)
+
+
+def big_trace(errors_at: set[int]) -> list[Sp]:
+    """5,001 spans: a root over 100 steps; each step has a plan LLM call, a tool call, a
+    retrieval CHAIN of 45 alternating embed/search spans (never a run), and an answer."""
+    spans = [Sp("root000000000000", None, "agent", 0, 100_000, "AGENT", input="big question")]
+    for step in range(100):
+        base = step * 1000.0
+        sid = f"step{step:012d}"
+        spans.append(Sp(sid, "root000000000000", "step", base, base + 990))
+        spans.append(Sp(f"plan{step:012d}", sid, "plan", base, base + 100, "LLM", model="m"))
+        spans.append(
+            Sp(f"tool{step:012d}", sid, f"tool_{step % 3}", base + 100, base + 200, "TOOL",
+               input=f'{{"step": {step}}}',
+               error="ToolError: boom" if step in errors_at else None)
+        )  # fmt: skip
+        rag = f"ragc{step:012d}"
+        spans.append(Sp(rag, sid, "retrieve", base + 200, base + 900))
+        for k in range(45):
+            kind, name = ("EMBEDDING", "embed") if k % 2 == 0 else ("RETRIEVER", "search")
+            failed = step in errors_at and k == 7
+            spans.append(
+                Sp(f"r{step:03d}{k:012d}", rag, name, base + 200 + k * 15, base + 214 + k * 15,
+                   kind, error="RetrieverError: index offline" if failed else None)
+            )  # fmt: skip
+        spans.append(Sp(f"answ{step:012d}", sid, "answer", base + 900, base + 990, "LLM"))
+    return spans
+
+
+def expand_all(store: Store, trace_id: str, max_chars: int | None) -> tuple[set[str], int]:
+    """Every span shown by the preview and by every expand call it gives, recursively; and the
+    number of calls made. Each response is within its budget."""
+    limit = max_chars or store.settings.response_chars
+    seen: set[str] = set()
+    calls, pending = 0, [{"trace_id": trace_id}]
+    while pending:
+        arguments = pending.pop()
+        preview = get_trace_preview(store, **arguments, max_chars=max_chars)
+        calls += 1
+        assert size(preview) <= limit
+        seen |= shown_ids(preview)
+        for entry in preview.collapsed:
+            match = re.fullmatch(r"get_trace_preview\(trace_id='(\w+)', span_id='(\w+)'\)",
+                                 entry.call)  # fmt: skip
+            if match:
+                pending.append({"trace_id": match[1], "span_id": match[2]})
+                continue
+            # A folded run names the search_spans call that lists its spans; each is then
+            # opened with get_trace_preview, as an agent would. (search_spans is emulated.)
+            listed = listing(store, entry.call)
+            assert entry.span_id in listed
+            pending.extend({"trace_id": trace_id, "span_id": s} for s in listed if s not in seen)
+    return seen, calls
+
+
+def listing(store: Store, call: str) -> list[str]:
+    """The span ids a search_spans(name=..., where=...) call given by a run line lists."""
+    match = re.fullmatch(r"search_spans\(name='(\w+)', where=\"(.*)\"\)", call)
+    assert match, call
+    with store.reader() as reader:
+        rows = reader.rows(f"SELECT span_id FROM spans WHERE name = ? AND {match[2]}", [match[1]])
+    return [row[0] for row in rows]
+
+
+def test_a_5000_span_trace_stays_in_budget_and_its_expand_calls_show_every_span(
+    store: Store,
+) -> None:
+    spans = big_trace(errors_at={13, 77})
+    trace_id = write(store, spans)
+    preview = get_trace_preview(store, trace_id=trace_id)
+    print(f"5,001-span trace: {size(preview)} characters, {len(preview.tree)} lines")
+    assert 15_000 < size(preview) <= 20_000
+    assert preview.truncated and preview.collapsed
+    # Error spans and the critical path are kept on lines of their own while others fold.
+    assert "tool000000000013" in shown_ids(preview) and "tool000000000077" in shown_ids(preview)
+    assert set(preview.critical_path) <= shown_ids(preview)
+    assert preview.critical_path == ["root000000000000", "step000000000099", "answ000000000099"]
+    hidden = sum(entry.hidden for entry in preview.collapsed)
+    assert hidden + len(shown_ids(preview)) == len(spans)
+    folded = [e for e in preview.collapsed if e.span_id == "ragc000000000013"]
+    if folded:
+        assert folded[0].errors == 1
+
+    seen, calls = expand_all(store, trace_id, None)
+    assert seen == {s.span_id for s in spans}
+    print(f"expand calls to see every span (default budget): {calls}")
+
+
+def test_a_5000_span_trace_fits_a_small_budget_and_each_expansion_fits_too(
+    store: Store,
+) -> None:
+    trace_id = write(store, big_trace(errors_at={5}))
+    preview = get_trace_preview(store, trace_id=trace_id, max_chars=4_000)
+    print(f"5,001-span trace at max_chars=4000: {size(preview)} characters")
+    assert size(preview) <= 4_000
+    assert preview.tree and preview.truncated
+    # One level of expansion: every expand call answers within the same small budget and shows
+    # the span it names.
+    for entry in preview.collapsed[:5]:
+        match = re.search(r"span_id='(\w+)'", entry.call)
+        if match is None:
+            continue
+        inner = get_trace_preview(store, trace_id=trace_id, span_id=match[1], max_chars=4_000)
+        assert size(inner) <= 4_000
+        assert inner.tree[0].split()[2] == match[1] or match[1] in inner.tree[0]
+
+
+def test_every_demo_trace_fits_its_budget_and_shows_its_errors(demo_store: Store) -> None:
+    with demo_store.reader() as reader:
+        traces = reader.rows("SELECT trace_id, span_count, error_count FROM traces ORDER BY 1")
+        big = reader.scalar(
+            "SELECT trace_id FROM spans ORDER BY length(input_value) DESC NULLS LAST LIMIT 1"
+        )
+    assert len(traces) == 90
+    largest = 0
+    for trace_id, span_count, error_count in traces:
+        preview = get_trace_preview(demo_store, trace_id=trace_id)
+        largest = max(largest, size(preview))
+        assert size(preview) <= 20_000
+        assert len(shown_ids(preview)) == span_count  # small traces: nothing hidden
+        assert sum(" ERROR " in line for line in preview.tree) == error_count
+        assert all(" err:" in line for line in preview.tree if " ERROR " in line)
+        small = get_trace_preview(demo_store, trace_id=trace_id, max_chars=1_500)
+        assert size(small) <= 1_500
+    print(f"largest demo preview: {largest} characters")
+    # The trace holding a 400,000-character input previews like any other.
+    assert size(get_trace_preview(demo_store, trace_id=big)) < 6_000

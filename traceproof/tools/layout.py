@@ -1,38 +1,47 @@
 """What a trace preview shows within its budget, and the text of each line.
 
 A line per span is dense by design (about 80 characters before its previews), so an ordinary
-agent trace of 70 spans fits in about 6,000 characters. When the tree is larger than that, the
-layout first narrows the input/output previews (down to none), then collapses subtrees into one
-line each with the exact call that expands them. Collapsing is greedy over a cost model that
-counts exactly what the lines cost as JSON: subtrees with neither errors nor the critical path
-go first, then those with errors, then the critical path; within a tier, the smallest subtree
-whose collapse is enough, else the largest.
+agent trace of 70 spans fits in about 6,000 characters. When the whole tree fits the budget,
+it is all shown, with the widest previews that keep it near that density. When it does not,
+the tree is opened from the top, node by node, while the lines fit: the critical path first,
+then the way to errors, then breadth first; a node left closed is one line with the exact call
+that opens it. Costs are counted exactly as the lines cost in JSON.
 """
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import orjson
 from pydantic import BaseModel, Field
 
 from traceproof.tools.common import one_line
-from traceproof.tools.tree import Item, Node, Run, items, self_time_us, subtree
+from traceproof.tools.tree import RUN_SMALL, Item, Node, Run, items, self_time_us
 
-#: Input/output preview widths tried, widest first, until the tree fits its density target.
-PREVIEW_WIDTHS = (80, 60, 48, 36, 28, 20, 14, 0)
+#: Preview widths (primary, secondary) tried, widest first, until the tree fits its density
+#: target. Primary previews say most per character: a tool's arguments, a retriever's query,
+#: the top span's input and output; the others (an LLM's answer…) go first.
+Widths = tuple[int, int]
+PREVIEW_WIDTHS: tuple[Widths, ...] = (
+    (80, 80), (60, 60), (48, 40), (40, 32), (40, 24), (40, 16), (40, 0), (32, 0), (24, 0),
+    (16, 0), (0, 0),
+)  # fmt: skip
 #: An error message keeps at least this many characters whatever the preview width.
 ERROR_CHARS = 48
 NAME_CHARS = 60
 #: Characters a preview aims at per line, plus a fixed allowance for the summary and legend.
-DENSITY_PER_LINE = 78
+DENSITY_PER_LINE = 82
 DENSITY_FIXED = 600
 DENSITY_MIN = 4_000
+#: Preview widths when the tree is too large to show whole: tools' arguments only, briefly.
+FOLDED_WIDTHS: Widths = (24, 0)
 
 LEGEND = (
-    "name KIND [ERROR] span_id +start duration [self:time not in children] %trace latency "
+    "name KIND [ERROR] span_id +start duration [self:time not in children] [%trace latency] "
     "[model|tool] [tokens] in:/out: previews (^ same as parent) [err:]. *critical path. "
     "N× run of similar siblings. … hidden spans and the call that shows them."
 )
@@ -68,138 +77,165 @@ Line = Node | Run | Collapse
 
 
 class Layout:
-    """The nodes of a view, which of them are drawn, and their lines' text and cost."""
+    """The nodes of a view, which of them are drawn, and their lines' text and cost.
+
+    A node is *open* when its children are drawn; otherwise one line stands for everything
+    under it. A run of similar siblings whose members are small (a tool call and its HTTP span)
+    is always one line; a run of larger members (the steps of an agent loop) is drawn in full,
+    or *folded* when the budget needs it: its first and last members and those on the critical
+    path stay, one line stands for the rest.
+    """
 
     def __init__(self, order: list[Node], view: list[Node], frame: Frame, max_depth: int | None):
         self.order, self.view, self.frame = order, view, frame
+        self.max_depth = max_depth
         self.blocks: dict[int, list[Item]] = {n.index: items(n.children) for n in order}
-        self.hidden = [False] * len(order)
-        self.collapsed: set[int] = set()
+        self.open: set[int] = {n.index for n in order if n.children and self._may_open(n)}
+        self.folds: dict[int, tuple[list[Node], Run, list[Node]]] = {}
         self._texts = _Texts(order)
-        self._collapse_cost: dict[int, int] = {}
+        run_count = 0
         for node in order:
-            if self.hidden[node.index]:
-                continue
             for item in self.blocks[node.index]:
                 if isinstance(item, Run):
-                    for member in item.members:
-                        self._hide(member, including_self=True)
-            if max_depth is not None and node.depth >= max_depth and node.children:
-                self._collapse(node)
+                    item.index, run_count = run_count, run_count + 1
+                    item.small = max(m.weight for m in item.members) <= RUN_SMALL
+
+    def _may_open(self, node: Node) -> bool:
+        return self.max_depth is None or node.depth < self.max_depth
 
     # -- choosing ---------------------------------------------------------------------------------
 
-    def fit(self, fixed: int, budget: int) -> int:
-        """Pick the widest preview width that fits the density target, then collapse subtrees
-        until the whole fits ``budget``. Returns the width chosen."""
-        lines = sum(1 for _ in self._lines())
+    def fit(self, fixed: int, budget: int) -> Widths:
+        """The widest previews with which the whole tree fits its density target; when even
+        the narrowest does not fit the budget, the tree opened top-down within it."""
+        lines = sum(1 for _ in self._drawn())
         target = min(budget, max(DENSITY_MIN, DENSITY_FIXED + DENSITY_PER_LINE * lines))
-        for width in PREVIEW_WIDTHS:
-            if fixed + self.cost(width) <= target:
-                return width
-        self._collapse_until(budget - fixed, 0)
+        narrowest = PREVIEW_WIDTHS[-1]
+        if fixed + self.cost(narrowest) > target:
+            if fixed + self.cost(narrowest) > budget:
+                self._open_within(budget - fixed, FOLDED_WIDTHS)
+                return FOLDED_WIDTHS
+            return narrowest
+        low, high = 0, len(PREVIEW_WIDTHS) - 1  # the answer is in low..high; high fits
+        while low < high:
+            middle = (low + high) // 2
+            if fixed + self.cost(PREVIEW_WIDTHS[middle]) <= target:
+                high = middle
+            else:
+                low = middle + 1
+        return PREVIEW_WIDTHS[high]
+
+    def cost(self, width: Widths) -> int:
+        """Characters of the tree lines and collapsed entries as JSON, at ``width``."""
+        return sum(self._line_cost(line, depth, width) for line, depth, _ in self._drawn())
+
+    def _open_within(self, room: int, width: Widths) -> None:
+        """Open nodes from the top while the lines fit ``room``: the critical path first, then
+        the way to errors, then breadth first; a node whose children do not fit stays one line
+        (with the call that opens it). The view's top is always open."""
+        self.open, self.folds = set(), {}
+        total = self.cost(width)
+        queue: list[tuple[tuple[int, int, int, int], Node]] = []
+        for node in self.view:
+            if node.children and self._may_open(node):
+                total += self._open_best(node, width, room - total, force=True)
+                self._enqueue_children(queue, node)
+        while queue:
+            _, node = heapq.heappop(queue)
+            added = self._open_best(node, width, room - total, force=False)
+            if node.index in self.open:
+                total += added
+                self._enqueue_children(queue, node)
+
+    def _open_best(self, node: Node, width: Widths, room: int, *, force: bool) -> int:
+        """Open ``node`` if its children fit ``room``, with big runs drawn in full or, when
+        that is too much, folded to use at most half the room (the rest is for going deeper);
+        returns the characters added (0 when it stays closed)."""
+        full = self._opening_cost(node, width, None)
+        if full <= room:
+            self.open.add(node.index)
+            return full
+        longest = max((len(i.members) for i in self._big_runs(node)), default=0)
+        for keep_errors in (True, False):
+            low, high = 0, longest - 2  # the most leading members kept, 0 when none fits
+            while low < high:
+                middle = (low + high + 1) // 2
+                if self._opening_cost(node, width, (middle, keep_errors)) <= room // 2:
+                    low = middle
+                else:
+                    high = middle - 1
+            if low or force:
+                fold = (max(low, 1), keep_errors and low > 0)
+                self.open.add(node.index)
+                for run in self._big_runs(node):
+                    head, rest, tail = _split_run(run, *fold)
+                    if rest is not None:
+                        self.folds[run.index] = (head, rest, tail)
+                return self._opening_cost(node, width, fold)
         return 0
 
-    def cost(self, width: int) -> int:
-        """Characters of the tree lines and collapsed entries as JSON, at ``width``."""
-        return sum(self._line_cost(line, depth, width) for line, depth in self._lines())
+    def _big_runs(self, node: Node) -> list[Run]:
+        return [i for i in self.blocks[node.index] if isinstance(i, Run) and not i.small]
 
-    def _collapse_until(self, room: int, width: int) -> None:
-        block = self._block_costs(width)
-        total = sum(self._node_cost(n, width) + block[n.index] for n in self.view)
-        excess = total - room
-        while excess > 0:
-            node = self._choose(block, excess, width)
-            if node is None:
-                return
-            saved = block[node.index] - self._collapsed_cost(node, width)
-            self._collapse(node)
-            block[node.index] -= saved
-            parent = node.parent
-            while parent is not None and parent.index < len(self.order):
-                if self.order[parent.index] is not parent:
-                    break
-                block[parent.index] -= saved
-                parent = parent.parent
-            excess -= saved
-
-    def _choose(self, block: list[int], excess: int, width: int) -> Node | None:
-        """The next subtree to collapse: lowest tier first (no errors, no critical path), then
-        the smallest whose collapse is enough, else the one that saves most."""
-        best: tuple[tuple[int, int, int], Node] | None = None
-        for node in self.order:
-            if (
-                self.hidden[node.index]
-                or node.index in self.collapsed
-                or not node.children
-                or node.depth == 0
-            ):
+    def _opening_cost(self, node: Node, width: Widths, fold: tuple[int, bool] | None) -> int:
+        depth = node.depth + 1
+        cost = -self._line_cost(Collapse(node), depth, width)
+        for item in self.blocks[node.index]:
+            if isinstance(item, Run) and item.small:
+                cost += self._line_cost(item, depth, width)
                 continue
-            saved = block[node.index] - self._collapsed_cost(node, width)
-            if saved <= 0:
-                continue
-            tier = 2 if node.critical_below else 1 if node.descendant_errors else 0
-            key = (tier, 0, saved) if saved >= excess else (tier, 1, -saved)
-            if best is None or key < best[0]:
-                best = (key, node)
-        return None if best is None else best[1]
+            members = item.members if isinstance(item, Run) else [item]
+            if fold is not None and isinstance(item, Run):
+                head, rest, tail = _split_run(item, *fold)
+                if rest is not None:
+                    cost += self._line_cost(rest, depth, width)
+                    members = [*head, *tail]
+            for child in members:
+                cost += self._line_cost(child, depth, width)
+                if child.children:
+                    cost += self._line_cost(Collapse(child), depth + 1, width)
+        return cost
 
-    def _block_costs(self, width: int) -> list[int]:
-        """For each node, the cost of every line drawn under it."""
-        block = [0] * len(self.order)
-        for node in reversed(self.order):
-            if self.hidden[node.index] or not node.children:
-                continue
-            if node.index in self.collapsed:
-                block[node.index] = self._collapsed_cost(node, width)
-                continue
-            for item in self.blocks[node.index]:
-                if isinstance(item, Run):
-                    block[node.index] += self._line_cost(item, node.depth + 1, width)
-                else:
-                    block[node.index] += self._node_cost(item, width) + block[item.index]
-        return block
-
-    def _collapsed_cost(self, node: Node, width: int) -> int:
-        if node.index not in self._collapse_cost:
-            line = Collapse(node)
-            self._collapse_cost[node.index] = self._line_cost(line, node.depth + 1, width)
-        return self._collapse_cost[node.index]
-
-    def _collapse(self, node: Node) -> None:
-        self._hide(node, including_self=False)
-        self.collapsed.add(node.index)
-
-    def _hide(self, node: Node, *, including_self: bool) -> None:
-        for below in subtree(node):
-            if below is node and not including_self:
-                continue
-            self.hidden[below.index] = True
-            self.collapsed.discard(below.index)
+    def _enqueue_children(
+        self, queue: list[tuple[tuple[int, int, int, int], Node]], node: Node
+    ) -> None:
+        for line in self._below(node):
+            if isinstance(line, Node) and line.children and self._may_open(line):
+                tier = 0 if line.critical_below else 1 if line.descendant_errors else 2
+                heapq.heappush(queue, ((tier, line.depth, line.start_us, line.index), line))
 
     # -- drawing ----------------------------------------------------------------------------------
 
-    def _lines(self) -> Iterator[tuple[Line, int]]:
-        """Every drawn line and its depth, in display order."""
-        for line, depth, _prefix in self._drawn():
-            yield line, depth
+    def _below(self, node: Node) -> list[Line]:
+        """The lines right under ``node``."""
+        if node.index not in self.open:
+            return [Collapse(node)]
+        below: list[Line] = []
+        for item in self.blocks[node.index]:
+            if not isinstance(item, Run) or item.small:
+                below.append(item)
+            elif item.index in self.folds:
+                head, rest, tail = self.folds[item.index]
+                below.extend([*head, rest, *tail])
+            else:
+                below.extend(item.members)
+        return below
 
     def _drawn(self) -> Iterator[tuple[Line, int, str]]:
+        """Every drawn line, its depth and its tree prefix, in display order."""
         stack: list[tuple[Line, int, str]] = [(n, 0, "") for n in reversed(self.view)]
         while stack:
             line, depth, prefix = stack.pop()
             yield line, depth, prefix
             if not isinstance(line, Node) or not line.children:
                 continue
-            below: list[Line] = (
-                [Collapse(line)] if line.index in self.collapsed else [*self.blocks[line.index]]
-            )
+            below = self._below(line)
             inner = "" if depth == 0 else prefix[:-2] + ("  " if prefix.endswith("└─") else "│ ")
             for position in range(len(below) - 1, -1, -1):
                 last = position == len(below) - 1
                 stack.append((below[position], depth + 1, inner + ("└─" if last else "├─")))
 
-    def render(self, width: int) -> tuple[list[str], list[CollapsedSpans]]:
+    def render(self, width: Widths) -> tuple[list[str], list[CollapsedSpans]]:
         """The tree's lines and the collapsed entries, at preview ``width``."""
         lines: list[str] = []
         entries: list[CollapsedSpans] = []
@@ -210,15 +246,15 @@ class Layout:
                 entries.append(entry)
         return lines, entries
 
-    def _line_cost(self, line: Line, depth: int, width: int) -> int:
+    def _line_cost(self, line: Line, depth: int, width: Widths) -> int:
         cost = 2 * depth + _json_len(self._text(line, width)) + 1
         entry = self._entry(line)
         return cost if entry is None else cost + len(entry.model_dump_json()) + 1
 
-    def _node_cost(self, node: Node, width: int) -> int:
+    def _node_cost(self, node: Node, width: Widths) -> int:
         return self._line_cost(node, node.depth, width)
 
-    def _text(self, line: Line, width: int) -> str:
+    def _text(self, line: Line, width: Widths) -> str:
         if isinstance(line, Collapse):
             return self._collapse_text(line.node)
         if isinstance(line, Run):
@@ -245,7 +281,7 @@ class Layout:
 
     # -- text -------------------------------------------------------------------------------------
 
-    def _node_text(self, node: Node, width: int) -> str:
+    def _node_text(self, node: Node, width: Widths) -> str:
         mark = "*" if node.critical else ""
         span = node.span
         if span is None:
@@ -260,8 +296,9 @@ class Layout:
         parts.append(duration(span.end_us - span.start_us))
         if node.children:
             parts.append(f"self {duration(self_time_us(node))}")
-        if frame.latency_us > 0:
-            parts.append(f"{100 * (span.end_us - span.start_us) / frame.latency_us:.0f}%")
+        share = 100 * (span.end_us - span.start_us) / max(frame.latency_us, 1)
+        if share >= 0.5:
+            parts.append(f"{share:.0f}%")
         detail = span.model or (span.tool if span.tool and span.tool != span.name else None)
         if detail:
             parts.append(_flat(detail, 40))
@@ -270,7 +307,7 @@ class Layout:
         parts.extend(self._texts.previews(node, width))
         return " ".join(parts)
 
-    def _run_text(self, run: Run, width: int) -> str:
+    def _run_text(self, run: Run, width: Widths) -> str:
         span, frame = run.first.span, self.frame
         assert span is not None
         durations = [m.end_us - m.start_us for m in run.members]
@@ -288,7 +325,7 @@ class Layout:
         )
         failed = next((m for m in run.members if m.is_error), None)
         if failed is not None:
-            text += " " + self._texts.error(failed, max(width, ERROR_CHARS))
+            text += " " + self._texts.error(failed, max(width[0], ERROR_CHARS))
         return f"{text} → {self._list_call(run)}"
 
     def _collapse_text(self, node: Node) -> str:
@@ -308,6 +345,12 @@ class Layout:
         parent = span.parent_id
         project = f"project='{self.frame.project}', " if self.frame.project else ""
         where = f"trace_id='{self.frame.trace_id}' and parent_span_id='{parent}'"
+        siblings = run.first.parent.children if run.first.parent is not None else []
+        if sum(c.span is not None and c.span.name == span.name for c in siblings) > len(
+            run.members
+        ):
+            first, last = _timestamp(run.first.start_us), _timestamp(run.last.start_us)
+            where += f" and start_time between '{first}' and '{last}'"
         return f'search_spans({project}name={_quoted(span.name)}, where="{where}")'
 
 
@@ -330,18 +373,18 @@ class _Texts:
                 self.errors[node.index] = clean(span.error_text)
         self._order = order
 
-    def previews(self, node: Node, width: int) -> list[str]:
+    def previews(self, node: Node, width: Widths) -> list[str]:
         parts: list[str] = []
-        if width > 0:
-            for label, texts in (("in", self.inputs), ("out", self.outputs)):
-                text = texts.get(node.index)
-                if not text:
-                    continue
-                parent = node.parent
-                same = parent is not None and self._same(parent, texts, text)
-                parts.append(f"{label}:^" if same else f"{label}:{_flat(text, width)}")
+        for label, texts in (("in", self.inputs), ("out", self.outputs)):
+            text = texts.get(node.index)
+            chars = width[0] if _primary(node, label) else width[1]
+            if not text or not chars:
+                continue
+            parent = node.parent
+            same = parent is not None and self._same(parent, texts, text)
+            parts.append(f"{label}:^" if same else f"{label}:{_flat(text, chars)}")
         if node.index in self.errors:
-            parts.append(self.error(node, max(width, ERROR_CHARS)))
+            parts.append(self.error(node, max(width[0], ERROR_CHARS)))
         return parts
 
     def error(self, node: Node, width: int) -> str:
@@ -399,6 +442,34 @@ def tokens(count: int) -> str:
     if count < 1_000_000:
         return f"{count / 1000:.1f}ktok"
     return f"{count / 1_000_000:.1f}Mtok"
+
+
+def _primary(node: Node, label: str) -> bool:
+    kind = node.span.kind if node.span is not None else ""
+    if node.depth == 0:
+        return True
+    return label == "in" and kind in ("TOOL", "RETRIEVER")
+
+
+def _split_run(run: Run, head: int, keep_errors: bool) -> tuple[list[Node], Run | None, list[Node]]:
+    """A run folded: its first ``head`` members, those on the critical path (and with errors,
+    if ``keep_errors``) and its last member stay; one line stands for the rest (None when fewer
+    than two would be folded)."""
+    members = run.members
+    kept = {id(m) for m in members[:head]} | {id(members[-1])}
+    for member in members:
+        if member.critical or member.critical_below or (keep_errors and member.errors):
+            kept.add(id(member))
+    rest = [m for m in members if id(m) not in kept]
+    if len(rest) < 2:
+        return members, None, []
+    shown = [m for m in members if id(m) in kept]
+    return shown[:head], Run(rest, index=run.index, small=True), shown[head:]
+
+
+def _timestamp(us: int) -> str:
+    """A SQL timestamp literal for microseconds since the epoch (UTC, as stored)."""
+    return (datetime(1970, 1, 1) + timedelta(microseconds=us)).isoformat(sep=" ")
 
 
 def _flat(text: str, limit: int) -> str:

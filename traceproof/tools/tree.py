@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 #: Consecutive siblings with the same name and kind shown as one line from this many on.
 RUN_MIN = 5
+#: A run whose members each stand for at most this many spans is one line from the start.
+RUN_SMALL = 3
 
 
 @dataclass(slots=True)
@@ -76,6 +78,9 @@ class Run:
     """Consecutive siblings with the same name and kind, shown as one line."""
 
     members: list[Node]
+    index: int = -1
+    #: Small runs are always one line; a run of larger members is drawn in full or folded.
+    small: bool = True
 
     @property
     def first(self) -> Node:
