@@ -59,6 +59,8 @@ def serve(
             log_level=log_level.lower(),
             access_log=False,
             lifespan="on",  # MCP's session manager runs in the app's lifespan
+            # An MCP client's open event stream must not hold a stopping server forever.
+            timeout_graceful_shutdown=5,
         )
         server = uvicorn.Server(config)
         url = f"http://{_url_host(settings.host)}:{settings.port}"
