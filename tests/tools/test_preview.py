@@ -523,3 +523,14 @@ def test_every_demo_trace_fits_its_budget_and_shows_its_errors(demo_store: Store
     print(f"largest demo preview: {largest} characters")
     # The trace holding a 400,000-character input previews like any other.
     assert size(get_trace_preview(demo_store, trace_id=big)) < 6_000
+
+
+def test_a_node_with_thousands_of_distinct_children_is_cut_to_the_budget(store: Store) -> None:
+    spans = [Sp("root000000000000", None, "root", 0, 10_000)]
+    spans += [
+        Sp(f"leaf{i:012d}", "root000000000000", f"step_{i % 2}_{i}", i, i + 1) for i in range(3000)
+    ]
+    preview = get_trace_preview(store, trace_id=write(store, spans), max_chars=4_000)
+    assert size(preview) <= 4_000 and preview.truncated
+    assert preview.tree[0].startswith("*root CHAIN root000000000000")
+    assert re.fullmatch(r"… \d+ more lines cut to fit max_chars\..*", preview.tree[-1])
