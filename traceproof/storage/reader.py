@@ -20,6 +20,9 @@ import duckdb
 
 from traceproof.storage.exceptions import ForbiddenQuery, InvalidQuery, QueryTimeout, StoreError
 
+#: PRAGMA statements reach DuckDB as SELECTs over pragma functions; they are refused by name.
+_PRAGMA = re.compile(r"^(?:\s|--[^\n]*\n|/\*.*?\*/)*pragma\b", re.IGNORECASE | re.DOTALL)
+
 #: Table functions that change state although they appear in a SELECT.
 _STATEFUL_FUNCTIONS = re.compile(r"\b(force_)?checkpoint\s*\(", re.IGNORECASE)
 
@@ -46,6 +49,8 @@ def check_select(sql: str) -> None:
             "separate calls."
         )
     kind = str(statements[0].type).rsplit(".", 1)[-1]
+    if _PRAGMA.match(sql):
+        kind = "PRAGMA"
     if kind != "SELECT":
         raise ForbiddenQuery(
             f"Only read-only SELECT queries are allowed (got {kind}). Writes, ATTACH, COPY, "
@@ -149,4 +154,4 @@ class Reader:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0].rstrip(".") if text else type(exc).__name__
+    return text[0].rstrip(".!") if text else type(exc).__name__

@@ -29,6 +29,7 @@ from traceproof.tools.filters import (
     UntilParam,
     WhereParam,
     field_sql,
+    where_errors,
 )
 from traceproof.tools.tabular import fit_note, fit_rows
 
@@ -192,7 +193,7 @@ def aggregate(
     order = _order_sql(order_by, [g[0] for g in groups], [m[0] for m in measures])
     span_filter = SpanFilter(project, since, until, status, span_kind, name, session_id, where)
     query, params = _query(source, groups, measures, order, span_filter, limit)
-    with store.reader() as reader:
+    with store.reader() as reader, where_errors(where):
         rows = reader.rows(query, params, untrusted=span_filter.untrusted)
     more = len(rows) > limit
     result = AggregateResult(columns=names, rows=[], truncated=more)

@@ -11,6 +11,8 @@ on the locked-down store): it can filter, never escape.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -18,7 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from traceproof.errors import ErrorCode
-from traceproof.storage import SPAN_COLUMNS, SPAN_KINDS, InvalidQuery, check_expression
+from traceproof.storage import SPAN_COLUMNS, SPAN_KINDS, InvalidQuery, Reader, check_expression
 from traceproof.tools.common import ToolFailure, parse_time
 
 # -- the shared parameters (every tool that filters spans declares these) -----------------------
@@ -206,3 +208,36 @@ def _strip_strings(expression: str) -> str:
 
 def time_param(value: str | None, name: str) -> datetime | None:
     return None if value is None else parse_time(value, name=name)
+
+
+@contextmanager
+def where_errors(where: str | None) -> Iterator[None]:
+    """Report a query that failed because of an agent's ``where`` expression as
+    ``invalid_filter``, the same way in every tool."""
+    try:
+        yield
+    except InvalidQuery as exc:
+        if not where:
+            raise
+        reason = exc.message.removesuffix(". Call describe_schema for columns.")
+        raise ToolFailure(
+            f"where {where[:200]!r} failed: {reason}. Use span columns (name, status, "
+            "latency_ms, model, tool_name…) or dotted attribute paths; describe_schema lists "
+            "them.",
+            code=ErrorCode.INVALID_FILTER,
+        ) from None
+
+
+def check_regex(reader: Reader, pattern: str, name: str = "pattern") -> None:
+    """Compile ``pattern`` once with DuckDB's own engine (RE2), so a bad one is reported as
+    such rather than as a failed query."""
+    try:
+        reader.rows("SELECT regexp_matches('', ?)", [pattern])
+    except InvalidQuery as exc:
+        reason = exc.message.split(". ")[0].removeprefix("Invalid Input Error: ")
+        raise ToolFailure(
+            f"{name} {pattern[:100]!r} is not a valid RE2 regular expression ({reason}). Fix "
+            r"it: escape special characters with \ (e.g. \( \. \$); RE2 has no lookaround "
+            "or backreferences.",
+            code=ErrorCode.INVALID_REGEX,
+        ) from None

@@ -28,6 +28,7 @@ from traceproof.tools.filters import (
     StatusParam,
     UntilParam,
     WhereParam,
+    where_errors,
 )
 from traceproof.tools.jqworker import JqCrashed, JqError, JqTimeout, runner
 from traceproof.tools.spandoc import JSON_COLUMNS, SELECT_COLUMNS
@@ -200,7 +201,7 @@ def _trace(store: Store, trace_id: str, project: str | None) -> tuple[bytes, str
 
 def _filtered(store: Store, span_filter: SpanFilter, limit: int) -> tuple[bytes, str, int, bool]:
     condition, params = span_filter.sql()
-    with store.reader() as reader:
+    with store.reader() as reader, where_errors(span_filter.where):
         rows = reader.dicts(
             f"SELECT {SELECT_COLUMNS} FROM spans WHERE {condition} "
             f"ORDER BY start_time DESC, span_id DESC LIMIT {limit + 1}",

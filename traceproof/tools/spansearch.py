@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
-from traceproof.storage import InvalidQuery, Store
+from traceproof.storage import Store
 from traceproof.tools.common import (
     Cursor,
     MaxChars,
@@ -39,6 +39,8 @@ from traceproof.tools.filters import (
     StatusParam,
     UntilParam,
     WhereParam,
+    check_regex,
+    where_errors,
 )
 from traceproof.tools.find import compile_regex, fingerprint, snippet
 from traceproof.tools.spandoc import TEXT_COLUMNS, Leaf, leaves
@@ -133,7 +135,8 @@ def search_spans(
         condition += " AND trace_id = ?"
         params.append(trace_id)
     if pattern is not None:
-        _check_re2(store, pattern)
+        with store.reader() as reader:
+            check_regex(reader, pattern)
         options = "'i'" if ignore_case else "'c'"
         searched = " OR ".join(f"regexp_matches({c}, ?, {options})" for c in _SEARCHED)
         condition += f" AND ({searched})"
@@ -154,27 +157,13 @@ def search_spans(
         f"ORDER BY {', '.join(f'{c} {d}' for c, d in order)} LIMIT {limit + 1}"
     )
     with store.reader(timeout=store.settings.sql_timeout_seconds) as reader:
-        found = reader.dicts(sql, params, untrusted=spec.untrusted)
+        with where_errors(where):
+            found = reader.dicts(sql, params, untrusted=spec.untrusted)
         more = len(found) > limit
         found = found[:limit]
         matches = _matches(reader, found, pattern, ignore_case) if pattern is not None else {}
     rows = [_row(r, matches.get((r["trace_id"], r["span_id"]))) for r in found]
     return _fit(SpanList(spans=rows, truncated=more), found, more, order, digest, room)
-
-
-def _check_re2(store: Store, pattern: str) -> None:
-    """Refuse a pattern DuckDB's RE2 cannot compile, with RE2's own message."""
-    try:
-        with store.reader(timeout=store.settings.sql_timeout_seconds) as reader:
-            reader.rows("SELECT regexp_matches('', ?)", [pattern])
-    except InvalidQuery as exc:
-        detail = exc.message.split(". Fix", 1)[0]
-        raise ToolFailure(
-            f"The pattern {pattern!r} is not a valid RE2 regular expression ({detail}). Fix it: "
-            "RE2 has no lookarounds or backreferences; escape literal ( [ . * + ? with a "
-            "backslash.",
-            code=ErrorCode.INVALID_REGEX,
-        ) from None
 
 
 def _cursor_key(cursor: str, digest: str, order: tuple[tuple[str, str], ...]) -> list[Any]:

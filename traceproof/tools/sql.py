@@ -8,22 +8,18 @@ budget; ``describe_schema``'s text lives in :mod:`traceproof.tools.schema_doc`.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
-from traceproof.storage import ForbiddenQuery, Store
+from traceproof.storage import Store
 from traceproof.tools.common import MaxChars, ToolFailure, budget, size
 from traceproof.tools.schema_doc import SchemaDescription, describe
 from traceproof.tools.tabular import fit_note, fit_rows
 
 #: Room kept for the ``note`` when the rows are fitted into the budget.
 _NOTE_ROOM = 400
-
-# PRAGMA statements reach DuckDB as SELECTs over pragma functions; they are refused by name.
-_PRAGMA = re.compile(r"^(?:\s|--[^\n]*\n|/\*.*?\*/)*pragma\b", re.IGNORECASE | re.DOTALL)
 
 
 class SqlResult(BaseModel):
@@ -59,10 +55,6 @@ def sql(
     """Run one read-only SQL SELECT over the trace store (DuckDB). Call describe_schema first
     for tables, columns and example queries; prefer aggregate or search tools when they fit."""
     settings = store.settings
-    if _PRAGMA.match(query):
-        raise ForbiddenQuery(
-            "PRAGMA is not allowed. Use SELECT; describe_schema lists tables and columns."
-        )
     wanted = settings.sql_row_limit if limit is None else limit
     rows_limit = min(wanted, settings.sql_max_rows)
     with store.reader() as reader:

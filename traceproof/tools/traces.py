@@ -19,7 +19,7 @@ import orjson
 from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
-from traceproof.storage import InvalidQuery, Reader, Store
+from traceproof.storage import Reader, Store
 from traceproof.tools.common import (
     Cursor,
     MaxChars,
@@ -38,7 +38,9 @@ from traceproof.tools.filters import (
     SpanFilter,
     UntilParam,
     WhereParam,
+    check_regex,
     time_param,
+    where_errors,
 )
 from traceproof.tools.paging import check_project, cut, largest_fit, next_call
 from traceproof.tools.sessions import SessionTurn, SessionView, get_session
@@ -163,7 +165,7 @@ def search_traces(
         if project is not None:
             check_project(reader, project)
         if regex is not None:
-            _check_regex(reader, regex)
+            check_regex(reader, regex, name="regex")
         found, total = query.page(reader, after, limit + 1)
     rows = [_trace_row(raw) for raw in found[:limit]]
     keys = [raw["keys"] for raw in found[:limit]]
@@ -254,12 +256,8 @@ class _TraceQuery:
             ORDER BY {order}
         """
         params += [*keyset_params, fetch]
-        try:
+        with where_errors(self.where):
             rows = reader.dicts(sql, params, untrusted=self.where is not None)
-        except InvalidQuery as exc:
-            if self.where is None:
-                raise
-            raise _bad_where(self.where, exc) from None
         if not rows:
             return [], 0 if after is None else self._count(reader)
         width = len(self.keys)
@@ -439,30 +437,6 @@ def _fit_traces(
 
 
 # -- shared checks -------------------------------------------------------------------------------
-
-
-def _check_regex(reader: Reader, regex: str) -> None:
-    """Compile the pattern once with DuckDB's own engine (RE2), so a bad one is reported as
-    such rather than as a failed query."""
-    try:
-        reader.rows("SELECT regexp_matches('', ?)", [regex])
-    except InvalidQuery as exc:
-        reason = exc.message.split(". ")[0].removeprefix("Invalid Input Error: ")
-        raise ToolFailure(
-            f"regex {regex[:100]!r} is not a valid RE2 pattern ({reason}). Fix it; escape "
-            r"special characters with \ (e.g. \( \. \$), and note RE2 has no lookaround or "
-            "backreferences.",
-            code=ErrorCode.INVALID_REGEX,
-        ) from None
-
-
-def _bad_where(where: str, exc: InvalidQuery) -> ToolFailure:
-    reason = exc.message.removesuffix(". Call describe_schema for columns.")
-    return ToolFailure(
-        f"where {where[:200]!r} failed: {reason}. Use span columns (name, status, latency_ms, "
-        "model, tool_name…) or dotted attribute paths; describe_schema lists them.",
-        code=ErrorCode.INVALID_FILTER,
-    )
 
 
 def _choice(value: str | None, allowed: tuple[str, ...], name: str) -> str | None:
