@@ -60,18 +60,20 @@ def store(settings: Settings) -> Iterator[Store]:
 
 
 class LiveServer:
-    """The ASGI app served by uvicorn in a thread, on a loopback port."""
+    """The ASGI app (OTLP, the tools' API and MCP at /mcp, with its lifespan) served by uvicorn
+    in a thread, on a loopback port."""
 
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        bound = settings.model_copy(update={"port": self.port})
         config = uvicorn.Config(
-            create_app(store, settings),
+            create_app(store, bound),
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
-            lifespan="off",
+            lifespan="on",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

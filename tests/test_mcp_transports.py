@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ import anyio
 import anyio.to_thread
 import httpx2
 import pytest
-import uvicorn
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -27,6 +25,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from tests.conftest import (
+    LiveServer,
     ServeProcess,
     free_port,
     make_agent_trace,
@@ -34,7 +33,6 @@ from tests.conftest import (
     wait_until,
 )
 from traceproof.errors import ErrorCode
-from traceproof.server.app import create_app
 from traceproof.settings import Settings
 from traceproof.storage import Store, owner
 from traceproof.tools import registry
@@ -89,38 +87,11 @@ def export_agent_traces(endpoint: str, headers: dict[str, str] | None = None) ->
     return results
 
 
-class InProcessServer:
-    """The app, with its lifespan, served by uvicorn in a thread on a loopback port."""
-
-    def __init__(self, store: Store, settings: Settings) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        bound = settings.model_copy(update={"port": self.port})
-        config = uvicorn.Config(
-            create_app(store, bound),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            lifespan="on",
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> InProcessServer:
-        self.thread.start()
-        wait_until(lambda: self.server.started, what="uvicorn to start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture
-def guarded(tmp_path: Path) -> Iterator[InProcessServer]:
+def guarded(tmp_path: Path) -> Iterator[LiveServer]:
     """A server whose settings carry a token."""
     settings = Settings(db=tmp_path / "guarded.duckdb", token=TOKEN)
-    with Store.open(settings.db, settings) as store, InProcessServer(store, settings) as server:
+    with Store.open(settings.db, settings) as store, LiveServer(store, settings) as server:
         yield server
 
 
@@ -132,7 +103,7 @@ def authorized(token: str = TOKEN) -> httpx2.AsyncClient:
 
 
 async def test_the_token_guards_mcp_otlp_and_the_api_but_not_the_health_check(
-    guarded: InProcessServer,
+    guarded: LiveServer,
 ) -> None:
     async with httpx2.AsyncClient(timeout=10) as http:
         for method, path in [("POST", "/mcp"), ("POST", "/v1/traces"), ("GET", "/api/v1/stats")]:
@@ -151,7 +122,7 @@ async def test_the_token_guards_mcp_otlp_and_the_api_but_not_the_health_check(
 
 
 async def test_with_the_token_mcp_over_http_answers_and_otlp_is_stored(
-    guarded: InProcessServer,
+    guarded: LiveServer,
 ) -> None:
     refused = await anyio.to_thread.run_sync(export_agent_traces, guarded.url + "/v1/traces")
     assert refused and all(r is SpanExportResult.FAILURE for r in refused)
@@ -170,7 +141,7 @@ async def test_with_the_token_mcp_over_http_answers_and_otlp_is_stored(
     assert sorted(row["error_count"] for row in result.structured_content["traces"]) == [0, 1]
 
 
-async def test_mcp_without_the_token_cannot_connect(guarded: InProcessServer) -> None:
+async def test_mcp_without_the_token_cannot_connect(guarded: LiveServer) -> None:
     with pytest.raises(ExceptionGroup) as raised:
         async with (
             authorized("wrong") as http,
@@ -181,7 +152,7 @@ async def test_mcp_without_the_token_cannot_connect(guarded: InProcessServer) ->
 
 
 async def test_dns_rebinding_protection_refuses_a_foreign_host_header(
-    guarded: InProcessServer,
+    guarded: LiveServer,
 ) -> None:
     body = {
         "jsonrpc": "2.0",
