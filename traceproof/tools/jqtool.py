@@ -9,6 +9,7 @@ process (:mod:`traceproof.tools.jqworker`) under the store's query time limit.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -32,6 +33,8 @@ from traceproof.tools.filters import (
 )
 from traceproof.tools.jqworker import JqCrashed, JqError, JqTimeout, runner
 from traceproof.tools.spandoc import JSON_COLUMNS, SELECT_COLUMNS
+
+log = logging.getLogger(__name__)
 
 #: Most spans of one trace given to a program.
 TRACE_MAX_SPANS = 20_000
@@ -239,7 +242,8 @@ def _run(program: str, document: bytes, room: int, timeout: float) -> dict[str, 
             f"The jq program ran longer than {timeout:g} s and was stopped. Bound it with "
             "limit(n; …) or first(…), or run over fewer spans."
         ) from None
-    except JqCrashed:
+    except JqCrashed as exc:
+        log.warning("the jq child process died: %s", exc)
         raise ToolFailure(
             "The jq program ran out of memory and was stopped. Select less (e.g. map({name, "
             "status})) or run over fewer spans.",

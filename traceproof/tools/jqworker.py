@@ -47,7 +47,8 @@ class JqTimeout(Exception):
 
 
 class JqCrashed(Exception):
-    """The child died while running the program (memory exhausted, most likely)."""
+    """The child died while running the program (memory exhausted, most likely); the message
+    holds the end of what it wrote to stderr, for the server log."""
 
 
 # -- the child ----------------------------------------------------------------------------------
@@ -181,8 +182,7 @@ class JqRunner:
                 self._stop()
                 raise JqTimeout() from None
             except (OSError, EOFError):
-                self._stop()
-                raise JqCrashed() from None
+                raise JqCrashed(self._stop()) from None
         reply: dict[str, Any] = json.loads(payload)
         if "error" in reply:
             raise JqError(reply["error"])
@@ -194,20 +194,24 @@ class JqRunner:
                 [sys.executable, "-I", os.path.abspath(__file__)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
                 env={},
                 close_fds=True,
             )
         return self._proc
 
-    def _stop(self) -> None:
+    def _stop(self) -> str:
+        """Kill the child; the end of its stderr (it writes there only when it fails)."""
         proc, self._proc = self._proc, None
-        if proc is not None:
-            proc.kill()
-            proc.wait()
-            for stream in (proc.stdin, proc.stdout):
-                if stream is not None:
-                    stream.close()
+        if proc is None:
+            return ""
+        proc.kill()
+        proc.wait()
+        stderr = proc.stderr.read()[-2000:].decode(errors="replace") if proc.stderr else ""
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        return f"exit status {proc.returncode}: {stderr.strip()}"
 
     def close(self) -> None:
         with self._lock:
