@@ -135,6 +135,7 @@ def projects(db: Path | None, as_json: bool) -> None:
 )
 @click.option("--min-latency", "min_latency_ms", type=float, default=None, help="At least (ms).")
 @click.option("--name", default=None, help="Root span name.")
+@click.option("--kind", "span_kind", default=None, help="Only traces with a span of this kind.")
 @click.option("--session", "session_id", default=None, help="Session id.")
 @click.option("--user", "user_id", default=None, help="User id.")
 @click.option("--regex", default=None, help="Regular expression over the traces' text.")

@@ -205,6 +205,20 @@ def test_where_matches_traces_with_any_matching_span(
     assert 0 < len(expected) < 90
 
 
+def test_span_kind_keeps_traces_that_have_a_span_of_that_kind(demo_store: Store) -> None:
+    rows, _ = all_pages(demo_store, span_kind="retriever", status="ERROR", limit=100)
+    expected = trace_ids(
+        demo_store,
+        "SELECT DISTINCT trace_id FROM spans WHERE span_kind = 'RETRIEVER' AND trace_id IN "
+        "(SELECT trace_id FROM traces WHERE error_count > 0)",
+    )
+    assert sorted(r.trace_id for r in rows) == sorted(expected)
+    assert 0 < len(expected) < 90
+    assert failure(lambda: search_traces(demo_store, span_kind="NOPE")).code is (
+        ErrorCode.INVALID_ARGUMENT
+    )
+
+
 def test_regex_finds_exactly_the_traces_containing_a_known_string(demo_store: Store) -> None:
     # The two turns the demo agent gives up on end with an AgentExecutionError.
     found = search_traces(demo_store, regex=r"AgentExecutionError: giving up")

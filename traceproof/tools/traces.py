@@ -122,6 +122,10 @@ def search_traces(
         float | None, Field(description="Only traces at least this long (ms).", ge=0)
     ] = None,
     name: NameParam = None,
+    span_kind: Annotated[
+        str | None,
+        Field(description="Only traces with a span of this kind (LLM, TOOL, RETRIEVER…)."),
+    ] = None,
     session_id: SessionParam = None,
     user_id: Annotated[str | None, Field(description="User id.")] = None,
     regex: Annotated[
@@ -148,6 +152,7 @@ def search_traces(
         status=_choice(status and status.upper(), ("OK", "ERROR"), "status"),
         min_latency_ms=min_latency_ms,
         name=name,
+        span_kind=span_kind,
         session_id=session_id,
         user_id=user_id,
         regex=regex,
@@ -180,6 +185,7 @@ _QUERY_ARGUMENTS = (
     "status",
     "min_latency_ms",
     "name",
+    "span_kind",
     "session_id",
     "user_id",
     "regex",
@@ -199,6 +205,7 @@ class _TraceQuery:
     status: str | None = None
     min_latency_ms: float | None = None
     name: str | None = None
+    span_kind: str | None = None
     session_id: str | None = None
     user_id: str | None = None
     regex: str | None = None
@@ -288,8 +295,8 @@ class _TraceQuery:
                 f"WHERE {scope} AND ({tests})),"
             )
             params += [*scope_params, *[self.regex] * len(_TEXT_FIELDS)]
-        if self.where is not None:
-            condition, where_params = SpanFilter(where=self.where).sql()
+        if self.where is not None or self.span_kind is not None:
+            condition, where_params = SpanFilter(span_kind=self.span_kind, where=self.where).sql()
             ctes.append(
                 f"where_hits AS (SELECT DISTINCT project, trace_id FROM spans "
                 f"WHERE {scope} AND {condition}),"
@@ -312,9 +319,8 @@ class _TraceQuery:
 
     def _semi_joins(self) -> str:
         joins = []
-        for cte in ("regex_hits",) * (self.regex is not None) + ("where_hits",) * (
-            self.where is not None
-        ):
+        span_hits = self.where is not None or self.span_kind is not None
+        for cte in ("regex_hits",) * (self.regex is not None) + ("where_hits",) * span_hits:
             joins.append(
                 f"SEMI JOIN {cte} ON {cte}.project = t.project AND {cte}.trace_id = t.trace_id"
             )
