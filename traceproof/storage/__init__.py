@@ -4,7 +4,7 @@ Public API: :class:`Store` (open, submit/write, reader), :class:`WriteResult`, t
 contract :data:`SPAN_SCHEMA`, and the exceptions in :mod:`traceproof.storage.exceptions`.
 """
 
-from traceproof.storage.columns import SPAN_COLUMNS, SPAN_KINDS, SPAN_SCHEMA
+from traceproof.storage.columns import SPAN_COLUMNS, SPAN_KINDS, SPAN_NUMERIC_COLUMNS, SPAN_SCHEMA
 from traceproof.storage.exceptions import (
     Busy,
     ForbiddenQuery,
@@ -21,6 +21,7 @@ from traceproof.storage.store import Store, WriteResult
 __all__ = [
     "SPAN_COLUMNS",
     "SPAN_KINDS",
+    "SPAN_NUMERIC_COLUMNS",
     "SPAN_SCHEMA",
     "Busy",
     "ForbiddenQuery",

@@ -47,6 +47,11 @@ SPAN_SCHEMA = pa.schema(
 
 SPAN_COLUMNS: tuple[str, ...] = tuple(SPAN_SCHEMA.names)
 
+#: The numeric span columns (latency and token counts): what sums and percentiles apply to.
+SPAN_NUMERIC_COLUMNS: tuple[str, ...] = tuple(
+    f.name for f in SPAN_SCHEMA if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+)
+
 #: OpenInference span kinds; anything else is stored as UNKNOWN.
 SPAN_KINDS = frozenset(
     {

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
-from traceproof.storage import Store
+from traceproof.storage import SPAN_NUMERIC_COLUMNS, Store
 from traceproof.tools.common import MaxChars, ToolFailure, budget, size
 from traceproof.tools.filters import (
     NameParam,
@@ -63,7 +63,6 @@ _TRACE_NUMERIC = (
     "completion_tokens",
     "total_tokens",
 )
-_SPAN_NUMERIC = ("latency_ms", "prompt_tokens", "completion_tokens", "total_tokens")
 
 #: Time buckets: ``unit(column)``.
 _BUCKETS = ("minute", "hour", "day", "week")
@@ -153,7 +152,7 @@ _SPANS_SOURCE = _Source(
         "error_type",
         "error_message",
     ),
-    _SPAN_NUMERIC,
+    SPAN_NUMERIC_COLUMNS,
     True,
 )
 _TRACES = _Source("traces", TRACE_COLUMNS, _TRACE_NUMERIC, False)

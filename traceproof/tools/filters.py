@@ -20,7 +20,14 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from traceproof.errors import ErrorCode
-from traceproof.storage import SPAN_COLUMNS, SPAN_KINDS, InvalidQuery, Reader, check_expression
+from traceproof.storage import (
+    SPAN_COLUMNS,
+    SPAN_KINDS,
+    SPAN_NUMERIC_COLUMNS,
+    InvalidQuery,
+    Reader,
+    check_expression,
+)
 from traceproof.tools.common import ToolFailure, parse_time
 
 # -- the shared parameters (every tool that filters spans declares these) -----------------------
@@ -130,7 +137,11 @@ def field_sql(name: str, *, numeric: bool = False, alias: str = "") -> str:
     name = name.strip()
     if name in SPAN_FIELDS:
         column = f"{alias}{name}"
-        return f"TRY_CAST({column} AS DOUBLE)" if numeric and name not in _NUMERIC else column
+        return (
+            f"TRY_CAST({column} AS DOUBLE)"
+            if numeric and name not in SPAN_NUMERIC_COLUMNS
+            else column
+        )
     segments = name.split(".")
     if not all(_PATH_SEGMENT.match(s) or s == "*" for s in segments) or len(segments) < 2:
         raise ToolFailure(
@@ -145,8 +156,6 @@ def field_sql(name: str, *, numeric: bool = False, alias: str = "") -> str:
     text = f"json_extract_string({alias}{root}, '{json_path(segments)}')"
     return f"TRY_CAST({text} AS DOUBLE)" if numeric else text
 
-
-_NUMERIC = frozenset({"latency_ms", "prompt_tokens", "completion_tokens", "total_tokens"})
 
 # Tokens of a where expression: string literals, quoted identifiers, dotted paths, numbers.
 _TOKEN = re.compile(
