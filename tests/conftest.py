@@ -221,13 +221,15 @@ def encoded(spans: list[ReadableSpan]) -> bytes:
 
 @pytest.fixture(scope="session")
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store file holding the demo project (built once per test session; copy before use)."""
+    """A store file holding the demo project at the fixed times of its script, 2026-11-01
+    09:08 to 14:38 UTC (built once per test session; copy before use)."""
+    from traceproof.demo import REFERENCE_NOW
     from traceproof.server.run import load_demo
 
     path = tmp_path_factory.mktemp("demo") / "demo.duckdb"
     settings = Settings(db=path)
     with Store.open(path, settings) as opened:
-        load_demo(opened, settings)
+        load_demo(opened, settings, now=REFERENCE_NOW)
     return path
 
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx2
 import pytest
+from click.testing import CliRunner
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.conftest import ServeProcess
-from traceproof.demo import DEMO_PROJECT, DEMO_SERVICE, demo_requests
+from traceproof.cli import cli
+from traceproof.demo import DEMO_LENGTH, DEMO_PROJECT, DEMO_SERVICE, REFERENCE_NOW, demo_requests
 from traceproof.ingest.otlp import decode_protobuf
+from traceproof.server.run import load_demo
 from traceproof.settings import Settings
 from traceproof.storage import Reader, Store
 from traceproof.tools.stats import get_stats
@@ -23,7 +27,7 @@ TOOL_ERRORS = {"OrderNotFound", "TimeoutError", "ValidationError", "OrderAlready
 
 @pytest.fixture(scope="module")
 def requests() -> list[bytes]:
-    return demo_requests()
+    return demo_requests(REFERENCE_NOW)
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +48,64 @@ def reader(demo_store: Store) -> Iterator[Reader]:
 
 
 def test_demo_requests_are_the_same_bytes_every_time(requests: list[bytes]) -> None:
-    again = demo_requests()
+    again = demo_requests(REFERENCE_NOW)
     assert again == requests
     assert len(requests) > 1
+
+
+def spans_of(requests: list[bytes]) -> list[tuple[bytes, bytes, int, int]]:
+    """(trace id, span id, start ns, end ns) of every span in the requests."""
+    return [
+        (s.trace_id, s.span_id, s.start_time_unix_nano, s.end_time_unix_nano)
+        for body in requests
+        for rs in ExportTraceServiceRequest.FromString(body).resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+    ]
+
+
+def test_the_demo_ends_just_before_its_anchor_with_the_same_ids_whatever_the_anchor(
+    requests: list[bytes],
+) -> None:
+    now = datetime(2031, 3, 4, 5, 6, 7, tzinfo=UTC)
+    moved = spans_of(demo_requests(now))
+    now_ns = int(now.timestamp()) * 1_000_000_000
+    assert max(end for *_, end in moved) <= now_ns
+    assert max(end for *_, end in moved) >= now_ns - 5 * 60 * 1_000_000_000
+    assert min(start for _, _, start, _ in moved) >= now_ns - DEMO_LENGTH.total_seconds() * 1e9
+    original = spans_of(requests)
+    assert [ids[:2] for ids in moved] == [ids[:2] for ids in original]
+    shift = now_ns - int(REFERENCE_NOW.timestamp()) * 1_000_000_000
+    assert [(s + shift, e + shift) for *_, s, e in original] == [(s, e) for *_, s, e in moved]
+
+
+def test_readme_example_finds_the_latest_failures_of_a_freshly_loaded_demo(
+    tmp_path: Path,
+) -> None:
+    """`traceproof serve --demo` loads the demo ending now, so README's
+    `traceproof traces --status ERROR --since 2h` has rows on any day."""
+    db = tmp_path / "fresh.duckdb"
+    with Store.open(db, Settings(db=db)) as store:
+        assert load_demo(store, Settings(db=db)) == 1064
+    result = CliRunner().invoke(
+        cli, ["traces", "--status", "ERROR", "--since", "2h", "--db", str(db), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout)
+    assert found["total"] >= 3
+    assert all(row["error_count"] > 0 for row in found["traces"])
+
+
+def test_loading_the_demo_again_adds_nothing_and_keeps_the_first_times(tmp_path: Path) -> None:
+    db = tmp_path / "twice.duckdb"
+    settings = Settings(db=db)
+    first = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    with Store.open(db, settings) as store:
+        assert load_demo(store, settings, now=first) == 1064
+        assert load_demo(store, settings, now=first + timedelta(days=3)) == 0
+        with store.reader() as reader:
+            newest = reader.scalar("SELECT max(end_time) FROM spans")
+    assert first - timedelta(minutes=5) <= newest.replace(tzinfo=UTC) <= first
 
 
 def test_demo_requests_hold_whole_traces_of_one_project(requests: list[bytes]) -> None:
@@ -163,8 +222,18 @@ def test_serve_demo_loads_the_demo_project(tmp_path: Path, demo_store: Store) ->
         served = httpx2.get(server.url + "/api/v1/stats").json()
     finally:
         server.stop()
-    assert served == json.loads(get_stats(demo_store).model_dump_json())
+    expected = json.loads(get_stats(demo_store).model_dump_json())
+    times = ("first_span", "last_span")
+    for stats in (served, expected):  # the served demo ends at its load time, not the fixture's
+        for row in stats["projects"]:
+            row["times"] = [datetime.fromisoformat(row.pop(key)) for key in times]
+    assert [{**p, "times": None} for p in served["projects"]] == [
+        {**p, "times": None} for p in expected["projects"]
+    ]
     (project,) = served["projects"]
+    first, last = project["times"]
+    assert last - first == expected["projects"][0]["times"][1] - expected["projects"][0]["times"][0]
+    assert datetime.now(UTC) - last.replace(tzinfo=UTC) < timedelta(hours=1)
     assert project["project"] == DEMO_PROJECT
     assert project["traces"] == 90  # the README's "90 traces in 25 multi-turn sessions"
     assert project["error_traces"] > 2

@@ -7,9 +7,17 @@ use the OpenTelemetry GenAI convention instead. About one tool call in ten fails
 as a whole, a few turns contain a slow tool, and one LLM span carries a ~400 KB pasted order
 history.
 
-The output is byte-for-byte deterministic: ids come from a seeded generator, every timestamp is
-explicit, all choices come from one seeded ``random.Random``, and nothing is read from the
-``OTEL_*`` environment variables (span limits, sampler and resource are all passed explicitly).
+The demo is recent: its times are fixed offsets from a "now" anchor (the moment it is loaded, by
+default), so that its last trace ends a couple of minutes before that moment and its 25 sessions
+spread over the 5 hours and 40 minutes before it; ``--since 2h`` finds its latest failures. Ids
+and content do not depend on the anchor (dates written inside the texts, such as delivery
+estimates, stay those of the original script). Loading the demo again into a store that holds it
+adds nothing: spans are deduplicated by id, so the store keeps the times of the first load.
+
+For a given anchor the output is byte-for-byte deterministic: ids come from a seeded generator,
+every timestamp is explicit, all choices come from one seeded ``random.Random``, and nothing is
+read from the ``OTEL_*`` environment variables (span limits, sampler and resource are all passed
+explicitly).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-__all__ = ["DEMO_PROJECT", "DEMO_SERVICE", "demo_requests"]
+__all__ = ["DEMO_LENGTH", "DEMO_PROJECT", "DEMO_SERVICE", "REFERENCE_NOW", "demo_requests"]
 
 DEMO_PROJECT = "demo"
 DEMO_SERVICE = "support-agent"
@@ -39,8 +47,12 @@ DEMO_SERVICE = "support-agent"
 Attrs = dict[str, AttributeValue]
 
 _SEED = 20261101
-_EPOCH = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
-_BASE_NS = int(_EPOCH.timestamp()) * 1_000_000_000
+_EPOCH = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)  # the script's own calendar (texts, ids)
+#: From the demo's start to its anchor: the last span ends about two minutes before the anchor.
+DEMO_LENGTH = timedelta(hours=5, minutes=40)
+#: The anchor under which the demo has the times of its original script (2026-11-01 09:00 UTC
+#: to 14:38): for tests that want fixed times.
+REFERENCE_NOW = _EPOCH + DEMO_LENGTH
 _MS = 1_000_000
 _SESSIONS = 25
 _MAX_SPANS_PER_REQUEST = 200
@@ -256,8 +268,9 @@ def _order_history(rng: random.Random, order: str) -> str:
 class _Demo:
     """Drives the scripted agent; one instance produces the whole demo project."""
 
-    def __init__(self, tracer: trace.Tracer) -> None:
+    def __init__(self, tracer: trace.Tracer, base_ns: int) -> None:
         self.tracer = tracer
+        self.base_ns = base_ns
         self.rng = random.Random(_SEED)
         self.turns = 0
 
@@ -468,7 +481,7 @@ class _Demo:
         return end
 
     def run(self) -> None:
-        rng, t = self.rng, _BASE_NS
+        rng, t = self.rng, self.base_ns
         for i in range(1, _SESSIONS + 1):
             t += rng.randint(6, 22) * 60_000 * _MS
             user, model = f"user-{rng.randint(1, 240):03d}", rng.choice(_MODELS)
@@ -481,9 +494,14 @@ class _Demo:
                 start = self.turn(s, k, start, slow=k == slow) + rng.randint(25, 240) * 1000 * _MS
 
 
-def demo_requests() -> list[bytes]:
+def demo_requests(now: datetime | None = None) -> list[bytes]:
     """Serialized OTLP ExportTraceServiceRequest protobufs (one per export batch) holding the demo
-    project: whole traces per request, at most ~200 spans each. Byte-identical on every call."""
+    project: whole traces per request, at most ~200 spans each. The demo ends just before ``now``
+    (default: the current time, to the second); byte-identical on every call with the same
+    ``now``."""
+    anchor = (now or datetime.now(UTC)).replace(microsecond=0)
+    anchor = anchor if anchor.tzinfo else anchor.replace(tzinfo=UTC)
+    base_ns = int((anchor - DEMO_LENGTH).timestamp()) * 1_000_000_000
     unset = SpanLimits.UNSET  # a ``None`` limit would mean "read the OTEL_* environment variable"
     limits = SpanLimits(
         max_attributes=10_000,
@@ -508,7 +526,7 @@ def demo_requests() -> list[bytes]:
     exporter = _CollectingExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     try:
-        _Demo(provider.get_tracer("support_agent", "1.0.0")).run()
+        _Demo(provider.get_tracer("support_agent", "1.0.0"), base_ns).run()
     finally:
         provider.shutdown()
     by_trace: dict[int, list[ReadableSpan]] = {}

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from types import FrameType
 from typing import Any
 
@@ -27,12 +28,13 @@ from traceproof.storage import Store, owner
 log = logging.getLogger(__name__)
 
 
-def load_demo(store: Store, settings: Settings) -> int:
-    """Write the demo project through the OTLP protobuf ingest path; returns new spans."""
+def load_demo(store: Store, settings: Settings, now: datetime | None = None) -> int:
+    """Write the demo project, ending just before ``now`` (default: the current time), through
+    the OTLP protobuf ingest path; returns new spans (0 when the store already holds it)."""
     from traceproof.demo import demo_requests
 
     added = 0
-    for body in demo_requests():
+    for body in demo_requests(now):
         decoded = decode_protobuf(body, default_project=settings.default_project)
         added += store.write(decoded.rows.table()).added
     return added
@@ -50,7 +52,12 @@ def serve(
     try:
         if demo:
             added = load_demo(store, settings)
-            announce(f"demo project loaded ({added:,} new spans)")
+            announce(
+                f"demo project loaded ({added:,} new spans)"
+                if added
+                else "demo project already in the store: it keeps the times of its first load "
+                "(pass another --db for a fresh one)"
+            )
         app = create_app(store, settings)
         config = uvicorn.Config(
             app,
