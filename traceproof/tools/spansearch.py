@@ -12,6 +12,7 @@ row's key, so pages never overlap or skip, even while new spans arrive.
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -29,6 +30,7 @@ from traceproof.tools.common import (
     one_line,
     size,
 )
+from traceproof.tools.emptiness import explain_empty
 from traceproof.tools.filters import (
     NameParam,
     ProjectParam,
@@ -40,6 +42,7 @@ from traceproof.tools.filters import (
     UntilParam,
     WhereParam,
     check_regex,
+    time_param,
     where_errors,
 )
 from traceproof.tools.find import compile_regex, fingerprint, snippet
@@ -94,6 +97,7 @@ class SpanList(BaseModel):
     next_call: str | None = Field(
         default=None, description="The exact call that reads the next page."
     )
+    note: str | None = Field(default=None, description="Why nothing matched, when nothing did.")
 
 
 def search_spans(
@@ -130,17 +134,10 @@ def search_spans(
     which spans (e.g. span_kind=TOOL in a trace) did or said something."""
     room = budget(max_chars, store.settings)
     spec = SpanFilter(project, since, until, status, span_kind, name, session_id, where)
-    condition, params = spec.sql()
-    if trace_id is not None:
-        condition += " AND trace_id = ?"
-        params.append(trace_id)
     if pattern is not None:
         with store.reader() as reader:
             check_regex(reader, pattern)
-        options = "'i'" if ignore_case else "'c'"
-        searched = " OR ".join(f"regexp_matches({c}, ?, {options})" for c in _SEARCHED)
-        condition += f" AND ({searched})"
-        params.extend([pattern] * len(_SEARCHED))
+    condition, params = _condition(spec, trace_id, pattern, ignore_case)
     order = _ORDERS[order_by]
     digest = fingerprint(
         project, since, until, status, span_kind, name, session_id, where, trace_id, pattern,
@@ -162,8 +159,55 @@ def search_spans(
         more = len(found) > limit
         found = found[:limit]
         matches = _matches(reader, found, pattern, ignore_case) if pattern is not None else {}
+        empty = not found and cursor is None
+        note = _why_empty(reader, spec, trace_id, pattern, ignore_case) if empty else None
     rows = [_row(r, matches.get((r["trace_id"], r["span_id"]))) for r in found]
-    return _fit(SpanList(spans=rows, truncated=more), found, more, order, digest, room)
+    result = SpanList(spans=rows, truncated=more, note=note)
+    return _fit(result, found, more, order, digest, room)
+
+
+def _condition(
+    spec: SpanFilter, trace_id: str | None, pattern: str | None, ignore_case: bool
+) -> tuple[str, list[Any]]:
+    """The SQL condition over ``spans`` of the filters, the trace and the pattern."""
+    condition, params = spec.sql()
+    if trace_id is not None:
+        condition += " AND trace_id = ?"
+        params.append(trace_id)
+    if pattern is not None:
+        options = "'i'" if ignore_case else "'c'"
+        searched = " OR ".join(f"regexp_matches({c}, ?, {options})" for c in _SEARCHED)
+        condition += f" AND ({searched})"
+        params.extend([pattern] * len(_SEARCHED))
+    return condition, params
+
+
+def _why_empty(
+    reader: Any, spec: SpanFilter, trace_id: str | None, pattern: str | None, ignore_case: bool
+) -> str:
+    """The note of an empty first page: which filter left nothing (see tools/emptiness.py)."""
+    others = {"trace_id": trace_id, "pattern": pattern, **asdict(spec)}
+    scope = ("project", "since", "until")
+    filters = {k: v for k, v in others.items() if v is not None and k not in scope}
+    window = SpanFilter(spec.project, spec.since, spec.until)
+
+    def count(subset: dict[str, Any]) -> int:
+        spans = replace(window, **{k: v for k, v in subset.items() if k in asdict(spec)})
+        sql, params = _condition(spans, subset.get("trace_id"), subset.get("pattern"), ignore_case)
+        return int(reader.scalar(f"SELECT count(*) FROM spans WHERE {sql}", params))
+
+    return explain_empty(
+        reader,
+        noun="spans",
+        table="spans",
+        project=spec.project,
+        since=spec.since,
+        until=spec.until,
+        since_at=time_param(spec.since, "since"),
+        until_at=time_param(spec.until, "until"),
+        filters=filters,
+        count=count,
+    )
 
 
 def _cursor_key(cursor: str, digest: str, order: tuple[tuple[str, str], ...]) -> list[Any]:

@@ -30,6 +30,7 @@ from traceproof.tools.common import (
     one_line,
     size,
 )
+from traceproof.tools.emptiness import explain_empty
 from traceproof.tools.filters import (
     NameParam,
     ProjectParam,
@@ -103,6 +104,7 @@ class TraceList(BaseModel):
     truncated: bool = Field(description="True when more matching traces follow this page.")
     next_cursor: str | None = Field(default=None, description="Cursor of the next page.")
     next_call: str | None = Field(default=None, description="The exact call for the next page.")
+    note: str | None = Field(default=None, description="Why nothing matched, when nothing did.")
 
 
 # -- search_traces -------------------------------------------------------------------------------
@@ -172,9 +174,10 @@ def search_traces(
         if regex is not None:
             check_regex(reader, regex, name="regex")
         found, total = query.page(reader, after, limit + 1)
+        note = _why_empty(reader, query) if not found and cursor is None else None
     rows = [_trace_row(raw) for raw in found[:limit]]
     keys = [raw["keys"] for raw in found[:limit]]
-    result = TraceList(traces=rows, total=total, truncated=len(found) > limit)
+    result = TraceList(traces=rows, total=total, truncated=len(found) > limit, note=note)
     return _fit_traces(result, keys, query, limit, max_chars, limit_chars)
 
 
@@ -347,6 +350,29 @@ class _TraceQuery:
         elif self.status == "OK":
             conditions.append("t.error_count = 0")
         return " AND ".join(conditions) or "TRUE", params
+
+
+def _why_empty(reader: Reader, query: _TraceQuery) -> str:
+    """The note of an empty first page: which filter left nothing (see tools/emptiness.py)."""
+    scope = ("project", "since", "until", "order_by", "ignore_case")
+    filters = {k: v for k, v in query.arguments().items() if k not in scope}
+
+    def count(subset: dict[str, Any]) -> int:
+        window = {k: getattr(query, k) for k in ("project", "since", "until", "ignore_case")}
+        return _TraceQuery(**window, **subset)._count(reader)
+
+    return explain_empty(
+        reader,
+        noun="traces",
+        table="traces",
+        project=query.project,
+        since=query.since,
+        until=query.until,
+        since_at=query.since_at,
+        until_at=query.until_at,
+        filters=filters,
+        count=count,
+    )
 
 
 def _keyset_sql(keys: list[tuple[str, str]], after: list[Any] | None) -> tuple[str, list[Any]]:
