@@ -4,6 +4,7 @@ status, and the same answers through a running server that holds the store."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
+from rich.cells import cell_len
 
 from tests.conftest import ServeProcess
 from traceproof.cli import cli
@@ -287,3 +289,71 @@ def test_the_commands_send_the_token_of_a_protected_server(
     refused = sql(None)
     assert refused.exit_code == 1
     assert refused.stderr.startswith("error: [unauthorized] ")
+
+
+# -- drawing for a terminal of 80 to 120 columns -------------------------------------------------
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def at_width(runner: CliRunner, width: int, *args: str | Path) -> list[str]:
+    """The command's output lines as a terminal of ``width`` columns shows them."""
+    env = {"COLUMNS": str(width), "TTY_COMPATIBLE": "1", "NO_COLOR": "1"}
+    result = runner.invoke(cli, [str(a) for a in args], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = [ANSI.sub("", line).rstrip() for line in result.stdout.splitlines()]
+    paging = "next page: --cursor "  # one line, as is, to copy whole
+    too_wide = [line for line in lines if cell_len(line) > width and not line.startswith(paging)]
+    assert too_wide == [], f"lines wider than {width} columns"
+    return lines
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_trace_ids_are_never_wrapped(runner: CliRunner, demo: Facts, width: int) -> None:
+    found = as_json(runner, "traces", "--limit", "5", "--db", demo.db)
+    lines = at_width(runner, width, "traces", "--limit", "5", "--db", demo.db)
+    for row in found["traces"]:
+        assert any(row["trace_id"] in line for line in lines), row["trace_id"]
+    session = as_json(runner, "session", demo.session, "--db", demo.db)
+    lines = at_width(runner, width, "session", demo.session, "--db", demo.db)
+    text = "\n".join(lines)
+    for turn in session["turns"]:
+        assert turn["trace_id"] in text
+    for header in ("total_tokens", "error_count", "span_count", "latency_ms"):
+        assert header in text  # a header or key is never broken
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_wide_row_turns_vertical_one_column_per_line(
+    runner: CliRunner, demo: Facts, width: int
+) -> None:
+    found = as_json(runner, "sql", "select * from spans limit 1", "--db", demo.db)
+    lines = at_width(runner, width, "sql", "select * from spans limit 1", "--db", demo.db)
+    assert len(lines) < 60  # was 202 lines one character wide
+    starts = [line.split(":", 1)[0] for line in lines if ":" in line]
+    assert [name for name in found["columns"] if name in starts] == found["columns"]
+    (row,) = found["rows"]
+    span_id = row[found["columns"].index("span_id")]
+    assert any(line.split() == ["span_id:", span_id] for line in lines)
+
+
+def test_schema_shows_each_table_s_columns_as_rows_not_clipped_json(
+    runner: CliRunner, demo: Facts
+) -> None:
+    found = as_json(runner, "schema", "--db", demo.db)
+    lines = at_width(runner, 100, "schema", "--db", demo.db)
+    text = "\n".join(lines)
+    assert '[{"name"' not in text
+    cells = table_cells(text.replace("┃", "│"))
+    for table in found["tables"]:
+        assert f"name:        {table['name']}" in text
+        for column in table["columns"]:
+            assert [column["name"], column["type"]] in [c[:2] for c in cells]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_stack_trace_keeps_its_lines(runner: CliRunner, demo: Facts, width: int) -> None:
+    lines = at_width(runner, width, "span", demo.error_span, "--db", demo.db)
+    values = [line.strip(" │").split("│")[-1].strip() for line in lines]  # the value column
+    assert "Traceback (most recent call last):" in values
+    assert "raise map_error(response)" in values

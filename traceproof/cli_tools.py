@@ -3,8 +3,8 @@
 Each command calls one registered tool (traceproof/tools/registry.py) with the options it was
 given, on the store itself or, when a running ``traceproof serve`` holds it, through that
 server's API: the same validation, the same result. ``--json`` prints the result model as JSON;
-by default it is drawn for a terminal: lists of rows as tables, text blocks (a trace's tree) as
-they are, nested objects as path/value tables, and the paging fields last.
+by default it is drawn for a person by :mod:`traceproof.cli_render` (tables that fit the terminal,
+records when they would not).
 
 The commands register themselves on the ``traceproof`` group when :mod:`traceproof.cli` imports
 this module.
@@ -12,28 +12,20 @@ this module.
 
 from __future__ import annotations
 
-import io
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from traceproof.cli import _fail, _settings, _store_or_remote, cli, db_option, out
+from traceproof.cli import _fail, _settings, _store_or_remote, cli, db_option
+from traceproof.cli_render import render
 from traceproof.errors import TraceproofError
 from traceproof.remote import RemoteStore
 
 Command = Callable[..., Any]
-
-#: The widest a table cell is drawn; --json prints every value whole.
-CELL_CHARS = 200
-
-_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?")
 
 
 def call(db: Path | None, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
@@ -60,8 +52,8 @@ def _exit(exc: TraceproofError) -> NoReturn:
 def emit(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
-    else:
-        render(result)
+    else:  # a console of its own: the terminal's width (or COLUMNS) at the time of the call
+        render(result, Console())
 
 
 # -- options shared by several commands ----------------------------------------------------------
@@ -310,144 +302,3 @@ def schema(db: Path | None, as_json: bool, **options: Any) -> None:
 def session(db: Path | None, as_json: bool, **options: Any) -> None:
     """A multi-turn session: its traces in order with inputs, outputs, latency and errors."""
     emit(call(db, "get_session", options), as_json)
-
-
-# -- drawing a result for a terminal ---------------------------------------------------------------
-
-
-#: Scalar fields about the whole answer (paging, what was left out): printed after the rows.
-_AFTER = frozenset(
-    {"total", "row_count", "truncated", "clipped_cells", "note", "next_cursor", "next_call"}
-)
-
-
-def render(result: dict[str, Any]) -> None:
-    """Draw any result model's JSON: its scalar fields as ``key: value`` lines, then lists of
-    rows as tables, text blocks (a trace's tree) as they are, nested objects as path/value
-    tables, and last what the answer left out and how to page on."""
-    grid = isinstance(result.get("columns"), list) and isinstance(result.get("rows"), list)
-    grid = grid and not _is_rows(result["rows"])
-    scalars = [(k, v) for k, v in result.items() if _is_scalar(v) and _shown(v)]
-    _print_fields([(k, v) for k, v in scalars if k not in _AFTER])
-    for key, value in result.items():
-        if grid and key == "rows":
-            _print_table(_grid_table(result["columns"], value))
-        elif _is_scalar(value) or (grid and key in ("columns", "types")) or value in ([], {}):
-            continue  # printed as fields, the header of the rows grid, or empty
-        elif isinstance(value, str):
-            out.print(value, markup=False, highlight=False, soft_wrap=True)
-        elif _is_rows(value):
-            _print_table(_rows_table(value))
-        elif isinstance(value, dict) and value:
-            _print_table(_paths_table(key, value))
-        elif isinstance(value, list) and key != "results" and _ids(value):
-            _print_fields([(key, ", ".join(value))])
-        elif isinstance(value, list):
-            for item in value:
-                text = item if isinstance(item, str) else _json(item, indent=2)
-                out.print(text, markup=False, highlight=False, soft_wrap=True)
-    _print_fields([(k, v) for k, v in scalars if k in _AFTER])
-
-
-def _ids(values: list[Any]) -> bool:
-    """Whether a list holds names or ids (shown on one line) rather than lines of text."""
-    return all(isinstance(v, str) and v and not any(c.isspace() for c in v) for v in values)
-
-
-def _shown(value: Any) -> bool:
-    """Whether a field says something: unset, empty and false fields are left out; 0 is not."""
-    return value is not None and value != "" and value is not False
-
-
-def _is_scalar(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\n" not in value
-    return not isinstance(value, list | dict)
-
-
-def _print_fields(fields: list[tuple[str, Any]]) -> None:
-    paged = any(key == "next_cursor" for key, _ in fields)
-    for key, value in fields:
-        if key == "next_cursor":
-            line = f"next page: --cursor {value}"
-        elif key == "next_call" and paged:
-            continue  # the agents' form of the same continuation
-        else:
-            line = f"{key}: {_cell(value, limit=100_000)}"
-        out.print(line, markup=False, highlight=False, soft_wrap=True)
-
-
-def _is_rows(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
-
-
-def _rows_table(rows: list[dict[str, Any]]) -> Table:
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    return _grid_table(list(columns), [[row.get(c) for c in columns] for row in rows])
-
-
-def _grid_table(columns: list[Any], rows: list[Any]) -> Table:
-    names = [str(c.get("name", c)) if isinstance(c, dict) else str(c) for c in columns]
-    table = Table(*names)
-    for column in table.columns:
-        column.overflow = "fold"
-    grid = [row if isinstance(row, list) else [row] for row in rows]
-    for index, column in enumerate(table.columns):
-        values = [row[index] for row in grid if index < len(row) and row[index] is not None]
-        if values and all(_is_number(v) for v in values):
-            column.justify = "right"
-    for row in grid:
-        table.add_row(*[Text(_cell(value)) for value in row])
-    return table
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _paths_table(title: str, value: dict[str, Any]) -> Table:
-    table = Table(title, "value")
-    table.columns[1].overflow = "fold"
-    for path, leaf in _flatten(value):
-        table.add_row(Text(path), Text(_cell(leaf, limit=4 * CELL_CHARS)))
-    return table
-
-
-def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """Nested objects as (dotted path, leaf) pairs: how agents name attributes."""
-    if isinstance(value, dict) and value:
-        pairs: list[tuple[str, Any]] = []
-        for key, inner in value.items():
-            pairs.extend(_flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
-        return pairs
-    if isinstance(value, list) and value and all(isinstance(v, dict | list) for v in value):
-        return [pair for i, v in enumerate(value) for pair in _flatten(v, f"{prefix}.{i}")]
-    return [(prefix, value)]
-
-
-def _cell(value: Any, limit: int = CELL_CHARS) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:,.2f}".rstrip("0").rstrip(".")
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    text = value if isinstance(value, str) else _json(value)
-    if _ISO_TIME.fullmatch(text):  # 2026-11-01T14:37:45.017000 -> 2026-11-01 14:37:45.017
-        return text[:23].replace("T", " ")
-    text = " ".join(text.split()) if len(text) <= 4 * limit else " ".join(text[: 4 * limit].split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _json(value: Any, indent: int | None = None) -> str:
-    return json.dumps(value, indent=indent, ensure_ascii=False, default=str)
-
-
-def _print_table(table: Table) -> None:
-    if out.is_terminal:
-        out.print(table)
-    else:  # piped or captured: full width, so that no value is folded mid-word
-        natural = Console(file=io.StringIO(), width=100_000).measure(table).maximum
-        Console(file=out.file, width=min(max(natural, out.width), 400)).print(table)

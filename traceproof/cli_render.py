@@ -1,0 +1,286 @@
+"""Drawing a tool's result for a person: tables that fit the terminal, records when they do not.
+
+:func:`render` takes any result model's JSON. Its scalar fields print as ``key: value`` lines,
+lists of rows as tables, text blocks (a trace's tree) as they are, nested objects as path/value
+tables, rows holding rows of their own (the schema's tables and their columns) as a record
+followed by a table, and last what the answer left out and how to page on.
+
+A table is drawn only when it fits the width: ids, times, numbers and other one-word values are
+never wrapped, headers never break, and free text keeps at least :data:`TEXT_MIN` columns. A
+table that cannot meet that turns vertical: one ``column: value`` line per field, a blank line
+between rows. Values keep their line breaks (a stack trace stays a stack trace). Output that is
+not a terminal is drawn up to :data:`PIPED_WIDTH` columns wide, so that piping to a file or a
+pager folds nothing that would fit there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from rich.cells import cell_len
+from rich.console import Console
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+#: The longest a table cell is drawn; --json prints every value whole.
+CELL_CHARS = 200
+#: The longest a value is drawn in a record (vertical) or path/value view.
+RECORD_CHARS = 4 * CELL_CHARS
+#: Most lines of one value drawn in a table cell or a record.
+VALUE_LINES = 40
+#: The narrowest a column of free text is squeezed (or its natural width, when less).
+TEXT_MIN = 16
+#: The narrowest the value column of a path/value table is squeezed.
+PATH_TEXT_MIN = 32
+#: A value up to this long without spaces (an id, a model, a time) is never wrapped.
+ATOM_CHARS = 48
+#: Width of the drawing when the output is not a terminal.
+PIPED_WIDTH = 400
+
+#: Scalar fields about the whole answer (paging, what was left out): printed after the rows.
+AFTER = frozenset(
+    {"total", "row_count", "truncated", "clipped_cells", "note", "next_cursor", "next_call"}
+)
+
+_ISO_TIME = re.compile(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d(\.\d{1,3})?)\d*(Z|[+-]00:00)?")
+
+
+def render(result: dict[str, Any], console: Console) -> None:
+    """Draw ``result`` (a tool's JSON) on ``console``."""
+    _Screen(console).result(result)
+
+
+class _Screen:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.terminal = console.is_terminal
+        self.width = console.width if self.terminal else PIPED_WIDTH
+
+    def say(self, text: str) -> None:
+        """Text as it is, its lines wrapped at the width (on a terminal)."""
+        self.console.print(Text(text, overflow="fold"), highlight=False, width=self.width)
+
+    def whole(self, line: str) -> None:
+        """A line never wrapped by us (a cursor to copy)."""
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def result(self, result: dict[str, Any]) -> None:
+        grid = isinstance(result.get("columns"), list) and isinstance(result.get("rows"), list)
+        grid = grid and not _is_rows(result["rows"])
+        scalars = [(k, v) for k, v in result.items() if _is_scalar(v) and _shown(v)]
+        self.fields([(k, v) for k, v in scalars if k not in AFTER])
+        for key, value in result.items():
+            if grid and key == "rows":
+                names = [_column_name(c) for c in result["columns"]]
+                self.grid(names, [row if isinstance(row, list) else [row] for row in value])
+            elif _is_scalar(value) or (grid and key in ("columns", "types")) or value in ([], {}):
+                continue  # printed as fields, the header of the rows grid, or empty
+            elif isinstance(value, str):
+                self.say(value)
+            elif _is_rows(value):
+                self.rows(value)
+            elif isinstance(value, dict) and value:
+                self.paths(key, value)
+            elif isinstance(value, list) and key != "results" and _ids(value):
+                self.fields([(key, ", ".join(value))])
+            elif isinstance(value, list):
+                for item in value:
+                    self.say(item if isinstance(item, str) else _json(item, indent=2))
+        self.fields([(k, v) for k, v in scalars if k in AFTER])
+
+    def fields(self, fields: list[tuple[str, Any]]) -> None:
+        paged = any(key == "next_cursor" for key, _ in fields)
+        for key, value in fields:
+            if key == "next_cursor":
+                self.whole(f"next page: --cursor {value}")
+            elif key == "next_call" and paged:
+                continue  # the agents' form of the same continuation
+            else:
+                self.say(f"{key}: {cell(value, limit=100_000)}")
+
+    def rows(self, rows: list[dict[str, Any]]) -> None:
+        """Rows of objects: a table, or, when rows hold rows of their own, each row as a
+        record followed by the table of its inner rows."""
+        if any(_is_rows(v) for row in rows for v in row.values()):
+            for index, row in enumerate(rows):
+                if index:
+                    self.console.print()
+                flat = [(k, v) for k, v in row.items() if not _is_rows(v)]
+                self.records([k for k, _ in flat], [[v for _, v in flat]])
+                for value in row.values():
+                    if _is_rows(value):
+                        self.rows(value)
+            return
+        names: dict[str, None] = {}
+        for row in rows:  # fields no row sets are left out (a query's columns never are)
+            names.update(dict.fromkeys(k for k, v in row.items() if v is not None))
+        self.grid(list(names), [[row.get(n) for n in names] for row in rows])
+
+    def grid(self, names: list[str], rows: Sequence[Sequence[Any]]) -> None:
+        """A table of ``rows`` under ``names`` if it fits the width, else records."""
+        cells = [[cell(value) for value in row] for row in rows]
+        table = _table(names, rows, cells, self.width)
+        if table is None:
+            self.records(names, rows)
+        else:
+            self.table(table)
+
+    def paths(self, title: str, value: dict[str, Any]) -> None:
+        """A nested object as (dotted path, value) pairs: a table if it fits, else lines."""
+        pairs = _flatten(value)
+        cells = [[path, cell(leaf, limit=RECORD_CHARS)] for path, leaf in pairs]
+        rows = [[p, v] for p, v in pairs]
+        table = _table([title, "value"], rows, cells, self.width, key=True, text_min=PATH_TEXT_MIN)
+        if table is None:
+            self.pairs([(p, v) for p, v in pairs])
+        else:
+            self.table(table)
+
+    def records(self, names: list[str], rows: Sequence[Sequence[Any]]) -> None:
+        for index, row in enumerate(rows):
+            if index:
+                self.console.print()
+            self.pairs(list(zip(names, row, strict=False)))
+
+    def pairs(self, pairs: list[tuple[str, Any]]) -> None:
+        """``key: value`` lines; a value's wrapped and further lines hang under its start."""
+        if not pairs:
+            return
+        key_width = min(max(cell_len(k) for k, _ in pairs) + 1, self.width // 3)
+        for key, value in pairs:
+            text = Text(cell(value, limit=RECORD_CHARS), overflow="fold")
+            if cell_len(key) + 1 > key_width:  # a long key on its own line, the value below
+                self.console.print(Text(key + ":", overflow="fold"), width=self.width)
+                self.console.print(Padding(text, (0, 0, 0, 2)), width=self.width)
+                continue
+            line = Table.grid(padding=(0, 1))
+            line.add_column(width=key_width, no_wrap=True)
+            line.add_column(overflow="fold")
+            line.add_row(Text(key + ":"), text)
+            self.console.print(line, width=self.width)
+
+    def table(self, table: Table) -> None:
+        if self.terminal:
+            self.console.print(table)
+        else:  # piped or captured: its natural width, so that nothing folds that would fit
+            natural = Console(file=None, width=100_000).measure(table).maximum
+            Console(file=self.console.file, width=min(natural, self.width)).print(table)
+
+
+def _table(
+    names: list[str],
+    rows: Sequence[Sequence[Any]],
+    cells: list[list[str]],
+    width: int,
+    *,
+    key: bool = False,
+    text_min: int = TEXT_MIN,
+) -> Table | None:
+    """The table, or ``None`` when it cannot fit ``width`` without wrapping a one-word value
+    or a header, or squeezing free text below ``text_min`` columns. With ``key`` the first
+    column (paths) is never wrapped, however long."""
+    minimums: list[int] = []
+    atoms: list[bool] = []
+    for index, name in enumerate(names):
+        texts = [row[index] for row in cells if index < len(row)]
+        natural = max([cell_len(name), *(_line_width(text) for text in texts)])
+        atom = (key and index == 0) or all(_is_atom(text) for text in texts)
+        atoms.append(atom)
+        minimums.append(natural if atom else max(cell_len(name), min(natural, text_min)))
+    if sum(minimums) + 3 * len(names) + 1 > width:
+        return None
+    table = Table(*names)
+    for index, column in enumerate(table.columns):
+        column.min_width = minimums[index]
+        column.no_wrap = atoms[index]
+        column.overflow = "fold"
+        values = [row[index] for row in rows if index < len(row) and row[index] is not None]
+        if values and all(_is_number(v) for v in values):
+            column.justify = "right"
+    for row in cells:
+        table.add_row(*[Text(text) for text in row])
+    return table
+
+
+def _line_width(text: str) -> int:
+    return max((cell_len(line) for line in text.split("\n")), default=0)
+
+
+def _is_atom(text: str) -> bool:
+    """A value a person reads as one word: an id, a name, a number, a time, a model."""
+    if len(text) > ATOM_CHARS or "\n" in text:
+        return False
+    return not any(c.isspace() for c in text) or bool(_is_time_text(text))
+
+
+def _is_time_text(text: str) -> bool:
+    return bool(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?", text))
+
+
+def _column_name(column: Any) -> str:
+    return str(column.get("name", column)) if isinstance(column, dict) else str(column)
+
+
+def _ids(values: list[Any]) -> bool:
+    """Whether a list holds names or ids (shown on one line) rather than lines of text."""
+    return all(isinstance(v, str) and v and not any(c.isspace() for c in v) for v in values)
+
+
+def _shown(value: Any) -> bool:
+    """Whether a field says something: unset, empty and false fields are left out; 0 is not."""
+    return value is not None and value != "" and value is not False
+
+
+def _is_scalar(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\n" not in value
+    return not isinstance(value, list | dict)
+
+
+def _is_rows(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested objects as (dotted path, leaf) pairs: how agents name attributes."""
+    if isinstance(value, dict) and value:
+        pairs: list[tuple[str, Any]] = []
+        for key, inner in value.items():
+            pairs.extend(_flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return pairs
+    if isinstance(value, list) and value and all(isinstance(v, dict | list) for v in value):
+        return [pair for i, v in enumerate(value) for pair in _flatten(v, f"{prefix}.{i}")]
+    return [(prefix, value)]
+
+
+def cell(value: Any, limit: int = CELL_CHARS) -> str:
+    """A value as a person reads it: numbers with thousands separators, times without their
+    'T', text with its line breaks, at most ``limit`` characters and :data:`VALUE_LINES`
+    lines (an ellipsis marks the cut)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.2f}".rstrip("0").rstrip(".")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    whole = value if isinstance(value, str) else _json(value)
+    time = _ISO_TIME.fullmatch(whole)
+    if time:  # 2026-11-01T14:37:45.017000Z -> 2026-11-01 14:37:45.017
+        return f"{time[1]} {time[2]}"
+    text = whole[: limit + 1].replace("\r\n", "\n").replace("\r", "\n").replace("\t", "    ")
+    lines = text.split("\n")
+    cut = len(whole) > limit or len(lines) > VALUE_LINES
+    text = "\n".join(line.rstrip() for line in lines[:VALUE_LINES])[:limit].rstrip()
+    return text + "…" if cut else text
+
+
+def _json(value: Any, indent: int | None = None) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=False, default=str)
