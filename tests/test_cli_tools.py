@@ -17,6 +17,8 @@ from rich.cells import cell_len
 
 from tests.conftest import ServeProcess
 from traceproof.cli import cli
+from traceproof.cli_tools import for_people
+from traceproof.errors import TraceproofError
 from traceproof.settings import Settings
 from traceproof.storage import Store
 
@@ -357,3 +359,40 @@ def test_a_stack_trace_keeps_its_lines(runner: CliRunner, demo: Facts, width: in
     values = [line.strip(" │").split("│")[-1].strip() for line in lines]  # the value column
     assert "Traceback (most recent call last):" in values
     assert "raise map_error(response)" in values
+
+
+TOOL_NAMES = ("list_projects", "search_traces", "get_trace_preview", "get_span_data",
+              "find_in_trace", "search_spans", "describe_schema", "get_session")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        (["trace", "f" * 32], "traceproof traces"),
+        (["session", "no-such-session"], "traceproof traces"),
+        (["span", "0000000000000000"], "traceproof trace"),
+    ],
+)
+def test_errors_name_commands_to_run_not_tools_to_call(
+    runner: CliRunner, demo: Facts, args: list[str], command: str
+) -> None:
+    result = run(runner, *args, "--db", demo.db)
+    assert result.exit_code == 1
+    said = " ".join(result.stderr.split())
+    assert f"`{command}" in said and "un `traceproof" in said
+    assert not [name for name in TOOL_NAMES if name in said]
+    assert "Call " not in said
+
+
+def test_agents_still_read_tool_names_in_the_same_errors(demo_store: Store) -> None:
+    from traceproof.tools.invoke import run_tool
+
+    with pytest.raises(TraceproofError) as raised:
+        run_tool(demo_store, "get_trace_preview", {"trace_id": "f" * 32})
+    assert "Call search_traces" in str(raised.value)
+
+
+def test_tool_mentions_become_commands_with_their_options() -> None:
+    said = for_people("Call describe_schema(table='spans') for one table; see get_span_data.")
+    assert said == "Run `traceproof schema --table spans` for one table; see `traceproof span`."
+    assert for_people("bad jq program; call sql") == "bad jq program; run `traceproof sql`"

@@ -13,6 +13,7 @@ this module.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -45,8 +46,52 @@ def call(db: Path | None, name: str, arguments: dict[str, Any]) -> dict[str, Any
 
 
 def _exit(exc: TraceproofError) -> NoReturn:
-    _fail(exc)
+    _fail(for_people(str(exc)))
     raise SystemExit(1)  # _fail exits; this tells the type checker so
+
+
+#: The command that runs each tool: tool errors name tools ("Call search_traces to…"), which a
+#: person types as commands. The one mapping from tool names to the CLI.
+TOOL_COMMANDS = {
+    "list_projects": "projects",
+    "search_traces": "traces",
+    "get_trace_preview": "trace",
+    "get_span_data": "span",
+    "find_in_trace": "find",
+    "search_spans": "spans",
+    "jq": "jq",
+    "aggregate": "agg",
+    "sql": "sql",
+    "describe_schema": "schema",
+    "get_session": "session",
+}
+
+# "Call NAME(args)" / "call NAME" / a bare tool name with an underscore (never a word of text).
+_ALL = "|".join(TOOL_COMMANDS)
+_UNDERSCORED = "|".join(name for name in TOOL_COMMANDS if "_" in name)
+_TOOL_MENTION = re.compile(
+    rf"\b(?:(?P<verb>[Cc]all) (?P<called>{_ALL})|(?P<bare>{_UNDERSCORED}))\b"
+    r"(?:\((?P<args>[^)]*)\))?"
+)
+_ARGUMENT = re.compile(r"(\w+)=('[^']*'|\"[^\"]*\"|[^,\s]+)")
+
+
+def for_people(message: str) -> str:
+    """A tool's message as the CLI says it: "Call search_traces to list recent traces" becomes
+    "Run `traceproof traces` to list recent traces", ``describe_schema(table='spans')`` becomes
+    ``traceproof schema --table spans``. Applied to what the CLI prints, never to MCP answers."""
+
+    def command(match: re.Match[str]) -> str:
+        name = match["called"] or match["bare"]
+        words = ["traceproof", TOOL_COMMANDS[name]]
+        for key, value in _ARGUMENT.findall(match["args"] or ""):
+            words += [f"--{key.replace('_', '-')}", value.strip("'\"")]
+        text = f"`{' '.join(words)}`"
+        if match["verb"]:
+            return f"{'Run' if match['verb'] == 'Call' else 'run'} {text}"
+        return text
+
+    return _TOOL_MENTION.sub(command, message)
 
 
 def emit(result: dict[str, Any], as_json: bool) -> None:
