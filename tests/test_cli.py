@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -308,3 +309,42 @@ def test_ingest_and_stats_go_through_the_server_that_holds_the_store(
     assert rejected.exit_code == 2
     assert json.loads(rejected.stdout)["rejections"][0]["line"] == 1
     assert httpx2.get(served.url + "/api/v1/stats").json()["projects"][1]["traces"] == 3
+
+
+def test_the_default_store_folder_keeps_itself_out_of_git(
+    runner: CliRunner, tmp_path: Path, spans_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("TRACEPROOF_DB", raising=False)
+    assert run(runner, "ingest", spans_file).exit_code == 0
+    assert (project / ".traceproof" / ".gitignore").read_text() == "*\n"
+    if shutil.which("git"):  # and git agrees: nothing of the store shows as untracked
+        subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+        (project / "app.py").write_text("print('hi')\n")
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=all"],
+            cwd=project,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        assert status.stdout.splitlines() == ["?? app.py"]
+
+
+def test_the_store_never_writes_a_gitignore_it_did_not_create_the_folder_for(
+    runner: CliRunner, tmp_path: Path, spans_file: Path
+) -> None:
+    # A folder of another name: left as it is.
+    assert run(runner, "ingest", spans_file, "--db", tmp_path / "data" / "s.duckdb").exit_code == 0
+    assert not (tmp_path / "data" / ".gitignore").exists()
+    # A .traceproof folder the user made, with their own .gitignore or none: left as it is.
+    mine, bare = tmp_path / "mine" / ".traceproof", tmp_path / "bare" / ".traceproof"
+    mine.mkdir(parents=True)
+    bare.mkdir(parents=True)
+    (mine / ".gitignore").write_text("*.wal\n")
+    for folder in (mine, bare):
+        assert run(runner, "ingest", spans_file, "--db", folder / "t.duckdb").exit_code == 0
+    assert (mine / ".gitignore").read_text() == "*.wal\n"
+    assert not (bare / ".gitignore").exists()

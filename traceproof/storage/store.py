@@ -32,6 +32,7 @@ from traceproof.settings import Settings
 from traceproof.storage import owner
 from traceproof.storage.columns import SPAN_COLUMNS, SPAN_SCHEMA
 from traceproof.storage.exceptions import Busy, StoreClosed, StoreError, StoreLocked
+from traceproof.storage.folder import make_store_folder
 from traceproof.storage.reader import Reader
 from traceproof.storage.schema import MIGRATIONS, PREVIEW_CHARS
 
@@ -191,7 +192,7 @@ class Store:
         """
         settings = settings or Settings()
         db_path = Path(path if path is not None else settings.db)
-        db_path.parent.mkdir(parents=True, exist_ok=True)
+        make_store_folder(db_path)  # with .traceproof/.gitignore in the default layout
         config: dict[str, str | bool | int | float | list[str]] = {
             "memory_limit": settings.duckdb_memory_limit,
             "threads": str(settings.duckdb_threads),
