@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -396,3 +397,48 @@ def test_tool_mentions_become_commands_with_their_options() -> None:
     said = for_people("Call describe_schema(table='spans') for one table; see get_span_data.")
     assert said == "Run `traceproof schema --table spans` for one table; see `traceproof span`."
     assert for_people("bad jq program; call sql") == "bad jq program; run `traceproof sql`"
+
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def readme_examples() -> list[str]:
+    """The example column of README's CLI reference table for the read commands."""
+    section = README.split("## CLI reference", 1)[1].split("\n## ", 1)[0]
+    examples = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) == 3 and cells[2].startswith("`traceproof "):
+            examples.append(cells[2].strip("`").replace("\\|", "|"))
+    return examples
+
+
+@pytest.fixture(scope="module")
+def fresh_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo as `traceproof serve --demo` loads it on a fresh machine: ending now."""
+    from traceproof.server.run import load_demo
+
+    db = tmp_path_factory.mktemp("fresh") / "demo.duckdb"
+    with Store.open(db, Settings(db=db)) as store:
+        load_demo(store, Settings(db=db))
+    return db
+
+
+def test_readme_lists_an_example_for_every_read_command() -> None:
+    named = {shlex.split(example)[1] for example in readme_examples()}
+    assert named == {"projects", "traces", "trace", "span", "find", "spans", "jq", "agg", "sql",
+                     "schema", "session"}  # fmt: skip
+
+
+@pytest.mark.parametrize("example", readme_examples())
+def test_readme_cli_examples_answer_on_the_demo(
+    runner: CliRunner, fresh_demo: Path, example: str
+) -> None:
+    args = shlex.split(example)[1:]
+    result = run(runner, *args, "--db", fresh_demo)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip()
+    found = as_json(runner, *[a for a in args if a != "--json"], "--db", fresh_demo)
+    assert found.get("note") is None  # no search came back empty
+    contents = [v for k, v in found.items() if isinstance(v, list | dict | str) and k != "columns"]
+    assert any(contents), found  # rows, fields or a tree: something was found
