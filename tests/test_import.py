@@ -297,6 +297,32 @@ def test_bad_lines_are_reported_by_number_and_the_rest_is_imported(
         assert reader.scalar("SELECT count(*) FROM spans") == 4
 
 
+def test_spans_with_deep_keys_or_lone_surrogates_are_rejected_by_line_and_the_rest_kept(
+    store: Store, tmp_path: Path
+) -> None:
+    """One bad span in an OTLP line costs only that span; a bad span line only that line."""
+    spans = agent_spans()
+    deep = phoenix_span(spans[0], iso)
+    deep["attributes"] = {".".join(["a"] * 200): 1}
+    otlp_line = otlp_dict(spans[1:3])
+    otlp_spans = otlp_line["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    otlp_spans[0]["name"] = "SURROGATE"
+    lines = [
+        json.dumps(deep),
+        json.dumps(phoenix_span(spans[3], iso) | {"name": "SURROGATE"}),
+        json.dumps(otlp_line),
+        json.dumps(phoenix_span(spans[4], iso)),
+    ]
+    text = "\n".join(lines).replace("SURROGATE", "\\ud800")
+    path = write(tmp_path / "hostile.jsonl", text.encode())
+    summary = run_import(store, path)
+    assert (summary.spans_read, summary.spans_added, summary.rejected) == (2, 2, 3)
+    assert [r.line for r in summary.rejections] == [1, 2, 3]
+    assert "more than 64 dotted segments" in summary.rejections[0].reason
+    assert "lone UTF-16 surrogate" in summary.rejections[1].reason
+    assert "lone UTF-16 surrogate" in summary.rejections[2].reason
+
+
 @pytest.mark.parametrize(
     "first_line",
     ["", '{"name": "cut off", "context": {"trace_', "[1, 2]"],

@@ -102,7 +102,7 @@ class _Batcher:
         self.sink = sink
         self.settings = settings
         self.summary = summary
-        self.rows = SpanRows()
+        self.rows = SpanRows.for_settings(settings)
         self.in_flight: deque[Future[WriteResult]] = deque()
 
     def flush_if_full(self) -> None:
@@ -116,7 +116,7 @@ class _Batcher:
         if not len(self.rows):
             return
         table = self.rows.table()
-        self.rows = SpanRows()
+        self.rows = self.rows.like()
         summary = self.summary
         summary.spans_read += table.num_rows
         projects = table.column("project").to_pylist()
