@@ -9,7 +9,8 @@ point outside its data crashed the whole server. So a stream is accepted only wh
   gigabytes before anything could be checked);
 - its schema has exactly the span columns, in order, with exactly their types;
 - every batch passes Arrow's full validation (offsets in bounds, UTF-8 valid, lengths
-  consistent) and has no nulls in a column the span schema declares not null;
+  consistent), has no nulls in a column the span schema declares not null, JSON text in the
+  JSON columns (``attributes``, ``events``, ``links``, ``resource``) and times in range;
 - the decoded batches, together, are no larger than the caller's byte limit.
 
 Anything else raises :class:`InvalidSpanStream` (answered 400).
@@ -19,11 +20,16 @@ from __future__ import annotations
 
 import struct
 
+import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from traceproof.storage.columns import SPAN_SCHEMA
 
 _NOT_NULL = tuple(f.name for f in SPAN_SCHEMA if not f.nullable)
+_JSON_COLUMNS = ("attributes", "events", "links", "resource")
+# The latest time ingest stores (nanoseconds up to 2**63 - 1), in microseconds.
+_MAX_MICROS = (2**63 - 1) // 1000
 # Message.header (field 2) and RecordBatch.compression (field 3) in Arrow's Message.fbs.
 _MESSAGE_HEADER = 2
 _RECORD_BATCH_COMPRESSION = 3
@@ -44,9 +50,11 @@ def read_span_stream(body: bytes, *, max_bytes: int) -> pa.Table:
         raise InvalidSpanStream(f"the stream starts with a {schema_message.type}, not a schema")
     try:
         schema = pa.ipc.read_schema(schema_message)
-    except (pa.ArrowException, OSError, ValueError) as exc:
+        _check_schema(schema)
+    except InvalidSpanStream:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: names not UTF-8
         raise InvalidSpanStream(f"its schema cannot be read ({_short(exc)})") from None
-    _check_schema(schema)
     batches: list[pa.RecordBatch] = []
     total = 0
     while True:
@@ -68,11 +76,30 @@ def read_span_stream(body: bytes, *, max_bytes: int) -> pa.Table:
         total += batch.nbytes
         if total > max_bytes:
             raise InvalidSpanStream(f"the batches hold more than {max_bytes} bytes")
-        for name in _NOT_NULL:
-            if batch.column(name).null_count:
-                raise InvalidSpanStream(f"column {name!r} has nulls; it must not")
+        _check_values(batch)
         batches.append(batch)
     return pa.Table.from_batches(batches, schema=SPAN_SCHEMA)
+
+
+def _check_values(batch: pa.RecordBatch) -> None:
+    """What the store's columns demand beyond Arrow types: no nulls where the span schema says
+    not null, JSON text in the JSON columns, times DuckDB's TIMESTAMP holds."""
+    for name in _NOT_NULL:
+        if batch.column(name).null_count:
+            raise InvalidSpanStream(f"column {name!r} has nulls; it must not")
+    for name in ("start_time", "end_time"):
+        micros = batch.column(name).cast(pa.int64())
+        low, high = pc.min(micros).as_py(), pc.max(micros).as_py()
+        if low is not None and (low < 0 or high > _MAX_MICROS):
+            raise InvalidSpanStream(f"column {name!r} holds a time out of range")
+    for name in _JSON_COLUMNS:
+        for value in batch.column(name).to_pylist():
+            if value is None:
+                continue
+            try:
+                orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise InvalidSpanStream(f"column {name!r} holds text that is not JSON") from None
 
 
 def _check_schema(schema: pa.Schema) -> None:

@@ -415,7 +415,11 @@ class SpanRows:
         if error_message is None and status == "ERROR":
             error_message = status_message or None
 
+        # Every value that can be refused is made before the first column is appended: a
+        # rejected span must leave no partial row behind.
         attributes_json = _dumps(unflatten(attrs))
+        events_json = _dumps(event_rows)
+        links_json = _dumps(links or [])
         input_text = _text(input_value)
         output_text = _text(output_value)
         for text in (project, trace_id, span_id, parent_span_id, name, status_message,
@@ -458,8 +462,8 @@ class SpanRows:
         row["error_type"].append(error_type)
         row["error_message"].append(error_message)
         row["attributes"].append(attributes_json)
-        row["events"].append(_dumps(event_rows))
-        row["links"].append(_dumps(links or []))
+        row["events"].append(events_json)
+        row["links"].append(links_json)
         row["resource"].append(resource_json or "{}")
         row["scope_name"].append(scope_name or None)
         self.nbytes += len(attributes_json) + len(input_text or "") + len(output_text or "") + 512
