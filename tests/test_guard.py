@@ -326,18 +326,11 @@ def _in_flight(server: LiveServer) -> bool:
 
 
 def _guard_of(server: LiveServer) -> Any:
+    """The app's RequestGuard (Starlette builds its middleware stack at the first request)."""
     from traceproof.server.guard import RequestGuard
 
-    app = server.server.config.loaded_app
-    while app is not None and not isinstance(app, RequestGuard):
-        app = getattr(app, "app", None)
-        if app is None:
-            break
-    if app is None:
-        # Starlette builds its middleware stack lazily: find it there.
-        stack = server.server.config.app.middleware_stack
-        while stack is not None and not isinstance(stack, RequestGuard):
-            stack = getattr(stack, "app", None)
-        app = stack
-    assert app is not None, "no RequestGuard in the app"
-    return app
+    layer = server.server.config.app.middleware_stack
+    while layer is not None and not isinstance(layer, RequestGuard):
+        layer = getattr(layer, "app", None)
+    assert layer is not None, "no RequestGuard in the app"
+    return layer
