@@ -121,11 +121,12 @@ def test_bad_arguments_are_400_invalid_argument_naming_what_is_wrong(
 def test_a_body_that_is_not_json_is_400_invalid_argument(
     demo_server: LiveServer, test_tools: None
 ) -> None:
-    answer = post(demo_server, "count_rows", content=b"{table: spans")
+    json_type = {"content-type": "application/json"}
+    answer = post(demo_server, "count_rows", content=b"{table: spans", headers=json_type)
     assert answer.status_code == 400
     assert answer.json()["code"] == "invalid_argument"
     # An empty body means no arguments: the tool runs (and here fails as it was written to).
-    empty = post(demo_server, "crash", content=b"")
+    empty = post(demo_server, "crash", content=b"", headers=json_type)
     assert (empty.status_code, empty.json()["code"]) == (500, "internal_error")
 
 

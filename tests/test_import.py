@@ -297,6 +297,32 @@ def test_bad_lines_are_reported_by_number_and_the_rest_is_imported(
         assert reader.scalar("SELECT count(*) FROM spans") == 4
 
 
+def test_spans_with_deep_keys_or_lone_surrogates_are_rejected_by_line_and_the_rest_kept(
+    store: Store, tmp_path: Path
+) -> None:
+    """One bad span in an OTLP line costs only that span; a bad span line only that line."""
+    spans = agent_spans()
+    deep = phoenix_span(spans[0], iso)
+    deep["attributes"] = {".".join(["a"] * 200): 1}
+    otlp_line = otlp_dict(spans[1:3])
+    otlp_spans = otlp_line["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    otlp_spans[0]["name"] = "SURROGATE"
+    lines = [
+        json.dumps(deep),
+        json.dumps(phoenix_span(spans[3], iso) | {"name": "SURROGATE"}),
+        json.dumps(otlp_line),
+        json.dumps(phoenix_span(spans[4], iso)),
+    ]
+    text = "\n".join(lines).replace("SURROGATE", "\\ud800")
+    path = write(tmp_path / "hostile.jsonl", text.encode())
+    summary = run_import(store, path)
+    assert (summary.spans_read, summary.spans_added, summary.rejected) == (2, 2, 3)
+    assert [r.line for r in summary.rejections] == [1, 2, 3]
+    assert "more than 64 dotted segments" in summary.rejections[0].reason
+    assert "lone UTF-16 surrogate" in summary.rejections[1].reason
+    assert "lone UTF-16 surrogate" in summary.rejections[2].reason
+
+
 @pytest.mark.parametrize(
     "first_line",
     ["", '{"name": "cut off", "context": {"trace_', "[1, 2]"],
@@ -519,3 +545,56 @@ def test_an_otlp_logs_file_is_rejected_as_not_traces(store: Store) -> None:
     (rejection,) = summary.rejections
     assert (rejection.path, rejection.line) == (str(path), None)
     assert rejection.reason.startswith("neither an OTLP trace request (resourceSpans)")
+
+
+# --- through a server that dies mid-import -------------------------------------------------------
+
+
+def test_an_import_through_a_server_that_dies_says_what_was_committed_and_a_rerun_finishes(
+    tmp_path: Path,
+) -> None:
+    """Before, this said only "could not reach the server"."""
+    from tests.conftest import LiveServer
+    from traceproof.errors import ErrorCode
+    from traceproof.ingest.files import ImportInterrupted
+    from traceproof.remote import RemoteStore
+
+    spans = agent_spans()
+    lines = [
+        json.dumps(phoenix_span(s, iso) | {"context": {"trace_id": f"{t:032x}",
+                                                     "span_id": f"{t * 10 + i:016x}"}})
+        for t in range(1, 21)
+        for i, s in enumerate(spans[:3])
+    ]  # fmt: skip
+    path = write(tmp_path / "sixty.jsonl", "\n".join(lines).encode())
+    settings = Settings(db=tmp_path / "store.duckdb", import_batch_spans=10)
+
+    with Store.open(settings.db, settings) as store:
+        server = LiveServer(store, settings).__enter__()
+        remote = RemoteStore(server.url, timeout=10)
+        sent = 0
+
+        def dying_sink(table: Any) -> Any:
+            nonlocal sent
+            if sent == 2:  # after two acknowledged batches the server goes away
+                server.__exit__(None, None, None)
+            sent += 1
+            return remote.submit(table, wait=None)
+
+        with pytest.raises(ImportInterrupted) as caught:
+            import_files([path], dying_sink, settings=settings)
+        error = caught.value
+        assert error.code == ErrorCode.STORE_ERROR
+        assert (error.batches_acknowledged, error.spans_acknowledged) == (2, 20)
+        assert error.resume == (str(path), 21)
+        message = str(error)
+        assert "2 batch(es), 20 span(s)" in message and f"{path} line 21" in message
+        with store.reader() as reader:
+            assert reader.scalar("SELECT count(*) FROM spans") == 20
+
+        with LiveServer(store, settings) as again:
+            summary = import_files([path], RemoteStore(again.url).submit, settings=settings)
+        assert (summary.spans_read, summary.spans_added) == (60, 40)
+        with store.reader() as reader:
+            assert reader.scalar("SELECT count(*) FROM spans") == 60
+            assert reader.scalar("SELECT count(DISTINCT span_id) FROM spans") == 60

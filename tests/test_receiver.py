@@ -1269,3 +1269,99 @@ def test_an_arrow_body_that_is_not_spans_is_refused(populated: LiveServer) -> No
         assert response.status_code == 400
         assert response.json()["error"].startswith("[invalid_input] ")
     assert snapshot(populated.store) == before
+
+
+# -- one bad span costs only itself ----------------------------------------------------------------
+
+DEEP_KEY = ".".join(f"k{i}" for i in range(1_000))
+
+
+def _pb_pair(first_name: str = "bad") -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    for span_id, name in ((1, first_name), (2, "sibling")):
+        spans.add(
+            trace_id=(5).to_bytes(16, "big"),
+            span_id=span_id.to_bytes(8, "big"),
+            name=name,
+            start_time_unix_nano=BASE_NS,
+            end_time_unix_nano=BASE_NS + 1000,
+        )
+    return request
+
+
+@pytest.mark.parametrize("wire", ["json", "protobuf"])
+def test_an_attribute_key_of_a_thousand_segments_rejects_only_its_span(
+    live_server: LiveServer, wire: str
+) -> None:
+    """Before, this key failed the whole request (RecursionError encoding its nested JSON)."""
+    if wire == "json":
+        bad = json_span(5, 1, name="bad", attributes={DEEP_KEY: "x"})
+        response = post_json(
+            live_server,
+            json_request(({"service.name": "svc"}, [bad, json_span(5, 2, name="sibling")])),
+        )
+    else:
+        request = _pb_pair()
+        request.resource_spans[0].scope_spans[0].spans[0].attributes.add(
+            key=DEEP_KEY
+        ).value.string_value = "x"
+        response = post(live_server, request.SerializeToString())
+    rejected, message = partial_success(response)
+    assert rejected == 1
+    assert "more than 64 dotted segments" in message
+    with live_server.store.reader() as reader:
+        assert reader.rows("SELECT name FROM spans") == [("sibling",)]
+
+
+def test_attribute_keys_past_the_length_setting_reject_their_span(serve_with: Any) -> None:
+    server = serve_with(max_attribute_key_chars=100, max_attribute_key_depth=4)
+    spans = [
+        json_span(6, 1, name="long", attributes={"k" * 101: 1}),
+        json_span(6, 2, name="deep", attributes={"a.b.c.d.e": 1}),
+        json_span(6, 3, name="fits", attributes={"a.b.c.d": 1, "k" * 100: 2}),
+    ]
+    rejected, message = partial_success(post_json(server, json_request((None, spans))))
+    assert rejected == 2
+    assert "longer than 100 characters" in message and "more than 4 dotted segments" in message
+    with server.store.reader() as reader:
+        assert reader.rows("SELECT name FROM spans") == [("fits",)]
+
+
+def test_a_lone_surrogate_in_otlp_json_rejects_only_its_span(live_server: LiveServer) -> None:
+    """JSON can spell text that is not Unicode ("\\ud800"); such a span is rejected, not stored
+    with a replacement character, and its siblings are kept."""
+    marker = "SURROGATE"
+    spans = [
+        json_span(7, 1, name="in a value", attributes={"note": marker}),
+        json_span(7, 2, name=marker),
+        json_span(7, 3, name="in a key", attributes={marker: 1}),
+        json_span(7, 4, name="sibling"),
+    ]
+    body = json.dumps(json_request(({"service.name": "svc"}, spans))).replace(marker, "\\ud800")
+    rejected, message = partial_success(post(live_server, body.encode(), JSON))
+    assert rejected == 3
+    assert "lone UTF-16 surrogate" in message
+    with live_server.store.reader() as reader:
+        assert reader.rows("SELECT name FROM spans") == [("sibling",)]
+
+
+def test_a_lone_surrogate_in_a_resource_rejects_its_spans_only(live_server: LiveServer) -> None:
+    document = json_request(
+        ({"service.name": "SURROGATE"}, [json_span(8, 1, name="bad resource")]),
+        ({"service.name": "svc"}, [json_span(8, 2, name="good resource")]),
+    )
+    body = json.dumps(document).replace("SURROGATE", "\\udfff")
+    rejected, _ = partial_success(post(live_server, body.encode(), JSON))
+    assert rejected == 1
+    with live_server.store.reader() as reader:
+        assert reader.rows("SELECT name FROM spans") == [("good resource",)]
+
+
+def test_a_protobuf_span_with_invalid_utf8_rejects_only_that_span(live_server: LiveServer) -> None:
+    body = _pb_pair("BAD").SerializeToString().replace(b"BAD", b"B\xffD")
+    rejected, message = partial_success(post(live_server, body))
+    assert rejected == 1
+    assert "UTF-8" in message
+    with live_server.store.reader() as reader:
+        assert reader.rows("SELECT name FROM spans") == [("sibling",)]

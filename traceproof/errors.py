@@ -33,6 +33,11 @@ class ErrorCode(StrEnum):
     UNKNOWN_SPAN = "unknown_span"
     UNKNOWN_SESSION = "unknown_session"
     UNAUTHORIZED = "unauthorized"
+    # Requests the HTTP guard refuses before any route sees them.
+    FORBIDDEN_HOST = "forbidden_host"
+    FORBIDDEN_ORIGIN = "forbidden_origin"
+    REQUEST_TOO_LARGE = "request_too_large"
+    SERVER_BUSY = "server_busy"
     # A failure inside traceproof itself (details in the server log, never in the message).
     INTERNAL_ERROR = "internal_error"
 

@@ -7,6 +7,7 @@ that server's JSON API instead: the same operations, the same results.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import time
 import urllib.error
@@ -58,20 +59,43 @@ class RemoteStore:
                 return result
         except urllib.error.HTTPError as exc:
             raise _tool_error(self.url, exc) from None
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # HTTPException: the connection dropped mid-answer (the server died).
             raise self._unreachable(exc) from None
 
     def submit(self, table: pa.Table, *, wait: float | None = 0.0) -> Future[WriteResult]:
-        """Send spans to the server; waits out a full queue for up to ``wait`` seconds."""
+        """Send spans to the server (an Arrow IPC stream, ``application/vnd.apache.arrow.
+        stream``); waits out a busy server for up to ``wait`` seconds. A batch over the server's
+        body limit (413) is sent again in halves."""
+        deadline = None if wait is None else time.monotonic() + wait
+        result = self._send(table.cast(SPAN_SCHEMA), deadline)
+        future: Future[WriteResult] = Future()
+        future.set_result(result)
+        return future
+
+    def _send(self, table: pa.Table, deadline: float | None) -> WriteResult:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, SPAN_SCHEMA) as writer:
-            writer.write_table(table.cast(SPAN_SCHEMA))
+            writer.write_table(table)
         body = sink.getvalue().to_pybytes()
-        deadline = None if wait is None else time.monotonic() + wait
         while True:
             try:
                 found = self._call("POST", "/api/v1/spans", body, ARROW_STREAM)
-                break
+                return WriteResult(received=found["received"], added=found["added"])
+            except _TooLarge:
+                if table.num_rows < 2:
+                    raise RemoteError(
+                        f"The server at {self.url} refuses a span of {len(body)} bytes as too "
+                        "large. Raise its TRACEPROOF_MAX_SPANS_REQUEST_BYTES, or stop it to "
+                        "import into the store directly.",
+                        code=ErrorCode.INVALID_INPUT,
+                    ) from None
+                half = table.num_rows // 2
+                first = self._send(table.slice(0, half), deadline)
+                second = self._send(table.slice(half), deadline)
+                return WriteResult(
+                    received=first.received + second.received, added=first.added + second.added
+                )
             except _Retry as retry:
                 if deadline is not None and time.monotonic() + retry.after > deadline:
                     raise RemoteError(
@@ -79,9 +103,6 @@ class RemoteStore:
                         code=ErrorCode.STORE_BUSY,
                     ) from None
                 time.sleep(retry.after)
-        future: Future[WriteResult] = Future()
-        future.set_result(WriteResult(received=found["received"], added=found["added"]))
-        return future
 
     def _call(
         self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
@@ -95,17 +116,20 @@ class RemoteStore:
         except urllib.error.HTTPError as exc:
             if exc.code == 503:
                 raise _Retry(float(exc.headers.get("Retry-After") or 1)) from None
+            if exc.code == 413 and path == "/api/v1/spans":
+                raise _TooLarge() from None
             detail = exc.read().decode(errors="replace")
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 detail = json.loads(detail)["error"]
             raise RemoteError(f"The server at {self.url} answered {exc.code}: {detail}") from None
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # HTTPException: the connection dropped mid-answer (the server died).
             raise self._unreachable(exc) from None
 
     def _unreachable(self, exc: Exception) -> RemoteError:
         return RemoteError(
-            f"Could not reach the server at {self.url} ({exc}). Check that it is running, "
-            "or stop it to use the store directly."
+            f"Could not reach the server at {self.url} ({exc or type(exc).__name__}). Check "
+            "that it is running, or stop it to use the store directly."
         )
 
 
@@ -118,6 +142,10 @@ def _tool_error(url: str, exc: urllib.error.HTTPError) -> TraceproofError:
         return TraceproofError(message.removeprefix(f"[{code}] "), code=code)
     # Not the API's error shape: an older server, or something else on that port.
     return RemoteError(f"The server at {url} answered {exc.code}: {detail[:500]}")
+
+
+class _TooLarge(Exception):
+    pass
 
 
 class _Retry(Exception):

@@ -55,6 +55,43 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest OTLP request body accepted, after decompression (413 above).",
     )
+    max_spans_request_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        description="Largest Arrow IPC body accepted on POST /api/v1/spans (what traceproof "
+        "ingest sends to a server; 413 above).",
+    )
+    max_api_request_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted on /api/v1/tools/* and /mcp (413 above).",
+    )
+    max_body_bytes_in_flight: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Total bytes of request bodies being read or decoded at once, over every "
+        "route (declared Content-Length counted up front, streamed and decompressed bytes as "
+        "they come). Beyond it requests answer 503 with Retry-After, unread. Bounds memory "
+        "when many senders post large bodies at once.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names accepted in Host and Origin headers besides loopback and the "
+        "bound address (DNS-rebinding protection on every route), e.g. a container's service "
+        "name; a name may end in :PORT. '*' accepts any Host (Origin is still checked): only "
+        "behind a proxy that checks it, with a token.",
+    )
+    max_attribute_key_depth: int = Field(
+        default=64,
+        ge=1,
+        description="Most dotted segments in an attribute key; a span with a deeper key is "
+        "rejected (partial_success), so stored spans stay readable by jq and filters.",
+    )
+    max_attribute_key_chars: int = Field(
+        default=1024,
+        ge=16,
+        description="Longest attribute key kept; a span with a longer key is rejected.",
+    )
     max_requests_in_flight: int = Field(
         default=32,
         ge=1,
@@ -128,7 +165,7 @@ class Settings(BaseSettings):
     )
     token: str | None = Field(
         default=None,
-        description="Bearer token that protects /mcp and /v1/traces when set "
+        description="Bearer token that protects /mcp, /v1/traces and /api when set "
         "(clients send Authorization: Bearer <token>).",
     )
 

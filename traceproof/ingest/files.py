@@ -8,7 +8,9 @@ Formats (gzip-compressed or not):
 
 JSON lines are streamed: memory stays bounded by the batch size and the two batches in flight,
 whatever the file size. A bad line is counted and reported with its number; it never stops the
-rest of the file. Re-importing a file adds nothing (the store ignores spans it has).
+rest of the file. Re-importing a file adds nothing (the store ignores spans it has). When the
+store or the server holding it fails mid-import, :class:`ImportInterrupted` says what was
+acknowledged and from which file and line a re-run has work left.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import IO, Any
 
 import pyarrow as pa
 
+from traceproof.errors import TraceproofError
 from traceproof.ingest.normalize import SpanRejected, SpanRows
 from traceproof.ingest.otlp import Decoded, MalformedRequest, decode_json_object, decode_protobuf
 from traceproof.ingest.spanjson import add_span_object, is_span_object
@@ -95,6 +98,44 @@ class ImportError_(ValueError):
     """A whole file could not be read (missing, unreadable, not a trace format)."""
 
 
+class ImportInterrupted(TraceproofError):
+    """The store (or the server holding it) failed mid-import: what was committed, and where a
+    re-run resumes. Re-running the same import is safe: stored spans are skipped."""
+
+    def __init__(
+        self,
+        cause: TraceproofError,
+        summary: ImportSummary,
+        *,
+        batches: int,
+        spans: int,
+        resume: tuple[str, int | None] | None,
+    ) -> None:
+        self.cause = cause
+        self.summary = summary
+        self.batches_acknowledged = batches
+        self.spans_acknowledged = spans
+        self.resume = resume
+        if batches:
+            done = (
+                f"Acknowledged before it stopped: {batches} batch(es), {spans} span(s) "
+                f"({summary.spans_added} new)."
+            )
+        else:
+            done = "No batch was acknowledged."
+        if resume is None:
+            where = "Every span read was acknowledged."
+        else:
+            path, line = resume
+            at = f"{path} line {line}" if line is not None else f"the start of {path}"
+            where = f"Everything before {at} is stored; that and what follows may not be."
+        super().__init__(
+            f"The import stopped: {cause.message} {done} {where} Re-run the same command to "
+            "import the rest: spans already stored are skipped, nothing is added twice.",
+            code=cause.code,
+        )
+
+
 class _Batcher:
     """Collects rows into batches for the sink, with at most two batches in flight."""
 
@@ -102,8 +143,19 @@ class _Batcher:
         self.sink = sink
         self.settings = settings
         self.summary = summary
-        self.rows = SpanRows()
-        self.in_flight: deque[Future[WriteResult]] = deque()
+        self.rows = SpanRows.for_settings(settings)
+        # Each batch sent and not yet settled, with the (file, line) of its first span.
+        self.in_flight: deque[tuple[Future[WriteResult], tuple[str, int | None], int]] = deque()
+        self.position: tuple[str, int | None] = ("", None)
+        self.batch_start: tuple[str, int | None] = ("", None)
+        self.acked_batches = 0
+        self.acked_spans = 0
+
+    def note(self, path: str, line: int | None) -> None:
+        """Where the next rows come from (for the resume point of an interrupted import)."""
+        self.position = (path, line)
+        if not len(self.rows):
+            self.batch_start = self.position
 
     def flush_if_full(self) -> None:
         if (
@@ -116,23 +168,58 @@ class _Batcher:
         if not len(self.rows):
             return
         table = self.rows.table()
-        self.rows = SpanRows()
+        self.rows = self.rows.like()
         summary = self.summary
         summary.spans_read += table.num_rows
         projects = table.column("project").to_pylist()
         summary.projects.update(projects)
         summary._traces.update(zip(projects, table.column("trace_id").to_pylist(), strict=True))
+        start, self.batch_start = self.batch_start, self.position
         while len(self.in_flight) >= 2:
-            self._settle(self.in_flight.popleft())
-        self.in_flight.append(self.sink(table))
+            self._settle()
+        try:
+            future = self.sink(table)
+        except TraceproofError as exc:
+            raise self.interrupted(exc, start) from None
+        self.in_flight.append((future, start, table.num_rows))
 
-    def _settle(self, future: Future[WriteResult]) -> None:
-        self.summary.spans_added += future.result().added
+    def _settle(self) -> None:
+        future, start, count = self.in_flight[0]
+        try:
+            added = future.result().added
+        except TraceproofError as exc:
+            raise self.interrupted(exc, start) from None
+        self.in_flight.popleft()
+        self.summary.spans_added += added
+        self.acked_batches += 1
+        self.acked_spans += count
 
     def finish(self) -> None:
         self.flush()
         while self.in_flight:
-            self._settle(self.in_flight.popleft())
+            self._settle()
+
+    def interrupted(
+        self, cause: TraceproofError, failed: tuple[str, int | None]
+    ) -> ImportInterrupted:
+        """The error for a sink that failed on the batch starting at ``failed``: everything
+        before the first batch not acknowledged is stored."""
+        while self.in_flight and self.in_flight[0][0].done():
+            future, _, count = self.in_flight[0]
+            if future.exception() is not None:
+                break
+            self.in_flight.popleft()
+            self.summary.spans_added += future.result().added
+            self.acked_batches += 1
+            self.acked_spans += count
+        resume = self.in_flight[0][1] if self.in_flight else failed
+        return ImportInterrupted(
+            cause,
+            self.summary,
+            batches=self.acked_batches,
+            spans=self.acked_spans,
+            resume=resume,
+        )
 
 
 def import_files(
@@ -151,20 +238,18 @@ def import_files(
     settings = settings or Settings()
     summary = ImportSummary()
     batcher = _Batcher(sink, settings, summary)
-    try:
-        for path in paths:
-            summary.files += 1
-            try:
-                _import_file(Path(path), batcher, settings, project, on_progress)
-            except OSError as exc:
-                summary.reject(str(path), None, f"cannot read the file: {exc.strerror or exc}")
-            except (EOFError, zlib.error) as exc:
-                # A truncated or corrupt gzip stream: what was read before it is kept.
-                summary.reject(str(path), None, f"cannot decompress the rest of the file ({exc})")
-            except ImportError_ as exc:
-                summary.reject(str(path), None, str(exc))
-    finally:
-        batcher.finish()
+    for path in paths:
+        summary.files += 1
+        try:
+            _import_file(Path(path), batcher, settings, project, on_progress)
+        except OSError as exc:
+            summary.reject(str(path), None, f"cannot read the file: {exc.strerror or exc}")
+        except (EOFError, zlib.error) as exc:
+            # A truncated or corrupt gzip stream: what was read before it is kept.
+            summary.reject(str(path), None, f"cannot decompress the rest of the file ({exc})")
+        except ImportError_ as exc:
+            summary.reject(str(path), None, str(exc))
+    batcher.finish()
     return summary
 
 
@@ -214,6 +299,7 @@ def _import_file(
             _import_json(stream, label, batcher, settings, project)
             return
         body = stream.read()
+        batcher.note(label, None)
         try:
             decoded = decode_protobuf(
                 body,
@@ -278,6 +364,7 @@ def _import_unparsed(
     starts with 0x0a, which is also a newline), or JSON lines whose first line is blank or bad.
     """
     if body[:1] == b"\n":
+        batcher.note(label, None)
         before = len(batcher.rows)
         try:
             decoded = decode_protobuf(
@@ -337,6 +424,7 @@ def _take_object(
     if not isinstance(obj, Mapping):
         batcher.summary.reject(label, line, "expected a JSON object")
         return
+    batcher.note(label, line)
     if is_span_object(obj):
         try:
             warnings = add_span_object(

@@ -34,6 +34,11 @@ from traceproof.storage.columns import SPAN_COLUMNS, SPAN_KINDS, SPAN_SCHEMA
 #: share this limit.
 MAX_VALUE_DEPTH = 30
 
+#: Defaults of the attribute key limits (settings ``max_attribute_key_depth`` and
+#: ``max_attribute_key_chars``).
+MAX_KEY_DEPTH = 64
+MAX_KEY_CHARS = 1024
+
 #: Attribute keys (last dotted segment) whose string values are JSON text worth parsing.
 JSON_TEXT_KEYS = frozenset(
     {"parameters", "metadata", "invocation_parameters", "json_schema", "variables", "arguments"}
@@ -175,11 +180,36 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _dumps(value: Any) -> str:
+    """JSON text of a span's value; raises :class:`SpanRejected` for text that is not valid
+    Unicode (a lone surrogate such as ``\\ud800``, which OTLP/JSON can carry)."""
     try:
         return orjson.dumps(value, default=str).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        # Integers beyond 64 bits, and other values orjson refuses.
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (TypeError, orjson.JSONEncodeError) as exc:
+        if "surrogates" in str(exc):
+            raise SpanRejected(_SURROGATE) from None
+    # Integers beyond 64 bits, and other values orjson refuses.
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    except RecursionError:
+        raise SpanRejected("a value is nested too deeply to be stored as JSON") from None
+    _check_text(text)
+    return text
+
+
+_SURROGATE = (
+    "text holds a lone UTF-16 surrogate (such as \\ud800), which is not valid Unicode; "
+    "the span is rejected"
+)
+
+
+def _check_text(text: str | None) -> None:
+    """Text must encode as UTF-8 (Arrow and DuckDB store UTF-8): no lone surrogates."""
+    if text is None or text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SpanRejected(_SURROGATE) from None
 
 
 def _first(attrs: Mapping[str, Any], *keys: str) -> Any:
@@ -239,9 +269,42 @@ class Event:
 class SpanRows:
     """Accumulates normalised spans column by column; :meth:`table` makes the Arrow batch."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        max_key_depth: int = MAX_KEY_DEPTH,
+        max_key_chars: int = MAX_KEY_CHARS,
+    ) -> None:
         self._columns: dict[str, list[Any]] = {name: [] for name in SPAN_COLUMNS}
         self.nbytes = 0
+        self.max_key_depth = max_key_depth
+        self.max_key_chars = max_key_chars
+
+    @classmethod
+    def for_settings(cls, settings: Any) -> SpanRows:
+        """Rows with the attribute key limits of ``settings`` (a :class:`Settings`)."""
+        return cls(
+            max_key_depth=settings.max_attribute_key_depth,
+            max_key_chars=settings.max_attribute_key_chars,
+        )
+
+    def like(self) -> SpanRows:
+        """An empty builder with these limits."""
+        return SpanRows(max_key_depth=self.max_key_depth, max_key_chars=self.max_key_chars)
+
+    def check_keys(self, attributes: Mapping[str, Any]) -> None:
+        """Reject attribute keys deeper or longer than the limits: stored nested, they would
+        make JSON that jq and the filters cannot read back."""
+        for key in attributes:
+            if key.count(".") >= self.max_key_depth:
+                raise SpanRejected(
+                    f"attribute key {key[:60]!r}... has more than {self.max_key_depth} dotted "
+                    "segments"
+                )
+            if len(key) > self.max_key_chars:
+                raise SpanRejected(
+                    f"attribute key {key[:60]!r}... is longer than {self.max_key_chars} characters"
+                )
 
     def __len__(self) -> int:
         return len(self._columns["span_id"])
@@ -287,6 +350,10 @@ class SpanRows:
             )
             end_ns = start_ns
 
+        self.check_keys(attributes)
+        events = list(events)
+        for event in events:
+            self.check_keys(event.attributes)
         attrs = dict(attributes)
         input_value = attrs.pop("input.value", None)
         output_value = attrs.pop("output.value", None)
@@ -348,9 +415,16 @@ class SpanRows:
         if error_message is None and status == "ERROR":
             error_message = status_message or None
 
+        # Every value that can be refused is made before the first column is appended: a
+        # rejected span must leave no partial row behind.
         attributes_json = _dumps(unflatten(attrs))
+        events_json = _dumps(event_rows)
+        links_json = _dumps(links or [])
         input_text = _text(input_value)
         output_text = _text(output_value)
+        for text in (project, trace_id, span_id, parent_span_id, name, status_message,
+                     input_text, output_text, resource_json, scope_name):  # fmt: skip
+            _check_text(text)
         row = self._columns
         row["project"].append(project)
         row["trace_id"].append(trace_id)
@@ -388,8 +462,8 @@ class SpanRows:
         row["error_type"].append(error_type)
         row["error_message"].append(error_message)
         row["attributes"].append(attributes_json)
-        row["events"].append(_dumps(event_rows))
-        row["links"].append(_dumps(links or []))
+        row["events"].append(events_json)
+        row["links"].append(links_json)
         row["resource"].append(resource_json or "{}")
         row["scope_name"].append(scope_name or None)
         self.nbytes += len(attributes_json) + len(input_text or "") + len(output_text or "") + 512

@@ -89,23 +89,22 @@ def decode_protobuf(
     try:
         request = ExportTraceServiceRequest.FromString(body)
     except (DecodeError, RecursionError, ValueError) as exc:
-        if "MaxDepth" not in str(exc):
-            raise MalformedRequest(
-                f"body is not a valid OTLP protobuf trace request ({exc})"
-            ) from None
-        # Some value is nested past protobuf's limit: keep the spans that parse on their own.
+        # One span may be what is wrong (a value nested past protobuf's limit, a string that is
+        # not UTF-8): keep the spans that parse on their own, when the outer levels are sound.
         try:
             request, refused = split_request(body)
-        except (DecodeError, RecursionError, ValueError) as inner:
+        except (DecodeError, RecursionError, ValueError):
+            refused = []
+        if not refused:
             raise MalformedRequest(
-                f"body is not a valid OTLP protobuf trace request ({inner})"
+                f"body is not a valid OTLP protobuf trace request ({exc})"
             ) from None
     decoded = decode_message(request, default_project=default_project, project=project, rows=rows)
     for error in refused:
         decoded.reject(
             f"span: an attribute value is nested deeper than {MAX_VALUE_DEPTH} levels"
             if "MaxDepth" in str(error)
-            else f"span is not valid protobuf ({error})"
+            else f"span is not valid protobuf ({str(error).rpartition(': ')[2]})"
         )
     return decoded
 
@@ -122,13 +121,14 @@ def decode_message(
     for resource_spans in request.resource_spans:
         try:
             resource = _pb_attributes(resource_spans.resource.attributes)
+            span_project = project or project_of(resource, default_project)
+            out.rows.check_keys(resource)
+            resource_text = resource_json(resource)
         except SpanRejected as exc:
             for scope_spans in resource_spans.scope_spans:
                 for _ in scope_spans.spans:
                     out.reject(f"resource: {exc}")
             continue
-        span_project = project or project_of(resource, default_project)
-        resource_text = resource_json(resource)
         for scope_spans in resource_spans.scope_spans:
             scope_name = scope_spans.scope.name
             for span in scope_spans.spans:
@@ -222,12 +222,18 @@ def response_protobuf(decoded: Decoded) -> bytes:
 # -- JSON ----------------------------------------------------------------------------------------
 
 
-def decode_json(body: bytes | str, *, default_project: str, project: str | None = None) -> Decoded:
+def decode_json(
+    body: bytes | str,
+    *,
+    default_project: str,
+    project: str | None = None,
+    rows: SpanRows | None = None,
+) -> Decoded:
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise MalformedRequest(f"body is not valid JSON ({exc})") from None
-    return decode_json_object(document, default_project=default_project, project=project)
+    return decode_json_object(document, default_project=default_project, project=project, rows=rows)
 
 
 def decode_json_object(
@@ -256,14 +262,15 @@ def decode_json_object(
             raise MalformedRequest("resource must be an object")
         try:
             resource = _json_attributes(_get(resource_object, "attributes"))
+            span_project = project or project_of(resource, default_project)
+            out.rows.check_keys(resource)
+            resource_text = resource_json(resource)
         except SpanRejected as exc:
             for ss in scope_list:
                 spans = _get(ss, "spans") if isinstance(ss, Mapping) else None
                 for _ in spans if isinstance(spans, list) else []:
                     out.reject(f"resource: {exc}")
             continue
-        span_project = project or project_of(resource, default_project)
-        resource_text = resource_json(resource)
         for ss in scope_list:
             if not isinstance(ss, Mapping):
                 raise MalformedRequest("each scopeSpans entry must be an object")

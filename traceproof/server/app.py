@@ -2,8 +2,10 @@
 
 MCP's session manager runs in the app's lifespan, so a server must run the lifespan (uvicorn
 ``lifespan="on"``). The SDK's DNS-rebinding protection stays on: ``/mcp`` answers only requests
-whose Host names the address the server is bound to (or loopback). With ``settings.token`` set,
-``/mcp``, OTLP and the API ask for the bearer token (:mod:`traceproof.server.auth`).
+whose Host names the address the server is bound to (or loopback), and the guard
+(:mod:`traceproof.server.guard`) applies the same rule, content types and body limits to every
+route. With ``settings.token`` set, ``/mcp``, OTLP and the API ask for the bearer token
+(:mod:`traceproof.server.auth`).
 """
 
 from __future__ import annotations
@@ -11,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 
-import pyarrow as pa
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
@@ -23,12 +24,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from traceproof.errors import ErrorCode
+from traceproof.ingest.arrowcheck import InvalidSpanStream, read_span_stream
 from traceproof.server.api import tool_routes
 from traceproof.server.auth import BearerToken
+from traceproof.server.guard import RequestGuard
 from traceproof.server.mcp import create_mcp_server
 from traceproof.server.otlp import OtlpReceiver
 from traceproof.settings import Settings
-from traceproof.storage import SPAN_SCHEMA, Busy, Store, StoreError
+from traceproof.storage import Busy, Store, StoreError
 from traceproof.tools.stats import get_stats
 
 
@@ -36,9 +40,10 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
     """The app serving ``store``; MCP at ``/mcp`` runs ``mcp_server`` (by default one over the
     store itself)."""
     mcp = mcp_server or create_mcp_server(store)
+    security = transport_security(settings.host, settings.port, settings.allowed_hosts)
     mcp_app = mcp.streamable_http_app(
         streamable_http_path="/mcp",
-        transport_security=transport_security(settings.host, settings.port),
+        transport_security=security,
     )
     receiver = OtlpReceiver(store, settings)
 
@@ -59,15 +64,21 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
         return Response(get_stats(store).model_dump_json(), media_type="application/json")
 
     async def spans(request: Request) -> Response:
-        """Normalised spans as an Arrow IPC stream (what ``traceproof ingest`` sends)."""
+        """Normalised spans as an Arrow IPC stream (what ``traceproof ingest`` sends). The
+        guard has checked its content type and size; every batch is validated in full here,
+        before DuckDB sees it (:mod:`traceproof.ingest.arrowcheck`)."""
         body = await request.body()
         try:
-            table = pa.ipc.open_stream(body).read_all()
-            if table.schema.names != SPAN_SCHEMA.names:
-                raise ValueError("columns differ from the span schema")
-            table = table.cast(SPAN_SCHEMA)
-        except (pa.ArrowException, ValueError) as exc:
-            return _error(400, f"[invalid_input] Not an Arrow stream of spans ({exc}).")
+            table = await asyncio.to_thread(
+                read_span_stream, body, max_bytes=2 * settings.max_spans_request_bytes
+            )
+        except InvalidSpanStream as exc:
+            return _error(
+                400,
+                f"[{ErrorCode.INVALID_INPUT}] Not an Arrow IPC stream of spans: {exc}. Send "
+                "record batches with the span schema (traceproof ingest does).",
+            )
+        del body
         try:
             result = await asyncio.wrap_future(store.submit(table))
         except Busy as exc:
@@ -81,7 +92,11 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
         async with mcp.session_manager.run():
             yield
 
-    middleware = [Middleware(BearerToken, token=settings.token)] if settings.token else []
+    # The guard runs first, on every route: Host/Origin, content types, body limits, bytes in
+    # flight (traceproof.server.guard); then the token, when one is set.
+    middleware = [Middleware(RequestGuard, settings=settings, security=security)]
+    if settings.token:
+        middleware.append(Middleware(BearerToken, token=settings.token))
     return Starlette(
         lifespan=lifespan,
         middleware=middleware,
@@ -98,22 +113,33 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
     )
 
 
-def transport_security(host: str, port: int) -> TransportSecuritySettings:
-    """DNS-rebinding protection for ``/mcp``: the Host header must name loopback or the bound
-    address (any of this machine's names when bound to every interface), on the bound port."""
+def transport_security(
+    host: str, port: int, extra: Sequence[str] = ()
+) -> TransportSecuritySettings:
+    """DNS-rebinding protection, for ``/mcp`` (the SDK's check) and every other route (the
+    guard's): the Host header must name loopback, the bound address (any of this machine's
+    names when bound to every interface) or a name of ``extra`` (``settings.allowed_hosts``),
+    on the bound port unless the name gives its own."""
     names = ["127.0.0.1", "localhost", "[::1]"]
     if host in ("0.0.0.0", "::", ""):
         names += _machine_names()
     elif host not in names:
         names.append(f"[{host}]" if ":" in host else host)
     ports = "*" if port == 0 else str(port)
+    hosts = [f"{name}:{ports}" for name in dict.fromkeys(names)]
+    for name in extra:
+        if name != "*":
+            hosts.append(name if _has_port(name) else f"{name}:{ports}")
     return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=[f"{name}:{ports}" for name in dict.fromkeys(names)],
-        allowed_origins=[
-            f"{scheme}://{name}:{ports}" for name in names for scheme in ("http", "https")
-        ],
+        # allowed_hosts '*' turns the Host check off (for a proxy that checks it itself).
+        enable_dns_rebinding_protection="*" not in extra,
+        allowed_hosts=hosts,
+        allowed_origins=[f"{scheme}://{h}" for h in hosts for scheme in ("http", "https")],
     )
+
+
+def _has_port(name: str) -> bool:
+    return name.rpartition(":")[2].isdigit() and not name.endswith("]")
 
 
 def _error(status: int, message: str, *, retry_after: float | None = None) -> Response:

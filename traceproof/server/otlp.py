@@ -10,15 +10,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import zlib
 from collections.abc import Callable
+from functools import partial
 
 import pyarrow as pa
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from traceproof.ingest.normalize import SpanRows
 from traceproof.ingest.otlp import (
     Decoded,
     MalformedRequest,
@@ -27,35 +28,16 @@ from traceproof.ingest.otlp import (
     response_json,
     response_protobuf,
 )
+from traceproof.server.guard import reserve
+from traceproof.server.rpcstatus import JSON, PROTOBUF, status_body
 from traceproof.settings import Settings
 from traceproof.storage import Busy, Store, StoreError
 
 log = logging.getLogger(__name__)
 
-PROTOBUF = "application/x-protobuf"
-JSON = "application/json"
-
 
 class TooLarge(ValueError):
     pass
-
-
-def _status_protobuf(code: int, message: str) -> bytes:
-    """A ``google.rpc.Status`` (field 1: code, field 2: message) in protobuf wire format."""
-    text = message.encode()
-    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
 
 
 # google.rpc.Code values used in error bodies.
@@ -95,6 +77,7 @@ class OtlpReceiver:
         limit = self.settings.max_request_bytes
         try:
             body = await _read_body(request, limit)
+            wire_bytes = len(body)
             body = _decompress(body, request.headers.get("content-encoding", ""), limit)
         except TooLarge as exc:
             return self._error(content_type, 413, _RESOURCE_EXHAUSTED, str(exc))
@@ -102,9 +85,15 @@ class OtlpReceiver:
             return self._error(content_type, 400, _INVALID_ARGUMENT, str(exc))
         except ClientDisconnect:
             return Response(status_code=400)
+        if not reserve(request.scope, len(body) - wire_bytes):
+            return self._error(
+                content_type, 503, _UNAVAILABLE, "receiver is busy decoding; retry later"
+            )
 
-        decode: Callable[..., Decoded] = (
-            decode_protobuf if content_type == PROTOBUF else decode_json
+        # Each request gets its own row builder, with the key limits of the settings.
+        decode: Callable[..., Decoded] = partial(
+            decode_protobuf if content_type == PROTOBUF else decode_json,
+            rows=SpanRows.for_settings(self.settings),
         )
         try:
             async with self._decoders:
@@ -153,10 +142,7 @@ class OtlpReceiver:
         headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after else None
         if status == 503 and headers is None:
             headers = {"Retry-After": str(self.settings.retry_after_seconds)}
-        if content_type == PROTOBUF:
-            body = _status_protobuf(code, message)
-        else:
-            body = json.dumps({"code": code, "message": message}).encode()
+        body = status_body(content_type, code, message)
         return Response(body, status_code=status, media_type=content_type, headers=headers)
 
 
