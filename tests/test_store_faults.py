@@ -132,7 +132,7 @@ def test_when_reopening_keeps_failing_the_store_stays_failed_and_answers_errors(
     opened: Store,
 ) -> None:
     def broken(at: str) -> None:
-        if at == "spans" or at == "reopen":
+        if at in {"spans", "reopen"}:
             raise duckdb.FatalException(FATAL)
 
     opened._fault = broken

@@ -100,9 +100,12 @@ def test_without_a_temp_directory_the_same_query_runs_out_of_memory(tmp_path: Pa
     settings = Settings(
         db=tmp_path / "nospill.duckdb", duckdb_memory_limit="64MB", duckdb_temp_directory=""
     )
-    with Store.open(settings.db, settings) as store, store.reader(timeout=120) as reader:
-        with pytest.raises(StoreError) as failed:
-            reader.rows(BIG_SORT)
+    with (
+        Store.open(settings.db, settings) as store,
+        store.reader(timeout=120) as reader,
+        pytest.raises(StoreError) as failed,
+    ):
+        reader.rows(BIG_SORT)
     assert "memory" in str(failed.value).lower()
 
 
