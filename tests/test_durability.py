@@ -7,6 +7,7 @@ happens to the process afterwards, and the store file opens again.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -186,3 +187,136 @@ def test_a_second_serve_on_a_held_store_names_the_holder_and_what_to_do(tmp_path
         assert len(stats(server.url)["projects"]) == 2
     finally:
         server.stop()
+
+
+# -- a fatal DuckDB error inside a running server ---------------------------------------------
+
+# `traceproof serve` with the writer's fault seam armed: the first transaction raises a real
+# duckdb.FatalException inside the transaction; reopening then waits for a file to appear
+# (TP_FAULT=recover) or fails every time (TP_FAULT=broken).
+FAULTY_SERVE = """
+import os, sys, time
+import duckdb
+from traceproof.storage import Store
+
+mode, release = os.environ["TP_FAULT"], os.environ.get("TP_FAULT_RELEASE", "")
+fired = []
+
+def hook(at):
+    if at == "spans" and (not fired or mode == "broken"):
+        fired.append(at)
+        raise duckdb.FatalException("FATAL Error: Failed to rollback transaction.")
+    if at == "reopen":
+        if mode == "broken":
+            raise duckdb.FatalException("FATAL Error: could not reopen")
+        while not os.path.exists(release):
+            time.sleep(0.02)
+
+opened = Store.open.__func__
+
+def open_with_fault(cls, *args, **kwargs):
+    store = opened(cls, *args, **kwargs)
+    store._fault = hook
+    return store
+
+Store.open = classmethod(open_with_fault)
+from traceproof.cli import main
+main()
+"""
+
+
+def faulty_serve(db: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FAULTY_SERVE, "serve", "--db", str(db), "--port", str(port),
+         "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"serve exited early: {proc.stdout.read() if proc.stdout else ''!r}"
+            )
+        try:
+            return httpx2.get(url + "/healthz", timeout=1).status_code == 200
+        except httpx2.HTTPError:
+            return False
+
+    wait_until(ready, timeout=60, what="the server to answer /healthz")
+    return proc
+
+
+def healthz(url: str) -> httpx2.Response | None:
+    try:
+        return httpx2.get(url + "/healthz", timeout=2)
+    except httpx2.HTTPError:
+        return None
+
+
+def test_healthz_turns_503_while_the_server_reopens_the_store_and_nothing_is_lost(
+    tmp_path: Path,
+) -> None:
+    db, release, port = tmp_path / "fatal.duckdb", tmp_path / "release", free_port()
+    proc = faulty_serve(db, port, TP_FAULT="recover", TP_FAULT_RELEASE=str(release))
+    url = f"http://127.0.0.1:{port}"
+    exporter = RecordingExporter(url, timeout=60)
+    results: list[SpanExportResult] = []
+    try:
+        before = RecordingExporter(url)
+        sending = threading.Thread(
+            target=lambda: results.append(exporter.export(agent_spans(project="fatal")))
+        )
+        sending.start()
+        unhealthy = wait_until(
+            lambda: (r := healthz(url)) is not None and r.status_code == 503 and r,
+            what="/healthz to answer 503",
+        )
+        assert unhealthy.json()["status"] == "reopening"
+        assert "fatal" in unhealthy.json()["detail"].lower()
+        assert str(db) not in unhealthy.text and "store" not in unhealthy.json()
+        # Meanwhile a tool call is told to retry, not answered with a traceback.
+        busy = httpx2.post(url + "/api/v1/tools/list_projects", json={}, timeout=10)
+        assert busy.status_code == 503
+        assert busy.json()["code"] == "store_busy"
+        release.touch()
+        sending.join(60)
+        assert results == [SpanExportResult.SUCCESS]  # acknowledged after the reopen
+        ok = wait_until(lambda: (r := healthz(url)) is not None and r.status_code == 200 and r)
+        assert ok.json() == {"status": "ok"}
+        assert before.export(agent_spans(project="after", turn=1)) is SpanExportResult.SUCCESS
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    stored = stored_ids(db)
+    assert exporter.acked_ids and exporter.acked_ids <= stored
+    assert before.acked_ids <= stored
+    with Store.open(db) as store, store.reader() as reader:
+        assert reader.scalar("SELECT sum(span_count) FROM traces") == len(stored)
+
+
+def test_serve_exits_non_zero_when_the_store_cannot_be_reopened(tmp_path: Path) -> None:
+    db, port = tmp_path / "broken.duckdb", free_port()
+    proc = faulty_serve(
+        db,
+        port,
+        TP_FAULT="broken",
+        TRACEPROOF_STORE_REOPEN_ATTEMPTS="2",
+        TRACEPROOF_STORE_REOPEN_BACKOFF_SECONDS="0",
+    )
+    url = f"http://127.0.0.1:{port}"
+    exporter = RecordingExporter(url, timeout=5)
+    try:
+        exporter.export(agent_spans(project="lost"))
+        assert proc.wait(timeout=60) == 3  # for a supervisor to restart it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = proc.stdout.read().decode() if proc.stdout else ""
+    assert "could not be reopened" in output
+    assert "Traceback" not in output
+    assert exporter.acked == []  # nothing was acknowledged that was not stored
+    assert stored_ids(db) == set()

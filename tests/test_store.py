@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-import traceproof.storage.store as store_module
+import traceproof.storage.connection as connection_module
 from tests.conftest import wait_until
 from traceproof.ingest.normalize import SpanRows
 from traceproof.settings import Settings
@@ -163,7 +163,7 @@ def test_reopening_an_older_store_applies_only_the_new_migration(
         with store.reader() as reader:
             before = reader.rows("SELECT version, applied_at FROM schema_migrations")
     newer = Migration(len(MIGRATIONS) + 1, "a test column", "ALTER TABLE spans ADD COLUMN x INT")
-    monkeypatch.setattr(store_module, "MIGRATIONS", (*MIGRATIONS, newer))
+    monkeypatch.setattr(connection_module, "MIGRATIONS", (*MIGRATIONS, newer))
     with Store.open(settings.db, settings) as store, store.reader() as reader:
         after = reader.rows("SELECT version, applied_at FROM schema_migrations ORDER BY version")
         spans = reader.rows("SELECT span_id, x FROM spans ORDER BY span_id")

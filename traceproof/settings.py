@@ -109,8 +109,41 @@ class Settings(BaseSettings):
         description="Approximate bytes per batch handed to the writer by file import.",
     )
     duckdb_memory_limit: str = Field(
-        default="512MB",
-        description="DuckDB's memory_limit for the store (bounds its buffer pool).",
+        default="auto",
+        description="DuckDB's memory_limit for the store (its buffer pool: cached blocks, writes "
+        "not yet checkpointed, query state). 'auto' (the default) takes duckdb_memory_fraction "
+        "of this machine's memory (or of the container's cgroup limit when lower), clamped "
+        "between duckdb_memory_min and duckdb_memory_max; or a size such as 512MB or 2GB. A "
+        "query that needs more spills to duckdb_temp_directory.",
+    )
+    duckdb_memory_fraction: float = Field(
+        default=0.2,
+        gt=0,
+        le=0.9,
+        description="Share of the machine's memory an 'auto' memory_limit takes.",
+    )
+    duckdb_memory_min: str = Field(
+        default="512MB", description="Floor of an 'auto' memory_limit (small machines)."
+    )
+    duckdb_memory_max: str = Field(
+        default="1GB",
+        description="Ceiling of an 'auto' memory_limit (large machines): the server's RSS stays "
+        "near this plus the Python process (~200-400 MB); queries beyond it spill to disk.",
+    )
+    duckdb_temp_directory: str = Field(
+        default="auto",
+        description="Where DuckDB spills queries (sorts, joins, aggregates) and evicted "
+        "uncheckpointed writes that do not fit memory_limit. 'auto': a private directory "
+        "'<store file>.tmp' beside the store, created on first spill and removed on close; '' "
+        "turns spilling off (such queries then fail with out of memory). Set before the "
+        "configuration is locked, so the sql tool's sandbox (no file access) does not affect it.",
+    )
+    duckdb_max_temp_directory_size: str = Field(
+        default="4GB",
+        description="DuckDB's max_temp_directory_size: most disk the temp directory may hold "
+        "(DuckDB's own default is 90% of the free disk). DuckDB 1.5.5 enforces it for evicted "
+        "buffer blocks; a sort or hash aggregate spilling its partitions was seen to pass it, "
+        "so keep disk headroom beyond it.",
     )
     duckdb_threads: int = Field(default=2, ge=1, description="DuckDB worker threads.")
     duckdb_row_group_size: int = Field(
@@ -131,10 +164,41 @@ class Settings(BaseSettings):
         "checkpoint then compresses less multi-kilobyte span text at once (lower peak memory).",
     )
     duckdb_checkpoint_threshold: str = Field(
-        default="256MB",
-        description="Write-ahead log size at which DuckDB checkpoints into the main file. "
-        "Larger means fewer, cheaper-per-span checkpoints during ingest and a longer WAL replay "
-        "after a crash.",
+        default="64MB",
+        description="Write-ahead log size at which DuckDB checkpoints into the main file (at "
+        "commit, in the writer). Writes not yet checkpointed stay in memory_limit (about 1.5-2x "
+        "the WAL size) and compete with queries, so this stays a small part of memory_limit; "
+        "larger means fewer checkpoints during ingest and a longer WAL replay after a crash.",
+    )
+    duckdb_idle_checkpoint_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds without a new batch after which the writer checkpoints (when the "
+        "WAL holds at least duckdb_idle_checkpoint_bytes), giving queries back the memory that "
+        "recent writes held.",
+    )
+    duckdb_idle_checkpoint_bytes: int = Field(
+        default=1024 * 1024,
+        ge=0,
+        description="Smallest WAL that an idle checkpoint writes into the file (0: never "
+        "checkpoint on idle, only at duckdb_checkpoint_threshold).",
+    )
+    store_reopen_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Times the writer tries to reopen the store after a fatal DuckDB error "
+        "before the store stays failed (then `traceproof serve` exits with status 3).",
+    )
+    store_reopen_backoff_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="Wait before reopen attempt n+1: n times this many seconds.",
+    )
+    store_write_retries: int = Field(
+        default=2,
+        ge=0,
+        description="Times a batch whose write hit a fatal error is written again after the "
+        "store reopened, before it is answered with an error (never acknowledged unwritten).",
     )
 
     # -- agents' tools ------------------------------------------------------------------------

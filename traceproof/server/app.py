@@ -58,7 +58,16 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
         )
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "store": str(store.path)})
+        """200 ``{"status": "ok"}`` while the store reads and writes; 503 with the state
+        (``reopening``, ``failed``, ``closed``) and what happened otherwise. Never the path."""
+        state = store.health()
+        if state.ok:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse(
+            {"status": state.state, "detail": state.detail},
+            status_code=503,
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
 
     async def stats(request: Request) -> Response:
         return Response(get_stats(store).model_dump_json(), media_type="application/json")

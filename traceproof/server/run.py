@@ -82,10 +82,29 @@ def serve(
         # this one exits through `finally` instead.
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, _exit_on_signal)
+        threading.Thread(
+            target=_stop_when_failed, args=(store, server), name="traceproof-health", daemon=True
+        ).start()
         server.run()
     finally:
         owner.clear(store.path)
         store.close()
+    health = store.health()
+    if health.state == "failed":
+        announce(f"traceproof serve stopped: {health.detail}")
+        sys.exit(STORE_FAILED_EXIT)
+
+
+#: Exit status of ``traceproof serve`` when the store failed and could not be reopened: a
+#: supervisor (systemd ``Restart=on-failure``, Docker ``--restart``) starts it again.
+STORE_FAILED_EXIT = 3
+
+
+def _stop_when_failed(store: Store, server: uvicorn.Server) -> None:
+    """Stop serving once the store has failed for good, so the process exits non-zero."""
+    if store.wait_failed():
+        log.critical("the store failed and could not be reopened; stopping the server")
+        server.should_exit = True
 
 
 def _exit_on_signal(signum: int, frame: FrameType | None) -> None:

@@ -1,7 +1,8 @@
 """Storage: the only package that imports DuckDB.
 
-Public API: :class:`Store` (open, submit/write, reader), :class:`WriteResult`, the span column
-contract :data:`SPAN_SCHEMA`, and the exceptions in :mod:`traceproof.storage.exceptions`.
+Public API: :class:`Store` (open, submit/write, reader, health), :class:`StoreHealth`,
+:class:`WriteResult`, the span column contract :data:`SPAN_SCHEMA`, and the exceptions in
+:mod:`traceproof.storage.exceptions`.
 """
 
 from traceproof.storage.columns import SPAN_COLUMNS, SPAN_KINDS, SPAN_NUMERIC_COLUMNS, SPAN_SCHEMA
@@ -14,9 +15,11 @@ from traceproof.storage.exceptions import (
     StoreClosed,
     StoreError,
     StoreLocked,
+    StoreUnavailable,
 )
 from traceproof.storage.reader import QueryResult, Reader, check_expression, check_select
-from traceproof.storage.store import Store, WriteResult
+from traceproof.storage.store import Store, StoreHealth
+from traceproof.storage.writes import WriteResult
 
 __all__ = [
     "SPAN_COLUMNS",
@@ -33,7 +36,9 @@ __all__ = [
     "Store",
     "StoreClosed",
     "StoreError",
+    "StoreHealth",
     "StoreLocked",
+    "StoreUnavailable",
     "WriteResult",
     "check_expression",
     "check_select",

@@ -6,6 +6,7 @@
     └── StoreError            something went wrong inside the store
         ├── StoreLocked       another process holds the DuckDB file
         ├── Busy              the write queue is full; retry after ``retry_after`` seconds
+        │   └── StoreUnavailable  the store is reopening after a fatal DuckDB error (or failed)
         ├── StoreClosed       the store was closed; nothing more is accepted
         ├── NotFound          a named thing (trace, span, project) does not exist
         ├── InvalidQuery      DuckDB could not parse, bind or run a query
@@ -57,6 +58,18 @@ class Busy(StoreError):
         super().__init__(
             f"The write queue is full. Retry in {retry_after:g} s; nothing from this batch "
             "was stored."
+        )
+
+
+class StoreUnavailable(Busy):
+    """The store cannot read or write now: it is reopening its file after DuckDB failed, or it
+    failed for good (then the server exits for a supervisor to restart it). Retryable."""
+
+    def __init__(self, detail: str, retry_after: float) -> None:
+        self.retry_after = retry_after
+        what = detail.rstrip(".") or "The store is unavailable"
+        StoreError.__init__(
+            self, f"{what}. Retry in {max(1, retry_after):g} s; nothing of this request was done."
         )
 
 

@@ -2,7 +2,7 @@
 
 Every read runs on a cursor of its own under a time limit (the query is interrupted when it runs
 longer). The whole DuckDB instance is locked down once the store is open (no file or network
-access, no extension loading, configuration locked; see ``store._lock_down``), so a query can
+access, no extension loading, configuration locked; see ``connection._lock_down``), so a query can
 read the store's tables and nothing else. Untrusted text (the ``sql`` tool, ``where`` filters)
 must also parse as exactly one ``SELECT`` statement.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -83,9 +83,18 @@ def check_expression(text: str) -> None:
 class Reader:
     """Queries on one cursor, each under ``timeout`` seconds (``None``: no limit)."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, timeout: float | None) -> None:
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        timeout: float | None,
+        *,
+        on_error: Callable[[BaseException], StoreError | None] | None = None,
+    ) -> None:
         self._cursor = cursor
         self._timeout = timeout
+        # The store's say on an error first: a fatal DuckDB state or a reopen in progress is a
+        # retryable StoreUnavailable, not the query's fault.
+        self._on_error = on_error
 
     def rows(
         self, sql: str, params: Sequence[Any] | None = None, *, untrusted: bool = False
@@ -130,7 +139,13 @@ class Reader:
             timer.daemon = True
             timer.start()
         try:
-            yield
+            try:
+                yield
+            except duckdb.Error as exc:
+                mapped = self._on_error(exc) if self._on_error is not None else None
+                if mapped is not None:
+                    raise mapped from None
+                raise
         except duckdb.InterruptException:
             raise QueryTimeout(
                 f"The query ran longer than {self._timeout:g} s and was stopped. Narrow it "
