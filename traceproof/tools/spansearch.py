@@ -40,6 +40,7 @@ from traceproof.tools.filters import (
     UntilParam,
     WhereParam,
     check_regex,
+    span_source,
     where_errors,
 )
 from traceproof.tools.find import compile_regex, fingerprint, snippet
@@ -153,7 +154,8 @@ def search_spans(
     sql = (
         "SELECT span_id, trace_id, name, span_kind, status, start_time, latency_ms, model, "
         f"tool_name, left(input_value, {PREVIEW_CHARS * 2}) AS input_head, "
-        f"left(error_message, {PREVIEW_CHARS * 2}) AS error_head FROM spans WHERE {condition} "
+        f"left(error_message, {PREVIEW_CHARS * 2}) AS error_head FROM {span_source(condition)} "
+        f"WHERE {condition} "
         f"ORDER BY {', '.join(f'{c} {d}' for c, d in order)} LIMIT {limit + 1}"
     )
     with store.reader(timeout=store.settings.sql_timeout_seconds) as reader:
