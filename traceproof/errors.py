@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_SPAN = "unknown_span"
     UNKNOWN_SESSION = "unknown_session"
     UNAUTHORIZED = "unauthorized"
+    OTLP_PORT_TAKEN = "otlp_port_taken"
     # A failure inside traceproof itself (details in the server log, never in the message).
     INTERNAL_ERROR = "internal_error"
 
