@@ -398,3 +398,24 @@ def test_a_window_of_a_long_value_is_one_exact_call(demo_store: Store) -> None:
     # From the start too.
     head = get_span_data(demo_store, span_id=span_id, paths=["input_value"], length=50)
     assert head.fields["input_value"] == text[:50]
+
+
+def test_rows_leave_out_the_trace_id_the_call_fixed(demo_store: Store) -> None:
+    with demo_store.reader() as reader:
+        trace_id = str(reader.scalar("SELECT min(trace_id) FROM spans"))
+    rows = search_spans(demo_store, trace_id=trace_id).spans
+    assert rows and all(row.trace_id is None for row in rows)
+    across = search_spans(demo_store, span_kind="TOOL", limit=3).spans
+    assert all(row.trace_id for row in across)
+
+
+def test_latencies_are_rounded_to_a_tenth_of_a_millisecond(store: Store) -> None:
+    rows = SpanRows()
+    rows.add(
+        project="p", trace_id="r" * 32, span_id="s" * 16, parent_span_id=None, name="x",
+        start_ns=1_000_000_000_000, end_ns=1_000_000_000_000 + 1_437_699_999,
+        status="OK", status_message=None, attributes={},
+    )  # fmt: skip
+    store.write(rows.table())
+    [row] = search_spans(store, trace_id="r" * 32).spans
+    assert row.latency_ms == 1437.7

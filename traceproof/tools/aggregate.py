@@ -32,6 +32,7 @@ from traceproof.tools.filters import (
     span_source,
     where_errors,
 )
+from traceproof.tools.paging import tidy_cell
 from traceproof.tools.tabular import fit_note, fit_rows
 
 #: Columns of the ``traces`` view that can be grouped by or aggregated.
@@ -198,7 +199,8 @@ def aggregate(
     more = len(rows) > limit
     result = AggregateResult(columns=names, rows=[], truncated=more)
     room = budget(max_chars, store.settings) - size(result) - _NOTE_ROOM
-    fitted = fit_rows(names, rows[:limit], room, _marker)
+    tidied = [tuple(tidy_cell(v) for v in row) for row in rows[:limit]]
+    fitted = fit_rows(names, tidied, room, _marker)
     result.rows = fitted.rows
     result.truncated = more or fitted.dropped > 0
     note = _note(len(fitted.rows), fitted.dropped, more, limit, fitted.clipped_cells)

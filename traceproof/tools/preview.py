@@ -20,6 +20,7 @@ from traceproof.storage import Reader, Store
 from traceproof.tools.common import MaxChars, ToolFailure, budget, size
 from traceproof.tools.filters import ProjectParam
 from traceproof.tools.layout import CollapsedSpans, Frame, Layout
+from traceproof.tools.paging import tidy
 from traceproof.tools.tree import SpanFacts, build_forest, mark_critical_path, prepare
 
 __all__ = ["CollapsedSpans", "TracePreview", "get_trace_preview"]
@@ -147,7 +148,7 @@ def _summary(reader: Reader, trace_id: str, project: str | None) -> dict[str, An
         "project": projects,
         "name": name,
         "start_time": start,
-        "latency_ms": (end_us - start_us) / 1000,
+        "latency_ms": tidy((end_us - start_us) / 1000),
         "span_count": spans,
         "error_count": errors,
         "total_tokens": total or 0,

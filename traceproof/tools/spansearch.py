@@ -44,6 +44,7 @@ from traceproof.tools.filters import (
     where_errors,
 )
 from traceproof.tools.find import compile_regex, fingerprint, snippet
+from traceproof.tools.paging import tidy
 from traceproof.tools.spandoc import TEXT_COLUMNS, Leaf, leaves
 
 PREVIEW_CHARS = 160
@@ -71,7 +72,9 @@ class SpanMatch(BaseModel):
 
 class SpanRow(BaseModel):
     span_id: str = Field(description="The span (read it with get_span_data).")
-    trace_id: str = Field(description="Its trace.")
+    trace_id: str | None = Field(
+        default=None, description="Its trace (left out when the call's trace_id fixes it)."
+    )
     name: str = Field(description="Span name.")
     span_kind: str = Field(description="OpenInference kind: LLM, TOOL, CHAIN…")
     status: str = Field(description="OK, ERROR or UNSET.")
@@ -165,6 +168,9 @@ def search_spans(
         found = found[:limit]
         matches = _matches(reader, found, pattern, ignore_case) if pattern is not None else {}
     rows = [_row(r, matches.get((r["trace_id"], r["span_id"]))) for r in found]
+    if trace_id is not None:
+        for row in rows:
+            row.trace_id = None
     return _fit(SpanList(spans=rows, truncated=more), found, more, order, digest, room)
 
 
@@ -245,7 +251,7 @@ def _row(row: dict[str, Any], match: SpanMatch | None) -> SpanRow:
         span_kind=row["span_kind"],
         status=row["status"],
         start_time=row["start_time"].isoformat(),
-        latency_ms=row["latency_ms"],
+        latency_ms=tidy(row["latency_ms"]),
         model=row["model"],
         tool_name=row["tool_name"],
         match=match,
