@@ -136,7 +136,9 @@ def test_trace_prints_the_tree_with_the_failing_span(runner: CliRunner, demo: Fa
     )
     human = run(runner, "trace", demo.error_trace, "--db", demo.db)
     assert human.exit_code == 0, human.output
-    (failing,) = [line for line in human.stdout.splitlines() if demo.error_span in line]
+    lines = human.stdout.splitlines()
+    # The failing span's tree line (its id is also listed on the critical_path line).
+    (failing,) = [ln for ln in lines if demo.error_span in ln and " TOOL " in ln]
     assert " TOOL ERROR " in failing
     assert f"trace_id: {demo.error_trace}" in human.stdout
     missing = run(runner, "trace", "f" * 32, "--db", demo.db)

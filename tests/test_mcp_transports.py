@@ -228,6 +228,49 @@ async def test_mcp_over_stdio_keeps_serving_when_the_otlp_port_is_taken(tmp_path
     assert "warning: OTLP receiver not started" in said and str(port) in said
 
 
+def notices(result: CallToolResult) -> list[str]:
+    """The text blocks after the result's JSON (what the host shows the model beside it)."""
+    return [b.text for b in result.content[1:] if isinstance(b, TextContent)]
+
+
+@pytest.mark.slow
+async def test_mcp_tells_the_agent_in_every_answer_that_another_traceproof_has_the_otlp_port(
+    tmp_path: Path,
+) -> None:
+    # A quickstart `serve --demo` on another store holds the port this project's MCP wants.
+    other = ServeProcess(tmp_path / "quickstart.duckdb", None, "--demo")
+    db = tmp_path / "project.duckdb"
+    try:
+        async with Client(mcp_command(db, "--port", str(other.port))) as client:
+            instructions = client.instructions or ""
+            projects = await client.call_tool("list_projects", {})
+            missing = await client.call_tool("search_traces", {"project": "nope"})
+    finally:
+        other.stop()
+    assert "[otlp_port_taken]" in instructions and "quickstart.duckdb" in instructions
+    # The answer is still this store's (empty) one, and says why it may be empty, with the fix.
+    assert projects.structured_content is not None and projects.structured_content["total"] == 0
+    [notice] = notices(projects)
+    assert notice.startswith("[otlp_port_taken] ")
+    assert str(tmp_path / "quickstart.duckdb") in notice and str(db) in notice
+    assert f":{other.port}" in notice and "--port" in notice
+    assert missing.is_error and text_of(missing).startswith("[unknown_project] ")
+    assert "[otlp_port_taken]" in text_of(missing)
+
+
+@pytest.mark.slow
+async def test_mcp_names_a_foreign_program_holding_the_otlp_port(tmp_path: Path) -> None:
+    db = tmp_path / "taken.duckdb"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with Client(mcp_command(db, "--port", str(port))) as client:
+            result = await client.call_tool("list_projects", {})
+    [notice] = notices(result)
+    assert notice.startswith("[otlp_port_taken] ") and "not a traceproof" in notice
+
+
 @pytest.mark.slow
 async def test_mcp_on_a_store_held_by_serve_works_through_the_server(tmp_path: Path) -> None:
     db = tmp_path / "held.duckdb"

@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     FORBIDDEN_ORIGIN = "forbidden_origin"
     REQUEST_TOO_LARGE = "request_too_large"
     SERVER_BUSY = "server_busy"
+    OTLP_PORT_TAKEN = "otlp_port_taken"
     # A failure inside traceproof itself (details in the server log, never in the message).
     INTERNAL_ERROR = "internal_error"
 

@@ -138,7 +138,7 @@ def test_each_line_shows_kind_status_offset_duration_self_time_share_and_tokens(
         "out:call lookup_order"
     )
     assert line_of(preview, "tool000000000004") == (
-        "├─lookup_order TOOL ERROR tool000000000004 +200ms 400ms 40% in:{order_id: 42} "
+        "├─*lookup_order TOOL ERROR tool000000000004 +200ms 400ms 40% in:{order_id: 42} "
         "err:TimeoutError: orders API did not answer"
     )
     assert line_of(preview, "answ000000000005") == (
@@ -148,7 +148,9 @@ def test_each_line_shows_kind_status_offset_duration_self_time_share_and_tokens(
     assert (preview.name, preview.project, preview.latency_ms) == ("agent", "p", 1000.0)
     assert preview.start_time == T0
     assert preview.collapsed == [] and preview.truncated is False
-    assert "critical path" in preview.legend
+    # How to read a line is in the tool's description, not paid again in every answer.
+    assert "legend" not in preview.model_dump()
+    assert "* critical path" in (get_trace_preview.__doc__ or "")
 
 
 def test_self_time_clips_children_to_the_span_and_merges_overlaps(store: Store) -> None:
@@ -167,25 +169,96 @@ def test_self_time_clips_children_to_the_span_and_merges_overlaps(store: Store) 
     assert " 1.00s self 600ms 100%" in line_of(preview, "root000000000001")
 
 
-def test_critical_path_follows_the_child_that_ends_last_at_each_level(store: Store) -> None:
+def critical(store: Store, spans: list[Sp], trace_id: str = "c" * 32) -> list[str]:
+    """The critical path of ``spans`` (longest-holding first), checked against the "*" marks
+    of the tree."""
+    preview = get_trace_preview(store, trace_id=write(store, spans, trace_id=trace_id))
+    marked = {s for s in shown_ids(preview) if line_of(preview, s).lstrip("│├└─ ").startswith("*")}
+    assert marked == set(preview.critical_path)
+    return preview.critical_path
+
+
+def test_critical_path_of_sequential_children_takes_every_step_not_only_the_last(
+    store: Store,
+) -> None:
+    # An agent: LLM call, a long tool, another LLM call: the tool is most of the trace.
+    spans = [
+        Sp("root000000000001", None, "agent", 0, 16_000, "AGENT"),
+        Sp("llma000000000002", "root000000000001", "Messages", 10, 800, "LLM"),
+        Sp("tool000000000003", "root000000000001", "lookup", 800, 11_600, "TOOL"),
+        Sp("llmb000000000004", "root000000000001", "Messages", 11_600, 15_990, "LLM"),
+    ]
+    assert critical(store, spans) == [
+        "tool000000000003",  # holds the path 10.8s
+        "llmb000000000004",  # 4.39s
+        "llma000000000002",  # 790ms
+        "root000000000001",  # 20ms of its own
+    ]
+
+
+def test_critical_path_of_parallel_children_takes_the_one_that_ends_last(store: Store) -> None:
+    spans = [
+        Sp("root000000000001", None, "fan-out", 0, 1000),
+        Sp("fast000000000002", "root000000000001", "fetch", 0, 300),
+        Sp("slow000000000003", "root000000000001", "fetch", 0, 950),
+        Sp("midd000000000004", "root000000000001", "fetch", 0, 600),
+        Sp("slin000000000005", "slow000000000003", "inner", 100, 900),
+    ]
+    assert critical(store, spans) == [
+        "slin000000000005",  # 800ms
+        "slow000000000003",  # 150ms around its child
+        "root000000000001",  # 50ms after slow ends
+    ]
+
+
+def test_critical_path_skips_children_that_end_after_the_cursor_and_recurses(
+    store: Store,
+) -> None:
     spans = [
         Sp("root000000000001", None, "root", 0, 1000),
-        Sp("aaaa000000000002", "root000000000001", "early", 0, 900),
+        Sp("aaaa000000000002", "root000000000001", "early", 0, 900),  # overlaps late: off
         Sp("bbbb000000000003", "root000000000001", "late", 100, 950),
-        Sp("cccc000000000004", "bbbb000000000003", "x", 100, 400),
+        Sp("cccc000000000004", "bbbb000000000003", "x", 100, 400),  # ends as y starts: on
         Sp("dddd000000000005", "bbbb000000000003", "y", 400, 940),
         Sp("eeee000000000006", "dddd000000000005", "z", 500, 600),
         Sp("ffff000000000007", "aaaa000000000002", "w", 0, 899),
+        Sp("gggg000000000008", "root000000000001", "before", 0, 90),  # ends before late: on
     ]
-    preview = get_trace_preview(store, trace_id=write(store, spans))
-    assert preview.critical_path == [
-        "root000000000001",
-        "bbbb000000000003",
-        "dddd000000000005",
-        "eeee000000000006",
+    assert critical(store, spans) == [
+        "dddd000000000005",  # 540ms - z's 100ms
+        "cccc000000000004",  # 300ms
+        "eeee000000000006",  # 100ms
+        "gggg000000000008",  # 90ms
+        "root000000000001",  # 1000 - 850 - 90
+        "bbbb000000000003",  # 850 - 840
     ]
-    marked = {s for s in shown_ids(preview) if "*" in line_of(preview, s)}
-    assert marked == set(preview.critical_path)
+
+
+def test_critical_path_clamps_children_that_outlive_their_parent(store: Store) -> None:
+    # "async" is fired by the step and outlives it: up to the step's end it is what the step
+    # waits on; "sync" ended before it started. "later" starts after the step ended: off.
+    spans = [
+        Sp("root000000000001", None, "root", 0, 2000),
+        Sp("step000000000002", "root000000000001", "step", 0, 1000),
+        Sp("sync000000000003", "step000000000002", "sync", 0, 200),
+        Sp("asyn000000000004", "step000000000002", "async", 300, 1800),
+        Sp("late000000000005", "step000000000002", "later", 1200, 1300),
+        Sp("next000000000006", "root000000000001", "next", 1000, 1900),
+    ]
+    assert critical(store, spans) == [
+        "next000000000006",  # 900ms
+        "asyn000000000004",  # 300..1000, clamped to the step's end
+        "sync000000000003",  # 200ms
+        "root000000000001",  # 100ms, before a tie in tree order
+        "step000000000002",  # 100ms
+    ]
+
+
+def test_the_demo_agent_trace_puts_its_long_tool_on_the_critical_path(demo_store: Store) -> None:
+    preview = get_trace_preview(demo_store, trace_id="eaa8611afa3053a865b60a2a0fce9401")
+    tool = line_of(preview, "cfb7f29441bcfbe1")
+    assert " 66%" in tool and tool.startswith("├─*lookup_order TOOL")
+    assert preview.critical_path[0] == "cfb7f29441bcfbe1"
 
 
 def test_ties_on_start_time_render_in_span_id_order_every_time(store: Store) -> None:
@@ -212,7 +285,8 @@ def test_a_run_of_similar_tool_calls_collapses_into_one_line(store: Store) -> No
 
     assert len(preview.tree) == 4
     run = preview.tree[2]
-    assert run.startswith("├─50× fetch_page TOOL (3 errors) first call000000000000 ")
+    # Sequential calls are all on the critical path: the run is marked.
+    assert run.startswith("├─*50× fetch_page TOOL (3 errors) first call000000000000 ")
     assert "last call000000000049 +100ms total 2.50s avg 50ms" in run
     assert "err:HTTPError: 503 from the pages API" in run
     [entry] = preview.collapsed
@@ -267,7 +341,7 @@ def test_span_id_shows_only_that_subtree(store: Store) -> None:
     assert shown_ids(preview) == {"plan000000000002", "llm0000000000003"}
     # Offsets and shares stay relative to the whole trace; the path starts at the span.
     assert preview.tree[0].startswith("*plan CHAIN plan000000000002 +0ms 300ms self 100ms 30%")
-    assert preview.critical_path == ["plan000000000002", "llm0000000000003"]
+    assert preview.critical_path == ["llm0000000000003", "plan000000000002"]
 
 
 def test_max_depth_collapses_deeper_levels_with_the_call_that_expands_them(store: Store) -> None:
@@ -471,8 +545,12 @@ def test_a_5000_span_trace_stays_in_budget_and_its_expand_calls_show_every_span(
     assert preview.truncated and preview.collapsed
     # Error spans and the critical path are kept on lines of their own while others fold.
     assert "tool000000000013" in shown_ids(preview) and "tool000000000077" in shown_ids(preview)
-    assert set(preview.critical_path) <= shown_ids(preview)
-    assert preview.critical_path == ["root000000000000", "step000000000099", "answ000000000099"]
+    # Every step is sequential, so every span is on the critical path (marked); the list
+    # names the 20 that hold it longest: the root (its 100 gaps of 10ms), then the 100ms
+    # plan and tool calls, earliest first.
+    assert len(preview.critical_path) == 20
+    assert preview.critical_path[:3] == ["root000000000000", "plan000000000000", "tool000000000000"]
+    assert preview.tree[0].startswith("*agent AGENT root000000000000")
     hidden = sum(entry.hidden for entry in preview.collapsed)
     assert hidden + len(shown_ids(preview)) == len(spans)
     folded = [e for e in preview.collapsed if e.span_id == "ragc000000000013"]

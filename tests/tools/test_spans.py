@@ -355,3 +355,67 @@ def test_search_errors_have_their_codes(demo_store: Store) -> None:
 def test_where_filters_on_attribute_paths(demo_store: Store) -> None:
     found = search_spans(demo_store, where="llm.model_name = 'gpt-4.1'", limit=100)
     assert found.spans and {r.model for r in found.spans} == {"gpt-4.1"}
+
+
+def big_llm_span(store: Store) -> str:
+    with store.reader() as reader:
+        return str(
+            reader.scalar(
+                "SELECT span_id FROM spans ORDER BY length(input_value) DESC NULLS LAST LIMIT 1"
+            )
+        )
+
+
+def test_a_message_repeating_the_input_is_said_once_not_paid_twice(demo_store: Store) -> None:
+    span_id = big_llm_span(demo_store)
+    data = get_span_data(demo_store, span_id=span_id)
+    content = "attributes.llm.input_messages.1.message.content"
+    # The 400,000-character user message is inside input_value (JSON-escaped): named, not sent.
+    assert data.fields[content] == "inside input_value (same text)"
+    assert [c.path for c in data.clipped] == ["input_value"]
+    assert data.fields["input_value"].startswith('{"model": "gpt-4o-mini"')
+    # Asked for by its path alone, the message itself is read.
+    alone = get_span_data(demo_store, span_id=span_id, paths=[content], max_chars=2_000)
+    assert alone.fields[content].startswith("The standing desk from NW-")
+
+
+def test_a_window_of_a_long_value_is_one_exact_call(demo_store: Store) -> None:
+    span_id = big_llm_span(demo_store)
+    with demo_store.reader() as reader:
+        text = str(reader.scalar("SELECT input_value FROM spans WHERE span_id = ?", [span_id]))
+    window = get_span_data(
+        demo_store, span_id=span_id, paths=["input_value"], offset=200_000, length=1_000
+    )
+    assert window.fields["input_value"] == text[200_000:201_000]
+    [clip] = window.clipped
+    assert (clip.offset, clip.returned_chars, clip.chars_cut) == (
+        200_000,
+        1_000,
+        len(text) - 201_000,
+    )
+    assert clip.next_call is not None and "offset=201000" in clip.next_call
+    assert "length=1000" in clip.next_call
+    # From the start too.
+    head = get_span_data(demo_store, span_id=span_id, paths=["input_value"], length=50)
+    assert head.fields["input_value"] == text[:50]
+
+
+def test_rows_leave_out_the_trace_id_the_call_fixed(demo_store: Store) -> None:
+    with demo_store.reader() as reader:
+        trace_id = str(reader.scalar("SELECT min(trace_id) FROM spans"))
+    rows = search_spans(demo_store, trace_id=trace_id).spans
+    assert rows and all(row.trace_id is None for row in rows)
+    across = search_spans(demo_store, span_kind="TOOL", limit=3).spans
+    assert all(row.trace_id for row in across)
+
+
+def test_latencies_are_rounded_to_a_tenth_of_a_millisecond(store: Store) -> None:
+    rows = SpanRows()
+    rows.add(
+        project="p", trace_id="r" * 32, span_id="s" * 16, parent_span_id=None, name="x",
+        start_ns=1_000_000_000_000, end_ns=1_000_000_000_000 + 1_437_699_999,
+        status="OK", status_message=None, attributes={},
+    )  # fmt: skip
+    store.write(rows.table())
+    [row] = search_spans(store, trace_id="r" * 32).spans
+    assert row.latency_ms == 1437.7

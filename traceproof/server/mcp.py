@@ -129,15 +129,18 @@ class TraceproofMCP(MCPServer):
             raise ToolError(str(exc).removeprefix(f"Error executing tool {name}: ")) from exc
 
 
-def create_mcp_server(backend: Backend | Store) -> MCPServer:
+def create_mcp_server(backend: Backend | Store, notice: str | None = None) -> MCPServer:
     """An MCP server offering every registered tool, run on ``backend`` (a store is served
-    locally)."""
+    locally). ``notice``, when given, is something the agent must know to trust the answers
+    (say, that the application's spans go to another store): it ends the instructions and
+    follows every tool's answer, success or error, as a text block of its own."""
     if isinstance(backend, Store):
         backend = LocalBackend(backend)
-    server = TraceproofMCP(name="traceproof", version=__version__, instructions=INSTRUCTIONS)
+    instructions = INSTRUCTIONS if notice is None else f"{INSTRUCTIONS}\n\n{notice}"
+    server = TraceproofMCP(name="traceproof", version=__version__, instructions=instructions)
     for spec in registry.TOOLS:
         server.add_tool(
-            mcp_tool(spec, backend),
+            mcp_tool(spec, backend, notice),
             name=spec.name,
             description=description(spec),
             annotations=READ_ONLY if spec.read_only else WRITES,
@@ -145,7 +148,9 @@ def create_mcp_server(backend: Backend | Store) -> MCPServer:
     return server
 
 
-def mcp_tool(spec: ToolSpec, backend: Backend) -> Callable[..., Awaitable[CallToolResult]]:
+def mcp_tool(
+    spec: ToolSpec, backend: Backend, notice: str | None = None
+) -> Callable[..., Awaitable[CallToolResult]]:
     """An async function with ``spec.fn``'s keyword parameters (without the store) that runs the
     tool on ``backend`` in a worker thread, so the event loop (and the OTLP receiver sharing it)
     never waits on a query."""
@@ -155,14 +160,17 @@ def mcp_tool(spec: ToolSpec, backend: Backend) -> Callable[..., Awaitable[CallTo
         try:
             result = await anyio.to_thread.run_sync(backend.call, spec, arguments)
         except TraceproofError as exc:
-            raise ToolError(str(exc)) from None
+            raise ToolError(str(exc) + (f"\n\n{notice}" if notice else "")) from None
         except Exception:
             log.exception("tool %s failed", spec.name)
             raise ToolError(
                 f"[internal_error] The tool {spec.name} failed inside traceproof. The server "
                 "log (stderr) has the details; try other arguments or report it."
             ) from None
-        return as_result(result)
+        answer = as_result(result)
+        if notice:
+            answer.content.append(TextContent(type="text", text=notice))
+        return answer
 
     functools.update_wrapper(run_tool, spec.fn, assigned=("__module__", "__name__", "__doc__"))
     run_tool.__qualname__ = spec.name

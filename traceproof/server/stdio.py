@@ -3,7 +3,13 @@
 stdout is the protocol: everything this process says goes to stderr. Unless told otherwise, the
 same process also serves the HTTP app (OTLP at ``/v1/traces``, MCP at ``/mcp``, the JSON API) on
 the OTLP port, on the same event loop, so one process launched by Claude Code does everything.
-A taken port is a warning, not a failure: MCP keeps working.
+A taken port is not a failure: MCP keeps working on this process's store, and the agent is
+told in the server's instructions and after every tool answer (hosts do not show stderr): who
+holds the port (another traceproof, found by its ``/healthz``, and the store it serves, or some
+other program), that the application's spans go there rather than to this store, and the fix.
+``mcp`` does not switch to the port holder's store: the store is what ``--db`` (or the project
+directory) chose, and a traceproof on the same store is already used through its API (the lock
+case below); a holder on another store is another project's, or a quickstart demo.
 
 When another traceproof process holds the store, this one never dies on the lock: it serves MCP
 through that server's API when the holder recorded a URL, and otherwise answers every tool call
@@ -13,11 +19,13 @@ with the lock error, which says what to do.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import signal
 import socket
 import sys
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +34,7 @@ import anyio
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 
+from traceproof.errors import ErrorCode
 from traceproof.remote import RemoteStore
 from traceproof.server.app import create_app
 from traceproof.server.mcp import (
@@ -42,6 +51,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds uvicorn waits for open connections (an MCP client's event stream) when stopping.
 GRACEFUL_SHUTDOWN_SECONDS = 5
+#: Seconds to wait for whatever holds the OTLP port to answer ``/healthz``.
+HOLDER_PROBE_SECONDS = 1.0
 
 
 def _stderr(message: str) -> None:
@@ -68,14 +79,14 @@ def serve_mcp(
         store.close()
 
     try:
-        http = _http_server(store, settings, log_level, announce) if otlp else None
+        http, notice = _http_server(store, settings, log_level, announce) if otlp else (None, None)
         url = http.url if http else None
         owner.write(store.path, "traceproof mcp", url)
         announce(f"traceproof mcp: serving {store.path} over stdio")
         if http:
             announce(f"  OTLP/HTTP  {url}/v1/traces")
             announce(f"  MCP        {url}/mcp")
-        server = create_mcp_server(LocalBackend(store))
+        server = create_mcp_server(LocalBackend(store), notice)
         anyio.run(_serve, server, http, functools.partial(_leave, close))
     finally:
         close()
@@ -109,7 +120,9 @@ class EmbeddedHttp(uvicorn.Server):
 
 def _http_server(
     store: Store, settings: Settings, log_level: str, announce: Callable[[str], Any]
-) -> EmbeddedHttp | None:
+) -> tuple[EmbeddedHttp | None, str | None]:
+    """The HTTP app on the OTLP port; or, when the port is taken, None and the notice every
+    answer carries."""
     try:
         sock = bind(settings.host, settings.port)
     except OSError as exc:
@@ -118,7 +131,7 @@ def _http_server(
             f"{settings.port} ({exc.strerror or exc}). MCP over stdio works; send traces to "
             "the process on that port, or pass --port (or --no-otlp)."
         )
-        return None
+        return None, port_taken_notice(store, settings)
     port = int(sock.getsockname()[1])
     bound = settings.model_copy(update={"port": port})
     config = uvicorn.Config(
@@ -129,7 +142,45 @@ def _http_server(
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
-    return EmbeddedHttp(config, sock, f"http://{url_host(settings.host)}:{port}")
+    return EmbeddedHttp(config, sock, f"http://{url_host(settings.host)}:{port}"), None
+
+
+def port_taken_notice(store: Store, settings: Settings) -> str:
+    """What the agent must be told when the OTLP port is taken: by a traceproof (and which
+    store it serves) or by another program, where the spans go, and the fix."""
+    url = f"http://{url_host(settings.host)}:{settings.port}"
+    holder = holder_store(url, settings.token)
+    if holder is not None:
+        who = (
+            f"another traceproof (serving {holder}), so the application's spans go to that "
+            "store, not to this one"
+        )
+        stop = "stop that traceproof"
+    else:
+        who = "a program that is not a traceproof, so spans sent there never reach this store"
+        stop = "free the port"
+    return (
+        f"[{ErrorCode.OTLP_PORT_TAKEN.value}] This server reads {store.path} but could not "
+        f"receive traces: {url} is held by {who}; answers here may be empty or stale. Fix: "
+        f"{stop} and restart this MCP server, or restart it with --port N (a free port) and "
+        f"send the application's traces there (OTEL_EXPORTER_OTLP_ENDPOINT=http://"
+        f"{url_host(settings.host)}:N)."
+    )
+
+
+def holder_store(url: str, token: str | None) -> str | None:
+    """The store a traceproof at ``url`` serves (its ``/healthz``), or None when what answers
+    there is not a traceproof (or does not answer within a second)."""
+    request = urllib.request.Request(url + "/healthz")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=HOLDER_PROBE_SECONDS) as response:
+            found = json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+    store = found.get("store") if isinstance(found, dict) else None
+    return store if isinstance(store, str) and found.get("status") == "ok" else None
 
 
 def bind(host: str, port: int) -> socket.socket:

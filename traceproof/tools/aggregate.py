@@ -29,8 +29,10 @@ from traceproof.tools.filters import (
     UntilParam,
     WhereParam,
     field_sql,
+    span_source,
     where_errors,
 )
+from traceproof.tools.paging import tidy_cell
 from traceproof.tools.tabular import fit_note, fit_rows
 
 #: Columns of the ``traces`` view that can be grouped by or aggregated.
@@ -197,7 +199,8 @@ def aggregate(
     more = len(rows) > limit
     result = AggregateResult(columns=names, rows=[], truncated=more)
     room = budget(max_chars, store.settings) - size(result) - _NOTE_ROOM
-    fitted = fit_rows(names, rows[:limit], room, _marker)
+    tidied = [tuple(tidy_cell(v) for v in row) for row in rows[:limit]]
+    fitted = fit_rows(names, tidied, room, _marker)
     result.rows = fitted.rows
     result.truncated = more or fitted.dropped > 0
     note = _note(len(fitted.rows), fitted.dropped, more, limit, fitted.clipped_cells)
@@ -296,17 +299,21 @@ def _query(
     limit: int,
 ) -> tuple[str, list[Any]]:
     condition, params = span_filter.sql()
-    if source.table == "traces" and condition != "TRUE":
-        condition = (
-            f"(project, trace_id) IN (SELECT project, trace_id FROM spans WHERE {condition})"
-        )
     selected = [f"{sql} AS g{i}" for i, (_, sql) in enumerate(groups)]
     selected += [f"{sql} AS m{i}" for i, (_, sql) in enumerate(measures)]
+    table = source.table
+    if table == "traces" and condition != "TRUE":
+        spans = span_source(condition)
+        condition = (
+            f"(project, trace_id) IN (SELECT project, trace_id FROM {spans} WHERE {condition})"
+        )
+    elif table == "spans":
+        table = span_source(condition, *selected)
     # Ties broken by the group keys so a page is the same on every call.
     tie = "".join(f", {i + 1}" for i in range(len(groups)))
     group = "GROUP BY ALL" if groups else ""
     query = (
-        f"SELECT {', '.join(selected)} FROM {source.table} WHERE {condition} {group} "
+        f"SELECT {', '.join(selected)} FROM {table} WHERE {condition} {group} "
         f"ORDER BY {order}{tie} LIMIT {limit + 1}"
     )
     return query, params

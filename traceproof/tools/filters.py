@@ -51,6 +51,26 @@ WhereParam = Annotated[
     ),
 ]
 
+#: The spans as every span-level tool reads them (search_spans, aggregate, jq's filters, the
+#: ``where`` of search_traces): a span's session and user are its own, else its trace's. Many
+#: instrumentations put ``session.id`` and ``user.id`` on the root span only, and spans arrive
+#: in any order; the trace index merges them as they come. Aliased ``spans``, so conditions and
+#: columns read the same as over the table.
+SPANS_WITH_TRACE = (
+    "(SELECT spans.* REPLACE (coalesce(spans.session_id, trace_index.session_id) AS session_id, "
+    "coalesce(spans.user_id, trace_index.user_id) AS user_id) FROM spans LEFT JOIN trace_index "
+    "ON trace_index.project = spans.project AND trace_index.trace_id = spans.trace_id) AS spans"
+)
+_TRACE_OWNED = re.compile(r"\b(session_id|user_id)\b", re.IGNORECASE)
+
+
+def span_source(*sql: str) -> str:
+    """What to read spans FROM for a query whose conditions, groups or columns are ``sql``:
+    :data:`SPANS_WITH_TRACE` when they name a session or user (the join is only paid then),
+    else the ``spans`` table itself."""
+    return SPANS_WITH_TRACE if any(_TRACE_OWNED.search(text) for text in sql) else "spans"
+
+
 #: Columns of the ``spans`` table agents may name (the public ones).
 SPAN_FIELDS = frozenset(SPAN_COLUMNS)
 

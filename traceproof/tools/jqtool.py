@@ -20,6 +20,7 @@ from traceproof.errors import ErrorCode
 from traceproof.storage import QueryTimeout, Store
 from traceproof.tools.common import MaxChars, ToolFailure, budget, size
 from traceproof.tools.filters import (
+    SPANS_WITH_TRACE,
     NameParam,
     ProjectParam,
     SessionParam,
@@ -206,7 +207,7 @@ def _filtered(store: Store, span_filter: SpanFilter, limit: int) -> tuple[bytes,
     condition, params = span_filter.sql()
     with store.reader() as reader, where_errors(span_filter.where):
         rows = reader.dicts(
-            f"SELECT {SELECT_COLUMNS} FROM spans WHERE {condition} "
+            f"SELECT {SELECT_COLUMNS} FROM {SPANS_WITH_TRACE} WHERE {condition} "
             f"ORDER BY start_time DESC, span_id DESC LIMIT {limit + 1}",
             params,
             untrusted=span_filter.untrusted,

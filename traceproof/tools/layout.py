@@ -33,18 +33,12 @@ PREVIEW_WIDTHS: tuple[Widths, ...] = (
 #: An error message keeps at least this many characters whatever the preview width.
 ERROR_CHARS = 48
 NAME_CHARS = 60
-#: Characters a preview aims at per line, plus a fixed allowance for the summary and legend.
+#: Characters a preview aims at per line, plus a fixed allowance for the summary.
 DENSITY_PER_LINE = 82
-DENSITY_FIXED = 600
+DENSITY_FIXED = 300
 DENSITY_MIN = 4_000
 #: Preview widths when the tree is too large to show whole: tools' arguments only, briefly.
 FOLDED_WIDTHS: Widths = (24, 0)
-
-LEGEND = (
-    "name KIND [ERROR] span_id +start duration [self:time not in children] [%trace latency] "
-    "[model|tool] [tokens] in:/out: previews (^ same as parent) [err:]. *critical path. "
-    "N× run of similar siblings. … hidden spans and the call that shows them."
-)
 
 
 class CollapsedSpans(BaseModel):
@@ -105,11 +99,13 @@ class Layout:
 
     # -- choosing ---------------------------------------------------------------------------------
 
-    def fit(self, fixed: int, budget: int) -> Widths:
-        """The widest previews with which the whole tree fits its density target; when even
-        the narrowest does not fit the budget, the tree opened top-down within it."""
+    def fit(self, fixed: int, budget: int, allowance: int = 0) -> Widths:
+        """The widest previews with which the whole tree fits its density target (raised by
+        ``allowance``: parts of the result that grow with the tree but are not lines); when
+        even the narrowest does not fit the budget, the tree opened top-down within it."""
         lines = sum(1 for _ in self._drawn())
-        target = min(budget, max(DENSITY_MIN, DENSITY_FIXED + DENSITY_PER_LINE * lines))
+        density = DENSITY_FIXED + DENSITY_PER_LINE * lines + allowance
+        target = min(budget, max(DENSITY_MIN, density))
         narrowest = PREVIEW_WIDTHS[-1]
         if fixed + self.cost(narrowest) > target:
             if fixed + self.cost(narrowest) > budget:
@@ -452,13 +448,16 @@ def _primary(node: Node, label: str) -> bool:
 
 
 def _split_run(run: Run, head: int, keep_errors: bool) -> tuple[list[Node], Run | None, list[Node]]:
-    """A run folded: its first ``head`` members, those on the critical path (and with errors,
-    if ``keep_errors``) and its last member stay; one line stands for the rest (None when fewer
-    than two would be folded)."""
+    """A run folded: its first ``head`` members, the longest of those on the critical path
+    (in a run of sequential steps all are), those with errors if ``keep_errors``, and its last
+    member stay; one line stands for the rest (None when fewer than two would be folded)."""
     members = run.members
     kept = {id(m) for m in members[:head]} | {id(members[-1])}
+    critical = [m for m in members if m.critical or m.critical_below]
+    if critical:
+        kept.add(id(max(critical, key=lambda m: m.end_us - m.start_us)))
     for member in members:
-        if member.critical or member.critical_below or (keep_errors and member.errors):
+        if keep_errors and member.errors:
             kept.add(id(member))
     rest = [m for m in members if id(m) not in kept]
     if len(rest) < 2:

@@ -3,6 +3,7 @@ continuation call, and the checks every filtered call makes first."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,21 @@ def next_call(
         return f"{tool} with the same arguments and cursor=next_cursor"
     cursor = getattr(result, "next_cursor", None)
     return f"{tool}({shown + ', ' if shown else ''}cursor={cursor!r})"
+
+
+def tidy(value: float) -> float:
+    """A measured number without float noise: to 0.1 from 100 up (1437.6999999999998 →
+    1437.7 ms), three significant digits below (0.24444 → 0.244)."""
+    if not math.isfinite(value) or value == 0:
+        return value
+    if abs(value) >= 100:
+        return round(value, 1)
+    return round(value, 2 - math.floor(math.log10(abs(value))))
+
+
+def tidy_cell(value: Any) -> Any:
+    """``value`` tidied when it is a float (a result cell of any type)."""
+    return tidy(value) if isinstance(value, float) else value
 
 
 def check_project(reader: Reader, project: str) -> None:

@@ -12,13 +12,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+import orjson
 from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
 from traceproof.storage import Reader, Store
 from traceproof.tools.common import MaxChars, ToolFailure, budget, size
 from traceproof.tools.filters import ProjectParam
-from traceproof.tools.layout import LEGEND, CollapsedSpans, Frame, Layout
+from traceproof.tools.layout import CollapsedSpans, Frame, Layout
+from traceproof.tools.paging import tidy
 from traceproof.tools.tree import SpanFacts, build_forest, mark_critical_path, prepare
 
 __all__ = ["CollapsedSpans", "TracePreview", "get_trace_preview"]
@@ -28,8 +30,9 @@ __all__ = ["CollapsedSpans", "TracePreview", "get_trace_preview"]
 HEAD_CHARS = 240
 TAIL_CHARS = 600
 ERROR_TEXT_CHARS = 300
-#: Most critical-path span ids listed (a pathological chain can be thousands deep).
-CRITICAL_PATH_MAX = 50
+#: Most critical-path span ids listed (the tree marks them all; a sequential trace has
+#: every span on its path).
+CRITICAL_PATH_MAX = 20
 
 _SPAN_SQL = f"""
 SELECT span_id, parent_span_id, name, span_kind, status = 'ERROR',
@@ -67,10 +70,10 @@ class TracePreview(BaseModel):
     total_tokens: int = Field(description="LLM tokens over all spans.")
     session_id: str | None = Field(description="Its session, if any.")
     span_id: str | None = Field(description="The span whose subtree is shown (None: all).")
-    legend: str = Field(description="How to read a line of the tree.")
     tree: list[str] = Field(description="One line per span, run of similar spans, or hidden part.")
     critical_path: list[str] = Field(
-        description="Span ids of the chain that sets the end time, from the top."
+        description="Span ids on the critical path (what sets the end time; marked * in the "
+        f"tree), the longest-holding first; at most {CRITICAL_PATH_MAX}."
     )
     collapsed: list[CollapsedSpans] = Field(
         description="Parts shown as one line, with the call that shows them."
@@ -93,7 +96,10 @@ def get_trace_preview(
 ) -> TracePreview:
     """A trace as a compact tree: per span its kind, status, start, duration, self time, share
     of latency, tokens, model/tool, input/output preview and error; the critical path marked.
-    Start here to see what a trace did and where its time or errors went."""
+    Start here to see what a trace did and where its time or errors went.
+    Line: name KIND [ERROR] span_id +start duration [self time] [% of trace] [model|tool]
+    [tokens] in:/out: previews (^ = parent's) [err:]; * critical path; N× run of similar
+    siblings; … hidden spans → the call that shows them."""  # noqa: RUF002
     limit = budget(max_chars, store.settings)
     with store.reader() as reader:
         summary = _summary(reader, trace_id, project)
@@ -115,15 +121,14 @@ def get_trace_preview(
         **summary,
         trace_id=trace_id,
         span_id=span_id,
-        legend=LEGEND,
         tree=[],
         critical_path=[n.span.span_id for n in chain if n.span][:CRITICAL_PATH_MAX],
         collapsed=[],
-        truncated=len(chain) > CRITICAL_PATH_MAX,
+        truncated=False,
     )
-    width = layout.fit(size(result), limit)
+    width = layout.fit(size(result), limit, len(orjson.dumps(result.critical_path)))
     result.tree, result.collapsed = layout.render(width)
-    result.truncated = result.truncated or bool(result.collapsed)
+    result.truncated = bool(result.collapsed)
     return _cut_to_budget(result, limit)
 
 
@@ -143,7 +148,7 @@ def _summary(reader: Reader, trace_id: str, project: str | None) -> dict[str, An
         "project": projects,
         "name": name,
         "start_time": start,
-        "latency_ms": (end_us - start_us) / 1000,
+        "latency_ms": tidy((end_us - start_us) / 1000),
         "span_count": spans,
         "error_count": errors,
         "total_tokens": total or 0,

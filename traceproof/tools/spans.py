@@ -28,6 +28,10 @@ __all__ = ["ClippedValue", "SpanData", "SpanList", "get_span_data", "search_span
 #: When not every field fits, as many are kept as fit with long values cut to this length.
 USEFUL_CLIP = 200
 
+#: A text at least this long that an earlier selected field already holds (whole, or inside
+#: it JSON-escaped, as an LLM's messages sit inside its input_value) is named, not sent again.
+DUPLICATE_MIN_CHARS = 500
+
 #: Digits assumed for numbers in a clip note while the budget is planned (values up to 10^9).
 _WIDE = 999_999_999
 
@@ -79,6 +83,10 @@ def get_span_data(
     offset: Annotated[
         int, Field(description="Start reading a single selected value at this character.", ge=0)
     ] = 0,
+    length: Annotated[
+        int | None,
+        Field(description="Read at most this many characters of that value (a window).", ge=1),
+    ] = None,
     max_chars: MaxChars = None,
 ) -> SpanData:
     """One span in full: columns, attributes (dotted paths), events, links, resource. Select
@@ -89,11 +97,35 @@ def get_span_data(
     items = leaves(row)
     if paths:
         items = _select(items, paths)
-    call = _Calls(span_id, trace_id)
+    call = _Calls(span_id, trace_id, length)
     ident = _Ident(row["span_id"], row["trace_id"])
-    if offset:
-        return _piece(ident, _single(items, paths or [], offset), offset, limit, call)
-    return _whole(ident, items, limit, call)
+    if offset or length is not None:
+        leaf = _single(items, paths or [], offset)
+        return _piece(ident, leaf, offset, limit if length is None else length, limit, call)
+    return _whole(ident, _said_once(items), limit, call)
+
+
+def _said_once(items: list[Leaf]) -> list[Leaf]:
+    """Long texts already held by an earlier field, replaced by the name of that field."""
+    out: list[Leaf] = []
+    held: list[Leaf] = []
+    for leaf in items:
+        value = leaf.value
+        if not isinstance(value, str) or len(value) < DUPLICATE_MIN_CHARS:
+            out.append(leaf)
+            continue
+        same = next((h.path for h in held if h.value == value), None)
+        if same is not None:
+            out.append(Leaf(leaf.path, f"same as {same}"))
+            continue
+        escaped = dumps(value)[1:-1]
+        inside = next((h.path for h in held if escaped in h.value or value in h.value), None)
+        if inside is not None:
+            out.append(Leaf(leaf.path, f"inside {inside} (same text)"))
+            continue
+        held.append(leaf)
+        out.append(leaf)
+    return out
 
 
 def _span_row(store: Store, span_id: str, trace_id: str | None) -> dict[str, Any]:
@@ -157,13 +189,14 @@ class _Ident(NamedTuple):
 class _Calls:
     """The text of continuation calls for one span."""
 
-    def __init__(self, span_id: str, trace_id: str | None) -> None:
+    def __init__(self, span_id: str, trace_id: str | None, length: int | None = None) -> None:
         self.head = f"get_span_data(span_id={span_id!r}"
         if trace_id is not None:
             self.head += f", trace_id={trace_id!r}"
+        self.length = "" if length is None else f", length={length}"
 
     def read_on(self, path: str, offset: int) -> str:
-        return f"{self.head}, paths=[{path!r}], offset={offset})"
+        return f"{self.head}, paths=[{path!r}], offset={offset}{self.length})"
 
     def select(self, path: str) -> str:
         return f"{self.head}, paths=[{path!r}])"
@@ -172,7 +205,10 @@ class _Calls:
 # -- one value from an offset ---------------------------------------------------------------------
 
 
-def _piece(ident: _Ident, leaf: Leaf, offset: int, limit: int, call: _Calls) -> SpanData:
+def _piece(
+    ident: _Ident, leaf: Leaf, offset: int, window: int, limit: int, call: _Calls
+) -> SpanData:
+    """``leaf``'s text from ``offset``: at most ``window`` characters, as many as fit."""
     text = leaf.text
     if offset > len(text):
         raise ToolFailure(
@@ -192,7 +228,7 @@ def _piece(ident: _Ident, leaf: Leaf, offset: int, limit: int, call: _Calls) -> 
         span_id=ident.span_id, trace_id=ident.trace_id, fields={leaf.path: ""}, clipped=[note]
     )
     room = limit - size(result) + 2
-    part = _prefix(text, offset, room)
+    part = _prefix(text, offset, room)[:window]
     while True:
         end = offset + len(part)
         note.returned_chars = len(part)

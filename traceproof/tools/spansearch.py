@@ -42,10 +42,12 @@ from traceproof.tools.filters import (
     UntilParam,
     WhereParam,
     check_regex,
+    span_source,
     time_param,
     where_errors,
 )
 from traceproof.tools.find import compile_regex, fingerprint, snippet
+from traceproof.tools.paging import tidy
 from traceproof.tools.spandoc import TEXT_COLUMNS, Leaf, leaves
 
 PREVIEW_CHARS = 160
@@ -73,7 +75,9 @@ class SpanMatch(BaseModel):
 
 class SpanRow(BaseModel):
     span_id: str = Field(description="The span (read it with get_span_data).")
-    trace_id: str = Field(description="Its trace.")
+    trace_id: str | None = Field(
+        default=None, description="Its trace (left out when the call's trace_id fixes it)."
+    )
     name: str = Field(description="Span name.")
     span_kind: str = Field(description="OpenInference kind: LLM, TOOL, CHAIN…")
     status: str = Field(description="OK, ERROR or UNSET.")
@@ -150,7 +154,8 @@ def search_spans(
     sql = (
         "SELECT span_id, trace_id, name, span_kind, status, start_time, latency_ms, model, "
         f"tool_name, left(input_value, {PREVIEW_CHARS * 2}) AS input_head, "
-        f"left(error_message, {PREVIEW_CHARS * 2}) AS error_head FROM spans WHERE {condition} "
+        f"left(error_message, {PREVIEW_CHARS * 2}) AS error_head FROM {span_source(condition)} "
+        f"WHERE {condition} "
         f"ORDER BY {', '.join(f'{c} {d}' for c, d in order)} LIMIT {limit + 1}"
     )
     with store.reader(timeout=store.settings.sql_timeout_seconds) as reader:
@@ -162,6 +167,9 @@ def search_spans(
         empty = not found and cursor is None
         note = _why_empty(reader, spec, trace_id, pattern, ignore_case) if empty else None
     rows = [_row(r, matches.get((r["trace_id"], r["span_id"]))) for r in found]
+    if trace_id is not None:
+        for row in rows:
+            row.trace_id = None
     result = SpanList(spans=rows, truncated=more, note=note)
     return _fit(result, found, more, order, digest, room)
 
@@ -194,7 +202,7 @@ def _why_empty(
     def count(subset: dict[str, Any]) -> int:
         spans = replace(window, **{k: v for k, v in subset.items() if k in asdict(spec)})
         sql, params = _condition(spans, subset.get("trace_id"), subset.get("pattern"), ignore_case)
-        return int(reader.scalar(f"SELECT count(*) FROM spans WHERE {sql}", params))
+        return int(reader.scalar(f"SELECT count(*) FROM {span_source(sql)} WHERE {sql}", params))
 
     return explain_empty(
         reader,
@@ -287,7 +295,7 @@ def _row(row: dict[str, Any], match: SpanMatch | None) -> SpanRow:
         span_kind=row["span_kind"],
         status=row["status"],
         start_time=row["start_time"].isoformat(),
-        latency_ms=row["latency_ms"],
+        latency_ms=tidy(row["latency_ms"]),
         model=row["model"],
         tool_name=row["tool_name"],
         match=match,

@@ -40,6 +40,7 @@ from traceproof.tools.filters import (
     UntilParam,
     WhereParam,
     check_regex,
+    span_source,
     time_param,
     where_errors,
 )
@@ -301,7 +302,7 @@ class _TraceQuery:
         if self.where is not None or self.span_kind is not None:
             condition, where_params = SpanFilter(span_kind=self.span_kind, where=self.where).sql()
             ctes.append(
-                f"where_hits AS (SELECT DISTINCT project, trace_id FROM spans "
+                f"where_hits AS (SELECT DISTINCT project, trace_id FROM {span_source(condition)} "
                 f"WHERE {scope} AND {condition}),"
             )
             params += [*scope_params, *where_params]

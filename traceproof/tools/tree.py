@@ -184,18 +184,54 @@ def prepare(view: list[Node]) -> list[Node]:
 
 
 def mark_critical_path(view: list[Node]) -> list[Node]:
-    """The chain that sets the end time: from the top-level node that ends last, the child that
-    ends last, recursively (ties: the later start, then the larger id). Marks and returns it."""
-    chain: list[Node] = []
-    candidates = view
-    while candidates:
-        node = max(candidates, key=lambda n: (n.end_us, n.sort_key))
-        node.critical = True
-        if chain:
-            chain[-1].critical_below = True
-        chain.append(node)
-        candidates = node.children
-    return [n for n in chain if n.span is not None]
+    """The critical path: the spans that set the end time, found the standard way. From a
+    node's end walk back: the child that ended last before the cursor is on the path (its
+    own children are walked the same way, from its end), then the cursor moves to that child's
+    start and the next child that ended before it is taken, until none is left. Children are
+    clamped to their parent's end (one that outlives its parent counts up to the parent's end;
+    one that starts after it is not on the path). Ties: the later start, then the larger id.
+    The top-level nodes are walked as the children of the whole view.
+
+    Marks the path (and ``critical_below`` on its ancestors). Returns its spans ordered by
+    the time each holds the path itself (its section of the path minus its critical
+    children's), longest first, ties in tree order."""
+    if not view:
+        return []
+    end = max(n.end_us for n in view)
+    held: dict[int, tuple[Node, int]] = {}
+    # A frame: the node walked (None: the view), its children latest-ending first with their
+    # clamped ends, and [next child to consider, cursor, start of the node's section].
+    stack: list[tuple[Node | None, list[tuple[int, Node]], list[int]]] = [
+        (None, _by_end(view, end), [0, end, min(n.start_us for n in view)])
+    ]
+    while stack:
+        owner, children, state = stack[-1]
+        position, cursor, floor = state
+        while position < len(children) and children[position][0] > cursor:
+            position += 1
+        if position == len(children):
+            stack.pop()
+            continue
+        clamped, child = children[position]
+        state[0], state[1] = position + 1, child.start_us
+        start = max(child.start_us, floor)
+        child.critical = True
+        held[id(child)] = (child, max(0, clamped - start))
+        if owner is not None:  # its own ancestors were marked when it was taken
+            owner.critical_below = True
+            parent, time = held[id(owner)]
+            held[id(owner)] = (parent, time - max(0, clamped - start))
+        if child.children:
+            stack.append((child, _by_end(child.children, clamped), [0, clamped, start]))
+    ranked = sorted(held.values(), key=lambda pair: (-pair[1], pair[0].index))
+    return [node for node, _ in ranked if node.span is not None]
+
+
+def _by_end(children: list[Node], limit: int) -> list[tuple[int, Node]]:
+    """Children that start by ``limit``, with their ends clamped to it, latest end first."""
+    kept = [(min(c.end_us, limit), c) for c in children if c.start_us <= limit]
+    kept.sort(key=lambda pair: (pair[0], pair[1].sort_key), reverse=True)
+    return kept
 
 
 def self_time_us(node: Node) -> int:
