@@ -175,6 +175,18 @@ def test_arrow_spans_need_their_content_type_and_fit_the_limit(serve_with: Any) 
     assert count_spans(server.store) == 3
 
 
+def test_the_store_path_is_told_to_local_clients_with_the_token_not_by_healthz(
+    serve_with: Any,
+) -> None:
+    server = serve_with(token="s3cret")
+    assert "store" not in httpx2.get(server.url + "/healthz").json()
+    assert httpx2.get(server.url + "/api/v1/info").status_code == 401
+    info = httpx2.get(server.url + "/api/v1/info", headers={"authorization": "Bearer s3cret"})
+    assert info.status_code == 200
+    assert info.json()["service"] == "traceproof"
+    assert info.json()["store"] == str(server.store.path)
+
+
 def test_the_remote_store_sends_spans_the_server_accepts(live_server: LiveServer) -> None:
     result = RemoteStore(live_server.url).submit(span_table(4)).result()
     assert (result.received, result.added) == (4, 4)
@@ -186,6 +198,7 @@ def test_the_remote_store_sends_spans_the_server_accepts(live_server: LiveServer
 ROUTES = [
     ("GET", "/healthz", None),
     ("GET", "/api/v1/stats", None),
+    ("GET", "/api/v1/info", None),
     ("POST", "/api/v1/tools/sql", JSON),
     ("POST", "/api/v1/spans", ARROW),
     ("POST", "/v1/traces", PROTOBUF),

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from traceproof import __version__
 from traceproof.errors import ErrorCode
 from traceproof.ingest.arrowcheck import InvalidSpanStream, read_span_stream
 from traceproof.server.api import tool_routes
@@ -67,6 +68,19 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
             {"status": state.state, "detail": state.detail},
             status_code=503,
             headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
+
+    async def info(request: Request) -> Response:
+        """Which store this server holds, for local traceproof processes (``traceproof mcp``
+        names it when this server holds its OTLP port). Behind the guard and the token, unlike
+        ``/healthz``, so a web page or a stranger does not learn the path."""
+        return JSONResponse(
+            {
+                "service": "traceproof",
+                "version": __version__,
+                "store": str(store.path),
+                "status": store.health().state,
+            }
         )
 
     async def stats(request: Request) -> Response:
@@ -114,6 +128,7 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
             Route("/v1/logs", logs, methods=["POST"]),
             Route("/v1/metrics", logs, methods=["POST"]),
             Route("/healthz", health, methods=["GET"]),
+            Route("/api/v1/info", info, methods=["GET"]),
             Route("/api/v1/stats", stats, methods=["GET"]),
             Route("/api/v1/spans", spans, methods=["POST"]),
             *tool_routes(store),

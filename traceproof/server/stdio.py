@@ -5,7 +5,7 @@ same process also serves the HTTP app (OTLP at ``/v1/traces``, MCP at ``/mcp``, 
 the OTLP port, on the same event loop, so one process launched by Claude Code does everything.
 A taken port is not a failure: MCP keeps working on this process's store, and the agent is
 told in the server's instructions and after every tool answer (hosts do not show stderr): who
-holds the port (another traceproof, found by its ``/healthz``, and the store it serves, or some
+holds the port (another traceproof, found by its ``/api/v1/info``, and the store it serves, or some
 other program), that the application's spans go there rather than to this store, and the fix.
 ``mcp`` does not switch to the port holder's store: the store is what ``--db`` (or the project
 directory) chose, and a traceproof on the same store is already used through its API (the lock
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 #: Seconds uvicorn waits for open connections (an MCP client's event stream) when stopping.
 GRACEFUL_SHUTDOWN_SECONDS = 5
-#: Seconds to wait for whatever holds the OTLP port to answer ``/healthz``.
+#: Seconds to wait for whatever holds the OTLP port to answer ``/api/v1/info``.
 HOLDER_PROBE_SECONDS = 1.0
 
 
@@ -169,9 +169,9 @@ def port_taken_notice(store: Store, settings: Settings) -> str:
 
 
 def holder_store(url: str, token: str | None) -> str | None:
-    """The store a traceproof at ``url`` serves (its ``/healthz``), or None when what answers
-    there is not a traceproof (or does not answer within a second)."""
-    request = urllib.request.Request(url + "/healthz")
+    """The store a traceproof at ``url`` serves (its ``/api/v1/info``), or None when what
+    answers there is not a traceproof (or does not answer within a second)."""
+    request = urllib.request.Request(url + "/api/v1/info")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
@@ -180,7 +180,8 @@ def holder_store(url: str, token: str | None) -> str | None:
     except (OSError, ValueError):
         return None
     store = found.get("store") if isinstance(found, dict) else None
-    return store if isinstance(store, str) and found.get("status") == "ok" else None
+    is_traceproof = isinstance(found, dict) and found.get("service") == "traceproof"
+    return store if is_traceproof and isinstance(store, str) else None
 
 
 def bind(host: str, port: int) -> socket.socket:
