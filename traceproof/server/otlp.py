@@ -27,6 +27,7 @@ from traceproof.ingest.otlp import (
     response_json,
     response_protobuf,
 )
+from traceproof.server.pools import pools_for
 from traceproof.settings import Settings
 from traceproof.storage import Busy, Store, StoreError
 
@@ -108,7 +109,7 @@ class OtlpReceiver:
         )
         try:
             async with self._decoders:
-                decoded, table = await asyncio.to_thread(
+                decoded, table = await pools_for(self.store).decode(
                     _decode, decode, body, self.settings.default_project
                 )
         except MalformedRequest as exc:

@@ -11,20 +11,52 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 
-from traceproof.storage.exceptions import ForbiddenQuery, InvalidQuery, QueryTimeout, StoreError
+from traceproof.storage.exceptions import (
+    ForbiddenQuery,
+    InvalidArgument,
+    InvalidQuery,
+    QueryTimeout,
+    StoreError,
+)
 
 #: PRAGMA statements reach DuckDB as SELECTs over pragma functions; they are refused by name.
 _PRAGMA = re.compile(r"^(?:\s|--[^\n]*\n|/\*.*?\*/)*pragma\b", re.IGNORECASE | re.DOTALL)
 
 #: Table functions that change state although they appear in a SELECT.
 _STATEFUL_FUNCTIONS = re.compile(r"\b(force_)?checkpoint\s*\(", re.IGNORECASE)
+
+
+#: When the tool call running in this context must be done (``time.monotonic()``), if it has a
+#: deadline: the time it waited for a worker already counts against its limit.
+_DEADLINE: ContextVar[float | None] = ContextVar("traceproof_deadline", default=None)
+
+
+@contextmanager
+def call_deadline(at: float) -> Iterator[None]:
+    """Run the block under a deadline: every query (and jq program) in it stops by ``at``."""
+    token = _DEADLINE.set(at)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def time_left(limit: float | None) -> float | None:
+    """Seconds a query may still run: ``limit`` (``None``: none), cut by the call's deadline."""
+    at = _DEADLINE.get()
+    if at is None:
+        return limit
+    left = max(0.0, at - time.monotonic())
+    return left if limit is None else min(limit, left)
 
 
 @dataclass(frozen=True)
@@ -125,16 +157,21 @@ class Reader:
     @contextmanager
     def _limited(self) -> Iterator[None]:
         timer = None
-        if self._timeout is not None:
-            timer = threading.Timer(self._timeout, self._cursor.interrupt)
+        timeout = time_left(self._timeout)
+        if timeout is not None and timeout <= 0:
+            raise self._timed_out()
+        if timeout is not None:
+            timer = threading.Timer(timeout, self._cursor.interrupt)
             timer.daemon = True
             timer.start()
         try:
             yield
         except duckdb.InterruptException:
-            raise QueryTimeout(
-                f"The query ran longer than {self._timeout:g} s and was stopped. Narrow it "
-                "with filters (project, time window) or a LIMIT."
+            raise self._timed_out() from None
+        except UnicodeEncodeError:
+            raise InvalidArgument(
+                "A text argument is not valid Unicode (a lone surrogate such as \\ud800?). "
+                "Send valid UTF-8 text."
             ) from None
         except duckdb.PermissionException:
             raise ForbiddenQuery(
@@ -150,6 +187,13 @@ class Reader:
         finally:
             if timer is not None:
                 timer.cancel()
+
+    def _timed_out(self) -> QueryTimeout:
+        limit = f"{self._timeout:g} s" if self._timeout is not None else "its time limit"
+        return QueryTimeout(
+            f"The query ran longer than {limit} (time spent waiting for a worker counts) and "
+            "was stopped. Narrow it with filters (project, time window) or a LIMIT."
+        )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
 from traceproof.storage import QueryTimeout, Store
+from traceproof.storage.reader import time_left
 from traceproof.tools.common import MaxChars, ToolFailure, budget, size
 from traceproof.tools.filters import (
     NameParam,
@@ -123,7 +124,8 @@ def jq(
         truncated=capped,
     )
     room = budget(max_chars, store.settings) - size(result) - _NOTE_ROOM
-    reply = _run(program, document, room, store.settings.sql_timeout_seconds)
+    seconds = store.settings.sql_timeout_seconds
+    reply = _run(program, document, room, seconds, store.settings.jq_workers)
     _fill(result, reply, program)
     return result
 
@@ -226,9 +228,10 @@ def _filtered(store: Store, span_filter: SpanFilter, limit: int) -> tuple[bytes,
 # -- running and output -------------------------------------------------------------------------
 
 
-def _run(program: str, document: bytes, room: int, timeout: float) -> dict[str, Any]:
+def _run(program: str, document: bytes, room: int, limit: float, workers: int) -> dict[str, Any]:
+    timeout = time_left(limit) or 0.0
     try:
-        return runner().run(
+        return runner(workers).run(
             program, document, keep_chars=max(200, room - _MARKER_ROOM), timeout=timeout
         )
     except JqError as exc:
@@ -239,8 +242,9 @@ def _run(program: str, document: bytes, room: int, timeout: float) -> dict[str, 
         ) from None
     except JqTimeout:
         raise QueryTimeout(
-            f"The jq program ran longer than {timeout:g} s and was stopped. Bound it with "
-            "limit(n; …) or first(…), or run over fewer spans."
+            f"The jq program did not finish within the {limit:g} s limit (waiting for a free "
+            "jq worker counts) and was stopped. Bound it with limit(n; …) or first(…), or run "
+            "over fewer spans."
         ) from None
     except JqCrashed as exc:
         log.warning("the jq child process died: %s", exc)
