@@ -355,3 +355,15 @@ def test_search_errors_have_their_codes(demo_store: Store) -> None:
 def test_where_filters_on_attribute_paths(demo_store: Store) -> None:
     found = search_spans(demo_store, where="llm.model_name = 'gpt-4.1'", limit=100)
     assert found.spans and {r.model for r in found.spans} == {"gpt-4.1"}
+
+
+def test_the_snippet_of_a_pattern_only_re2_knows_shows_where_it_matched(store: Store) -> None:
+    """The filter (DuckDB) and the snippet stage (Python) use one engine: a Unicode class
+    Python re lacks still gives the row its match, not an input preview."""
+    add_spans(
+        store, [{"span_id": "j", "name": "llm", "attributes": {"input.value": "see 東京 now"}}]
+    )
+    (row,) = search_spans(store, pattern=r"\p{Han}+").spans
+    assert row.match is not None
+    assert (row.match.path, row.match.offset) == ("input_value", 4)
+    assert "«東京»" in row.match.snippet

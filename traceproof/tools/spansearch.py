@@ -3,8 +3,8 @@
 The regex is applied by DuckDB (``regexp_matches``, RE2 syntax: linear time, so no pattern can
 stall the store) to a span's own text: name, input and output values, status and error
 messages, and the attributes' JSON text. Only for the rows of the page does Python find where it
-matched (the field path and a snippet); a pattern RE2 accepts but Python cannot use there leaves
-the row with its input preview instead.
+matched (the field path and a snippet), with the same engine (the ``re2`` module), so a pattern
+that selected a row always shows where it matched, in linear time.
 
 Paging is keyset paging on the sort key plus ``(trace_id, span_id)``: the cursor holds the last
 row's key, so pages never overlap or skip, even while new spans arrive.
@@ -202,7 +202,7 @@ def _key(row: dict[str, Any], order: tuple[tuple[str, str], ...]) -> list[Any]:
 def _matches(
     reader: Any, found: list[dict[str, Any]], pattern: str, ignore_case: bool
 ) -> dict[tuple[str, str], SpanMatch]:
-    """Where the pattern matched, for the page's rows (Python ``re`` on the full values)."""
+    """Where the pattern matched, for the page's rows (RE2 on the full values)."""
     if not found:
         return {}
     try:
