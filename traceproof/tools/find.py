@@ -169,15 +169,7 @@ def find_in_trace(
     digest = fingerprint(trace_id, pattern, ignore_case)
     after: tuple[int, str, int, int] | None = None
     if cursor is not None:
-        state = decode_cursor(cursor, "find_in_trace")
-        if state.get("f") != digest or not isinstance(state.get("k"), list):
-            raise ToolFailure(
-                "This cursor belongs to a find_in_trace call with another trace or pattern. "
-                "Repeat that call's trace_id and pattern with it, or omit cursor.",
-                code=ErrorCode.INVALID_CURSOR,
-            )
-        k = state["k"]
-        after = (int(k[0]), str(k[1]), int(k[2]), int(k[3]))
+        after = _cursor_key(cursor, digest)
 
     rows = _trace_rows(store, trace_id)
     hits, capped = _scan(rows, regex)
@@ -196,6 +188,29 @@ def find_in_trace(
         capped=capped,
     )
     return _fit(result, page_hits, more, limit, digest, _call_text(trace_id, pattern, ignore_case))
+
+
+def _cursor_key(cursor: str, digest: str) -> tuple[int, str, int, int]:
+    """The key of the last match shown, from a cursor this call made: anything else (another
+    call's cursor, a forged one of the wrong shape) is ``invalid_cursor``."""
+    state = decode_cursor(cursor, "find_in_trace")
+    key = state.get("k")
+    if state.get("f") != digest or not isinstance(key, list):
+        raise ToolFailure(
+            "This cursor belongs to a find_in_trace call with another trace or pattern. "
+            "Repeat that call's trace_id and pattern with it, or omit cursor.",
+            code=ErrorCode.INVALID_CURSOR,
+        )
+    shape = (int, str, int, int)
+    if len(key) != len(shape) or not all(
+        type(value) is kind for value, kind in zip(key, shape, strict=True)
+    ):
+        raise ToolFailure(
+            "The cursor is damaged (its key has the wrong shape). Pass the next_cursor of the "
+            "previous find_in_trace call unchanged, or omit cursor to start again.",
+            code=ErrorCode.INVALID_CURSOR,
+        )
+    return key[0], key[1], key[2], key[3]
 
 
 def _trace_rows(store: Store, trace_id: str) -> list[dict[str, Any]]:

@@ -12,7 +12,8 @@ row's key, so pages never overlap or skip, even while new spans arrive.
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -175,9 +176,27 @@ def _cursor_key(cursor: str, digest: str, order: tuple[tuple[str, str], ...]) ->
             "parameters with it, or omit cursor to start again.",
             code=ErrorCode.INVALID_CURSOR,
         )
+    damaged = ToolFailure(
+        "The cursor is damaged (its key has the wrong shape). Pass the next_cursor of the "
+        "previous search_spans call unchanged, or omit cursor to start again.",
+        code=ErrorCode.INVALID_CURSOR,
+    )
+    first, *ids = key
+    if not all(type(value) is str for value in ids):
+        raise damaged
     if order[0][0] == "start_time":
-        key[0] = datetime.fromisoformat(key[0])
-    return key
+        if type(first) is not str:
+            raise damaged
+        try:
+            moment = datetime.fromisoformat(first)
+        except ValueError:
+            raise damaged from None
+        if moment.tzinfo is not None:  # the store's timestamps are naive UTC
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        return [moment, *ids]
+    if type(first) not in (int, float) or not math.isfinite(first):
+        raise damaged
+    return [first, *ids]
 
 
 def _after(order: tuple[tuple[str, str], ...], key: list[Any]) -> tuple[str, list[Any]]:
