@@ -117,6 +117,13 @@ class Settings(BaseSettings):
         default=200, ge=1, description="Rows the sql tool returns when a call names no limit."
     )
     sql_max_rows: int = Field(default=5_000, ge=1, description="Most rows one sql call returns.")
+    sql_max_fetch_chars: int = Field(
+        default=4_000_000,
+        ge=10_000,
+        description="Characters of values one sql call reads into the server (each value is "
+        "first clipped inside DuckDB to what the response could show); rows past it are left "
+        "unread and the result says so. Bounds a call's memory whatever its values.",
+    )
     sql_timeout_seconds: float = Field(
         default=10.0,
         gt=0,
