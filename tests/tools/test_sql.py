@@ -298,7 +298,7 @@ def test_huge_values_are_clipped_inside_duckdb_not_materialised_in_python(store:
 
 
 def test_a_long_list_is_clipped_as_text_and_a_short_one_stays_a_list(store: Store) -> None:
-    found = sql(store, query="select range(3) as small, range(2000000) as big")
+    found = sql(store, query="select range(3) as small, range(100000) as big")
     small, big = found.rows[0]
     assert small == [0, 1, 2]
     assert isinstance(big, str) and big.startswith("[0, 1, 2") and "…[clipped: " in big
@@ -386,3 +386,12 @@ def test_names_and_strings_that_only_look_like_functions_are_fine(store: Store) 
     found = sql(store, query="select 'checkpoint()' as a, 'read_blob(x)' as b, repeat('z', 3) c")
     assert found.rows == [["checkpoint()", "read_blob(x)", "zzz"]]
     assert sql(store, query="select count(*) from range(3)").rows == [[3]]
+
+
+def test_the_wrapper_keeps_the_querys_own_names_and_accepts_a_trailing_semicolon(
+    store: Store,
+) -> None:
+    found = sql(store, query="select 1 as a, 2 as a, {'k': [1]} as s;  ")
+    assert found.columns == ["a", "a", "s"]
+    assert found.rows == [[1, 2, {"k": [1]}]]
+    assert sql(store, query="describe spans").row_count > 10

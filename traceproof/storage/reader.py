@@ -223,7 +223,10 @@ def check_select(sql: str) -> str:
         )
     _check_functions(sql)
     _check_tables(sql)
-    return str(statements[0].query)
+    text = str(statements[0].query).rstrip()
+    while text.endswith(";"):
+        text = text[:-1].rstrip()
+    return text
 
 
 def _check_functions(sql: str) -> None:
@@ -355,9 +358,9 @@ class Reader:
         number of characters in Python whatever the values (see :func:`clipped_select`)."""
         text = check_select(sql)
         with self._limited():
-            probe = self._cursor.execute(f"SELECT * FROM ({text}\n) AS q LIMIT 0", params)
-            columns = [d[0] for d in probe.description or ()]
-            types = [str(d[1]) for d in probe.description or ()]
+            probe = self._cursor.sql(text, params=params)  # bound, not run: names and types
+            columns = list(probe.columns)
+            types = [str(t) for t in probe.types]
             cap = max(MIN_CELL_CHARS, min(room_chars // max(1, len(columns)), room_chars // 2))
             wrapped, shapes = clipped_select(text, types, cap + 1)
             cur = self._cursor.execute(wrapped, params)
