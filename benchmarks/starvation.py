@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import shlex
@@ -81,10 +82,12 @@ def _measure(server: LiveServer, trace_id: str, body: bytes, repeat: int) -> dic
 
 
 def main() -> int:
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    logging.getLogger("traceproof").setLevel(logging.ERROR)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heavy", type=int, default=3, help="heavy-query slots (all filled)")
     parser.add_argument("--limit", type=float, default=10.0, help="time limit of a call, s")
-    parser.add_argument("--repeat", type=int, default=10, help="timed rounds per measure")
+    parser.add_argument("--repeat", type=int, default=5, help="timed rounds per measure")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/starvation.json"))
     args = parser.parse_args()
 
@@ -115,10 +118,10 @@ def main() -> int:
             deadline = time.monotonic() + 30
             while pools_for(store)._heavy_running < args.heavy and time.monotonic() < deadline:
                 threading.Event().wait(0.02)
-            loaded = _measure(server, trace_id, body, args.repeat)
             busy_ms, busy_status = _timed(
                 lambda: httpx2.post(server.url + "/api/v1/tools/sql", json={"query": "select 1"})
             )
+            loaded = _measure(server, trace_id, body, args.repeat)
             still_running = sum(not f.done() for f in heavy)
             codes = [f.result().status_code for f in heavy]
             callers.shutdown()
