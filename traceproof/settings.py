@@ -218,11 +218,51 @@ class Settings(BaseSettings):
         default=200, ge=1, description="Rows the sql tool returns when a call names no limit."
     )
     sql_max_rows: int = Field(default=5_000, ge=1, description="Most rows one sql call returns.")
+    sql_max_fetch_chars: int = Field(
+        default=4_000_000,
+        ge=10_000,
+        description="Characters of values one sql call reads into the server (each value is "
+        "first clipped inside DuckDB to what the response could show); rows past it are left "
+        "unread and the result says so. Bounds a call's memory whatever its values.",
+    )
     sql_timeout_seconds: float = Field(
         default=10.0,
         gt=0,
         description="Time limit of one sql query (and of every tool's queries); the query is "
         "interrupted when it runs longer.",
+    )
+    query_threads: int = Field(
+        default=4,
+        ge=1,
+        description="Worker threads of the server for light tool calls (list_projects, "
+        "get_trace_preview, get_span_data, find_in_trace, unfiltered searches…). Separate from "
+        "the heavy-query and ingest threads, so neither can starve the other. A call waiting "
+        "for a thread spends its own time limit (sql_timeout_seconds) waiting.",
+    )
+    query_queue_max: int = Field(
+        default=64,
+        ge=0,
+        description="Light tool calls that may wait for a query thread; more answer [busy] "
+        "(HTTP 503 with Retry-After).",
+    )
+    heavy_queries: int = Field(
+        default=3,
+        ge=1,
+        description="Heavy tool calls the server runs at once, each on a thread of its own: "
+        "sql, jq, aggregate, search_spans with pattern or where, search_traces with regex or "
+        "where. One more answers [busy] (HTTP 503 with Retry-After) at once instead of queueing.",
+    )
+    ingest_threads: int = Field(
+        default=2,
+        ge=1,
+        description="Threads that decode OTLP requests, apart from the query threads (ingest "
+        "latency stays low while queries run, and the reverse).",
+    )
+    jq_workers: int = Field(
+        default=3,
+        ge=1,
+        description="jq child processes running programs at once. A call waits for a free one "
+        "within its time limit, and a program is killed at the call's deadline.",
     )
     jq_max_spans: int = Field(
         default=500, ge=1, description="Most spans the jq tool reads when it runs over a filter."

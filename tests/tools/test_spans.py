@@ -419,3 +419,15 @@ def test_latencies_are_rounded_to_a_tenth_of_a_millisecond(store: Store) -> None
     store.write(rows.table())
     [row] = search_spans(store, trace_id="r" * 32).spans
     assert row.latency_ms == 1437.7
+
+
+def test_the_snippet_of_a_pattern_only_re2_knows_shows_where_it_matched(store: Store) -> None:
+    """The filter (DuckDB) and the snippet stage (Python) use one engine: a Unicode class
+    Python re lacks still gives the row its match, not an input preview."""
+    add_spans(
+        store, [{"span_id": "j", "name": "llm", "attributes": {"input.value": "see 東京 now"}}]
+    )
+    (row,) = search_spans(store, pattern=r"\p{Han}+").spans
+    assert row.match is not None
+    assert (row.match.path, row.match.offset) == ("input_value", 4)
+    assert "«東京»" in row.match.snippet

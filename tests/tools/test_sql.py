@@ -275,3 +275,123 @@ def test_schema_shrinks_to_a_small_budget_and_says_so(demo_store: Store) -> None
     assert small.truncated is True
     assert small.tables[0].name == "spans"
     assert small.note is not None and "describe_schema(table=" in small.note
+
+
+# -- issue 8: bounded memory, zoned times, the store's own file, checkpoints -------------------
+
+
+def test_huge_values_are_clipped_inside_duckdb_not_materialised_in_python(store: Store) -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        found = sql(store, query="select repeat('x', 20000000) as big from range(5)")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # Five 20 MB strings never reached Python: each was cut inside DuckDB.
+    assert peak < 5_000_000
+    assert found.row_count >= 1 and found.clipped_cells == found.row_count
+    assert found.truncated or found.row_count == 5
+    assert "…[clipped: " in found.rows[0][0] and "of 20,000,000 chars" in found.rows[0][0]
+    assert size(found) <= 20_000
+
+
+def test_a_long_list_is_clipped_as_text_and_a_short_one_stays_a_list(store: Store) -> None:
+    found = sql(store, query="select range(3) as small, range(100000) as big")
+    small, big = found.rows[0]
+    assert small == [0, 1, 2]
+    assert isinstance(big, str) and big.startswith("[0, 1, 2") and "…[clipped: " in big
+
+
+def test_rows_stop_at_the_fetch_budget_and_the_note_says_so(tmp_path: Path) -> None:
+    settings = Settings(db=tmp_path / "s.duckdb", sql_max_fetch_chars=10_000)
+    with Store.open(settings.db, settings) as small:
+        found = sql(small, query="select repeat('y', 500) as v from range(1000)", limit=1000)
+    assert found.truncated
+    assert found.note is not None and "too long to read more at once" in found.note
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("select timestamptz '2026-05-01 12:00:00+05' as t", "2026-05-01T07:00:00"),
+        ("select [timestamptz '2026-05-01 12:00:00+00'] as t", "2026-05-01 12:00:00+00"),
+        ("select timetz '12:00:00+02' as t", "12:00:00+02"),
+    ],
+)
+def test_zoned_times_come_back_without_pytz(store: Store, query: str, expected: str) -> None:
+    found = sql(store, query=query)
+    assert expected in str(found.rows[0][0])
+
+
+@pytest.mark.parametrize("query", ["select now()", "select current_timestamp", "select now() t"])
+def test_now_and_current_timestamp_answer_utc_times(store: Store, query: str) -> None:
+    found = sql(store, query=query)
+    (value,) = found.rows[0]
+    assert isinstance(value, str) and value[:2] == "20" and "T" in value
+    assert found.types == ["TIMESTAMP WITH TIME ZONE"]
+
+
+def test_start_time_is_unchanged_by_the_wrapper(demo_store: Store) -> None:
+    found = sql(demo_store, query="select start_time, name from spans order by start_time limit 1")
+    assert found.types == ["TIMESTAMP", "VARCHAR"]
+    assert found.rows[0][0].startswith("20") and isinstance(found.rows[0][1], str)
+
+
+def test_the_stores_own_file_cannot_be_read(store: Store) -> None:
+    path = str(store.path)
+    for query in [
+        f"select * from read_blob('{path}')",
+        f"select * from read_text('{path}.wal')",
+        f"select * from '{path}'",
+        f'select * from "{path}"',
+        f"select * from read_duckdb('{path}')",
+        f"select size from READ_BLOB/**/('{path}')",
+        "select * from query('select 1')",
+        f"select count(*) from spans where exists (select 1 from read_blob('{path}'))",
+        f"pivot (select * from '{path}') on content using count(*)",
+    ]:
+        with pytest.raises(TraceproofError) as caught:
+            sql(store, query=query)
+        assert caught.value.code == ErrorCode.FORBIDDEN_QUERY, query
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        'select * from "checkpoint"()',
+        "select * from checkpoint/**/()",
+        "select * from CheckPoint ( )",
+        'select * from "force_checkpoint"()',
+        "select * from main.checkpoint()",
+        "select 1 from spans where exists (select * from checkpoint--x\n())",
+    ],
+)
+def test_checkpoint_is_refused_however_it_is_written(store: Store, query: str) -> None:
+    with pytest.raises(TraceproofError) as caught:
+        sql(store, query=query)
+    assert caught.value.code == ErrorCode.FORBIDDEN_QUERY
+
+
+def test_checkpoint_inside_a_where_filter_is_refused(demo_store: Store) -> None:
+    from traceproof.tools.spansearch import search_spans
+
+    with pytest.raises(TraceproofError) as caught:
+        search_spans(demo_store, where='(select count(*) from "checkpoint"()) = 0')
+    assert caught.value.code in (ErrorCode.FORBIDDEN_QUERY, ErrorCode.INVALID_FILTER)
+
+
+def test_names_and_strings_that_only_look_like_functions_are_fine(store: Store) -> None:
+    found = sql(store, query="select 'checkpoint()' as a, 'read_blob(x)' as b, repeat('z', 3) c")
+    assert found.rows == [["checkpoint()", "read_blob(x)", "zzz"]]
+    assert sql(store, query="select count(*) from range(3)").rows == [[3]]
+
+
+def test_the_wrapper_keeps_the_querys_own_names_and_accepts_a_trailing_semicolon(
+    store: Store,
+) -> None:
+    found = sql(store, query="select 1 as a, 2 as a, {'k': [1]} as s;  ")
+    assert found.columns == ["a", "a", "s"]
+    assert found.rows == [[1, 2, {"k": [1]}]]
+    assert sql(store, query="describe spans").row_count > 10

@@ -6,16 +6,18 @@ JSON shape, ``{"error": "[code] message", "code": "code"}``:
 
 - 400 bad arguments (``invalid_argument``) and every other error a caller can fix;
 - 404 an unknown tool (``not_found``) or a thing a tool could not find (``unknown_*``);
-- 503 the store is busy or closed, 504 a query ran past its time limit;
+- 503 the store or the query slots are busy (``busy``, with Retry-After) or the store is
+  closed, 504 a query ran past its time limit;
 - 500 anything else (``internal_error``), with a generic message; the traceback goes to
   the server log.
 
-Tools run in a worker thread: a slow query never blocks OTLP ingest on the event loop.
+Tools run on the server's query pools (:mod:`traceproof.server.pools`), never on the event loop
+nor on the threads that decode OTLP; with every heavy-query slot taken a call answers 503
+``busy`` with Retry-After.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
@@ -24,7 +26,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from traceproof.errors import ErrorCode, TraceproofError
-from traceproof.storage import Busy, Store
+from traceproof.server.pools import pools_for
+from traceproof.storage import Store
 from traceproof.tools.invoke import run_tool, tool_names
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ _STATUS: dict[str, int] = {
     ErrorCode.UNKNOWN_SESSION: 404,
     ErrorCode.QUERY_TIMEOUT: 504,
     ErrorCode.STORE_BUSY: 503,
+    ErrorCode.BUSY: 503,
     ErrorCode.STORE_CLOSED: 503,
     ErrorCode.STORE_ERROR: 500,
     ErrorCode.UNAUTHORIZED: 401,
@@ -70,7 +74,9 @@ def tool_routes(store: Store) -> list[Route]:
                 )
             )
         try:
-            result = await asyncio.to_thread(run_tool, store, name, arguments)
+            result = await pools_for(store).run_tool(
+                name, arguments, lambda: run_tool(store, name, arguments)
+            )
         except TraceproofError as exc:
             if status_for(exc.code) >= 500:
                 log.warning("tool %s failed: %s", name, exc)
@@ -95,8 +101,9 @@ def tool_routes(store: Store) -> list[Route]:
 def error_response(exc: TraceproofError) -> Response:
     """The one JSON error shape, with the status for the error's code."""
     headers = None
-    if isinstance(exc, Busy):
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(retry_after, int | float):
+        headers = {"Retry-After": str(max(1, round(retry_after)))}
     return JSONResponse(
         {"error": str(exc), "code": str(exc.code)},
         status_code=status_for(exc.code),

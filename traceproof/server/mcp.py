@@ -34,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 from traceproof import __version__
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.remote import RemoteStore
+from traceproof.server.pools import pools_for
 from traceproof.storage import Store
 from traceproof.tools import registry
 from traceproof.tools.invoke import validate_arguments
@@ -153,12 +154,18 @@ def mcp_tool(
 ) -> Callable[..., Awaitable[CallToolResult]]:
     """An async function with ``spec.fn``'s keyword parameters (without the store) that runs the
     tool on ``backend`` in a worker thread, so the event loop (and the OTLP receiver sharing it)
-    never waits on a query."""
+    never waits on a query: a local store's calls go to its query pools (light or heavy, with
+    the ``[busy]`` answer and the deadline of :mod:`traceproof.server.pools`)."""
     model = return_model(spec)
 
     async def run_tool(**arguments: Any) -> CallToolResult:
         try:
-            result = await anyio.to_thread.run_sync(backend.call, spec, arguments)
+            if isinstance(backend, LocalBackend):  # the store's query pools, as over HTTP
+                result = await pools_for(backend.store).run_tool(
+                    spec.name, arguments, lambda: backend.call(spec, arguments)
+                )
+            else:
+                result = await anyio.to_thread.run_sync(backend.call, spec, arguments)
         except TraceproofError as exc:
             raise ToolError(str(exc) + (f"\n\n{notice}" if notice else "")) from None
         except Exception:

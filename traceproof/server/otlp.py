@@ -29,6 +29,7 @@ from traceproof.ingest.otlp import (
     response_protobuf,
 )
 from traceproof.server.guard import reserve
+from traceproof.server.pools import pools_for
 from traceproof.server.rpcstatus import JSON, PROTOBUF, status_body
 from traceproof.settings import Settings
 from traceproof.storage import Busy, Store, StoreError
@@ -97,7 +98,7 @@ class OtlpReceiver:
         )
         try:
             async with self._decoders:
-                decoded, table = await asyncio.to_thread(
+                decoded, table = await pools_for(self.store).decode(
                     _decode, decode, body, self.settings.default_project
                 )
         except MalformedRequest as exc:

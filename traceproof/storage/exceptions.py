@@ -10,6 +10,7 @@
         ├── StoreClosed       the store was closed; nothing more is accepted
         ├── NotFound          a named thing (trace, span, project) does not exist
         ├── InvalidQuery      DuckDB could not parse, bind or run a query
+        ├── InvalidArgument   a value DuckDB cannot take (text that is not valid Unicode)
         ├── ForbiddenQuery    not one read-only statement, or reaches outside the store
         └── QueryTimeout      a query ran past its time limit and was interrupted
 """
@@ -92,6 +93,12 @@ class InvalidQuery(StoreError):
     """A query that DuckDB could not parse, bind or run (the message says why)."""
 
     code = ErrorCode.INVALID_QUERY
+
+
+class InvalidArgument(StoreError):
+    """A value a query cannot take, such as text with a lone surrogate (not valid UTF-8)."""
+
+    code = ErrorCode.INVALID_ARGUMENT
 
 
 class ForbiddenQuery(StoreError):

@@ -1,17 +1,17 @@
 """``find_in_trace``: Ctrl+F over every field of every span of one trace.
 
-The regex (Python ``re``) runs over each span's leaves (see :mod:`traceproof.tools.spandoc`):
+The regex (RE2, the engine of every tool: ``search_spans`` and ``search_traces`` run it inside
+DuckDB) runs over each span's leaves (see :mod:`traceproof.tools.spandoc`):
 columns, attributes, events, links, resource. Every match is reported with its span, field
 path, character offset in that field and a snippet; counts per span cover the whole trace, and
 the matches are paged with a cursor that resumes after the last match shown.
 
-Guarding against pathological patterns. Python's ``re`` backtracks and cannot be interrupted
-(it holds the GIL), so a single bad pattern on a 1 MB value could stall the server. Three
-limits keep the work bounded:
+RE2 matches in time linear in the text, whatever the pattern (``(a|a)*b`` included), so no
+pattern can pin a worker; what it cannot do in linear time (backreferences, lookaround) it
+refuses, and the call answers ``invalid_regex``. Offsets are character offsets (the ``re2``
+module converts from UTF-8 bytes), the ones ``get_span_data`` takes. Two limits bound the
+work of one call:
 
-- patterns with a variable-length repeat inside an unbounded repeat (``(a+)+``, ``(\\w+\\s?)*``,
-  the classic exponential-backtracking shape) are refused with ``invalid_regex`` and a hint to
-  rewrite them; possessive repeats and atomic groups are accepted;
 - at most :data:`MAX_MATCHES_PER_FIELD` matches are counted in one field and
   :data:`MAX_MATCHES` in one call;
 - at most :data:`MAX_SCAN_CHARS` characters are scanned in one call.
@@ -22,12 +22,11 @@ When a limit stops the scan, ``capped`` is true and the totals are lower bounds.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import re2  # type: ignore[import-untyped]
 from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
@@ -51,60 +50,28 @@ MATCH_SHOWN = 200
 #: Span counts listed before the list is cut to leave room for matches.
 MAX_SPAN_COUNTS = 200
 
-_parser: Any = importlib.import_module("re._parser")
-
 
 # -- regexes -------------------------------------------------------------------------------------
 
 
-def compile_regex(pattern: str, ignore_case: bool) -> re.Pattern[str]:
-    """``pattern`` compiled by Python ``re``; a bad or explosive pattern raises INVALID_REGEX."""
-    flags = re.IGNORECASE if ignore_case else 0
+def compile_regex(pattern: str, ignore_case: bool) -> Any:
+    """``pattern`` compiled by RE2 (linear time: no pattern can pin a worker, however long the
+    text); one RE2 does not accept raises INVALID_REGEX saying what it does not support."""
+    options = re2.Options()
+    options.log_errors = False
+    options.case_sensitive = not ignore_case
     try:
-        compiled = re.compile(pattern, flags)
-    except re.error as exc:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else "invalid"
+        if isinstance(reason, bytes):
+            reason = reason.decode(errors="replace")
         raise ToolFailure(
-            f"The pattern {pattern!r} is not a valid regular expression: {exc}. Fix it (Python "
-            "re syntax; escape literal characters such as ( [ . * + ? with a backslash).",
+            f"The pattern {pattern[:200]!r} is not a valid RE2 regular expression ({reason}). "
+            r"Fix it: escape literal characters such as ( [ . * + ? with \; RE2 has no "
+            "backreferences (\\1) or lookaround ((?=…), (?!…), (?<=…)).",
             code=ErrorCode.INVALID_REGEX,
         ) from None
-    if _explosive(_parser.parse(pattern, flags), inside_unbounded=False):
-        raise ToolFailure(
-            f"The pattern {pattern!r} nests a variable-length repeat inside an unbounded one "
-            "(like (a+)+), which can take exponential time on long values. Rewrite it without "
-            "the nesting, e.g. (?:ab)+ or [\\w\\s]+, or use a possessive repeat (a++)*.",
-            code=ErrorCode.INVALID_REGEX,
-        )
-    return compiled
-
-
-def _explosive(tree: Any, *, inside_unbounded: bool) -> bool:
-    """Whether a parsed pattern holds a variable-length repeat inside an unbounded repeat."""
-    for op, av in tree:
-        kind = str(op)
-        if kind in ("MAX_REPEAT", "MIN_REPEAT"):
-            low, high, sub = av
-            if inside_unbounded and low != high:
-                return True
-            unbounded = high == _parser.MAXREPEAT
-            if _explosive(sub, inside_unbounded=inside_unbounded or unbounded):
-                return True
-        elif kind in ("POSSESSIVE_REPEAT", "ATOMIC_GROUP"):
-            continue
-        elif kind == "SUBPATTERN":
-            if _explosive(av[3], inside_unbounded=inside_unbounded):
-                return True
-        elif kind == "BRANCH":
-            if any(_explosive(b, inside_unbounded=inside_unbounded) for b in av[1]):
-                return True
-        elif kind in ("ASSERT", "ASSERT_NOT"):
-            if _explosive(av[1], inside_unbounded=inside_unbounded):
-                return True
-        elif kind == "GROUPREF_EXISTS" and any(
-            b is not None and _explosive(b, inside_unbounded=inside_unbounded) for b in av[1:]
-        ):
-            return True
-    return False
 
 
 def snippet(text: str, start: int, end: int, context: int) -> str:
@@ -184,7 +151,7 @@ def find_in_trace(
     *,
     trace_id: Annotated[str, Field(description="Trace to search (see search_traces).")],
     pattern: Annotated[
-        str, Field(description="Regular expression (Python re syntax), e.g. 'timed? ?out'.")
+        str, Field(description="Regular expression (RE2 syntax), e.g. 'timed? ?out'.")
     ],
     ignore_case: Annotated[bool, Field(description="Match regardless of case.")] = False,
     context_chars: Annotated[
@@ -202,15 +169,7 @@ def find_in_trace(
     digest = fingerprint(trace_id, pattern, ignore_case)
     after: tuple[int, str, int, int] | None = None
     if cursor is not None:
-        state = decode_cursor(cursor, "find_in_trace")
-        if state.get("f") != digest or not isinstance(state.get("k"), list):
-            raise ToolFailure(
-                "This cursor belongs to a find_in_trace call with another trace or pattern. "
-                "Repeat that call's trace_id and pattern with it, or omit cursor.",
-                code=ErrorCode.INVALID_CURSOR,
-            )
-        k = state["k"]
-        after = (int(k[0]), str(k[1]), int(k[2]), int(k[3]))
+        after = _cursor_key(cursor, digest)
 
     rows = _trace_rows(store, trace_id)
     hits, capped = _scan(rows, regex)
@@ -231,6 +190,29 @@ def find_in_trace(
     return _fit(result, page_hits, more, limit, digest, _call_text(trace_id, pattern, ignore_case))
 
 
+def _cursor_key(cursor: str, digest: str) -> tuple[int, str, int, int]:
+    """The key of the last match shown, from a cursor this call made: anything else (another
+    call's cursor, a forged one of the wrong shape) is ``invalid_cursor``."""
+    state = decode_cursor(cursor, "find_in_trace")
+    key = state.get("k")
+    if state.get("f") != digest or not isinstance(key, list):
+        raise ToolFailure(
+            "This cursor belongs to a find_in_trace call with another trace or pattern. "
+            "Repeat that call's trace_id and pattern with it, or omit cursor.",
+            code=ErrorCode.INVALID_CURSOR,
+        )
+    shape = (int, str, int, int)
+    if len(key) != len(shape) or not all(
+        type(value) is kind for value, kind in zip(key, shape, strict=True)
+    ):
+        raise ToolFailure(
+            "The cursor is damaged (its key has the wrong shape). Pass the next_cursor of the "
+            "previous find_in_trace call unchanged, or omit cursor to start again.",
+            code=ErrorCode.INVALID_CURSOR,
+        )
+    return key[0], key[1], key[2], key[3]
+
+
 def _trace_rows(store: Store, trace_id: str) -> list[dict[str, Any]]:
     with store.reader(timeout=store.settings.sql_timeout_seconds) as reader:
         rows = reader.dicts(
@@ -245,7 +227,7 @@ def _trace_rows(store: Store, trace_id: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _scan(rows: list[dict[str, Any]], regex: re.Pattern[str]) -> tuple[list[_Hit], bool]:
+def _scan(rows: list[dict[str, Any]], regex: Any) -> tuple[list[_Hit], bool]:
     """Every match in trace order, within the scan limits; and whether a limit was reached."""
     hits: list[_Hit] = []
     scanned = 0
@@ -263,7 +245,7 @@ def _scan(rows: list[dict[str, Any]], regex: re.Pattern[str]) -> tuple[list[_Hit
     return hits, False
 
 
-def _nonempty(regex: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
+def _nonempty(regex: Any, text: str) -> Iterator[Any]:
     """Matches of ``regex`` in ``text``, skipping empty ones (``a*`` matches everywhere)."""
     return (m for m in regex.finditer(text) if m.end() > m.start())
 

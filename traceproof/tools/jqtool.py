@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
 from traceproof.storage import QueryTimeout, Store
+from traceproof.storage.reader import time_left
 from traceproof.tools.common import MaxChars, ToolFailure, budget, size
 from traceproof.tools.filters import (
     SPANS_WITH_TRACE,
@@ -37,6 +38,8 @@ from traceproof.tools.spandoc import JSON_COLUMNS, SELECT_COLUMNS
 
 log = logging.getLogger(__name__)
 
+#: Deepest nesting of a span document given to jq (deeper parts are folded into dotted keys).
+MAX_DEPTH = 64
 #: Most spans of one trace given to a program.
 TRACE_MAX_SPANS = 20_000
 _NOTE_ROOM = 500
@@ -124,7 +127,8 @@ def jq(
         truncated=capped,
     )
     room = budget(max_chars, store.settings) - size(result) - _NOTE_ROOM
-    reply = _run(program, document, room, store.settings.sql_timeout_seconds)
+    seconds = store.settings.sql_timeout_seconds
+    reply = _run(program, document, room, seconds, store.settings.jq_workers)
     _fill(result, reply, program)
     return result
 
@@ -133,16 +137,45 @@ def jq(
 
 
 def span_document(row: dict[str, Any]) -> dict[str, Any]:
-    """A span row as the document jq sees: columns, then JSON columns parsed."""
+    """A span row as the document jq sees: columns, then JSON columns parsed (nesting past
+    :data:`MAX_DEPTH` folded into dotted keys)."""
     doc: dict[str, Any] = {}
     for column, value in row.items():
         if column in JSON_COLUMNS:
-            doc[column] = _parse(value)
+            doc[column] = _bounded(_parse(value), 2)
         elif isinstance(value, datetime):
             doc[column] = value.isoformat()
         else:
             doc[column] = value
     return doc
+
+
+def _bounded(value: Any, depth: int) -> Any:
+    """``value`` with every object or array nested deeper than :data:`MAX_DEPTH` folded into
+    one object of dotted keys (``{"a.b.c": 1}``). A span whose attribute key has hundreds of
+    dotted segments is stored hundreds of levels deep, past what orjson serialises (255): the
+    span, its trace and every filter that includes it still run, with the deep part flat."""
+    if not isinstance(value, dict | list):
+        return value
+    if depth >= MAX_DEPTH:
+        flat: dict[str, Any] = {}
+        _flatten(value, "", flat)
+        return flat
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    bounded = {k: _bounded(v, depth + 1) for k, v in items}
+    return bounded if isinstance(value, dict) else list(bounded.values())
+
+
+def _flatten(value: Any, prefix: str, into: dict[str, Any]) -> None:
+    stack: list[tuple[str, Any]] = [(prefix, value)]
+    while stack:  # iterative: the depth is what we are avoiding
+        path, item = stack.pop()
+        if isinstance(item, dict | list) and item:
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            children = [(f"{path}.{k}" if path else str(k), v) for k, v in pairs]
+            stack.extend(reversed(children))
+        else:
+            into[path] = item
 
 
 def _parse(value: Any) -> Any:
@@ -227,9 +260,10 @@ def _filtered(store: Store, span_filter: SpanFilter, limit: int) -> tuple[bytes,
 # -- running and output -------------------------------------------------------------------------
 
 
-def _run(program: str, document: bytes, room: int, timeout: float) -> dict[str, Any]:
+def _run(program: str, document: bytes, room: int, limit: float, workers: int) -> dict[str, Any]:
+    timeout = time_left(limit) or 0.0
     try:
-        return runner().run(
+        return runner(workers).run(
             program, document, keep_chars=max(200, room - _MARKER_ROOM), timeout=timeout
         )
     except JqError as exc:
@@ -240,8 +274,9 @@ def _run(program: str, document: bytes, room: int, timeout: float) -> dict[str, 
         ) from None
     except JqTimeout:
         raise QueryTimeout(
-            f"The jq program ran longer than {timeout:g} s and was stopped. Bound it with "
-            "limit(n; …) or first(…), or run over fewer spans."
+            f"The jq program did not finish within the {limit:g} s limit (waiting for a free "
+            "jq worker counts) and was stopped. Bound it with limit(n; …) or first(…), or run "
+            "over fewer spans."
         ) from None
     except JqCrashed as exc:
         log.warning("the jq child process died: %s", exc)

@@ -3,8 +3,10 @@
 A jq program is code an agent writes. Run in-process it could loop forever inside C
 (``last(range(1e15))``), which no Python timer can interrupt, or read the server's environment
 (``env``, ``$ENV``) where tokens and API keys live. So programs run in one long-lived child
-process (``python -I jqworker.py``, empty environment, memory limit), one at a time; when a
-program overruns its time limit the child is killed and the next call starts a fresh one. The
+processes (``python -I jqworker.py``, empty environment, memory limit), a few at once
+(``jq_workers``), one program per child at a time; waiting for a free child counts against the
+call's time limit, and when a program overruns it the child is killed (the next call starts a
+fresh one). The
 child also arms ``SIGALRM`` (default action: terminate) so it cannot outlive a dead parent's
 request. ``env``/``$ENV`` are shadowed, and module directives (``import``/``include``, which
 read files) cannot be written: the program is wrapped after a prelude, where they do not parse.
@@ -157,40 +159,57 @@ def _write(stream: IO[bytes], payload: bytes) -> None:
 
 
 class JqRunner:
-    """The parent's handle on the child: one program at a time, under a time limit."""
+    """The parent's handle on its children: up to ``workers`` programs at once (one per child),
+    each under a time limit that also bounds the wait for a free child."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+        self._slots = threading.BoundedSemaphore(workers)
         self._lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._idle: list[subprocess.Popen[bytes]] = []
+        self._busy: set[subprocess.Popen[bytes]] = set()
 
     def run(self, program: str, data: bytes, *, keep_chars: int, timeout: float) -> dict[str, Any]:
         """Run ``program`` over the JSON ``data``; the child's reply (``results``: JSON text of
-        the kept results, ``dropped``, ``more``, ``clipped``). Raises :class:`JqError`,
+        the kept results, ``dropped``, ``more``, ``clipped``). ``timeout`` covers the wait for a
+        free child and the run; the child is killed at the deadline. Raises :class:`JqError`,
         :class:`JqTimeout` or :class:`JqCrashed`."""
-        header = json.dumps(
-            {"program": program, "keep_chars": keep_chars, "timeout": timeout}
-        ).encode()
-        with self._lock:
-            proc = self._start()
+        deadline = time.monotonic() + timeout
+        if not self._slots.acquire(timeout=max(0.0, timeout)):
+            raise JqTimeout()
+        try:
+            header = json.dumps(
+                {"program": program, "keep_chars": keep_chars, "timeout": timeout}
+            ).encode()
+            proc = self._take()
             assert proc.stdin is not None and proc.stdout is not None
-            deadline = time.monotonic() + timeout
             try:
                 _write(proc.stdin, header)
                 _write(proc.stdin, data)
                 payload = _read_until(proc.stdout, deadline)
             except TimeoutError:
-                self._stop()
+                self._stop(proc)
                 raise JqTimeout() from None
             except (OSError, EOFError):
-                raise JqCrashed(self._stop()) from None
+                raise JqCrashed(self._stop(proc)) from None
+            self._give_back(proc)
+        finally:
+            self._slots.release()
         reply: dict[str, Any] = json.loads(payload)
         if "error" in reply:
             raise JqError(reply["error"])
         return reply
 
-    def _start(self) -> subprocess.Popen[bytes]:
-        if self._proc is None or self._proc.poll() is not None:
-            self._proc = subprocess.Popen(
+    def _take(self) -> subprocess.Popen[bytes]:
+        """An idle live child, or a new one."""
+        with self._lock:
+            while self._idle:
+                proc = self._idle.pop()
+                if proc.poll() is None:
+                    self._busy.add(proc)
+                    return proc
+                self._reap(proc)
+            proc = subprocess.Popen(
                 [sys.executable, "-I", os.path.abspath(__file__)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -198,24 +217,42 @@ class JqRunner:
                 env={},
                 close_fds=True,
             )
-        return self._proc
+            self._busy.add(proc)
+            return proc
 
-    def _stop(self) -> str:
-        """Kill the child; the end of its stderr (it writes there only when it fails)."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return ""
+    def _give_back(self, proc: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._busy.discard(proc)
+            self._idle.append(proc)
+
+    def _stop(self, proc: subprocess.Popen[bytes]) -> str:
+        """Kill a child; the end of its stderr (it writes there only when it fails)."""
+        with self._lock:
+            self._busy.discard(proc)
         proc.kill()
         proc.wait()
+        return self._reap(proc)
+
+    @staticmethod
+    def _reap(proc: subprocess.Popen[bytes]) -> str:
         stderr = proc.stderr.read()[-2000:].decode(errors="replace") if proc.stderr else ""
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
         return f"exit status {proc.returncode}: {stderr.strip()}"
 
+    def children(self) -> int:
+        """Child processes alive now (idle or running a program)."""
+        with self._lock:
+            return sum(p.poll() is None for p in (*self._idle, *self._busy))
+
     def close(self) -> None:
         with self._lock:
-            self._stop()
+            procs, self._idle, self._busy = [*self._idle, *self._busy], [], set()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+            self._reap(proc)
 
 
 def _read_until(stream: IO[bytes], deadline: float) -> bytes:
@@ -243,13 +280,24 @@ def _read_exact(fd: int, count: int, deadline: float) -> bytes:
     return b"".join(chunks)
 
 
-_RUNNER = JqRunner()
-atexit.register(_RUNNER.close)
+_RUNNERS: dict[int, JqRunner] = {}
+_RUNNERS_LOCK = threading.Lock()
 
 
-def runner() -> JqRunner:
-    """The process's one jq runner (its child starts on first use, stops at exit)."""
-    return _RUNNER
+def runner(workers: int = 1) -> JqRunner:
+    """The process's jq runner of ``workers`` children (they start on first use, stop at
+    exit)."""
+    with _RUNNERS_LOCK:
+        found = _RUNNERS.get(workers)
+        if found is None:
+            found = _RUNNERS[workers] = JqRunner(workers)
+        return found
+
+
+@atexit.register
+def _close_all() -> None:
+    for each in list(_RUNNERS.values()):
+        each.close()
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 The regex is applied by DuckDB (``regexp_matches``, RE2 syntax: linear time, so no pattern can
 stall the store) to a span's own text: name, input and output values, status and error
 messages, and the attributes' JSON text. Only for the rows of the page does Python find where it
-matched (the field path and a snippet); a pattern RE2 accepts but Python cannot use there leaves
-the row with its input preview instead.
+matched (the field path and a snippet), with the same engine (the ``re2`` module), so a pattern
+that selected a row always shows where it matched, in linear time.
 
 Paging is keyset paging on the sort key plus ``(trace_id, span_id)``: the cursor holds the last
 row's key, so pages never overlap or skip, even while new spans arrive.
@@ -12,8 +12,9 @@ row's key, so pages never overlap or skip, even while new spans arrive.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -227,9 +228,27 @@ def _cursor_key(cursor: str, digest: str, order: tuple[tuple[str, str], ...]) ->
             "parameters with it, or omit cursor to start again.",
             code=ErrorCode.INVALID_CURSOR,
         )
+    damaged = ToolFailure(
+        "The cursor is damaged (its key has the wrong shape). Pass the next_cursor of the "
+        "previous search_spans call unchanged, or omit cursor to start again.",
+        code=ErrorCode.INVALID_CURSOR,
+    )
+    first, *ids = key
+    if not all(type(value) is str for value in ids):
+        raise damaged
     if order[0][0] == "start_time":
-        key[0] = datetime.fromisoformat(key[0])
-    return key
+        if type(first) is not str:
+            raise damaged
+        try:
+            moment = datetime.fromisoformat(first)
+        except ValueError:
+            raise damaged from None
+        if moment.tzinfo is not None:  # the store's timestamps are naive UTC
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        return [moment, *ids]
+    if type(first) not in (int, float) or not math.isfinite(first):
+        raise damaged
+    return [first, *ids]
 
 
 def _after(order: tuple[tuple[str, str], ...], key: list[Any]) -> tuple[str, list[Any]]:
@@ -254,7 +273,7 @@ def _key(row: dict[str, Any], order: tuple[tuple[str, str], ...]) -> list[Any]:
 def _matches(
     reader: Any, found: list[dict[str, Any]], pattern: str, ignore_case: bool
 ) -> dict[tuple[str, str], SpanMatch]:
-    """Where the pattern matched, for the page's rows (Python ``re`` on the full values)."""
+    """Where the pattern matched, for the page's rows (RE2 on the full values)."""
     if not found:
         return {}
     try:

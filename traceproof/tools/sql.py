@@ -1,9 +1,12 @@
 """The ``sql`` and ``describe_schema`` tools: read-only SQL over the store, for a model.
 
-The sandbox is the store's: every query is checked to be exactly one SELECT and runs on a
-DuckDB instance that cannot touch files or the network, under a time limit
-(:meth:`Reader.select`). This module adds the row limit, JSON-safe values and the response
-budget; ``describe_schema``'s text lives in :mod:`traceproof.tools.schema_doc`.
+The sandbox is the store's: every query is checked to be exactly one SELECT over the store's
+tables and runs on a DuckDB instance that cannot touch files or the network, under a time limit
+(:meth:`Reader.select`). The query is wrapped so that long values are clipped inside DuckDB and
+the rows fetched into Python stop at a character budget (``sql_max_fetch_chars``): a query of
+huge values costs the server a bounded amount of memory, and the result says what was cut.
+This module adds the row limit, JSON-safe values and the response budget;
+``describe_schema``'s text lives in :mod:`traceproof.tools.schema_doc`.
 """
 
 from __future__ import annotations
@@ -57,9 +60,14 @@ def sql(
     settings = store.settings
     wanted = settings.sql_row_limit if limit is None else limit
     rows_limit = min(wanted, settings.sql_max_rows)
-    with store.reader() as reader:
-        found = reader.select(query, max_rows=rows_limit)
     chars = budget(max_chars, settings)
+    with store.reader() as reader:
+        found = reader.select(
+            query,
+            max_rows=rows_limit,
+            room_chars=chars,
+            max_fetch_chars=settings.sql_max_fetch_chars,
+        )
     result = SqlResult(
         columns=found.columns,
         types=found.types,
@@ -69,7 +77,7 @@ def sql(
         clipped_cells=0,
     )
     room = chars - size(result) - _NOTE_ROOM
-    fitted = fit_rows(found.columns, found.rows, room, _cell_marker)
+    fitted = fit_rows(found.columns, found.rows, room, _cell_marker, found.lengths)
     result.rows = fitted.rows
     result.row_count = len(fitted.rows)
     result.clipped_cells = fitted.clipped_cells
@@ -81,6 +89,7 @@ def sql(
         limit=rows_limit,
         capped=wanted > rows_limit,
         clipped=fitted.clipped_cells,
+        fetch_capped=found.fetch_capped,
     )
     result.note = fit_note(note, chars - size(result))
     return result
@@ -94,9 +103,23 @@ def _cell_marker(column: str, kept: int, total: int) -> str:
 
 
 def _note(
-    *, shown: int, dropped: int, limit_hit: bool, limit: int, capped: bool, clipped: int
+    *,
+    shown: int,
+    dropped: int,
+    limit_hit: bool,
+    limit: int,
+    capped: bool,
+    clipped: int,
+    fetch_capped: bool = False,
 ) -> str | None:
     parts: list[str] = []
+    if fetch_capped:
+        parts.append(
+            f"Rows stopped after {shown + dropped} of the query's rows: their values were too "
+            f"long to read more at once. Select fewer or shorter columns (left(col, 200)), or "
+            f"page with OFFSET {shown}."
+        )
+        limit_hit = False
     if capped:
         parts.append(f"limit lowered to the maximum, {limit} rows.")
     if dropped:

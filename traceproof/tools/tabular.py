@@ -67,22 +67,25 @@ def fit_rows(
     rows: Sequence[Sequence[Any]],
     room: int,
     marker: Callable[[str, int, int], str],
+    lengths: Sequence[Sequence[int | None]] | None = None,
 ) -> FittedRows:
     """The leading rows of ``rows`` that fit in ``room`` characters of compact JSON.
 
     A cell longer than its share of what is left (at most half the room, at least
     :data:`MIN_CELL_CHARS`) is clipped and ends with ``marker(column, kept, total)``. Rows after
-    the first that does not fit are dropped (a prefix keeps a continuation simple: OFFSET)."""
+    the first that does not fit are dropped (a prefix keeps a continuation simple: OFFSET).
+    ``lengths`` gives the full length of values already clipped before they got here."""
     kept: list[list[Any]] = []
     used = 2  # the list's brackets
     clipped = 0
     width = max(1, len(columns))
-    for row in rows:
+    for index, row in enumerate(rows):
         cap = max(MIN_CELL_CHARS, min((room - used) // width, room // 2))
         cells = []
         cut = 0
-        for column, value in zip(columns, row, strict=True):
-            cell, was_clipped = _clip_cell(json_safe(value), cap, column, marker)
+        totals = lengths[index] if lengths is not None else [None] * len(row)
+        for column, value, total in zip(columns, row, totals, strict=True):
+            cell, was_clipped = _clip_cell(json_safe(value), cap, column, marker, total)
             cut += was_clipped
             cells.append(cell)
         cost = _size(cells) + 1
@@ -95,15 +98,23 @@ def fit_rows(
 
 
 def _clip_cell(
-    value: Any, cap: int, column: str, marker: Callable[[str, int, int], str]
+    value: Any,
+    cap: int,
+    column: str,
+    marker: Callable[[str, int, int], str],
+    total: int | None = None,
 ) -> tuple[Any, bool]:
     text = value if isinstance(value, str) else None
     if text is None and isinstance(value, list | dict):
         encoded = orjson.dumps(value).decode()
         text = encoded if len(encoded) > cap else None
-    if text is None or len(text) <= cap:
+    if text is None:
         return value, False
-    return text[:cap] + marker(column, cap, len(text)), True
+    full = max(len(text), total or 0)
+    if full <= cap:
+        return value, False
+    kept = min(cap, len(text))
+    return text[:kept] + marker(column, kept, full), True
 
 
 def _size(value: Any) -> int:
