@@ -12,12 +12,8 @@ from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
 
 from traceproof.errors import ErrorCode, TraceproofError
-from traceproof.server.mcp import (
-    INSTRUCTIONS,
-    UnavailableBackend,
-    create_mcp_server,
-    without_titles,
-)
+from traceproof.server.mcp import INSTRUCTIONS, UnavailableBackend, create_mcp_server
+from traceproof.server.schemas import trimmed, without_titles
 from traceproof.storage import Store, StoreLocked
 from traceproof.tools import registry
 from traceproof.tools.projects import list_projects
@@ -96,8 +92,8 @@ async def test_structured_content_equals_the_tools_return_and_text_is_its_compac
         result = await client.call_tool("search_traces", {"project": "demo", "limit": 5})
     expected = search_traces(demo_store, project="demo", limit=5)
     assert not result.is_error
-    assert result.structured_content == expected.model_dump(mode="json")
-    assert text_of(result) == expected.model_dump_json()
+    assert result.structured_content == trimmed(expected)
+    assert json.loads(text_of(result)) == trimmed(expected)
     assert json.loads(text_of(result)) == result.structured_content
     assert "\n" not in text_of(result)
     assert len(result.structured_content["traces"]) == 5
@@ -107,7 +103,7 @@ async def test_structured_content_equals_the_tools_return_and_text_is_its_compac
 async def test_list_projects_answers_the_demo_projects_counts(demo_store: Store) -> None:
     async with Client(create_mcp_server(demo_store)) as client:
         result = await client.call_tool("list_projects", {})
-    assert result.structured_content == list_projects(demo_store).model_dump(mode="json")
+    assert result.structured_content == trimmed(list_projects(demo_store))
     (demo,) = [p for p in result.structured_content["projects"] if p["project"] == "demo"]
     assert (demo["traces"], demo["spans"], demo["errors"]) == (90, 1064, 22)
 

@@ -110,7 +110,9 @@ class Settings(BaseSettings):
     response_chars_max: int = Field(
         default=80_000,
         ge=1_000,
-        description="Hard ceiling of a tool response's characters, whatever a call asks for "
+        le=80_000,
+        description="Hard ceiling of a tool response's characters (at most 80,000, the "
+        "max_chars maximum in the tools' schema): a call asking for more is refused "
         "(Claude Code rejects results over 25,000 tokens).",
     )
     sql_row_limit: int = Field(

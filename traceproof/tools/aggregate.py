@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
 from traceproof.storage import SPAN_NUMERIC_COLUMNS, Store
-from traceproof.tools.common import MaxChars, ToolFailure, budget, size
+from traceproof.tools.common import JsonValue, MaxChars, ToolFailure, budget, size
 from traceproof.tools.filters import (
     NameParam,
     ProjectParam,
@@ -109,7 +109,7 @@ MetricsParam = Annotated[
 
 class AggregateResult(BaseModel):
     columns: list[str] = Field(description="Group keys, then metrics, as given.")
-    rows: list[list[Any]] = Field(description="One row per group (times ISO 8601, UTC).")
+    rows: list[list[JsonValue]] = Field(description="One row per group (times ISO 8601, UTC).")
     truncated: bool = Field(description="True when more groups exist than returned.")
     note: str | None = Field(default=None, description="What was left out and how to get it.")
 

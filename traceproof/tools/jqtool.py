@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
 from traceproof.storage import QueryTimeout, Store
-from traceproof.tools.common import MaxChars, ToolFailure, budget, size
+from traceproof.tools.common import JsonValue, MaxChars, ToolFailure, budget, iso_time, size
 from traceproof.tools.filters import (
     NameParam,
     ProjectParam,
@@ -49,7 +49,7 @@ class JqResult(BaseModel):
     spans_capped: bool = Field(
         description="True when more spans matched than were read (max_spans)."
     )
-    results: list[Any] = Field(description="The program's outputs, in order.")
+    results: list[JsonValue] = Field(description="The program's outputs, in order.")
     dropped: int = Field(description="Further outputs left out to fit the budget.")
     dropped_more: bool = Field(
         description="True when the outputs left out are more than 'dropped' (counting stopped)."
@@ -138,7 +138,7 @@ def span_document(row: dict[str, Any]) -> dict[str, Any]:
         if column in JSON_COLUMNS:
             doc[column] = _parse(value)
         elif isinstance(value, datetime):
-            doc[column] = value.isoformat()
+            doc[column] = iso_time(value)
         else:
             doc[column] = value
     return doc

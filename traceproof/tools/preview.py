@@ -9,14 +9,13 @@ the result.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
 from traceproof.storage import Reader, Store
-from traceproof.tools.common import MaxChars, ToolFailure, budget, size
+from traceproof.tools.common import MaxChars, ToolFailure, UtcTime, budget, size
 from traceproof.tools.filters import ProjectParam
 from traceproof.tools.layout import LEGEND, CollapsedSpans, Frame, Layout
 from traceproof.tools.tree import SpanFacts, build_forest, mark_critical_path, prepare
@@ -60,7 +59,7 @@ class TracePreview(BaseModel):
     trace_id: str = Field(description="The trace.")
     project: str = Field(description="Its project.")
     name: str = Field(description="Name of its root span.")
-    start_time: datetime = Field(description="Start of its earliest span (UTC).")
+    start_time: UtcTime = Field(description="Start of its earliest span (UTC).")
     latency_ms: float = Field(description="From the earliest start to the latest end.")
     span_count: int = Field(description="Spans in the trace.")
     error_count: int = Field(description="Spans with status ERROR.")

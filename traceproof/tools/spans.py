@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
 from traceproof.storage import Store
-from traceproof.tools.common import MaxChars, ToolFailure, budget, size
+from traceproof.tools.common import JsonValue, MaxChars, ToolFailure, budget, size
 from traceproof.tools.spandoc import SELECT_COLUMNS, Leaf, dumps, leaves, path_matcher, suggest
 from traceproof.tools.spansearch import SpanList, search_spans
 
@@ -47,7 +47,7 @@ class ClippedValue(BaseModel):
 class SpanData(BaseModel):
     span_id: str = Field(description="The span.")
     trace_id: str = Field(description="Its trace.")
-    fields: dict[str, Any] = Field(
+    fields: dict[str, JsonValue] = Field(
         description="Field path → value: columns by name (input_value, status…), "
         "attributes.<dotted path>, events.<i>.…, links.<i>.…, resource.…; empty columns left out."
     )

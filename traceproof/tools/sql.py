@@ -8,13 +8,13 @@ budget; ``describe_schema``'s text lives in :mod:`traceproof.tools.schema_doc`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
 from traceproof.storage import Store
-from traceproof.tools.common import MaxChars, ToolFailure, budget, size
+from traceproof.tools.common import JsonValue, MaxChars, ToolFailure, budget, size
 from traceproof.tools.schema_doc import SchemaDescription, describe
 from traceproof.tools.tabular import fit_note, fit_rows
 
@@ -25,7 +25,7 @@ _NOTE_ROOM = 400
 class SqlResult(BaseModel):
     columns: list[str] = Field(description="Column names, in order.")
     types: list[str] = Field(description="DuckDB type of each column.")
-    rows: list[list[Any]] = Field(
+    rows: list[list[JsonValue]] = Field(
         description="Rows as lists of JSON values (timestamps ISO 8601, UTC)."
     )
     row_count: int = Field(description="Rows returned here.")

@@ -24,6 +24,7 @@ from traceproof.tools.common import (
     Cursor,
     MaxChars,
     ToolFailure,
+    UtcTime,
     budget,
     decode_cursor,
     encode_cursor,
@@ -87,7 +88,7 @@ class TraceRow(BaseModel):
     trace_id: str = Field(description="Trace id (pass to get_trace_preview).")
     project: str = Field(description="Project of the trace.")
     name: str = Field(description="Root span name (the earliest span's while the root is missing).")
-    start_time: datetime = Field(description="Start of the trace's earliest span (UTC).")
+    start_time: UtcTime = Field(description="Start of the trace's earliest span (UTC).")
     latency_ms: float = Field(description="From the earliest start to the latest end, in ms.")
     span_count: int = Field(description="Spans in the trace.")
     error_count: int = Field(description="Spans whose status is ERROR.")
