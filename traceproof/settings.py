@@ -134,6 +134,13 @@ class Settings(BaseSettings):
         "(clients send Authorization: Bearer <token>).",
     )
 
+    toolsets: str | None = Field(
+        default=None,
+        description="Tool families the MCP server offers, comma-separated (inspect, judgment, "
+        "proof, trajectories; default all): a host that wants a smaller tools/list asks for "
+        "fewer. `traceproof mcp --toolsets` sets it too.",
+    )
+
     def for_import(self) -> Settings:
         """These settings for a bulk import that holds the store alone (no concurrent readers,
         so the small row groups' optimistic writes are safe): a smaller memory footprint."""

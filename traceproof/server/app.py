@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from traceproof.server.api import tool_routes
 from traceproof.server.auth import BearerToken
-from traceproof.server.mcp import create_mcp_server
+from traceproof.server.mcp import create_mcp_server, toolset_names
 from traceproof.server.otlp import OtlpReceiver
 from traceproof.settings import Settings
 from traceproof.storage import SPAN_SCHEMA, Busy, Store, StoreError
@@ -35,7 +35,7 @@ from traceproof.tools.stats import get_stats
 def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = None) -> Starlette:
     """The app serving ``store``; MCP at ``/mcp`` runs ``mcp_server`` (by default one over the
     store itself)."""
-    mcp = mcp_server or create_mcp_server(store)
+    mcp = mcp_server or create_mcp_server(store, toolsets=toolset_names(settings.toolsets))
     mcp_app = mcp.streamable_http_app(
         streamable_http_path="/mcp",
         transport_security=transport_security(settings.host, settings.port),

@@ -129,6 +129,12 @@ def create_mcp_server(backend: Backend | Store, toolsets: Iterable[str] | None =
     )
 
 
+def toolset_names(value: str | None) -> list[str] | None:
+    """``"inspect,proof"`` (the setting, the CLI option) as names; None for every family."""
+    names = [name.strip() for name in (value or "").split(",") if name.strip()]
+    return names or None
+
+
 def sdk_tool(spec: ToolSpec, backend: Backend) -> SDKTool:
     """The SDK's tool for ``spec``, with ``tools/list`` kept small (every agent turn pays for
     it): schemas compacted as :mod:`traceproof.server.schemas` says. The compact output schema

@@ -7,8 +7,9 @@ empty. Here both go, by one rule on each side so that the output schema still va
 answer a strict client receives:
 
 - input schemas: titles dropped, ``anyOf [T, null]`` becomes ``T`` (not sending a parameter is
-  how a client says "none"; traceproof still accepts an explicit ``null``), null defaults
-  dropped;
+  how a client says "none"; traceproof still accepts an explicit ``null``), defaults that
+  say nothing (``null``, ``false``, ``[]``), ``type`` beside a string ``enum`` and
+  ``minLength: 1`` dropped (the arguments are still validated by the function's own types);
 - answers (:func:`trimmed`): a field of a result model that is ``None``, ``[]`` or ``{}`` is
   left out, at every level of the result's own models (never inside data: a jq output, a SQL
   cell or a span attribute stays exactly as it is, nulls included);
@@ -68,8 +69,12 @@ def compact_input(schema: dict[str, Any]) -> dict[str, Any]:
         properties = node.get("properties") or {}
         for name, given in list(properties.items()):
             prop, _ = _without_null(given)
-            if "default" in prop and prop["default"] is None:
-                del prop["default"]
+            if "default" in prop and prop["default"] in (None, False, [], {}):
+                del prop["default"]  # what leaving the parameter out means anyway
+            if "enum" in prop and prop.get("type") == "string":
+                del prop["type"]  # the values say it
+            if prop.get("minLength") == 1:
+                del prop["minLength"]  # still refused: traceproof validates the arguments
             properties[name] = prop
     return schema
 
@@ -79,6 +84,7 @@ def _may_be_empty(prop: dict[str, Any]) -> bool:
     is sent even when all its own fields are left out)."""
     kind = prop.get("type")
     kinds = kind if isinstance(kind, list) else [kind]
+    kinds += [branch.get("type") for branch in prop.get("anyOf") or [] if isinstance(branch, dict)]
     return bool({"array", "object", "null"} & set(kinds))
 
 

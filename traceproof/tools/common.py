@@ -51,8 +51,10 @@ UtcTime = Annotated[
 
 #: Any JSON value (a jq output, a SQL or aggregate cell), with the types spelled out: strict
 #: clients (the MCP Inspector) warn about a schema that declares none.
-JSON_TYPES = ["string", "number", "boolean", "object", "array", "null"]
-JsonValue = Annotated[Any, WithJsonSchema({"type": JSON_TYPES})]
+#: ``anyOf`` single-type branches rather than a ``type`` array, which the Inspector's portability
+#: check flags (single-type dialects such as Gemini's reject it).
+JSON_TYPES = ("string", "number", "boolean", "object", "array", "null")
+JsonValue = Annotated[Any, WithJsonSchema({"anyOf": [{"type": t} for t in JSON_TYPES]})]
 
 #: The most characters one tool response may use: the ``max_chars`` schema's maximum, and the
 #: highest value the ``response_chars_max`` setting takes (Claude Code rejects a result over
@@ -62,17 +64,11 @@ MAX_CHARS_CEILING: int = Settings.model_fields["response_chars_max"].default
 #: Every tool's ``max_chars`` parameter.
 MaxChars = Annotated[
     int | None,
-    Field(
-        description=f"Response budget in characters (default 20000, at most {MAX_CHARS_CEILING}).",
-        ge=1000,
-        le=MAX_CHARS_CEILING,
-    ),
+    Field(ge=1000, le=MAX_CHARS_CEILING),
 ]
 
 #: Every paged tool's ``cursor`` parameter.
-Cursor = Annotated[
-    str | None, Field(description="The next_cursor of a previous call, to read the next page.")
-]
+Cursor = Annotated[str | None, Field(description="A next_cursor.")]
 
 
 def budget(max_chars: int | None, settings: Settings) -> int:

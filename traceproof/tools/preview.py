@@ -80,19 +80,16 @@ class TracePreview(BaseModel):
 def get_trace_preview(
     store: Store,
     *,
-    trace_id: Annotated[str, Field(description="Trace to show (see search_traces).")],
+    trace_id: str,
     project: ProjectParam = None,
-    span_id: Annotated[
-        str | None, Field(description="Show only this span's subtree (to expand a hidden part).")
-    ] = None,
+    span_id: Annotated[str | None, Field(description="Show only this span's subtree.")] = None,
     max_depth: Annotated[
-        int | None, Field(description="Levels shown below the top; deeper parts collapse.", ge=0)
+        int | None, Field(description="Levels shown; deeper ones collapse.", ge=0)
     ] = None,
     max_chars: MaxChars = None,
 ) -> TracePreview:
-    """A trace as a compact tree: per span its kind, status, start, duration, self time, share
-    of latency, tokens, model/tool, input/output preview and error; the critical path marked.
-    Start here to see what a trace did and where its time or errors went."""
+    """One trace as a compact tree (kind, status, timing, tokens, model/tool, previews,
+    errors; critical path). Start here to see what a trace did and where time or errors went."""
     limit = budget(max_chars, store.settings)
     with store.reader() as reader:
         summary = _summary(reader, trace_id, project)

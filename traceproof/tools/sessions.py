@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, Field
@@ -75,13 +75,13 @@ class SessionView(BaseModel):
 def get_session(
     store: Store,
     *,
-    session_id: Annotated[str, Field(description="Session id (see search_traces rows).")],
+    session_id: str,
     project: ProjectParam = None,
     cursor: Cursor = None,
     max_chars: MaxChars = None,
 ) -> SessionView:
-    """A multi-turn session read as a conversation: totals, then each turn (trace) in time
-    order with its input and output, latency, tokens and first error."""
+    """A session as a conversation: totals, then each turn (trace) with input, output,
+    latency, tokens and first error."""
     after: dict[str, Any] | None = None
     if cursor:
         after = _session_keyset(cursor, session_id, project)

@@ -65,25 +65,22 @@ class SpanData(BaseModel):
 def get_span_data(
     store: Store,
     *,
-    span_id: Annotated[str, Field(description="Span to read.")],
-    trace_id: Annotated[
-        str | None, Field(description="Its trace, needed only if the span id is ambiguous.")
-    ] = None,
+    span_id: str,
+    trace_id: Annotated[str | None, Field(description="If the span id is ambiguous.")] = None,
     paths: Annotated[
         list[str] | None,
         Field(
-            description="Field path patterns to return, '*' for one segment, e.g. "
-            "['llm.input_messages.*.message.content', 'events', 'input_value']. Default: all."
+            description="Path patterns ('*': a segment), e.g. "
+            "['llm.input_messages.*.message.content']. Default: all."
         ),
     ] = None,
     offset: Annotated[
-        int, Field(description="Start reading a single selected value at this character.", ge=0)
+        int, Field(description="Start a single selected value at this character.", ge=0)
     ] = 0,
     max_chars: MaxChars = None,
 ) -> SpanData:
-    """One span in full: columns, attributes (dotted paths), events, links, resource. Select
-    parts with path patterns; long values are clipped, and each clip gives the exact call
-    (paths + offset) that reads on."""
+    """One span in full: columns, attributes, events, resource. Pick parts with path patterns;
+    a clipped value gives the call that reads on."""
     limit = budget(max_chars, store.settings)
     row = _span_row(store, span_id, trace_id)
     items = leaves(row)

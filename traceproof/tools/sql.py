@@ -42,18 +42,17 @@ def sql(
     query: Annotated[
         str,
         Field(
-            description="One read-only SELECT over spans, traces, sessions, projects "
-            "(see describe_schema).",
+            description="One read-only SELECT (tables: describe_schema).",
             min_length=1,
         ),
     ],
     limit: Annotated[
-        int | None, Field(description="Most rows to return (default 200, at most 5000).", ge=1)
+        int | None, Field(description="Rows (default 200, at most 5000).", ge=1)
     ] = None,
     max_chars: MaxChars = None,
 ) -> SqlResult:
-    """Run one read-only SQL SELECT over the trace store (DuckDB). Call describe_schema first
-    for tables, columns and example queries; prefer aggregate or search tools when they fit."""
+    """One read-only DuckDB SELECT. Read describe_schema first; prefer aggregate or the search
+    tools when they fit."""
     settings = store.settings
     wanted = settings.sql_row_limit if limit is None else limit
     rows_limit = min(wanted, settings.sql_max_rows)
@@ -119,12 +118,11 @@ def describe_schema(
     *,
     table: Annotated[
         str | None,
-        Field(description="Only this table or view: spans, traces, sessions or projects."),
+        Field(description="spans, traces, sessions or projects."),
     ] = None,
     max_chars: MaxChars = None,
 ) -> SchemaDescription:
-    """Describe the SQL tables (spans, traces, sessions, projects): columns with types and
-    meanings, how to query attributes, example queries and pitfalls. Read before using sql."""
+    """The SQL tables: columns, how to query attributes, example queries. Read it before sql."""
     try:
         return describe(store, table=table, max_chars=budget(max_chars, store.settings))
     except KeyError as exc:
