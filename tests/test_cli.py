@@ -98,8 +98,8 @@ EXPECTED_STATS = {
             "spans": 1,
             "errors": 0,
             "error_traces": 0,
-            "first_span": "2026-01-01T00:00:01",
-            "last_span": "2026-01-01T00:00:01.005000",
+            "first_span": "2026-01-01T00:00:01Z",
+            "last_span": "2026-01-01T00:00:01.005000Z",
         },
         {
             "project": "default",
@@ -107,8 +107,8 @@ EXPECTED_STATS = {
             "spans": 5,
             "errors": 2,
             "error_traces": 1,
-            "first_span": "2026-01-01T00:00:00",
-            "last_span": "2026-01-01T00:01:00.350000",
+            "first_span": "2026-01-01T00:00:00Z",
+            "last_span": "2026-01-01T00:01:00.350000Z",
         },
     ]
 }

@@ -1245,8 +1245,8 @@ def test_stats_reports_what_the_receiver_stored(live_server: LiveServer) -> None
             )
         }
     assert [
-        {**p, "first_span": datetime.fromisoformat(p["first_span"]),
-         "last_span": datetime.fromisoformat(p["last_span"])}
+        {**p, "first_span": datetime.fromisoformat(p["first_span"].removesuffix("Z")),
+         "last_span": datetime.fromisoformat(p["last_span"].removesuffix("Z"))}
         for p in stats["projects"]
     ] == [
         {"project": "bank", "traces": 1, "spans": 3, "errors": 0, "error_traces": 0,

@@ -73,6 +73,17 @@ def _fail(exc: TraceproofError | str) -> None:
     sys.exit(1)
 
 
+def _check_toolsets(settings: Settings, source: str) -> None:
+    """Exit with a usage error when ``source`` names a tool family that does not exist."""
+    from traceproof.server.mcp import toolset_names
+    from traceproof.tools.registry import select
+
+    try:
+        select(toolset_names(settings.toolsets))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=source) from None
+
+
 @contextmanager
 def _store_or_remote(settings: Settings) -> Iterator[Store | RemoteStore]:
     """The store itself, or the running server that holds it."""
@@ -114,6 +125,7 @@ def serve(
     from traceproof.server.run import serve as run_server
 
     settings = _settings(db, host=host, port=port, token=token)
+    _check_toolsets(settings, "TRACEPROOF_TOOLSETS")
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         run_server(settings, demo=demo, log_level=log_level, announce=err.print)
@@ -128,6 +140,13 @@ def serve(
 @click.option("--port", type=int, default=None, help="Port of the OTLP receiver (default 4318).")
 @click.option("--log-level", default="warning", show_default=True, help="Log level (stderr).")
 @token_option
+@click.option(
+    "--toolsets",
+    default=None,
+    metavar="NAMES",
+    help="Tool families to offer, comma-separated: inspect, judgment, proof, trajectories "
+    "(default all, or TRACEPROOF_TOOLSETS).",
+)
 def mcp(
     db: Path | None,
     no_otlp: bool,
@@ -135,11 +154,13 @@ def mcp(
     port: int | None,
     log_level: str,
     token: str | None,
+    toolsets: str | None,
 ) -> None:
     """MCP over stdio (for Claude Code, Cursor...), and OTLP/HTTP on the port unless --no-otlp."""
     from traceproof.server.stdio import serve_mcp
 
-    settings = _settings(db, host=host, port=port, token=token)
+    settings = _settings(db, host=host, port=port, token=token, toolsets=toolsets)
+    _check_toolsets(settings, "--toolsets")
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         serve_mcp(settings, otlp=not no_otlp, log_level=log_level, announce=_say)

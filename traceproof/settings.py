@@ -211,7 +211,9 @@ class Settings(BaseSettings):
     response_chars_max: int = Field(
         default=80_000,
         ge=1_000,
-        description="Hard ceiling of a tool response's characters, whatever a call asks for "
+        le=80_000,
+        description="Hard ceiling of a tool response's characters (at most 80,000, the "
+        "max_chars maximum in the tools' schema): a call asking for more is refused "
         "(Claude Code rejects results over 25,000 tokens).",
     )
     sql_row_limit: int = Field(
@@ -271,6 +273,13 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token that protects /mcp, /v1/traces and /api when set "
         "(clients send Authorization: Bearer <token>).",
+    )
+
+    toolsets: str | None = Field(
+        default=None,
+        description="Tool families the MCP server offers, comma-separated (inspect, judgment, "
+        "proof, trajectories; default all): a host that wants a smaller tools/list asks for "
+        "fewer. `traceproof mcp --toolsets` sets it too.",
     )
 
     def for_import(self) -> Settings:

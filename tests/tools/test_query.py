@@ -114,7 +114,7 @@ def test_hourly_buckets_over_traces_count_every_trace(demo_store: Store) -> None
     assert sum(row[3] for row in result.rows) == 22
     hours = [row[0] for row in result.rows]
     assert hours == sorted(hours)
-    assert all(h.endswith(":00:00") for h in hours)
+    assert all(h.endswith(":00:00Z") for h in hours)
     assert {row[1] for row in result.rows if row[3] > 0} == {"ERROR"}
 
 
@@ -268,7 +268,8 @@ def test_jq_over_one_span_sees_columns_attributes_and_events(demo_store: Store) 
             "service": "support-agent",
             "start": rows(demo_store, "SELECT start_time FROM spans WHERE span_id = ?", [span_id])[
                 0
-            ][0].isoformat(),
+            ][0].isoformat()
+            + "Z",
         }
     ]
     assert result.spans_read == 1 and result.truncated is False

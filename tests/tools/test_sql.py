@@ -158,7 +158,7 @@ def test_values_are_json_safe(store: Store) -> None:
     row = dict(zip(result.columns, result.rows[0], strict=True))
     json.dumps(result.rows, allow_nan=False)  # raises on anything JSON cannot carry
     assert row == {
-        "ts": "2026-01-02T03:04:05.500000",
+        "ts": "2026-01-02T03:04:05.500000Z",
         "d": "2026-01-02",
         "dec": 1.25,
         "whole": 12,

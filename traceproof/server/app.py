@@ -30,7 +30,7 @@ from traceproof.ingest.arrowcheck import InvalidSpanStream, read_span_stream
 from traceproof.server.api import tool_routes
 from traceproof.server.auth import BearerToken
 from traceproof.server.guard import RequestGuard
-from traceproof.server.mcp import create_mcp_server
+from traceproof.server.mcp import create_mcp_server, toolset_names
 from traceproof.server.otlp import OtlpReceiver
 from traceproof.settings import Settings
 from traceproof.storage import Busy, Store, StoreError
@@ -40,7 +40,7 @@ from traceproof.tools.stats import get_stats
 def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = None) -> Starlette:
     """The app serving ``store``; MCP at ``/mcp`` runs ``mcp_server`` (by default one over the
     store itself)."""
-    mcp = mcp_server or create_mcp_server(store)
+    mcp = mcp_server or create_mcp_server(store, toolsets=toolset_names(settings.toolsets))
     security = transport_security(settings.host, settings.port, settings.allowed_hosts)
     mcp_app = mcp.streamable_http_app(
         streamable_http_path="/mcp",

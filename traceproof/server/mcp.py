@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any, Protocol, get_type_hints
 
 import anyio.to_thread
@@ -27,14 +28,15 @@ import pydantic_core
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.mcpserver.tools import Tool as SDKTool
 from mcp_types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
-from mcp_types import Tool as MCPTool
 from pydantic import BaseModel, ValidationError
 
 from traceproof import __version__
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.remote import RemoteStore
 from traceproof.server.pools import pools_for
+from traceproof.server.schemas import compact_input, compact_output, trimmed
 from traceproof.storage import Store
 from traceproof.tools import registry
 from traceproof.tools.invoke import validate_arguments
@@ -96,20 +98,7 @@ class UnavailableBackend:
 
 
 class TraceproofMCP(MCPServer):
-    """The SDK's server, with ``tools/list`` kept small: schema titles (pydantic's "Max Chars"
-    beside the property ``max_chars``) say nothing a model needs, and every agent turn pays
-    for them."""
-
-    async def list_tools(self) -> list[MCPTool]:
-        return [
-            tool.model_copy(
-                update={
-                    "input_schema": without_titles(tool.input_schema),
-                    "output_schema": tool.output_schema and without_titles(tool.output_schema),
-                }
-            )
-            for tool in await super().list_tools()
-        ]
+    """The SDK's server, with traceproof's errors (its tools come from :func:`sdk_tool`)."""
 
     async def call_tool(
         self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
@@ -130,23 +119,49 @@ class TraceproofMCP(MCPServer):
             raise ToolError(str(exc).removeprefix(f"Error executing tool {name}: ")) from exc
 
 
-def create_mcp_server(backend: Backend | Store, notice: str | None = None) -> MCPServer:
-    """An MCP server offering every registered tool, run on ``backend`` (a store is served
-    locally). ``notice``, when given, is something the agent must know to trust the answers
-    (say, that the application's spans go to another store): it ends the instructions and
-    follows every tool's answer, success or error, as a text block of its own."""
+def create_mcp_server(
+    backend: Backend | Store,
+    toolsets: Iterable[str] | None = None,
+    notice: str | None = None,
+) -> MCPServer:
+    """An MCP server offering the registered tools of ``toolsets`` (default: every family), run
+    on ``backend`` (a store is served locally). An unknown family raises ``ValueError``.
+    ``notice``, when given, is something the agent must know to trust the answers (say, that
+    the application's spans go to another store): it ends the instructions and follows every
+    tool's answer, success or error, as a text block of its own."""
     if isinstance(backend, Store):
         backend = LocalBackend(backend)
+    tools = [sdk_tool(spec, backend, notice) for spec in registry.select(toolsets)]
     instructions = INSTRUCTIONS if notice is None else f"{INSTRUCTIONS}\n\n{notice}"
-    server = TraceproofMCP(name="traceproof", version=__version__, instructions=instructions)
-    for spec in registry.TOOLS:
-        server.add_tool(
-            mcp_tool(spec, backend, notice),
-            name=spec.name,
-            description=description(spec),
-            annotations=READ_ONLY if spec.read_only else WRITES,
-        )
-    return server
+    return TraceproofMCP(
+        name="traceproof", version=__version__, instructions=instructions, tools=tools
+    )
+
+
+def toolset_names(value: str | None) -> list[str] | None:
+    """``"inspect,proof"`` (the setting, the CLI option) as names; None for every family."""
+    names = [name.strip() for name in (value or "").split(",") if name.strip()]
+    return names or None
+
+
+def sdk_tool(spec: ToolSpec, backend: Backend, notice: str | None = None) -> SDKTool:
+    """The SDK's tool for ``spec``, with ``tools/list`` kept small (every agent turn pays for
+    it): schemas compacted as :mod:`traceproof.server.schemas` says. The compact output schema
+    is published without the model (the SDK then validates nothing itself): answers leave out
+    their null and empty fields, which the model would call missing; the schema allows it, and
+    tests check every tool's answers against it."""
+    tool = SDKTool.from_function(
+        mcp_tool(spec, backend, notice),
+        name=spec.name,
+        description=description(spec),
+        annotations=READ_ONLY if spec.read_only else WRITES,
+    )
+    tool.parameters = compact_input(tool.parameters)
+    metadata = tool.fn_metadata
+    metadata.output_schema = metadata.output_schema and compact_output(metadata.output_schema)
+    metadata.output_model = None
+    tool.__dict__.pop("output_schema", None)  # the SDK caches it on first read
+    return tool
 
 
 def mcp_tool(
@@ -186,11 +201,18 @@ def mcp_tool(
 
 
 def as_result(result: BaseModel) -> CallToolResult:
-    """Structured content plus one compact-JSON text block of the same data."""
+    """Structured content plus one compact-JSON text block of the same data, both without
+    null and empty fields (:func:`~traceproof.server.schemas.trimmed`)."""
+    data = trimmed(result)
     return CallToolResult(
-        content=[TextContent(type="text", text=result.model_dump_json(by_alias=True))],
-        structured_content=result.model_dump(mode="json", by_alias=True),
+        content=[TextContent(type="text", text=compact_json(data))],
+        structured_content=data,
     )
+
+
+def compact_json(data: Any) -> str:
+    """JSON without spaces, non-ASCII as is: what an agent pays for, character by character."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def signature(spec: ToolSpec, model: type[BaseModel]) -> inspect.Signature:
@@ -215,28 +237,6 @@ def return_model(spec: ToolSpec) -> type[BaseModel]:
 def description(spec: ToolSpec) -> str:
     """The docstring, dedented: what an agent reads in ``tools/list``."""
     return inspect.cleandoc(spec.fn.__doc__ or spec.name)
-
-
-_NAME_MAPS = frozenset({"properties", "$defs", "definitions", "patternProperties"})
-
-
-def without_titles(schema: Any) -> Any:
-    """A JSON schema without its ``title`` keywords (a property *named* title stays)."""
-    if isinstance(schema, list):
-        return [without_titles(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    kept: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key == "title" and isinstance(value, str):
-            continue
-        if key in _NAME_MAPS and isinstance(value, dict):
-            kept[key] = {name: without_titles(sub) for name, sub in value.items()}
-        elif key in ("default", "const", "enum", "examples"):
-            kept[key] = value
-        else:
-            kept[key] = without_titles(value)
-    return kept
 
 
 @functools.cache

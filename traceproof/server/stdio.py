@@ -43,6 +43,7 @@ from traceproof.server.mcp import (
     RemoteBackend,
     UnavailableBackend,
     create_mcp_server,
+    toolset_names,
 )
 from traceproof.settings import Settings
 from traceproof.storage import Store, StoreLocked, owner
@@ -71,7 +72,12 @@ def serve_mcp(
         store = Store.open(settings.db, settings)
     except StoreLocked as exc:
         backend = _borrowed(exc, settings, announce)
-        anyio.run(_serve, create_mcp_server(backend), None, functools.partial(_leave, None))
+        anyio.run(
+            _serve,
+            create_mcp_server(backend, toolset_names(settings.toolsets)),
+            None,
+            functools.partial(_leave, None),
+        )
         return
 
     def close() -> None:
@@ -86,7 +92,9 @@ def serve_mcp(
         if http:
             announce(f"  OTLP/HTTP  {url}/v1/traces")
             announce(f"  MCP        {url}/mcp")
-        server = create_mcp_server(LocalBackend(store), notice)
+        server = create_mcp_server(
+            LocalBackend(store), toolset_names(settings.toolsets), notice=notice
+        )
         anyio.run(_serve, server, http, functools.partial(_leave, close))
     finally:
         close()

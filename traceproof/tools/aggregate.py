@@ -17,17 +17,13 @@ from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
 from traceproof.storage import SPAN_NUMERIC_COLUMNS, Store
-from traceproof.tools.common import MaxChars, ToolFailure, budget, size
+from traceproof.tools.common import JsonValue, MaxChars, ToolFailure, budget, size
 from traceproof.tools.filters import (
-    NameParam,
+    FilterRef,
     ProjectParam,
     SessionParam,
-    SinceParam,
     SpanFilter,
-    SpanKindParam,
     StatusParam,
-    UntilParam,
-    WhereParam,
     field_sql,
     span_source,
     where_errors,
@@ -95,15 +91,15 @@ _MARKER = "…[clipped: {cut:,} chars]"
 GroupByParam = Annotated[
     list[str],
     Field(
-        description="Group keys: columns (model, tool_name, status…), dotted attribute paths "
-        "(llm.provider), or time buckets minute/hour/day/week(start_time)."
+        description="Columns (model, tool_name…), attribute paths or "
+        "minute/hour/day/week(start_time)."
     ),
 ]
 MetricsParam = Annotated[
     list[str],
     Field(
-        description="count, count_distinct(x), sum(x), avg(x), min(x), max(x), p50/p90/p95/"
-        "p99(x); x a numeric column (latency_ms, total_tokens…) or attribute path.",
+        description="count, count_distinct(x), sum/avg/min/max(x), p50/p90/p95/p99(x) of a "
+        "numeric column (latency_ms…) or path.",
         min_length=1,
     ),
 ]
@@ -111,7 +107,7 @@ MetricsParam = Annotated[
 
 class AggregateResult(BaseModel):
     columns: list[str] = Field(description="Group keys, then metrics, as given.")
-    rows: list[list[Any]] = Field(description="One row per group (times ISO 8601, UTC).")
+    rows: list[list[JsonValue]] = Field(description="One row per group (times ISO 8601, UTC).")
     truncated: bool = Field(description="True when more groups exist than returned.")
     note: str | None = Field(default=None, description="What was left out and how to get it.")
 
@@ -167,26 +163,25 @@ def aggregate(
     metrics: MetricsParam = ["count"],  # noqa: B006
     over: Annotated[
         Literal["spans", "traces"],
-        Field(description="Aggregate spans, or traces (latency_ms, span_count, total_tokens…)."),
+        Field(description="Rows: spans, or traces (latency_ms, span_count…)."),
     ] = "spans",
     project: ProjectParam = None,
-    since: SinceParam = None,
-    until: UntilParam = None,
+    since: FilterRef = None,
+    until: FilterRef = None,
     status: StatusParam = None,
-    span_kind: SpanKindParam = None,
-    name: NameParam = None,
+    span_kind: FilterRef = None,
+    name: FilterRef = None,
     session_id: SessionParam = None,
-    where: WhereParam = None,
+    where: FilterRef = None,
     order_by: Annotated[
         str | None,
-        Field(description="A metric or group key as written, optionally + ' asc' (default desc)."),
+        Field(description="A metric or key as written, + ' asc' (default desc)."),
     ] = None,
-    limit: Annotated[int, Field(description="Most groups to return.", ge=1, le=1000)] = 50,
+    limit: Annotated[int, Field(ge=1, le=1000)] = 50,
     max_chars: MaxChars = None,
 ) -> AggregateResult:
-    """Group spans or traces and compute metrics, e.g. avg/p95 latency and tokens by model, or
-    errors per hour. Filters pick the spans; with over='traces' a trace counts when any of its
-    spans matches them."""
+    """Group spans or traces and compute metrics: p95 latency or tokens by model, errors per
+    hour. Filters as in search_spans; over='traces' counts a trace when any span matches."""
     source = _SPANS_SOURCE if over == "spans" else _TRACES
     groups = [_group_sql(g, source) for g in group_by]
     measures = [_metric_sql(m, source) for m in metrics]

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, WithJsonSchema
 
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.settings import Settings
@@ -28,26 +28,61 @@ class ToolFailure(TraceproofError):
     code = ErrorCode.INVALID_ARGUMENT
 
 
+def iso_time(value: datetime) -> str:
+    """RFC 3339 with its offset, in UTC: ``2026-11-01T09:08:00Z``. A naive time is the store's
+    (UTC without a zone)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat() + "Z"
+
+
+def _naive_utc(value: datetime) -> datetime:
+    return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
+
+
+#: Every time in a tool's answer: held as the store holds it (naive UTC), sent as RFC 3339 with
+#: ``Z``, which is what the output schema's ``format: date-time`` promises strict clients.
+UtcTime = Annotated[
+    datetime,
+    AfterValidator(_naive_utc),
+    PlainSerializer(iso_time, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+#: Any JSON value (a jq output, a SQL or aggregate cell), with the types spelled out: strict
+#: clients (the MCP Inspector) warn about a schema that declares none.
+#: ``anyOf`` single-type branches rather than a ``type`` array, which the Inspector's portability
+#: check flags (single-type dialects such as Gemini's reject it).
+JSON_TYPES = ("string", "number", "boolean", "object", "array", "null")
+JsonValue = Annotated[Any, WithJsonSchema({"anyOf": [{"type": t} for t in JSON_TYPES]})]
+
+#: The most characters one tool response may use: the ``max_chars`` schema's maximum, and the
+#: highest value the ``response_chars_max`` setting takes (Claude Code rejects a result over
+#: 25,000 tokens; 80,000 characters stay below that).
+MAX_CHARS_CEILING: int = Settings.model_fields["response_chars_max"].default
+
 #: Every tool's ``max_chars`` parameter.
 MaxChars = Annotated[
     int | None,
-    Field(
-        description="Character budget of the response (default 20000).",
-        ge=1000,
-        le=200_000,
-    ),
+    Field(ge=1000, le=MAX_CHARS_CEILING),
 ]
 
 #: Every paged tool's ``cursor`` parameter.
-Cursor = Annotated[
-    str | None, Field(description="The next_cursor of a previous call, to read the next page.")
-]
+Cursor = Annotated[str | None, Field(description="A next_cursor.")]
 
 
 def budget(max_chars: int | None, settings: Settings) -> int:
-    """The characters a response may use: the call's wish within the hard ceiling."""
-    wanted = settings.response_chars if max_chars is None else max_chars
-    return max(1000, min(wanted, settings.response_chars_max))
+    """The characters a response may use: the call's wish, refused above this server's ceiling
+    (``response_chars_max``) rather than cut silently."""
+    ceiling = settings.response_chars_max
+    if max_chars is not None and max_chars > ceiling:
+        raise ToolFailure(
+            f"max_chars={max_chars} is above this server's ceiling of {ceiling} characters. "
+            f"Ask for at most {ceiling}, or page through the result.",
+            code=ErrorCode.INVALID_ARGUMENT,
+        )
+    wanted = min(settings.response_chars if max_chars is None else max_chars, ceiling)
+    return max(1000, wanted)
 
 
 def size(value: BaseModel | Any) -> int:

@@ -32,23 +32,16 @@ from traceproof.tools.common import ToolFailure, parse_time
 
 # -- the shared parameters (every tool that filters spans declares these) -----------------------
 
-ProjectParam = Annotated[str | None, Field(description="Project name (see list_projects).")]
-SinceParam = Annotated[
-    str | None, Field(description="Only after this time: ISO 8601, or relative like 30m, 2h, 7d.")
-]
-UntilParam = Annotated[str | None, Field(description="Only before this time (ISO or relative).")]
-StatusParam = Annotated[Literal["OK", "ERROR", "UNSET"] | None, Field(description="Span status.")]
-SpanKindParam = Annotated[
-    str | None, Field(description="OpenInference span kind: LLM, TOOL, CHAIN, AGENT, RETRIEVER…")
-]
+ProjectParam = Annotated[str | None, Field()]
+SinceParam = Annotated[str | None, Field(description="ISO, or ago: 30m, 2h, 7d.")]
+UntilParam = Annotated[str | None, Field(description="ISO or ago.")]
+StatusParam = Annotated[Literal["OK", "ERROR", "UNSET"] | None, Field()]
+SpanKindParam = Annotated[str | None, Field(description="LLM, TOOL, AGENT, RETRIEVER…")]
 NameParam = Annotated[str | None, Field(description="Exact span name.")]
-SessionParam = Annotated[str | None, Field(description="Session id.")]
+SessionParam = Annotated[str | None, Field()]
 WhereParam = Annotated[
     str | None,
-    Field(
-        description="SQL expression over span columns and dotted attribute paths, e.g. "
-        '"latency_ms > 2000 and model = \'gpt-4o\'" or "llm.token_count.prompt > 1000".'
-    ),
+    Field(description='SQL, e.g. "latency_ms > 2000 and llm.token_count.prompt > 1000".'),
 ]
 
 #: The spans as every span-level tool reads them (search_spans, aggregate, jq's filters, the
@@ -70,6 +63,14 @@ def span_source(*sql: str) -> str:
     else the ``spans`` table itself."""
     return SPANS_WITH_TRACE if any(_TRACE_OWNED.search(text) for text in sql) else "spans"
 
+
+#: since, until, span_kind, name or where in a tool whose own description says "filters as in
+#: search_spans": ``tools/list`` (paid on every agent turn) describes the shared filters once
+#: there, not again in every tool that takes them.
+FilterRef = Annotated[str | None, Field()]
+
+#: What such a tool's description says.
+FILTERS_AS_IN_SEARCH_SPANS = "Filters as in search_spans."
 
 #: Columns of the ``spans`` table agents may name (the public ones).
 SPAN_FIELDS = frozenset(SPAN_COLUMNS)

@@ -149,21 +149,16 @@ class _Hit:
 def find_in_trace(
     store: Store,
     *,
-    trace_id: Annotated[str, Field(description="Trace to search (see search_traces).")],
-    pattern: Annotated[
-        str, Field(description="Regular expression (RE2 syntax), e.g. 'timed? ?out'.")
-    ],
-    ignore_case: Annotated[bool, Field(description="Match regardless of case.")] = False,
-    context_chars: Annotated[
-        int, Field(description="Characters of context on each side of a match.", ge=0, le=500)
-    ] = 80,
-    max_matches: Annotated[int, Field(description="Matches per page.", ge=1, le=500)] = 50,
+    trace_id: str,
+    pattern: Annotated[str, Field(description="Regex (RE2), e.g. 'timed? ?out'.")],
+    ignore_case: bool = False,
+    context_chars: Annotated[int, Field(description="Context each side.", ge=0, le=500)] = 80,
+    max_matches: Annotated[int, Field(ge=1, le=500)] = 50,
     cursor: Cursor = None,
     max_chars: MaxChars = None,
 ) -> TraceMatches:
-    """Search every field of every span in one trace for a regex, like Ctrl+F: each match gives
-    the span, the field path, the offset and a snippet. Use it to find where a text (an error, an
-    id, a value) appears in a trace; read the whole field with get_span_data."""
+    """Ctrl+F in one trace: regex over every span field; matches give span, path, offset and
+    snippet. Use it to find where a text (error, id, value) appears."""
     limit = budget(max_chars, store.settings)
     regex = compile_regex(pattern, ignore_case)
     digest = fingerprint(trace_id, pattern, ignore_case)

@@ -19,18 +19,14 @@ from pydantic import BaseModel, Field
 from traceproof.errors import ErrorCode
 from traceproof.storage import QueryTimeout, Store
 from traceproof.storage.reader import time_left
-from traceproof.tools.common import MaxChars, ToolFailure, budget, size
+from traceproof.tools.common import JsonValue, MaxChars, ToolFailure, budget, iso_time, size
 from traceproof.tools.filters import (
     SPANS_WITH_TRACE,
-    NameParam,
+    FilterRef,
     ProjectParam,
     SessionParam,
-    SinceParam,
     SpanFilter,
-    SpanKindParam,
     StatusParam,
-    UntilParam,
-    WhereParam,
     where_errors,
 )
 from traceproof.tools.jqworker import JqCrashed, JqError, JqTimeout, runner
@@ -53,7 +49,7 @@ class JqResult(BaseModel):
     spans_capped: bool = Field(
         description="True when more spans matched than were read (max_spans)."
     )
-    results: list[Any] = Field(description="The program's outputs, in order.")
+    results: list[JsonValue] = Field(description="The program's outputs, in order.")
     dropped: int = Field(description="Further outputs left out to fit the budget.")
     dropped_more: bool = Field(
         description="True when the outputs left out are more than 'dropped' (counting stopped)."
@@ -69,32 +65,32 @@ def jq(
     program: Annotated[
         str,
         Field(
-            description="jq program, e.g. '.attributes.llm.output_messages' (span) or "
-            "'[.[] | select(.status==\"ERROR\") | {name, error_message}]' (trace or filter).",
+            description="e.g. '.attributes.llm.output_messages' (span) or "
+            "'[.[] | select(.status==\"ERROR\") | .name]' (array).",
             min_length=1,
         ),
     ],
-    span_id: Annotated[str | None, Field(description="Run over this span (an object).")] = None,
+    span_id: Annotated[str | None, Field(description="Run over this span (object).")] = None,
     trace_id: Annotated[
         str | None,
-        Field(description="Run over this trace's spans (an array), or narrow span_id to it."),
+        Field(description="Run over this trace (array), or narrow span_id."),
     ] = None,
     project: ProjectParam = None,
-    since: SinceParam = None,
-    until: UntilParam = None,
+    since: FilterRef = None,
+    until: FilterRef = None,
     status: StatusParam = None,
-    span_kind: SpanKindParam = None,
-    name: NameParam = None,
+    span_kind: FilterRef = None,
+    name: FilterRef = None,
     session_id: SessionParam = None,
-    where: WhereParam = None,
+    where: FilterRef = None,
     max_spans: Annotated[
         int | None,
-        Field(description="Most filtered spans to read, the latest (default 500).", ge=1),
+        Field(description="Most filtered spans read, latest (default 500).", ge=1),
     ] = None,
     max_chars: MaxChars = None,
 ) -> JqResult:
-    """Run a jq program over one span (object), one trace (array of spans in start order) or the
-    spans matching filters (array). Span fields: columns plus attributes, events, resource."""
+    """Run a jq program over one span (object), one trace or the spans matching filters
+    (arrays). Span fields: columns plus attributes, events, resource. Filters as in search_spans."""
     span_filter = SpanFilter(project, since, until, status, span_kind, name, session_id, where)
     others = (since, until, status, span_kind, name, session_id, where)
     if (span_id or trace_id) and any(v is not None for v in others):
@@ -144,7 +140,7 @@ def span_document(row: dict[str, Any]) -> dict[str, Any]:
         if column in JSON_COLUMNS:
             doc[column] = _bounded(_parse(value), 2)
         elif isinstance(value, datetime):
-            doc[column] = value.isoformat()
+            doc[column] = iso_time(value)
         else:
             doc[column] = value
     return doc

@@ -9,7 +9,6 @@ the result.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -17,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
 from traceproof.storage import Reader, Store
-from traceproof.tools.common import MaxChars, ToolFailure, budget, size
+from traceproof.tools.common import MaxChars, ToolFailure, UtcTime, budget, size
 from traceproof.tools.filters import ProjectParam
 from traceproof.tools.layout import CollapsedSpans, Frame, Layout
 from traceproof.tools.paging import tidy
@@ -63,7 +62,7 @@ class TracePreview(BaseModel):
     trace_id: str = Field(description="The trace.")
     project: str = Field(description="Its project.")
     name: str = Field(description="Name of its root span.")
-    start_time: datetime = Field(description="Start of its earliest span (UTC).")
+    start_time: UtcTime = Field(description="Start of its earliest span (UTC).")
     latency_ms: float = Field(description="From the earliest start to the latest end.")
     span_count: int = Field(description="Spans in the trace.")
     error_count: int = Field(description="Spans with status ERROR.")
@@ -84,22 +83,18 @@ class TracePreview(BaseModel):
 def get_trace_preview(
     store: Store,
     *,
-    trace_id: Annotated[str, Field(description="Trace to show (see search_traces).")],
+    trace_id: str,
     project: ProjectParam = None,
-    span_id: Annotated[
-        str | None, Field(description="Show only this span's subtree (to expand a hidden part).")
-    ] = None,
+    span_id: Annotated[str | None, Field(description="Show only this span's subtree.")] = None,
     max_depth: Annotated[
-        int | None, Field(description="Levels shown below the top; deeper parts collapse.", ge=0)
+        int | None, Field(description="Levels shown; deeper ones collapse.", ge=0)
     ] = None,
     max_chars: MaxChars = None,
 ) -> TracePreview:
-    """A trace as a compact tree: per span its kind, status, start, duration, self time, share
-    of latency, tokens, model/tool, input/output preview and error; the critical path marked.
-    Start here to see what a trace did and where its time or errors went.
-    Line: name KIND [ERROR] span_id +start duration [self time] [% of trace] [model|tool]
-    [tokens] in:/out: previews (^ = parent's) [err:]; * critical path; N× run of similar
-    siblings; … hidden spans → the call that shows them."""  # noqa: RUF002
+    """One trace as a compact tree (kind, status, timing, tokens, model/tool, previews,
+    errors; critical path). Start here to see what a trace did and where time or errors went.
+    Line: name KIND span_id +start dur [self] [%] model|tool tokens in:/out: (^ = parent's);
+    * critical path; N× folded run; … hidden → call shown."""  # noqa: RUF002
     limit = budget(max_chars, store.settings)
     with store.reader() as reader:
         summary = _summary(reader, trace_id, project)

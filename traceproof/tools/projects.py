@@ -25,8 +25,8 @@ class ProjectList(BaseModel):
 
 
 def list_projects(store: Store, *, max_chars: MaxChars = None) -> ProjectList:
-    """Projects with their trace, span and error counts and first/last span time. Call first
-    to learn the project names other tools filter by."""
+    """Projects with trace, span and error counts and time range. Call first: other tools
+    filter by these names."""
     rows = get_stats(store).projects
     result = ProjectList(projects=rows, total=len(rows), truncated=False)
     limit = budget(max_chars, store.settings)

@@ -8,7 +8,7 @@ all call these same functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +16,21 @@ from pydantic import BaseModel
 
 from traceproof.tools import aggregate, find, jqtool, preview, projects, spans, sql, traces
 
+#: Tool families (DESIGN.md's tool surface), the units a host asks for with ``--toolsets``
+#: (``TRACEPROOF_TOOLSETS``): trace inspection, judgment (annotations, evaluators), proof
+#: (datasets, experiments) and coding-agent trajectories. A family without tools yet is valid.
+FAMILIES: tuple[str, ...] = ("inspect", "judgment", "proof", "trajectories")
+
 
 @dataclass(frozen=True)
 class ToolSpec:
     fn: Callable[..., BaseModel]
     read_only: bool = True
+    family: str = "inspect"
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"tool {self.name}: unknown family {self.family!r}")
 
     @property
     def name(self) -> str:
@@ -42,6 +52,21 @@ TOOLS: tuple[ToolSpec, ...] = (
 )
 
 TOOLS_BY_NAME: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}
+
+
+def select(toolsets: Iterable[str] | None = None) -> tuple[ToolSpec, ...]:
+    """The tools of the families named in ``toolsets`` (None or empty: every tool), in registry
+    order. An unknown family raises ``ValueError`` naming the known ones."""
+    wanted = {name.strip().lower() for name in toolsets or () if name.strip()}
+    if not wanted:
+        return TOOLS
+    unknown = sorted(wanted - set(FAMILIES))
+    if unknown:
+        raise ValueError(
+            f"Unknown toolset {', '.join(map(repr, unknown))}. Known toolsets: "
+            f"{', '.join(FAMILIES)}."
+        )
+    return tuple(spec for spec in TOOLS if spec.family in wanted)
 
 
 def tool(name: str) -> ToolSpec:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
 from pydantic import BaseModel, Field
@@ -21,6 +20,7 @@ from traceproof.tools.common import (
     Cursor,
     MaxChars,
     ToolFailure,
+    UtcTime,
     budget,
     decode_cursor,
     encode_cursor,
@@ -39,7 +39,7 @@ ERROR_CHARS = 300
 class SessionTurn(BaseModel):
     turn: int = Field(description="Position of the turn in the session, from 1.")
     trace_id: str = Field(description="The turn's trace (pass to get_trace_preview).")
-    start_time: datetime = Field(description="Start of the turn (UTC).")
+    start_time: UtcTime = Field(description="Start of the turn (UTC).")
     latency_ms: float = Field(description="Duration of the turn's trace, in ms.")
     total_tokens: int = Field(description="Tokens of the turn's LLM spans.")
     span_count: int = Field(description="Spans in the turn's trace.")
@@ -64,8 +64,8 @@ class SessionView(BaseModel):
     span_count: int = Field(description="Spans over all turns.")
     error_count: int = Field(description="ERROR spans over all turns.")
     total_tokens: int = Field(description="LLM tokens over all turns.")
-    start_time: datetime = Field(description="Start of the first turn (UTC).")
-    end_time: datetime = Field(description="End of the last turn (UTC).")
+    start_time: UtcTime = Field(description="Start of the first turn (UTC).")
+    end_time: UtcTime = Field(description="End of the last turn (UTC).")
     turns: list[SessionTurn] = Field(description="Turns in time order (this page).")
     truncated: bool = Field(description="True when more turns follow this page.")
     next_cursor: str | None = Field(default=None, description="Cursor of the next page.")
@@ -75,13 +75,13 @@ class SessionView(BaseModel):
 def get_session(
     store: Store,
     *,
-    session_id: Annotated[str, Field(description="Session id (see search_traces rows).")],
+    session_id: str,
     project: ProjectParam = None,
     cursor: Cursor = None,
     max_chars: MaxChars = None,
 ) -> SessionView:
-    """A multi-turn session read as a conversation: totals, then each turn (trace) in time
-    order with its input and output, latency, tokens and first error."""
+    """A session as a conversation: totals, then each turn (trace) with input, output,
+    latency, tokens and first error."""
     after: dict[str, Any] | None = None
     if cursor:
         after = _session_keyset(cursor, session_id, project)

@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from traceproof.storage import SPAN_COLUMNS
+from traceproof.tools.common import iso_time
 
 #: Columns stored as JSON, walked into leaves under their own name.
 JSON_COLUMNS = ("attributes", "events", "links", "resource")
@@ -66,7 +67,7 @@ def leaves(row: Mapping[str, Any]) -> list[Leaf]:
         if value is None:
             continue
         if isinstance(value, datetime):
-            value = value.isoformat()
+            value = iso_time(value)
         out.append(Leaf(column, value))
     for column in JSON_COLUMNS:
         _walk(column, _parse(row.get(column)), out)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
 from traceproof.storage import Store
-from traceproof.tools.common import MaxChars, ToolFailure, budget, size
+from traceproof.tools.common import JsonValue, MaxChars, ToolFailure, budget, size
 from traceproof.tools.spandoc import SELECT_COLUMNS, Leaf, dumps, leaves, path_matcher, suggest
 from traceproof.tools.spansearch import SpanList, search_spans
 
@@ -51,7 +51,7 @@ class ClippedValue(BaseModel):
 class SpanData(BaseModel):
     span_id: str = Field(description="The span.")
     trace_id: str = Field(description="Its trace.")
-    fields: dict[str, Any] = Field(
+    fields: dict[str, JsonValue] = Field(
         description="Field path → value: columns by name (input_value, status…), "
         "attributes.<dotted path>, events.<i>.…, links.<i>.…, resource.…; empty columns left out."
     )
@@ -69,19 +69,17 @@ class SpanData(BaseModel):
 def get_span_data(
     store: Store,
     *,
-    span_id: Annotated[str, Field(description="Span to read.")],
-    trace_id: Annotated[
-        str | None, Field(description="Its trace, needed only if the span id is ambiguous.")
-    ] = None,
+    span_id: str,
+    trace_id: Annotated[str | None, Field(description="If the span id is ambiguous.")] = None,
     paths: Annotated[
         list[str] | None,
         Field(
-            description="Field path patterns to return, '*' for one segment, e.g. "
-            "['llm.input_messages.*.message.content', 'events', 'input_value']. Default: all."
+            description="Path patterns ('*': a segment), e.g. "
+            "['llm.input_messages.*.message.content']. Default: all."
         ),
     ] = None,
     offset: Annotated[
-        int, Field(description="Start reading a single selected value at this character.", ge=0)
+        int, Field(description="Start a single selected value at this character.", ge=0)
     ] = 0,
     length: Annotated[
         int | None,
@@ -89,9 +87,8 @@ def get_span_data(
     ] = None,
     max_chars: MaxChars = None,
 ) -> SpanData:
-    """One span in full: columns, attributes (dotted paths), events, links, resource. Select
-    parts with path patterns; long values are clipped, and each clip gives the exact call
-    (paths + offset) that reads on."""
+    """One span in full: columns, attributes, events, resource. Pick parts with path patterns;
+    a clipped value gives the call that reads on."""
     limit = budget(max_chars, store.settings)
     row = _span_row(store, span_id, trace_id)
     items = leaves(row)

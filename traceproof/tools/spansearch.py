@@ -119,24 +119,16 @@ def search_spans(
     trace_id: Annotated[str | None, Field(description="Only spans of this trace.")] = None,
     pattern: Annotated[
         str | None,
-        Field(
-            description="Regex (RE2) over name, input/output, status/error messages and "
-            "attributes; rows then show where it matched."
-        ),
+        Field(description="RE2 regex over span text; rows show the match."),
     ] = None,
-    ignore_case: Annotated[bool, Field(description="Match the pattern regardless of case.")] = (
-        False
-    ),
-    order_by: Annotated[
-        Literal["newest", "oldest", "latency"], Field(description="Row order.")
-    ] = "newest",
-    limit: Annotated[int, Field(description="Rows per page.", ge=1, le=100)] = 20,
+    ignore_case: bool = False,
+    order_by: Annotated[Literal["newest", "oldest", "latency"], Field()] = "newest",
+    limit: Annotated[int, Field(ge=1, le=100)] = 20,
     cursor: Cursor = None,
     max_chars: MaxChars = None,
 ) -> SpanList:
-    """Spans across traces matching filters and an optional regex: id, trace, name, kind,
-    status, latency, model/tool and the matched snippet (or an input preview). Use it to find
-    which spans (e.g. span_kind=TOOL in a trace) did or said something."""
+    """Spans across traces matching filters and an optional regex, with the matched snippet.
+    Use it to find which spans (e.g. span_kind=TOOL) did or said something."""
     room = budget(max_chars, store.settings)
     spec = SpanFilter(project, since, until, status, span_kind, name, session_id, where)
     if pattern is not None:

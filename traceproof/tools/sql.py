@@ -11,13 +11,13 @@ This module adds the row limit, JSON-safe values and the response budget;
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
 from traceproof.storage import Store
-from traceproof.tools.common import MaxChars, ToolFailure, budget, size
+from traceproof.tools.common import JsonValue, MaxChars, ToolFailure, budget, size
 from traceproof.tools.schema_doc import SchemaDescription, describe
 from traceproof.tools.tabular import fit_note, fit_rows
 
@@ -28,7 +28,7 @@ _NOTE_ROOM = 400
 class SqlResult(BaseModel):
     columns: list[str] = Field(description="Column names, in order.")
     types: list[str] = Field(description="DuckDB type of each column.")
-    rows: list[list[Any]] = Field(
+    rows: list[list[JsonValue]] = Field(
         description="Rows as lists of JSON values (timestamps ISO 8601, UTC)."
     )
     row_count: int = Field(description="Rows returned here.")
@@ -45,18 +45,17 @@ def sql(
     query: Annotated[
         str,
         Field(
-            description="One read-only SELECT over spans, traces, sessions, projects "
-            "(see describe_schema).",
+            description="One read-only SELECT (tables: describe_schema).",
             min_length=1,
         ),
     ],
     limit: Annotated[
-        int | None, Field(description="Most rows to return (default 200, at most 5000).", ge=1)
+        int | None, Field(description="Rows (default 200, at most 5000).", ge=1)
     ] = None,
     max_chars: MaxChars = None,
 ) -> SqlResult:
-    """Run one read-only SQL SELECT over the trace store (DuckDB). Call describe_schema first
-    for tables, columns and example queries; prefer aggregate or search tools when they fit."""
+    """One read-only DuckDB SELECT. Read describe_schema first; prefer aggregate or the search
+    tools when they fit."""
     settings = store.settings
     wanted = settings.sql_row_limit if limit is None else limit
     rows_limit = min(wanted, settings.sql_max_rows)
@@ -142,12 +141,11 @@ def describe_schema(
     *,
     table: Annotated[
         str | None,
-        Field(description="Only this table or view: spans, traces, sessions or projects."),
+        Field(description="spans, traces, sessions or projects."),
     ] = None,
     max_chars: MaxChars = None,
 ) -> SchemaDescription:
-    """Describe the SQL tables (spans, traces, sessions, projects): columns with types and
-    meanings, how to query attributes, example queries and pitfalls. Read before using sql."""
+    """The SQL tables: columns, how to query attributes, example queries. Read it before sql."""
     try:
         return describe(store, table=table, max_chars=budget(max_chars, store.settings))
     except KeyError as exc:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, Field
 
 from traceproof.storage import Store
+from traceproof.tools.common import UtcTime
 
 
 class ProjectStats(BaseModel):
@@ -15,8 +14,8 @@ class ProjectStats(BaseModel):
     spans: int = Field(description="Spans in the project.")
     errors: int = Field(description="Spans whose status is ERROR.")
     error_traces: int = Field(description="Traces with at least one ERROR span.")
-    first_span: datetime | None = Field(description="Earliest span start (UTC).")
-    last_span: datetime | None = Field(description="Latest span end (UTC).")
+    first_span: UtcTime | None = Field(description="Earliest span start (UTC).")
+    last_span: UtcTime | None = Field(description="Latest span end (UTC).")
 
 
 class StoreStats(BaseModel):

@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from traceproof.tools.common import iso_time
+
 
 def json_safe(value: Any) -> Any:
     """``value`` as plain JSON data: datetimes ISO 8601, Decimals as numbers, intervals as
@@ -28,7 +30,9 @@ def json_safe(value: Any) -> Any:
         return value if -(2**63) <= value < 2**63 else str(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
-    if isinstance(value, datetime | date | time):
+    if isinstance(value, datetime):
+        return iso_time(value)
+    if isinstance(value, date | time):
         return value.isoformat()
     if isinstance(value, Decimal):
         return _decimal(value)

@@ -24,6 +24,7 @@ from traceproof.tools.common import (
     Cursor,
     MaxChars,
     ToolFailure,
+    UtcTime,
     budget,
     decode_cursor,
     encode_cursor,
@@ -32,13 +33,10 @@ from traceproof.tools.common import (
 )
 from traceproof.tools.emptiness import explain_empty
 from traceproof.tools.filters import (
-    NameParam,
+    FilterRef,
     ProjectParam,
     SessionParam,
-    SinceParam,
     SpanFilter,
-    UntilParam,
-    WhereParam,
     check_regex,
     span_source,
     time_param,
@@ -89,7 +87,7 @@ class TraceRow(BaseModel):
     trace_id: str = Field(description="Trace id (pass to get_trace_preview).")
     project: str = Field(description="Project of the trace.")
     name: str = Field(description="Root span name (the earliest span's while the root is missing).")
-    start_time: datetime = Field(description="Start of the trace's earliest span (UTC).")
+    start_time: UtcTime = Field(description="Start of the trace's earliest span (UTC).")
     latency_ms: float = Field(description="From the earliest start to the latest end, in ms.")
     span_count: int = Field(description="Spans in the trace.")
     error_count: int = Field(description="Spans whose status is ERROR.")
@@ -115,39 +113,35 @@ def search_traces(
     store: Store,
     *,
     project: ProjectParam = None,
-    since: SinceParam = None,
-    until: UntilParam = None,
+    since: FilterRef = None,
+    until: FilterRef = None,
     status: Annotated[
         Literal["OK", "ERROR"] | None,
-        Field(description="ERROR: traces with an ERROR span; OK: traces without one."),
+        Field(description="ERROR: with an ERROR span; OK: without."),
     ] = None,
     min_latency_ms: Annotated[
-        float | None, Field(description="Only traces at least this long (ms).", ge=0)
+        float | None, Field(description="Least trace latency (ms).", ge=0)
     ] = None,
-    name: NameParam = None,
+    name: FilterRef = None,
     span_kind: Annotated[
         str | None,
-        Field(description="Only traces with a span of this kind (LLM, TOOL, RETRIEVER…)."),
+        Field(description="Traces with a span of this kind."),
     ] = None,
     session_id: SessionParam = None,
-    user_id: Annotated[str | None, Field(description="User id.")] = None,
+    user_id: Annotated[str | None, Field()] = None,
     regex: Annotated[
         str | None,
-        Field(
-            description="RE2 regex over the trace's text (every span's name, input, output, "
-            "status message, error and attributes)."
-        ),
+        Field(description="RE2 regex over the trace's text."),
     ] = None,
-    ignore_case: Annotated[bool, Field(description="Case-insensitive regex.")] = False,
-    where: WhereParam = None,
-    order_by: Annotated[Order, Field(description="Order of the rows.")] = "newest",
-    limit: Annotated[int, Field(description="Most traces per page.", ge=1, le=100)] = 20,
+    ignore_case: bool = False,
+    where: FilterRef = None,
+    order_by: Order = "newest",
+    limit: Annotated[int, Field(ge=1, le=100)] = 20,
     cursor: Cursor = None,
     max_chars: MaxChars = None,
 ) -> TraceList:
-    """Find traces by project, time, status, latency, root name, session, user, a regex over
-    their text or a `where` over their spans (a trace matches when any span does). Rows have
-    ids, latency, counts, tokens and short input/output previews; newest first by default."""
+    """Find traces by time, status, latency, name, kind, session, user, regex or a `where`
+    over their spans (filters as in search_spans). Rows: id, latency, counts, tokens, previews."""
     query = _TraceQuery(
         project=project,
         since=since,
