@@ -59,7 +59,7 @@ async def test_tools_list_offers_every_registered_tool_read_only_with_output_sch
 #: Parameters whose name and type say all a model needs (a description would be noise).
 SELF_EVIDENT = frozenset(
     {"project", "session_id", "user_id", "trace_id", "span_id", "status", "ignore_case"}
-    | {"order_by", "limit", "max_matches", "max_chars"}
+    | {"order_by", "limit", "max_matches", "max_chars", "min_latency_ms"}
 )
 
 

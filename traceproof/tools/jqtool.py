@@ -73,7 +73,7 @@ def jq(
     span_id: Annotated[str | None, Field(description="Run over this span (object).")] = None,
     trace_id: Annotated[
         str | None,
-        Field(description="Run over this trace (array), or narrow span_id."),
+        Field(description="Run over this trace (array)."),
     ] = None,
     project: ProjectParam = None,
     since: FilterRef = None,

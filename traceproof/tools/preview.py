@@ -91,8 +91,8 @@ def get_trace_preview(
     ] = None,
     max_chars: MaxChars = None,
 ) -> TracePreview:
-    """One trace as a compact tree (kind, status, timing, tokens, model/tool, previews,
-    errors; critical path). Start here to see what a trace did and where time or errors went.
+    """One trace as a compact tree. Start here to see what a trace did and where time or errors
+    went.
     Line: name KIND span_id +start dur [self] [%] model|tool tokens in:/out: (^ = parent's);
     * critical path; N× folded run; … hidden → call shown."""  # noqa: RUF002
     limit = budget(max_chars, store.settings)

@@ -75,15 +75,13 @@ def get_span_data(
         list[str] | None,
         Field(
             description="Path patterns ('*': a segment), e.g. "
-            "['llm.input_messages.*.message.content']. Default: all."
+            "['llm.input_messages.*.message.content']."
         ),
     ] = None,
-    offset: Annotated[
-        int, Field(description="Start a single selected value at this character.", ge=0)
-    ] = 0,
+    offset: Annotated[int, Field(description="Character one selected value starts at.", ge=0)] = 0,
     length: Annotated[
         int | None,
-        Field(description="Read at most this many characters of that value (a window).", ge=1),
+        Field(description="Characters of it to read (a window).", ge=1),
     ] = None,
     max_chars: MaxChars = None,
 ) -> SpanData:

@@ -119,9 +119,7 @@ def search_traces(
         Literal["OK", "ERROR"] | None,
         Field(description="ERROR: with an ERROR span; OK: without."),
     ] = None,
-    min_latency_ms: Annotated[
-        float | None, Field(description="Least trace latency (ms).", ge=0)
-    ] = None,
+    min_latency_ms: Annotated[float | None, Field(ge=0)] = None,
     name: FilterRef = None,
     span_kind: Annotated[
         str | None,
@@ -140,8 +138,8 @@ def search_traces(
     cursor: Cursor = None,
     max_chars: MaxChars = None,
 ) -> TraceList:
-    """Find traces by time, status, latency, name, kind, session, user, regex or a `where`
-    over their spans (filters as in search_spans). Rows: id, latency, counts, tokens, previews."""
+    """Find traces by the filters of search_spans, latency, user or a regex over their text.
+    Rows: id, latency, counts, tokens, previews."""
     query = _TraceQuery(
         project=project,
         since=since,
