@@ -95,12 +95,12 @@ def tool_calls(meta: dict[str, Any]) -> list[lg.Call]:
     ]  # fmt: skip
 
 
-def heavy_calls(meta: dict[str, Any]) -> list[lg.Call]:
-    """What a careless agent runs: full scans of wide text, an endless jq, a regex that
-    backtracks exponentially in a backtracking engine, a self-join."""
+def heavy_calls(meta: dict[str, Any], regex: bool = True) -> list[lg.Call]:
+    """What a careless agent runs: full scans of wide text, an endless jq, a self-join, and
+    (with ``regex``) patterns that backtrack exponentially in a backtracking engine."""
     p, big_t, big_s = meta["project"], meta["big_trace_id"], meta["big_span_id"]
     C = lg.Call
-    return [
+    calls = [
         C("heavy sql scan", "sql", {"query": "select max(length(input_value)) as i, "
           "sum(length(attributes)) as a, count(*) as n from spans"}),
         C("heavy sql self-join", "sql", {"query": "select count(*) as n from spans a join spans b "
@@ -117,6 +117,7 @@ def heavy_calls(meta: dict[str, Any]) -> list[lg.Call]:
         C("heavy aggregate by name", "aggregate",
           {"group_by": ["name"], "metrics": ["count", "p95(latency_ms)", "sum(total_tokens)"]}),
     ]  # fmt: skip
+    return calls if regex else [c for c in calls if "regex" not in c.label]
 
 
 def plans(calls: list[lg.Call], callers: int, repeat: int, seed: int) -> list[list[lg.Call]]:
@@ -186,7 +187,16 @@ class Run:
         def go() -> None:
             source = self.source(phase, per_body)
             holder["stats"] = lg.run_senders(
-                self.port, source, n, phase, self.ledger, stop, deadline, 10**7, resend
+                self.port,
+                source,
+                n,
+                phase,
+                self.ledger,
+                stop,
+                deadline,
+                10**7,
+                resend,
+                self.args.call_timeout,
             )
 
         thread = threading.Thread(target=go, daemon=True)
@@ -221,7 +231,7 @@ class Run:
                 loop=True,
             )
             stop.set()
-            thread.join(timeout=300)
+            thread.join(timeout=a.call_timeout + 60)
         res = {"queries": lg.summarize(samples), "otlp": otlp["stats"].summary(),
                "rss_peak_mb": rss.peak / MB}  # fmt: skip
         self.say(f"under-ingest: {res['otlp']['spans_per_s']:,.0f} spans/s, {len(samples)} calls")
@@ -237,7 +247,7 @@ class Run:
             samples = lg.run_callers(self.port, [light], time.monotonic() + a.overload_seconds,
                                      stop, a.call_timeout, loop=True)  # fmt: skip
             stop.set()
-            thread.join(timeout=300)
+            thread.join(timeout=a.call_timeout + 60)
             t0, recovered, deadline = time.monotonic(), None, time.monotonic() + a.recovery_timeout
             while time.monotonic() < deadline:  # one normal request and one call must succeed
                 probe = lg.run_senders(self.port, self.source("recovery"), 1, "recovery",
@@ -258,17 +268,21 @@ class Run:
 
     def query_storm(self) -> dict[str, Any]:
         a, stop = self.args, threading.Event()
-        light = [lg.Call("/healthz", "/healthz", {}), *tool_calls(self.meta)[:1],
-                 tool_calls(self.meta)[4]]  # fmt: skip
+        light = [lg.Call("/healthz", "/healthz", {})]
+        light += [
+            c for c in tool_calls(self.meta) if c.tool in ("list_projects", "get_trace_preview")
+        ]
         deadline = time.monotonic() + a.storm_seconds
         with lg.RSSSampler(self.proc.pid) as rss:  # type: ignore[union-attr]
             thread, otlp = self.senders("query-storm", a.senders, a.storm_seconds, stop)
             holder: dict[str, list[lg.Sample]] = {}
 
+            calls = heavy_calls(self.meta, regex=not a.storm_without_regex)
+
             def heavy() -> None:
                 holder["heavy"] = lg.run_callers(
-                    self.port, plans(heavy_calls(self.meta), a.storm_callers, 1, a.seed + 1),
-                    deadline, stop, a.call_timeout, loop=True)  # fmt: skip
+                    self.port, plans(calls, a.storm_callers, 1, a.seed + 1), deadline, stop,
+                    a.call_timeout, loop=True)  # fmt: skip
 
             heavy_thread = threading.Thread(target=heavy, daemon=True)
             heavy_thread.start()
@@ -276,7 +290,7 @@ class Run:
                                            stop, a.call_timeout, loop=True)  # fmt: skip
             stop.set()
             heavy_thread.join(timeout=a.call_timeout + 60)
-            thread.join(timeout=300)
+            thread.join(timeout=a.call_timeout + 60)
         res = {"otlp": otlp["stats"].summary(), "light": lg.summarize(light_samples),
                "heavy": lg.summarize(holder.get("heavy", []), frozenset({BUSY, TIMEOUT})),
                "rss_peak_mb": rss.peak / MB}  # fmt: skip
@@ -451,6 +465,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a("--recovery-timeout", type=float, default=60, help="overload: seconds allowed to recover")
     a("--settle-seconds", type=float, default=10, help="overload: RSS measured this long after")
     a("--storm-callers", type=int, default=16, help="query-storm: concurrent heavy callers")
+    a(
+        "--storm-without-regex",
+        action="store_true",
+        help="query-storm: no backtracking regexes (tells a GIL freeze from starvation)",
+    )
     a("--storm-seconds", type=float, default=60, help="query-storm: seconds")
     a("--kill-after", type=float, default=15, help="kill9-ingest: seconds of ingest before kill")
     a("--import-spans", type=int, default=200_000, help="kill9-import: spans in the file")
@@ -466,7 +485,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=60,
         help="kill9-import: kill by then at the latest",
     )
-    a("--call-timeout", type=float, default=120, help="socket timeout of one tool call")
+    a("--call-timeout", type=float, default=60, help="socket timeout of a tool call or OTLP POST")
     a("--phase-timeout", type=float, default=1800, help="deadline of idle and of an import")
     a("--start-timeout", type=float, default=600, help="deadline for /healthz after a start")
     a("--build-timeout", type=float, default=3600, help="deadline of one build chunk")
@@ -514,13 +533,16 @@ def main(argv: list[str] | None = None) -> int:
     }
     res["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     t0 = time.perf_counter()
-    pool = lg.make_pool(args.seed, args.distinct_spans, args.big_every)
+    pool = lg.cached_pool(args.workdir, args.seed, args.distinct_spans, args.big_every)
     print(f"pool: {pool.spans:,} distinct spans in {time.perf_counter() - t0:.1f} s", flush=True)
     lg.build_store(args.workdir, pool, args, lambda m: print(m, flush=True))
     meta = res["store"] = lg.store_meta(args.workdir, args)
     run = Run(args, pool, meta)
     t1 = time.perf_counter()
-    shutil.copyfile(args.workdir / f"store-{args.spans}-{meta['key']}.duckdb", run.db)
+    cached = args.workdir / f"store-{args.spans}-{meta['key']}.duckdb"
+    for suffix in ("", ".wal"):
+        if (part := cached.with_name(cached.name + suffix)).exists():
+            shutil.copyfile(part, run.db.with_name(run.db.name + suffix))
     res["store"]["copy_seconds"] = time.perf_counter() - t1
     served = [p for p in ("idle", "under-ingest", "overload", "query-storm") if p in args.phases]
     try:

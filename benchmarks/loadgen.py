@@ -18,6 +18,8 @@ import contextlib
 import hashlib
 import http.client
 import json
+import math
+import pickle
 import queue
 import re
 import shutil
@@ -118,6 +120,22 @@ def make_pool(seed: int, distinct_spans: int, big_every: int) -> Pool:
     return pool
 
 
+def cached_pool(workdir: Path, seed: int, distinct_spans: int, big_every: int) -> Pool:
+    """:func:`make_pool`, kept in ``workdir`` as a pickle (our own file) for the next run."""
+    parts = f"{seed}/{distinct_spans}/{big_every}/{_POOL_FORMAT}".encode()
+    path = workdir / f"pool-{hashlib.sha256(parts).hexdigest()[:12]}.pickle"
+    if path.exists():
+        with open(path, "rb") as f:
+            pool: Pool = pickle.load(f)
+        return pool
+    pool = make_pool(seed, distinct_spans, big_every)
+    with open(path.with_suffix(".tmp"), "wb") as f:
+        pickle.dump(pool, f, protocol=pickle.HIGHEST_PROTOCOL)
+    path.with_suffix(".tmp").rename(path)
+    return pool
+
+
+_POOL_FORMAT = 1  # bump when make_pool's output changes
 _ID_FIELDS = re.compile(rb"\n\x10(.{16})|\x12\x08(.{8})|\"\x08(.{8})", re.S)
 
 
@@ -257,7 +275,9 @@ def build_store(workdir: Path, pool: Pool, args: Any, log: Callable[[str], None]
         producer.join(timeout=60)
         for folder in workdir.glob(f"chunk-{key}-*"):
             shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(db)
+    for suffix in ("", ".wal"):  # a clean close leaves no WAL; should one be there, keep it
+        if (part := tmp.with_name(tmp.name + suffix)).exists():
+            part.rename(db.with_name(db.name + suffix))
     seconds = time.perf_counter() - started
     meta = {**pool.facts, "spans": total, "key": key, "build_seconds": seconds,
             "file_mb": db.stat().st_size / 1e6}  # fmt: skip
@@ -324,7 +344,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def http_call(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None,
@@ -388,7 +408,8 @@ class OtlpStats:
 
 def run_senders(port: int, source: Callable[[], tuple[bytes, list[tuple[str, int]]]], senders: int,
                 phase: str, ledger: Ledger, stop: threading.Event, deadline: float,
-                max_requests: int, resend_on_failure: bool = True) -> OtlpStats:  # fmt: skip
+                max_requests: int, resend_on_failure: bool = True,
+                timeout: float = 120) -> OtlpStats:  # fmt: skip
     """``senders`` keep-alive threads POST protobuf bodies from ``source`` until ``stop``, the
     deadline or ``max_requests``; 429/503 are resent after Retry-After; 200 goes in the ledger.
     Connection failures are errors; with ``resend_on_failure`` the body is sent again (3 tries).
@@ -398,7 +419,7 @@ def run_senders(port: int, source: Callable[[], tuple[bytes, list[tuple[str, int
     headers = {"Content-Type": "application/x-protobuf"}
 
     def worker() -> None:
-        conn = http.client.HTTPConnection(HOST, port, timeout=120)
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
         try:
             while not stop.is_set() and time.monotonic() < deadline:
                 with lock:
@@ -438,7 +459,7 @@ def run_senders(port: int, source: Callable[[], tuple[bytes, list[tuple[str, int
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=max(deadline - time.monotonic(), 0) + 150)
+        t.join(timeout=max(deadline - time.monotonic(), 0) + timeout + 30)
     stats.seconds = time.monotonic() - started
     return stats
 

@@ -84,6 +84,7 @@ def targets(res: dict[str, Any], args: Any, labels: list[str]) -> list[Row]:
         add("overload", f"503 answers ({ov['body_mb']:.0f} MB bodies)", n503, "> 0", n503 > 0)
         add("overload", "503 without Retry-After", o["retry_after_missing"], "0",
             o["retry_after_missing"] == 0)  # fmt: skip
+        add("overload", "OTLP p95 ms (200 answers)", o["p95_ms"] or 0.0)
         add("overload", "other OTLP errors", o["error_count"], "0", o["error_count"] == 0)
         add("overload", "light call errors", total_errors(ov["light"]), "0",
             total_errors(ov["light"]) == 0)  # fmt: skip
