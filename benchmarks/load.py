@@ -324,7 +324,8 @@ class Run:
 
     def kill9_import(self) -> dict[str, Any]:
         a = self.args
-        path = a.workdir / f"import-{a.import_spans}-{lg.store_key(a)}.jsonl"
+        key = lg.pool_key(a.seed, a.distinct_spans, a.big_every)
+        path = a.workdir / f"import-{a.import_spans}-{key}.jsonl"
         spans = self._import_file(path)
         db = self.dir / "import.duckdb"
         cmd = _cli("ingest", str(path), "--db", str(db), "--json")

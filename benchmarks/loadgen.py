@@ -120,10 +120,15 @@ def make_pool(seed: int, distinct_spans: int, big_every: int) -> Pool:
     return pool
 
 
+def pool_key(seed: int, distinct_spans: int, big_every: int) -> str:
+    """A hash of what the pool (and data derived from it alone) depends on."""
+    parts = f"{seed}/{distinct_spans}/{big_every}/{_POOL_FORMAT}".encode()
+    return hashlib.sha256(parts).hexdigest()[:12]
+
+
 def cached_pool(workdir: Path, seed: int, distinct_spans: int, big_every: int) -> Pool:
     """:func:`make_pool`, kept in ``workdir`` as a pickle (our own file) for the next run."""
-    parts = f"{seed}/{distinct_spans}/{big_every}/{_POOL_FORMAT}".encode()
-    path = workdir / f"pool-{hashlib.sha256(parts).hexdigest()[:12]}.pickle"
+    path = workdir / f"pool-{pool_key(seed, distinct_spans, big_every)}.pickle"
     if path.exists():
         with open(path, "rb") as f:
             pool: Pool = pickle.load(f)
