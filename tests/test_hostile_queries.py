@@ -19,6 +19,7 @@ from mcp_types import TextContent
 
 from tests.conftest import LiveServer
 from tests.tools.test_spans import add_spans
+from traceproof.ingest.normalize import SpanRows
 from traceproof.server.mcp import create_mcp_server
 from traceproof.storage import Store
 from traceproof.tools import registry
@@ -123,7 +124,7 @@ def _cursor_cases(trace_id: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 DEEP_400 = ".".join(["k"] * 400)
-DEEP_300 = ".".join(["d"] * 300)  # ingest of ~1,000 fails: another fix caps it there
+DEEP_300 = ".".join(["d"] * 300)
 
 
 @pytest.fixture
@@ -136,6 +137,8 @@ def hostile_server(demo_store: Store) -> Iterator[LiveServer]:
             {"span_id": "deep", "parent_span_id": "root", "name": "llm", "trace_id": "deep-trace",
              "project": "deep", "attributes": {DEEP_400: "v400", DEEP_300: "v300"}},
         ],
+        # Stored before ingest capped key depth (by an older traceproof): reads must cope.
+        SpanRows(max_key_depth=10_000, max_key_chars=100_000),
     )  # fmt: skip
     with LiveServer(demo_store, demo_store.settings) as server:
         yield server

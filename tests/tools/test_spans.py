@@ -24,9 +24,10 @@ def ns(at: datetime) -> int:
     return (at - EPOCH) // timedelta(microseconds=1) * 1000
 
 
-def add_spans(store: Store, spans: list[dict[str, Any]]) -> None:
-    """Write spans given as keyword dicts for ``SpanRows.add`` (times as ms after T0)."""
-    rows = SpanRows()
+def add_spans(store: Store, spans: list[dict[str, Any]], rows: SpanRows | None = None) -> None:
+    """Write spans given as keyword dicts for ``SpanRows.add`` (times as ms after T0), through
+    ``rows`` (default: today's ingest limits)."""
+    rows = rows if rows is not None else SpanRows()
     for given in spans:
         spec = dict(given)
         start = T0 + timedelta(milliseconds=spec.pop("start_ms", 0))
