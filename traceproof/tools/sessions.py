@@ -35,6 +35,7 @@ from traceproof.tools.paging import (
     cut,
     largest_fit,
     next_call,
+    tidy,
 )
 
 #: Characters of a turn's input/output preview (a session reads as a dialogue).
@@ -187,7 +188,7 @@ def _turn(raw: dict[str, Any], number: int) -> SessionTurn:
         turn=number,
         trace_id=raw["trace_id"],
         start_time=raw["start_time"],
-        latency_ms=float(raw["latency_ms"]),
+        latency_ms=tidy(float(raw["latency_ms"])),
         total_tokens=int(raw["total_tokens"]),
         span_count=int(raw["span_count"]),
         error_count=int(raw["error_count"]),

@@ -48,6 +48,7 @@ from traceproof.tools.paging import (
     cut,
     largest_fit,
     next_call,
+    tidy,
 )
 from traceproof.tools.sessions import SessionTurn, SessionView, get_session
 
@@ -414,7 +415,7 @@ def _trace_row(raw: dict[str, Any]) -> TraceRow:
         project=raw["project"],
         name=cut(raw["name"]) or "",
         start_time=raw["start_time"],
-        latency_ms=float(raw["latency_ms"]),
+        latency_ms=tidy(float(raw["latency_ms"])),
         span_count=int(raw["span_count"]),
         error_count=int(raw["error_count"]),
         total_tokens=int(raw["total_tokens"]),
