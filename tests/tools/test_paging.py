@@ -96,3 +96,10 @@ def test_a_cursor_altered_by_one_character_is_invalid_cursor(demo_store: Store) 
     with pytest.raises(ToolFailure) as info:
         _call(demo_store, "search_traces", {"status": "ERROR", "limit": 2, "cursor": altered})
     assert info.value.code is ErrorCode.INVALID_CURSOR
+
+
+def test_search_spans_sends_times_as_every_other_tool_does(demo_store: Store) -> None:
+    """RFC 3339 with its offset (issue 9 §1): search_spans' start_time is get_span_data's."""
+    row = trimmed(_call(demo_store, "search_spans", {"limit": 1}))["spans"][0]
+    span = trimmed(_call(demo_store, "get_span_data", {"span_id": row["span_id"]}))
+    assert row["start_time"].endswith("Z") and row["start_time"] == span["fields"]["start_time"]

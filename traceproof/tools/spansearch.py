@@ -24,6 +24,7 @@ from traceproof.tools.common import (
     Cursor,
     MaxChars,
     ToolFailure,
+    UtcTime,
     budget,
     decode_cursor,
     encode_cursor,
@@ -84,7 +85,7 @@ class SpanRow(BaseModel):
     name: str = Field(description="Span name.")
     span_kind: str = Field(description="OpenInference kind: LLM, TOOL, CHAIN…")
     status: str = Field(description="OK, ERROR or UNSET.")
-    start_time: str = Field(description="Start, ISO 8601 UTC.")
+    start_time: UtcTime = Field(description="Start (UTC).")
     latency_ms: float = Field(description="Duration in milliseconds.")
     model: str | None = Field(default=None, description="Model of an LLM span.")
     tool_name: str | None = Field(default=None, description="Tool of a TOOL span.")
@@ -297,7 +298,7 @@ def _row(row: dict[str, Any], match: SpanMatch | None) -> SpanRow:
         name=row["name"],
         span_kind=row["span_kind"],
         status=row["status"],
-        start_time=row["start_time"].isoformat(),
+        start_time=row["start_time"],
         latency_ms=tidy(row["latency_ms"]),
         model=row["model"],
         tool_name=row["tool_name"],
