@@ -9,6 +9,7 @@ import pytest
 from traceproof.errors import ErrorCode
 from traceproof.storage import Store
 from traceproof.tools.common import (
+    CursorValue,
     ToolFailure,
     clip,
     decode_cursor,
@@ -91,15 +92,51 @@ def test_relative_and_absolute_times() -> None:
     assert info.value.code is ErrorCode.INVALID_ARGUMENT
 
 
-def test_cursors_round_trip_and_are_bound_to_their_tool() -> None:
-    token = encode_cursor("search_traces", {"after": ["2026-11-01", "ab"]})
-    assert decode_cursor(token, "search_traces") == {"after": ["2026-11-01", "ab"]}
-    for bad in (token + "x!", "garbage"):
+KEYS: list[list[CursorValue]] = [
+    [],
+    [1796152560694000, "aa153f28f2eb9103dab9034f49888bc6", "demo"],
+    [-5, 0, 2**63 - 1, -(2**63), 1437.6999999999998, -0.0, None],
+    ["", "ab", "AB", "abc", "naïve 日本 \x00", "00" * 300],
+]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_cursors_round_trip_and_are_bound_to_their_tool_and_fingerprint(
+    key: list[CursorValue],
+) -> None:
+    token = encode_cursor("search_traces", "f1", key)
+    back = decode_cursor(token, "search_traces", "f1")
+    assert back == key and [type(v) for v in back] == [type(v) for v in key]
+    for tool, digest, bad in (
+        ("search_traces", "f1", token + "x!"),
+        ("search_traces", "f1", "garbage"),
+        ("search_traces", "f1", ""),
+        ("search_spans", "f1", token),  # another tool
+        ("search_traces", "f2", token),  # other arguments
+    ):
         with pytest.raises(ToolFailure) as info:
-            decode_cursor(bad, "search_traces")
+            decode_cursor(bad, tool, digest)
         assert info.value.code is ErrorCode.INVALID_CURSOR
-    with pytest.raises(ToolFailure):
-        decode_cursor(token, "search_spans")
+
+
+def test_an_altered_cursor_is_refused() -> None:
+    token = encode_cursor("search_traces", "f1", [1796152560694000, "aa153f28", "demo"])
+    for at in range(len(token)):
+        for char in "Aa0_-":
+            if token[at] == char:
+                continue
+            altered = token[:at] + char + token[at + 1 :]
+            try:
+                key = decode_cursor(altered, "search_traces", "f1")
+            except ToolFailure as error:
+                assert error.code is ErrorCode.INVALID_CURSOR
+            else:  # the last character's padding bits may change without changing a byte
+                assert key == decode_cursor(token, "search_traces", "f1")
+
+
+def test_a_trace_keyset_cursor_is_short() -> None:
+    key: list[CursorValue] = [1796152560694000, "aa153f28f2eb9103dab9034f49888bc6", "demo"]
+    assert len(encode_cursor("search_traces", "2b368dda2e05", key)) <= 52
 
 
 def test_clip_and_one_line() -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import math
 import re
+import struct
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -109,27 +112,123 @@ def one_line(text: str | None, limit: int) -> str | None:
     return flat[: max(0, limit - 1)] + "…"
 
 
-def encode_cursor(tool: str, state: dict[str, Any]) -> str:
-    """An opaque cursor for ``tool`` holding ``state`` (offsets, keys, the query's fingerprint)."""
-    raw = orjson.dumps({"t": tool, **state}, default=str)
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+#: What a cursor holds: the last row's sort key, value by value.
+CursorValue = int | float | str | None
+
+#: Bytes of a cursor's check: a digest of the tool, the call's fingerprint and the key.
+_CHECK_BYTES = 6
+_HEX = re.compile(r"(?:[0-9a-f]{2})+")
+# Value kinds, in the low 3 bits of each value's header (the rest: an int, or a length).
+_NONE, _INT, _FLOAT, _TEXT, _HEX_TEXT = range(5)
 
 
-def decode_cursor(cursor: str, tool: str) -> dict[str, Any]:
-    """The state in a cursor made by :func:`encode_cursor` for the same tool."""
+def encode_cursor(tool: str, fingerprint: str, key: list[CursorValue]) -> str:
+    """An opaque cursor resuming ``tool``'s call with ``fingerprint`` (its filters and order)
+    after the row whose sort key is ``key``.
+
+    Compact: the key packed as binary (ints as varints, lowercase hex ids as their bytes) behind
+    a 6-byte digest of the tool, the fingerprint and the key, in URL-safe base64: about 50
+    characters for a trace-id key (the JSON form took 130)."""
+    body = bytearray()
+    for value in key:
+        _pack(value, body)
+    return base64.urlsafe_b64encode(_check(tool, fingerprint, body) + body).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, tool: str, fingerprint: str) -> list[CursorValue]:
+    """The key in a cursor :func:`encode_cursor` made for the same tool and fingerprint.
+
+    Anything else (a cursor of another tool or of other arguments, an altered one, a made-up
+    string) is refused with INVALID_CURSOR; the caller still checks the key's shape."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        state = orjson.loads(raw)
     except (binascii.Error, ValueError):
-        state = None
-    if not isinstance(state, dict) or state.get("t") != tool:
+        raw = b""
+    check, body = raw[:_CHECK_BYTES], raw[_CHECK_BYTES:]
+    key = _unpack(body) if check and check == _check(tool, fingerprint, body) else None
+    if key is None:
         raise ToolFailure(
-            f"The cursor {cursor[:40]!r} does not come from {tool}. Pass the next_cursor of "
-            f"the previous {tool} call unchanged, or omit cursor to start again.",
+            f"The cursor {cursor[:40]!r} is not a next_cursor of this {tool} call (another "
+            f"tool, other arguments, or altered). Pass next_cursor unchanged with the same "
+            "arguments, or omit cursor to start again.",
             code=ErrorCode.INVALID_CURSOR,
         )
-    state.pop("t")
-    return state
+    return key
+
+
+def _check(tool: str, fingerprint: str, body: bytes | bytearray) -> bytes:
+    head = orjson.dumps([tool, fingerprint])
+    return hashlib.blake2b(head + b"\0" + bytes(body), digest_size=_CHECK_BYTES).digest()
+
+
+def _varint(number: int, out: bytearray) -> None:
+    while number > 0x7F:
+        out.append(number & 0x7F | 0x80)
+        number >>= 7
+    out.append(number)
+
+
+def _pack(value: CursorValue, out: bytearray) -> None:
+    if value is None:
+        _varint(_NONE, out)
+    elif isinstance(value, bool):
+        raise TypeError("a cursor key holds no booleans")
+    elif isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError("a cursor key holds 64-bit integers")
+        _varint((value << 1 ^ value >> 63) << 3 | _INT, out)  # zigzag: small negatives stay short
+    elif isinstance(value, float):
+        _varint(_FLOAT, out)
+        out += struct.pack(">d", value)
+    elif _HEX.fullmatch(value):
+        _varint(len(value) // 2 << 3 | _HEX_TEXT, out)
+        out += bytes.fromhex(value)
+    else:
+        data = value.encode()
+        _varint(len(data) << 3 | _TEXT, out)
+        out += data
+
+
+def _unpack(body: bytes) -> list[CursorValue] | None:
+    """The values packed in ``body``; None unless it is exactly a sequence of packed values."""
+    values: list[CursorValue] = []
+    at = 0
+    try:
+        while at < len(body):
+            header, at = _read_varint(body, at)
+            kind, number = header & 7, header >> 3
+            if kind == _NONE and number == 0:
+                values.append(None)
+            elif kind == _INT and number < 2**64:
+                values.append(number >> 1 ^ -(number & 1))
+            elif kind == _FLOAT and number == 0:
+                (real,) = struct.unpack_from(">d", body, at)
+                at += 8
+                if not math.isfinite(real):
+                    return None
+                values.append(real)
+            elif kind in (_TEXT, _HEX_TEXT) and at + number <= len(body):
+                data = body[at : at + number]
+                at += number
+                values.append(data.hex() if kind == _HEX_TEXT else data.decode())
+            else:
+                return None
+    except (struct.error, UnicodeDecodeError, ValueError):
+        return None
+    return values
+
+
+def _read_varint(body: bytes, at: int) -> tuple[int, int]:
+    number = shift = 0
+    while True:
+        if at >= len(body) or shift > 70:  # past 64 bits of value and 3 of kind: not ours
+            raise ValueError("bad varint")
+        byte = body[at]
+        at += 1
+        number |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return number, at
 
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)

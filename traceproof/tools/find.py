@@ -40,6 +40,7 @@ from traceproof.tools.common import (
     encode_cursor,
     size,
 )
+from traceproof.tools.paging import NEXT_CALL_DESCRIPTION, next_call
 from traceproof.tools.spandoc import SELECT_COLUMNS, Leaf, leaves
 
 MAX_MATCHES_PER_FIELD = 1_000
@@ -127,9 +128,7 @@ class TraceMatches(BaseModel):
     next_cursor: str | None = Field(
         default=None, description="Pass as cursor to read the next page."
     )
-    next_call: str | None = Field(
-        default=None, description="The exact call that reads the next page."
-    )
+    next_call: str | None = Field(default=None, description=NEXT_CALL_DESCRIPTION)
     capped: bool = Field(
         default=False,
         description="A scan limit was reached (too many matches or characters): totals are "
@@ -182,20 +181,13 @@ def find_in_trace(
         truncated=more,
         capped=capped,
     )
-    return _fit(result, page_hits, more, limit, digest, _call_text(trace_id, pattern, ignore_case))
+    return _fit(result, page_hits, more, limit, digest)
 
 
 def _cursor_key(cursor: str, digest: str) -> tuple[int, str, int, int]:
     """The key of the last match shown, from a cursor this call made: anything else (another
     call's cursor, a forged one of the wrong shape) is ``invalid_cursor``."""
-    state = decode_cursor(cursor, "find_in_trace")
-    key = state.get("k")
-    if state.get("f") != digest or not isinstance(key, list):
-        raise ToolFailure(
-            "This cursor belongs to a find_in_trace call with another trace or pattern. "
-            "Repeat that call's trace_id and pattern with it, or omit cursor.",
-            code=ErrorCode.INVALID_CURSOR,
-        )
+    key = decode_cursor(cursor, "find_in_trace", digest)
     shape = (int, str, int, int)
     if len(key) != len(shape) or not all(
         type(value) is kind for value, kind in zip(key, shape, strict=True)
@@ -205,7 +197,7 @@ def _cursor_key(cursor: str, digest: str) -> tuple[int, str, int, int]:
             "previous find_in_trace call unchanged, or omit cursor to start again.",
             code=ErrorCode.INVALID_CURSOR,
         )
-    return key[0], key[1], key[2], key[3]
+    return key[0], key[1], key[2], key[3]  # type: ignore[return-value]
 
 
 def _trace_rows(store: Store, trace_id: str) -> list[dict[str, Any]]:
@@ -266,18 +258,12 @@ def _field_match(rows: list[dict[str, Any]], hit: _Hit, context: int) -> FieldMa
     )
 
 
-def _call_text(trace_id: str, pattern: str, ignore_case: bool) -> str:
-    case = ", ignore_case=True" if ignore_case else ""
-    return f"find_in_trace(trace_id={trace_id!r}, pattern={pattern!r}{case}"
-
-
 def _fit(
     result: TraceMatches,
     page_hits: list[_Hit],
     more: bool,
     limit: int,
     digest: str,
-    call: str,
 ) -> TraceMatches:
     """``result`` within ``limit`` characters: span counts cut first (down to 20), then matches
     dropped from the end of the page; the cursor resumes after the last match kept."""
@@ -285,9 +271,9 @@ def _fit(
         if page_hits and (more or len(result.matches) < len(page_hits)):
             last = page_hits[len(result.matches) - 1].key if result.matches else None
             if last is not None:
-                token = encode_cursor("find_in_trace", {"k": list(last), "f": digest})
+                token = encode_cursor("find_in_trace", digest, list(last))
                 result.next_cursor = token
-                result.next_call = f"{call}, cursor={token!r})"
+                result.next_call = next_call("find_in_trace")
             result.truncated = True
         if size(result) <= limit:
             return result

@@ -32,16 +32,17 @@ def largest_fit(build: Callable[[int], BaseModel], count: int, limit: int) -> in
     return low
 
 
-def next_call(
-    tool: str, arguments: dict[str, Any], result: BaseModel, *, short: bool = False
-) -> str:
-    """``tool(arg=..., cursor=...)`` with the call's own arguments; when they are long (or
-    ``short``), a sentence saying to repeat them."""
-    shown = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
-    if short or len(shown) > 300:
-        return f"{tool} with the same arguments and cursor=next_cursor"
-    cursor = getattr(result, "next_cursor", None)
-    return f"{tool}({shown + ', ' if shown else ''}cursor={cursor!r})"
+#: The one form of a paged answer's ``next_call``: the cursor is not written twice.
+NEXT_CALL_FORM = "{tool}(<same arguments>, cursor=next_cursor)"
+
+#: Output-schema description of every paged answer's ``next_call``.
+NEXT_CALL_DESCRIPTION = "This call, same arguments, cursor=next_cursor."
+
+
+def next_call(tool: str) -> str:
+    """The next page's call, ``tool(<same arguments>, cursor=next_cursor)``: repeat the call
+    just made with its cursor argument set to the answer's ``next_cursor``."""
+    return NEXT_CALL_FORM.format(tool=tool)
 
 
 def tidy(value: float) -> float:

@@ -28,7 +28,15 @@ from traceproof.tools.common import (
     size,
 )
 from traceproof.tools.filters import ProjectParam
-from traceproof.tools.paging import ID_CHARS, check_project, cut, largest_fit, next_call
+from traceproof.tools.paging import (
+    ID_CHARS,
+    NEXT_CALL_DESCRIPTION,
+    check_project,
+    cut,
+    largest_fit,
+    next_call,
+    tidy,
+)
 
 #: Characters of a turn's input/output preview (a session reads as a dialogue).
 TURN_PREVIEW_CHARS = 300
@@ -69,7 +77,7 @@ class SessionView(BaseModel):
     turns: list[SessionTurn] = Field(description="Turns in time order (this page).")
     truncated: bool = Field(description="True when more turns follow this page.")
     next_cursor: str | None = Field(default=None, description="Cursor of the next page.")
-    next_call: str | None = Field(default=None, description="The exact call for the next page.")
+    next_call: str | None = Field(default=None, description=NEXT_CALL_DESCRIPTION)
 
 
 def get_session(
@@ -95,7 +103,7 @@ def get_session(
     first_turn = 1 + (after["n"] if after else 0)
     turns = [_turn(raw, first_turn + i) for i, raw in enumerate(raw_turns[:fetch])]
     view = SessionView(**totals, turns=turns, truncated=len(raw_turns) > fetch)
-    return _fit_session(view, raw_turns[:fetch], project, max_chars, limit_chars)
+    return _fit_session(view, raw_turns[:fetch], project, limit_chars)
 
 
 def _session_totals(reader: Reader, session_id: str, project: str | None) -> dict[str, Any]:
@@ -180,7 +188,7 @@ def _turn(raw: dict[str, Any], number: int) -> SessionTurn:
         turn=number,
         trace_id=raw["trace_id"],
         start_time=raw["start_time"],
-        latency_ms=float(raw["latency_ms"]),
+        latency_ms=tidy(float(raw["latency_ms"])),
         total_tokens=int(raw["total_tokens"]),
         span_count=int(raw["span_count"]),
         error_count=int(raw["error_count"]),
@@ -193,24 +201,15 @@ def _turn(raw: dict[str, Any], number: int) -> SessionTurn:
 
 
 def _session_keyset(cursor: str, session_id: str, project: str | None) -> dict[str, Any]:
-    state = decode_cursor(cursor, "get_session")
-    if state.get("q") != _session_fingerprint(session_id, project):
-        raise ToolFailure(
-            "The cursor was made for another session. Repeat the call with the same "
-            "session_id and project, or omit cursor to start again.",
-            code=ErrorCode.INVALID_CURSOR,
-        )
-    ok = (
-        isinstance(state.get("s"), int)
-        and isinstance(state.get("id"), str)
-        and isinstance(state.get("n"), int)
-    )
-    if not ok:
+    key = decode_cursor(cursor, "get_session", _session_fingerprint(session_id, project))
+    if len(key) != 3 or not (
+        type(key[0]) is int and isinstance(key[1], str) and type(key[2]) is int
+    ):
         raise ToolFailure(
             "The cursor is damaged. Pass next_cursor unchanged, or omit cursor to start again.",
             code=ErrorCode.INVALID_CURSOR,
         )
-    return state
+    return {"s": key[0], "id": key[1], "n": key[2]}
 
 
 def _session_fingerprint(session_id: str, project: str | None) -> str:
@@ -221,14 +220,10 @@ def _fit_session(
     view: SessionView,
     raw_turns: Sequence[dict[str, Any]],
     project: str | None,
-    max_chars: int | None,
     limit_chars: int,
 ) -> SessionView:
     """The turns that fit in the budget; the cursor continues after the last one shown."""
     all_turns = list(view.turns)
-    arguments: dict[str, Any] = {"session_id": view.session_id}
-    arguments |= {"project": project} if project is not None else {}
-    arguments |= {"max_chars": max_chars} if max_chars is not None else {}
     more = view.truncated
 
     def finish(shown: int) -> SessionView:
@@ -237,14 +232,10 @@ def _fit_session(
         view.next_cursor = view.next_call = None
         if view.truncated and shown:
             last = raw_turns[shown - 1]
-            state = {
-                "q": _session_fingerprint(view.session_id, project),
-                "s": last["start_us"],
-                "id": last["trace_id"],
-                "n": all_turns[shown - 1].turn,
-            }
-            view.next_cursor = encode_cursor("get_session", state)
-            view.next_call = next_call("get_session", arguments, view)
+            key = [last["start_us"], last["trace_id"], all_turns[shown - 1].turn]
+            fingerprint = _session_fingerprint(view.session_id, project)
+            view.next_cursor = encode_cursor("get_session", fingerprint, key)
+            view.next_call = next_call("get_session")
         return view
 
     shown = largest_fit(finish, len(all_turns), limit_chars)

@@ -27,6 +27,7 @@ import orjson
 
 from traceproof.storage import SPAN_COLUMNS
 from traceproof.tools.common import iso_time
+from traceproof.tools.paging import tidy
 
 #: Columns stored as JSON, walked into leaves under their own name.
 JSON_COLUMNS = ("attributes", "events", "links", "resource")
@@ -68,6 +69,8 @@ def leaves(row: Mapping[str, Any]) -> list[Leaf]:
             continue
         if isinstance(value, datetime):
             value = iso_time(value)
+        elif isinstance(value, float):  # latency_ms: a measurement, sent without float noise
+            value = tidy(value)
         out.append(Leaf(column, value))
     for column in JSON_COLUMNS:
         _walk(column, _parse(row.get(column)), out)

@@ -12,9 +12,8 @@ row's key, so pages never overlap or skip, even while new spans arrive.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, replace
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -25,6 +24,7 @@ from traceproof.tools.common import (
     Cursor,
     MaxChars,
     ToolFailure,
+    UtcTime,
     budget,
     decode_cursor,
     encode_cursor,
@@ -48,7 +48,7 @@ from traceproof.tools.filters import (
     where_errors,
 )
 from traceproof.tools.find import compile_regex, fingerprint, snippet
-from traceproof.tools.paging import tidy
+from traceproof.tools.paging import NEXT_CALL_DESCRIPTION, next_call, tidy
 from traceproof.tools.spandoc import TEXT_COLUMNS, Leaf, leaves
 
 PREVIEW_CHARS = 160
@@ -60,6 +60,9 @@ _ORDERS: dict[str, tuple[tuple[str, str], ...]] = {
     "oldest": (("start_time", "ASC"), ("trace_id", "ASC"), ("span_id", "ASC")),
     "latency": (("latency_ms", "DESC"), ("trace_id", "ASC"), ("span_id", "ASC")),
 }
+
+#: Cursors hold a start time as microseconds since this (the store's times are naive UTC).
+_EPOCH = datetime(1970, 1, 1)
 
 #: What the regex looks at, in SQL.
 _SEARCHED = (*TEXT_COLUMNS, "attributes")
@@ -82,7 +85,7 @@ class SpanRow(BaseModel):
     name: str = Field(description="Span name.")
     span_kind: str = Field(description="OpenInference kind: LLM, TOOL, CHAIN…")
     status: str = Field(description="OK, ERROR or UNSET.")
-    start_time: str = Field(description="Start, ISO 8601 UTC.")
+    start_time: UtcTime = Field(description="Start (UTC).")
     latency_ms: float = Field(description="Duration in milliseconds.")
     model: str | None = Field(default=None, description="Model of an LLM span.")
     tool_name: str | None = Field(default=None, description="Tool of a TOOL span.")
@@ -99,9 +102,7 @@ class SpanList(BaseModel):
     next_cursor: str | None = Field(
         default=None, description="Pass as cursor to read the next page."
     )
-    next_call: str | None = Field(
-        default=None, description="The exact call that reads the next page."
-    )
+    next_call: str | None = Field(default=None, description=NEXT_CALL_DESCRIPTION)
     note: str | None = Field(default=None, description="Why nothing matched, when nothing did.")
 
 
@@ -212,33 +213,25 @@ def _why_empty(
 
 
 def _cursor_key(cursor: str, digest: str, order: tuple[tuple[str, str], ...]) -> list[Any]:
-    state = decode_cursor(cursor, "search_spans")
-    key = state.get("k")
-    if state.get("f") != digest or not isinstance(key, list) or len(key) != len(order):
-        raise ToolFailure(
-            "This cursor belongs to a search_spans call with other filters. Repeat that call's "
-            "parameters with it, or omit cursor to start again.",
-            code=ErrorCode.INVALID_CURSOR,
-        )
+    key = decode_cursor(cursor, "search_spans", digest)
     damaged = ToolFailure(
         "The cursor is damaged (its key has the wrong shape). Pass the next_cursor of the "
         "previous search_spans call unchanged, or omit cursor to start again.",
         code=ErrorCode.INVALID_CURSOR,
     )
+    if len(key) != len(order):
+        raise damaged
     first, *ids = key
     if not all(type(value) is str for value in ids):
         raise damaged
-    if order[0][0] == "start_time":
-        if type(first) is not str:
+    if order[0][0] == "start_time":  # microseconds since the epoch, as the store keeps them
+        if type(first) is not int:
             raise damaged
         try:
-            moment = datetime.fromisoformat(first)
-        except ValueError:
+            return [_EPOCH + timedelta(microseconds=first), *ids]
+        except OverflowError:
             raise damaged from None
-        if moment.tzinfo is not None:  # the store's timestamps are naive UTC
-            moment = moment.astimezone(UTC).replace(tzinfo=None)
-        return [moment, *ids]
-    if type(first) not in (int, float) or not math.isfinite(first):
+    if type(first) not in (int, float):
         raise damaged
     return [first, *ids]
 
@@ -258,7 +251,7 @@ def _after(order: tuple[tuple[str, str], ...], key: list[Any]) -> tuple[str, lis
 def _key(row: dict[str, Any], order: tuple[tuple[str, str], ...]) -> list[Any]:
     values = [row[c] for c, _ in order]
     if isinstance(values[0], datetime):
-        values[0] = values[0].isoformat()
+        values[0] = (values[0] - _EPOCH) // timedelta(microseconds=1)
     return values
 
 
@@ -305,7 +298,7 @@ def _row(row: dict[str, Any], match: SpanMatch | None) -> SpanRow:
         name=row["name"],
         span_kind=row["span_kind"],
         status=row["status"],
-        start_time=row["start_time"].isoformat(),
+        start_time=row["start_time"],
         latency_ms=tidy(row["latency_ms"]),
         model=row["model"],
         tool_name=row["tool_name"],
@@ -328,10 +321,10 @@ def _fit(
     while True:
         kept = len(result.spans)
         if kept and (more or kept < len(found)):
-            token = encode_cursor("search_spans", {"k": _key(found[kept - 1], order), "f": digest})
+            token = encode_cursor("search_spans", digest, _key(found[kept - 1], order))
             result.truncated = True
             result.next_cursor = token
-            result.next_call = f"search_spans(<same arguments>, cursor={token!r})"
+            result.next_call = next_call("search_spans")
         if size(result) <= room or kept <= 1:
             break
         result.spans = result.spans[:-1]

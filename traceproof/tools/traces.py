@@ -42,7 +42,14 @@ from traceproof.tools.filters import (
     time_param,
     where_errors,
 )
-from traceproof.tools.paging import check_project, cut, largest_fit, next_call
+from traceproof.tools.paging import (
+    NEXT_CALL_DESCRIPTION,
+    check_project,
+    cut,
+    largest_fit,
+    next_call,
+    tidy,
+)
 from traceproof.tools.sessions import SessionTurn, SessionView, get_session
 
 __all__ = [
@@ -102,7 +109,7 @@ class TraceList(BaseModel):
     total: int = Field(description="Traces matching the filters, over all pages.")
     truncated: bool = Field(description="True when more matching traces follow this page.")
     next_cursor: str | None = Field(default=None, description="Cursor of the next page.")
-    next_call: str | None = Field(default=None, description="The exact call for the next page.")
+    next_call: str | None = Field(default=None, description=NEXT_CALL_DESCRIPTION)
     note: str | None = Field(default=None, description="Why nothing matched, when nothing did.")
 
 
@@ -171,7 +178,7 @@ def search_traces(
     rows = [_trace_row(raw) for raw in found[:limit]]
     keys = [raw["keys"] for raw in found[:limit]]
     result = TraceList(traces=rows, total=total, truncated=len(found) > limit, note=note)
-    return _fit_traces(result, keys, query, limit, max_chars, limit_chars)
+    return _fit_traces(result, keys, query, limit_chars)
 
 
 _QUERY_ARGUMENTS = (
@@ -384,20 +391,12 @@ def _keyset_sql(keys: list[tuple[str, str]], after: list[Any] | None) -> tuple[s
 
 
 def _keyset_of(cursor: str, query: _TraceQuery) -> list[Any]:
-    state = decode_cursor(cursor, "search_traces")
-    keys = state.get("k")
-    if state.get("q") != query.fingerprint():
-        raise ToolFailure(
-            "The cursor was made for different filters or order_by. Repeat the call with the "
-            "same arguments as the one that returned it, or omit cursor to start again.",
-            code=ErrorCode.INVALID_CURSOR,
-        )
+    keys = decode_cursor(cursor, "search_traces", query.fingerprint())
     if not _valid_keys(keys, len(query.keys)):
         raise ToolFailure(
             "The cursor is damaged. Pass next_cursor unchanged, or omit cursor to start again.",
             code=ErrorCode.INVALID_CURSOR,
         )
-    assert isinstance(keys, list)
     return keys
 
 
@@ -416,7 +415,7 @@ def _trace_row(raw: dict[str, Any]) -> TraceRow:
         project=raw["project"],
         name=cut(raw["name"]) or "",
         start_time=raw["start_time"],
-        latency_ms=float(raw["latency_ms"]),
+        latency_ms=tidy(float(raw["latency_ms"])),
         span_count=int(raw["span_count"]),
         error_count=int(raw["error_count"]),
         total_tokens=int(raw["total_tokens"]),
@@ -430,34 +429,28 @@ def _fit_traces(
     result: TraceList,
     keys: list[list[Any]],
     query: _TraceQuery,
-    limit: int,
-    max_chars: int | None,
     limit_chars: int,
 ) -> TraceList:
     """The page cut to the budget: rows are dropped from the end (the cursor then continues
     after the last row shown); a lone row too big for the budget loses its previews."""
     rows = list(result.traces)
     more = result.truncated
-    arguments = query.arguments()
-    arguments |= {"limit": limit} if limit != 20 else {}
-    arguments |= {"max_chars": max_chars} if max_chars is not None else {}
 
-    def build(shown: int, short: bool = False) -> TraceList:
+    def build(shown: int) -> TraceList:
         result.traces = rows[:shown]
         result.truncated = more or shown < len(rows)
         result.next_cursor = result.next_call = None
         if result.truncated and shown:
-            state = {"q": query.fingerprint(), "k": keys[shown - 1]}
-            result.next_cursor = encode_cursor("search_traces", state)
-            result.next_call = next_call("search_traces", arguments, result, short=short)
+            key = keys[shown - 1]
+            result.next_cursor = encode_cursor("search_traces", query.fingerprint(), key)
+            result.next_call = next_call("search_traces")
         return result
 
     shown = largest_fit(build, len(rows), limit_chars)
     build(shown)
     if shown == 1 and size(result) > limit_chars:
         rows[0] = rows[0].model_copy(update={"input": None, "output": None})
-        if size(build(1)) > limit_chars:
-            build(1, short=True)
+        build(1)
     return result
 
 
