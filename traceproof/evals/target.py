@@ -46,7 +46,7 @@ JSON_COLUMNS = ("attributes", "events", "links", "resource")
 def _iso(value: datetime) -> str:
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.isoformat() + "Z"
+    return value.isoformat(timespec="microseconds") + "Z"
 
 
 def _parse_json(value: Any) -> Any:
