@@ -131,6 +131,9 @@ def test_json_equal_compares_with_expected_text_and_keeps_types_apart() -> None:
     assert judge("json_equal", text_target('{"n": 1}', expected='{"n": 1.0}')).label == "pass"
     assert judge("json_equal", text_target('{"n": true}', expected='{"n": 1}')).label == "fail"
     assert judge("json_equal", text_target('{"n": "1"}', expected={"n": 1})).label == "fail"
+    assert judge("json_equal", text_target('"Paris"', expected="Paris")).label == "pass"
+    not_json = judge("json_equal", text_target("Paris", expected="Paris"))
+    assert not_json.label == "fail" and (not_json.explanation or "").startswith("output is not")
 
 
 def test_numeric_close_tolerances_and_extraction() -> None:

@@ -12,6 +12,7 @@ Most evaluators read one value of the target, named by ``field`` (default ``outp
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from datetime import datetime
@@ -289,10 +290,12 @@ def json_equal(target: EvalTarget, p: JsonEqualParams) -> Verdict:
     """The field, parsed as JSON, equals a JSON value (or the parsed expected value); object
     key order is ignored, list order is not."""
     want = _reference(target, p.value)
+    if isinstance(want, str):
+        with contextlib.suppress(ValueError):  # else a plain string, compared with a JSON one
+            want = parse_json(want)
     try:
         got = _load(target, p.field)
-        want = parse_json(want) if isinstance(want, str) else want
-    except (_NotJson, ValueError) as exc:
+    except _NotJson as exc:
         return Verdict(False, str(exc))
     diff = _first_difference(got, want, "", set(p.ignore_keys))
     if diff is None:
