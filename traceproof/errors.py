@@ -41,6 +41,11 @@ class ErrorCode(StrEnum):
     REQUEST_TOO_LARGE = "request_too_large"
     SERVER_BUSY = "server_busy"
     OTLP_PORT_TAKEN = "otlp_port_taken"
+    # traceproof.toml: a table that does not parse or validate, a name it does not declare, and
+    # a custom evaluator that cannot start (its module does not import, its interpreter is gone).
+    INVALID_CONFIG = "invalid_config"
+    UNKNOWN_EVALUATOR = "unknown_evaluator"
+    EVALUATOR_FAILED = "evaluator_failed"
     # A failure inside traceproof itself (details in the server log, never in the message).
     INTERNAL_ERROR = "internal_error"
 

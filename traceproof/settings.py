@@ -281,6 +281,27 @@ class Settings(BaseSettings):
         "proof, trajectories; default all): a host that wants a smaller tools/list asks for "
         "fewer. `traceproof mcp --toolsets` sets it too.",
     )
+    # Evaluators (traceproof/evals/).
+    eval_code_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Time limit of one batch of a custom code evaluator; past it the child "
+        "process is killed and the batch's unanswered targets record a timeout error. An "
+        "evaluator's own `timeout` in traceproof.toml overrides it.",
+    )
+    eval_code_batch_size: int = Field(
+        default=200,
+        ge=1,
+        le=100_000,
+        description="Targets sent to a custom code evaluator's child process per batch.",
+    )
+    eval_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Batches an evaluator runs at once (child processes for custom code, "
+        "concurrent calls for a judge).",
+    )
 
     def for_import(self) -> Settings:
         """These settings for a bulk import that holds the store alone (no concurrent readers,
