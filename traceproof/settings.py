@@ -252,7 +252,16 @@ class Settings(BaseSettings):
         ge=1,
         description="Heavy tool calls the server runs at once, each on a thread of its own: "
         "sql, jq, aggregate, search_spans with pattern or where, search_traces with regex or "
-        "where. One more answers [busy] (HTTP 503 with Retry-After) at once instead of queueing.",
+        "where. More wait for a slot (heavy_queue_max).",
+    )
+    heavy_queue_max: int = Field(
+        default=8,
+        ge=0,
+        description="Heavy tool calls that may wait for a heavy slot; the wait counts against "
+        "the call's time limit (sql_timeout_seconds) and a call whose limit passes while it "
+        "waits answers [busy] without running. One more than this answers [busy] (HTTP 503 "
+        "with Retry-After) at once. 8 lets a few agents' bursts queue briefly while a storm "
+        "of long queries is still refused quickly.",
     )
     ingest_threads: int = Field(
         default=2,
