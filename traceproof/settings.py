@@ -233,6 +233,15 @@ class Settings(BaseSettings):
         description="Time limit of one sql query (and of every tool's queries); the query is "
         "interrupted when it runs longer.",
     )
+    search_window_spans: int = Field(
+        default=50_000,
+        ge=1,
+        description="Spans in the first start_time window that a newest- or oldest-first regex "
+        "search (search_spans pattern, search_traces regex) reads; each next window holds as "
+        "many as all before it, and the search stops once its page is full, so a common pattern "
+        "reads a few percent of a large store and a rare one still reads each span once. A "
+        "scope with fewer than twice this many spans is read in one pass.",
+    )
     query_threads: int = Field(
         default=4,
         ge=1,
