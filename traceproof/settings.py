@@ -37,10 +37,13 @@ class Settings(BaseSettings):
         default=64, ge=1, description="Batches waiting for the writer before ingest is refused."
     )
     queue_max_bytes: int = Field(
-        default=256 * 1024 * 1024,
+        default=128 * 1024 * 1024,
         ge=1024 * 1024,
         description="Approximate bytes of decoded spans waiting for the writer before ingest "
-        "answers 503 with Retry-After. Bounds memory under overload.",
+        "answers 503 with Retry-After. Bounds memory under overload: 128 MB is a minute of "
+        "backlog at the writer's ~2,000 spans/s of 3 KB spans on a large store, so a longer "
+        "queue would only add memory (the server's RSS target is 1.5 GB: this, "
+        "max_body_bytes_in_flight, duckdb_memory_max and ~400 MB of Python and jq workers).",
     )
     commit_max_spans: int = Field(
         default=20_000,
@@ -67,12 +70,14 @@ class Settings(BaseSettings):
         description="Largest request body accepted on /api/v1/tools/* and /mcp (413 above).",
     )
     max_body_bytes_in_flight: int = Field(
-        default=256 * 1024 * 1024,
+        default=128 * 1024 * 1024,
         ge=1024 * 1024,
         description="Total bytes of request bodies being read or decoded at once, over every "
         "route (declared Content-Length counted up front, streamed and decompressed bytes as "
-        "they come). Beyond it requests answer 503 with Retry-After, unread. Bounds memory "
-        "when many senders post large bodies at once.",
+        "they come). Beyond it requests answer 503 with Retry-After once their body is read "
+        "and dropped in chunks. Bounds memory when many senders post large bodies at once; "
+        "128 MB still admits two bodies of the largest size (max_request_bytes) at once, more "
+        "than two ingest threads can decode.",
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,
@@ -126,9 +131,12 @@ class Settings(BaseSettings):
         default="512MB", description="Floor of an 'auto' memory_limit (small machines)."
     )
     duckdb_memory_max: str = Field(
-        default="1GB",
+        default="640MB",
         description="Ceiling of an 'auto' memory_limit (large machines): the server's RSS stays "
-        "near this plus the Python process (~200-400 MB); queries beyond it spill to disk.",
+        "near this plus the Python process and jq workers (~300-400 MB) and the ingest byte "
+        "budgets (queue_max_bytes, max_body_bytes_in_flight); queries beyond it spill to disk. "
+        "640 MB keeps a loaded server under 1.5 GB (1 GB was measured at 1.8 GB under ingest on "
+        "a 2M-span store) while every benchmark query still runs in memory.",
     )
     duckdb_temp_directory: str = Field(
         default="auto",
