@@ -307,9 +307,14 @@ def _matches(
     except ToolFailure:
         return {}
     marks = ", ".join("?" for _ in found)
+    # The page's start times bound the scan (DuckDB prunes by start_time before it reads a
+    # wide column; span_id alone was a full scan of the text, seconds on a large store).
+    times = [r["start_time"] for r in found]
     full = reader.dicts(
-        f"SELECT trace_id, span_id, {', '.join(_SEARCHED)} FROM spans WHERE span_id IN ({marks})",
-        [r["span_id"] for r in found],
+        f"SELECT trace_id, span_id, {', '.join(_SEARCHED)} FROM spans "
+        f"WHERE start_time >= ? AND start_time <= ? AND trace_id IN ({marks}) "
+        f"AND span_id IN ({marks})",
+        [min(times), max(times), *[r["trace_id"] for r in found], *[r["span_id"] for r in found]],
     )
     out: dict[tuple[str, str], SpanMatch] = {}
     for row in full:
