@@ -37,12 +37,12 @@ class Settings(BaseSettings):
         default=64, ge=1, description="Batches waiting for the writer before ingest is refused."
     )
     queue_max_bytes: int = Field(
-        default=128 * 1024 * 1024,
+        default=64 * 1024 * 1024,
         ge=1024 * 1024,
         description="Approximate bytes of decoded spans waiting for the writer before ingest "
-        "answers 503 with Retry-After. Bounds memory under overload: 128 MB is a minute of "
-        "backlog at the writer's ~2,000 spans/s of 3 KB spans on a large store, so a longer "
-        "queue would only add memory (the server's RSS target is 1.5 GB: this, "
+        "answers 503 with Retry-After. Bounds memory under overload: 64 MB is about ten "
+        "seconds of backlog at the writer's ~2,000 spans/s of 3 KB spans on a 2M-span store, so "
+        "a longer queue would only add memory (the server's RSS target is 1.5 GB: this, "
         "max_body_bytes_in_flight, duckdb_memory_max and ~400 MB of Python and jq workers).",
     )
     commit_max_spans: int = Field(
@@ -131,12 +131,14 @@ class Settings(BaseSettings):
         default="512MB", description="Floor of an 'auto' memory_limit (small machines)."
     )
     duckdb_memory_max: str = Field(
-        default="640MB",
+        default="800MB",
         description="Ceiling of an 'auto' memory_limit (large machines): the server's RSS stays "
         "near this plus the Python process and jq workers (~300-400 MB) and the ingest byte "
         "budgets (queue_max_bytes, max_body_bytes_in_flight); queries beyond it spill to disk. "
-        "640 MB keeps a loaded server under 1.5 GB (1 GB was measured at 1.8 GB under ingest on "
-        "a 2M-span store) while every benchmark query still runs in memory.",
+        "1 GB was measured at 1.8 GB RSS under ingest on a 2M-span store; at 640 MB that store's "
+        "checkpoints (the primary-key index and the rewritten row group must fit) took 40-110 s "
+        "instead of 5-8 s, so 800 MB. A store much larger than 2M spans needs more (set "
+        "duckdb_memory_limit).",
     )
     duckdb_temp_directory: str = Field(
         default="auto",
