@@ -249,10 +249,15 @@ class Run:
             stop.set()
             thread.join(timeout=a.call_timeout + 60)
             t0, recovered, deadline = time.monotonic(), None, time.monotonic() + a.recovery_timeout
+            probes, recovery = [], self.source("recovery")  # one stream: a new body each probe
             while time.monotonic() < deadline:  # one normal request and one call must succeed
-                probe = lg.run_senders(self.port, self.source("recovery"), 1, "recovery",
+                probe = lg.run_senders(self.port, recovery, 1, "recovery",
                                        self.ledger, threading.Event(), deadline, 1)  # fmt: skip
                 call = lg.run_callers(self.port, [light[:1]], deadline, threading.Event(), 30)
+                answer = f"{call[0].status} {call[0].code}" if call else None
+                probes.append({"at_s": round(time.monotonic() - t0, 2),
+                               "otlp_ok": probe.requests_ok, "otlp_retries": dict(probe.retries),
+                               "otlp_errors": dict(probe.errors), "call": answer})  # fmt: skip
                 if probe.requests_ok == 1 and call and call[0].status == 200:
                     recovered = time.monotonic() - t0
                     break
@@ -261,7 +266,8 @@ class Run:
             after = rss.last
         res = {"body_mb": per_body * 512 * self.meta["avg_span_bytes"] / MB,
                "otlp": otlp["stats"].summary(), "light": lg.summarize(samples),
-               "recovery_seconds": recovered, "rss_peak_mb": peak / MB,
+               "recovery_seconds": recovered, "recovery_probes": probes[-20:],
+               "rss_peak_mb": peak / MB,
                "rss_after_settle_mb": after / MB}  # fmt: skip
         self.say(f"overload: {res['otlp']['retries']} retries, recovered in {recovered}")
         return res

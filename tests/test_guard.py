@@ -7,6 +7,7 @@ streams whose memory is corrupt. Every refusal leaves the store as it was.
 
 from __future__ import annotations
 
+import http.client
 import json
 import struct
 import threading
@@ -347,3 +348,32 @@ def _guard_of(server: LiveServer) -> Any:
         layer = getattr(layer, "app", None)
     assert layer is not None, "no RequestGuard in the app"
     return layer
+
+
+def test_a_large_body_refused_for_the_budget_gets_its_503_not_a_reset(serve_with: Any) -> None:
+    """An exporter sends its whole body before it reads the answer: the guard reads and drops
+    the refused body (memory stays flat) and answers 503 with Retry-After on a connection that
+    stays usable, instead of closing it under the sender (a reset, seen as a network error)."""
+    server = serve_with(max_body_bytes_in_flight=1024 * 1024, retry_after_seconds=2)
+    release = stall_writer(server.store)
+    results: list[httpx2.Response] = []
+    try:
+        held = threading.Thread(
+            target=lambda: results.append(post(server, "/v1/traces", _big_otlp(1, 700_000), JSON))
+        )
+        held.start()
+        wait_until(lambda: _in_flight(server), what="the first request to hold its bytes")
+        body = _big_otlp(2, 24 * 1024 * 1024)
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        answers = []
+        for _ in range(2):  # the same connection answers twice: it was neither reset nor closed
+            connection.request("POST", "/v1/traces", body, {"content-type": JSON})
+            answer = connection.getresponse()
+            answers.append((answer.status, answer.getheader("retry-after"), answer.read()))
+        connection.close()
+    finally:
+        release.set()
+    held.join(30)
+    assert [(status, retry) for status, retry, _ in answers] == [(503, "2"), (503, "2")]
+    assert b"server_busy" in answers[0][2]
+    assert results[0].status_code == 200

@@ -105,7 +105,7 @@ def test_light_calls_and_otlp_answer_while_every_heavy_slot_runs_a_long_query(
 
 
 def test_the_heavy_call_past_the_limit_answers_busy_over_http_and_mcp(tmp_path: Path) -> None:
-    store = _store(tmp_path, heavy_queries=2, sql_timeout_seconds=10)
+    store = _store(tmp_path, heavy_queries=2, heavy_queue_max=0, sql_timeout_seconds=10)
 
     async def over_mcp() -> Any:
         async with Client(create_mcp_server(store)) as client:
@@ -130,6 +130,70 @@ def test_the_heavy_call_past_the_limit_answers_busy_over_http_and_mcp(tmp_path: 
     assert isinstance(answer.content[0], TextContent)
     assert answer.content[0].text.startswith("[busy] ")
     assert all(running)
+
+
+def test_a_heavy_call_beyond_the_slots_waits_for_one_and_one_past_the_queue_is_busy(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        db=tmp_path / "x.duckdb", heavy_queries=1, heavy_queue_max=1, sql_timeout_seconds=30
+    )
+    pools = Pools(settings)
+    release = threading.Event()
+
+    async def scenario() -> tuple[BaseException | None, str]:
+        first = asyncio.ensure_future(pools.run_tool("sql", {}, lambda: release.wait(30)))
+        while pools._heavy_running < 1:
+            await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(pools.run_tool("jq", {}, lambda: "second ran"))
+        while pools._heavy_waiting < 1:
+            await asyncio.sleep(0.01)
+        refused: BaseException | None = None
+        try:
+            await pools.run_tool("aggregate", {}, lambda: "third ran")
+        except ServerBusy as exc:
+            refused = exc
+        release.set()
+        await first
+        return refused, await second
+
+    refused, second = asyncio.run(scenario())
+    pools.close()
+    assert isinstance(refused, ServerBusy)
+    assert str(refused).startswith("[busy] ")
+    assert second == "second ran"
+    assert (pools._heavy_running, pools._heavy_waiting) == (0, 0)
+
+
+def test_a_waiting_heavy_call_answers_busy_when_its_deadline_passes(tmp_path: Path) -> None:
+    settings = Settings(
+        db=tmp_path / "x.duckdb", heavy_queries=1, heavy_queue_max=4, sql_timeout_seconds=0.3
+    )
+    pools = Pools(settings)
+    release = threading.Event()
+    ran: list[str] = []
+
+    async def scenario() -> tuple[BaseException | None, bool]:
+        first = asyncio.ensure_future(pools.run_tool("sql", {}, lambda: release.wait(30)))
+        while pools._heavy_running < 1:
+            await asyncio.sleep(0.01)
+        error: BaseException | None = None
+        try:
+            await pools.run_tool("sql", {}, lambda: ran.append("ran"))
+        except ServerBusy as exc:
+            error = exc
+        first_still_running = not first.done()
+        release.set()
+        await first
+        return error, first_still_running
+
+    error, first_still_running = asyncio.run(scenario())
+    pools.close()
+    # Answered at its deadline while the slot was still taken, not when the slot freed.
+    assert isinstance(error, ServerBusy)
+    assert first_still_running
+    assert ran == []
+    assert (pools._heavy_running, pools._heavy_waiting) == (0, 0)
 
 
 @pytest.mark.parametrize(

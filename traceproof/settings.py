@@ -37,10 +37,13 @@ class Settings(BaseSettings):
         default=64, ge=1, description="Batches waiting for the writer before ingest is refused."
     )
     queue_max_bytes: int = Field(
-        default=256 * 1024 * 1024,
+        default=64 * 1024 * 1024,
         ge=1024 * 1024,
         description="Approximate bytes of decoded spans waiting for the writer before ingest "
-        "answers 503 with Retry-After. Bounds memory under overload.",
+        "answers 503 with Retry-After. Bounds memory under overload: 64 MB is about ten "
+        "seconds of backlog at the writer's ~2,000 spans/s of 3 KB spans on a 2M-span store, so "
+        "a longer queue would only add memory (the server's RSS target is 1.5 GB: this, "
+        "max_body_bytes_in_flight, duckdb_memory_max and ~400 MB of Python and jq workers).",
     )
     commit_max_spans: int = Field(
         default=20_000,
@@ -67,12 +70,14 @@ class Settings(BaseSettings):
         description="Largest request body accepted on /api/v1/tools/* and /mcp (413 above).",
     )
     max_body_bytes_in_flight: int = Field(
-        default=256 * 1024 * 1024,
+        default=128 * 1024 * 1024,
         ge=1024 * 1024,
         description="Total bytes of request bodies being read or decoded at once, over every "
         "route (declared Content-Length counted up front, streamed and decompressed bytes as "
-        "they come). Beyond it requests answer 503 with Retry-After, unread. Bounds memory "
-        "when many senders post large bodies at once.",
+        "they come). Beyond it requests answer 503 with Retry-After once their body is read "
+        "and dropped in chunks. Bounds memory when many senders post large bodies at once; "
+        "128 MB still admits two bodies of the largest size (max_request_bytes) at once, more "
+        "than two ingest threads can decode.",
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,
@@ -126,9 +131,14 @@ class Settings(BaseSettings):
         default="512MB", description="Floor of an 'auto' memory_limit (small machines)."
     )
     duckdb_memory_max: str = Field(
-        default="1GB",
+        default="800MB",
         description="Ceiling of an 'auto' memory_limit (large machines): the server's RSS stays "
-        "near this plus the Python process (~200-400 MB); queries beyond it spill to disk.",
+        "near this plus the Python process and jq workers (~300-400 MB) and the ingest byte "
+        "budgets (queue_max_bytes, max_body_bytes_in_flight); queries beyond it spill to disk. "
+        "1 GB was measured at 1.8 GB RSS under ingest on a 2M-span store; at 640 MB that store's "
+        "checkpoints (the primary-key index and the rewritten row group must fit) took 40-110 s "
+        "instead of 5-8 s, so 800 MB. A store much larger than 2M spans needs more (set "
+        "duckdb_memory_limit).",
     )
     duckdb_temp_directory: str = Field(
         default="auto",
@@ -233,6 +243,16 @@ class Settings(BaseSettings):
         description="Time limit of one sql query (and of every tool's queries); the query is "
         "interrupted when it runs longer.",
     )
+    search_window_spans: int = Field(
+        default=25_000,
+        ge=1,
+        description="Spans in the first start_time window that a newest- or oldest-first regex "
+        "search (search_spans pattern, search_traces regex) reads; each next window holds as "
+        "many as all before it, and the search stops once its page is full, so a common pattern "
+        "reads a few percent of a large store and a rare one still reads each span once (on "
+        "2M spans: a common pattern's page in 0.9 s instead of 4.8 s). A scope with fewer than "
+        "twice this many spans is read in one pass.",
+    )
     query_threads: int = Field(
         default=4,
         ge=1,
@@ -252,7 +272,16 @@ class Settings(BaseSettings):
         ge=1,
         description="Heavy tool calls the server runs at once, each on a thread of its own: "
         "sql, jq, aggregate, search_spans with pattern or where, search_traces with regex or "
-        "where. One more answers [busy] (HTTP 503 with Retry-After) at once instead of queueing.",
+        "where. More wait for a slot (heavy_queue_max).",
+    )
+    heavy_queue_max: int = Field(
+        default=8,
+        ge=0,
+        description="Heavy tool calls that may wait for a heavy slot; the wait counts against "
+        "the call's time limit (sql_timeout_seconds) and a call whose limit passes while it "
+        "waits answers [busy] without running. One more than this answers [busy] (HTTP 503 "
+        "with Retry-After) at once. 8 lets a few agents' bursts queue briefly while a storm "
+        "of long queries is still refused quickly.",
     )
     ingest_threads: int = Field(
         default=2,

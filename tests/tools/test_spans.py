@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from traceproof.errors import ErrorCode
 from traceproof.ingest.normalize import Event, SpanRows
-from traceproof.storage import Store
+from traceproof.settings import Settings
+from traceproof.storage import Reader, Store
 from traceproof.tools.common import ToolFailure, size
 from traceproof.tools.spandoc import SELECT_COLUMNS, leaves
 from traceproof.tools.spans import get_span_data, search_spans
@@ -432,3 +435,87 @@ def test_the_snippet_of_a_pattern_only_re2_knows_shows_where_it_matched(store: S
     assert row.match is not None
     assert (row.match.path, row.match.offset) == ("input_value", 4)
     assert "«東京»" in row.match.snippet
+
+
+@pytest.fixture
+def many_spans(tmp_path: Path) -> Iterator[Store]:
+    """600 spans over ten minutes (out of time order on disk, with ties), one in three saying
+    "refund"; searches read them in windows of about 16 spans."""
+    settings = Settings(db=tmp_path / "windows.duckdb", search_window_spans=16)
+    with Store.open(settings.db, settings) as opened:
+        add_spans(
+            opened,
+            [
+                {
+                    "span_id": f"s{i:04d}",
+                    "trace_id": f"t{i % 41:03d}",
+                    "name": "step",
+                    "start_ms": (i * 7919) % 300 * 2000,  # two spans share each instant
+                    "attributes": {"input.value": "refund issued" if i % 3 == 0 else "quiet"},
+                }
+                for i in range(600)
+            ],
+        )
+        yield opened
+
+
+@pytest.mark.parametrize(
+    ("order_by", "order_sql"),
+    [
+        ("newest", "start_time DESC, trace_id DESC, span_id DESC"),
+        ("oldest", "start_time, trace_id, span_id"),
+    ],
+)
+@pytest.mark.parametrize("limit", [1, 7, 100])
+def test_a_pattern_search_read_in_time_windows_pages_exactly(
+    many_spans: Store, order_by: str, order_sql: str, limit: int
+) -> None:
+    with many_spans.reader() as reader:
+        expected = [
+            r[0]
+            for r in reader.rows(
+                f"SELECT span_id FROM spans WHERE input_value LIKE '%refund%' ORDER BY {order_sql}"
+            )
+        ]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = search_spans(
+            many_spans,
+            pattern="ref+und",
+            order_by=order_by,
+            limit=limit,
+            cursor=cursor,  # type: ignore[arg-type]
+        )
+        seen += [r.span_id for r in page.spans]
+        assert page.truncated == (page.next_cursor is not None)
+        assert all(r.match is not None for r in page.spans)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == expected and len(expected) == 200
+
+
+def test_a_newest_first_pattern_search_stops_reading_once_its_page_is_full(
+    many_spans: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spy on the store's reader (it runs every query unchanged): the page of a common pattern
+    is found in the newest spans, and the older ones are never searched."""
+    searched: list[tuple[str, list[Any]]] = []
+    dicts = Reader.dicts
+
+    def spy(self: Reader, sql: str, params: Any = None, *, untrusted: bool = False) -> Any:
+        if "regexp_matches" in sql and "ORDER BY" in sql:
+            searched.append((sql, list(params or [])))
+        return dicts(self, sql, params, untrusted=untrusted)
+
+    monkeypatch.setattr(Reader, "dicts", spy)
+    page = search_spans(many_spans, pattern="refund", limit=5)
+    assert len(page.spans) == 5 and page.truncated
+    # Every query that ran the regex had a lower bound on start_time: the oldest spans of the
+    # store (before the newest window's start) were not read.
+    assert searched and all("start_time >= ?" in sql for sql, _ in searched)
+    with many_spans.reader() as reader:
+        oldest = reader.scalar("SELECT min(start_time) FROM spans")
+    lowest = min(p for _, params in searched for p in params if isinstance(p, datetime))
+    assert lowest > oldest

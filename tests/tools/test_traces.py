@@ -6,7 +6,9 @@ and compared with the full set; every error code the tools raise is provoked.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +16,8 @@ from pydantic import BaseModel
 
 from tests.test_store import S, table
 from traceproof.errors import ErrorCode, TraceproofError
-from traceproof.storage import Store
+from traceproof.settings import Settings
+from traceproof.storage import Reader, Store
 from traceproof.tools.common import ToolFailure, encode_cursor, one_line, size
 from traceproof.tools.projects import list_projects
 from traceproof.tools.traces import TraceList, TraceRow, get_session, search_traces
@@ -524,3 +527,88 @@ def test_a_session_id_shared_by_two_projects_needs_a_project(store: Store) -> No
     assert error.code is ErrorCode.INVALID_ARGUMENT and "'p1'" in error.message
     view = get_session(store, session_id="s1", project="p2")
     assert [t.trace_id for t in view.turns] == ["tb"] and view.turn_count == 1
+
+
+# -- newest-first regex searches read the store in time windows ---------------------------------
+
+
+@pytest.fixture
+def windowed(tmp_path: Path) -> Iterator[Store]:
+    """123 traces written out of time order, three spans each; in one trace of three only a
+    late child (up to 80 s after the trace starts, many windows newer) says "refund"; searches
+    read the spans in windows of about 16. Trace "dup" exists in two projects at one instant."""
+    settings = Settings(db=tmp_path / "windows.duckdb", search_window_spans=16)
+    spans: list[S] = []
+    for i in range(120):
+        start, trace, project = (i * 37) % 120 * 1000, f"t{i:03d}", "q" if i % 7 == 0 else "p"
+        late = start + 20_000 * (i % 5)
+        spans += [
+            S(f"{trace}-r", None, "root", start, late + 10, trace_id=trace, project=project,
+              input="refund please" if i % 4 == 1 else "hello"),
+            S(f"{trace}-a", f"{trace}-r", "a", start + 500, start + 600, trace_id=trace,
+              project=project),
+            S(f"{trace}-b", f"{trace}-r", "b", late, late + 5, trace_id=trace, project=project,
+              input="refund issued" if i % 3 == 0 else "quiet"),
+        ]  # fmt: skip
+    for project in ("p", "q", "z"):
+        spans.append(S(f"dup-{project}", None, "root", 60_500, 60_600, trace_id="dup",
+                       project=project, input="a refund"))  # fmt: skip
+    with Store.open(settings.db, settings) as opened:
+        opened.write(table(spans))
+        yield opened
+
+
+def refund_traces(store: Store, order: str) -> list[tuple[str, str]]:
+    return [
+        (row[0], row[1])
+        for row in sql(
+            store,
+            "SELECT project, trace_id FROM traces t WHERE EXISTS (SELECT 1 FROM spans s WHERE "
+            "s.project = t.project AND s.trace_id = t.trace_id AND s.input_value LIKE '%refund%')"
+            f" {order}",
+        )
+    ]
+
+
+@pytest.mark.parametrize("limit", [1, 4, 100])
+@pytest.mark.parametrize("project", [None, "p"])
+def test_a_newest_first_regex_read_in_windows_pages_exactly(
+    windowed: Store, limit: int, project: str | None
+) -> None:
+    expected = [
+        pair
+        for pair in refund_traces(windowed, "ORDER BY start_time DESC, trace_id DESC, project DESC")
+        if project is None or pair[0] == project
+    ]
+    rows, pages = all_pages(windowed, regex="ref+und", limit=limit, project=project)
+    assert [(r.project, r.trace_id) for r in rows] == expected and len(expected) > 40
+    # The last page read to the end of the store knows the total; the first stopped early.
+    assert pages[-1].total in (None, len(expected))
+    if limit < 100:
+        assert pages[0].total is None and pages[0].truncated
+    else:
+        assert pages[0].total == len(expected)
+
+
+def test_a_newest_first_regex_stops_before_the_oldest_spans(
+    windowed: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spy on the store's reader (it runs every query unchanged): every query that ran the
+    regex had a lower bound on start_time above the store's oldest span."""
+    searched: list[list[Any]] = []
+    rows = Reader.rows
+
+    def spy(self: Reader, query: str, params: Any = None, *, untrusted: bool = False) -> Any:
+        if "regexp_matches" in query and "FROM spans" in query:
+            searched.append(list(params or []))
+        return rows(self, query, params, untrusted=untrusted)
+
+    monkeypatch.setattr(Reader, "rows", spy)
+    page = search_traces(windowed, regex="refund", limit=3)
+    monkeypatch.undo()
+    assert len(page.traces) == 3 and page.truncated
+    expected = refund_traces(windowed, "ORDER BY start_time DESC, trace_id DESC, project DESC")
+    assert [(r.project, r.trace_id) for r in page.traces] == expected[:3]
+    (oldest,) = sql(windowed, "SELECT min(start_time) FROM spans")[0]
+    assert searched
+    assert all(any(isinstance(p, datetime) and p > oldest for p in ps) for ps in searched)

@@ -19,7 +19,9 @@ before any handler runs:
   streamed bytes pass it.
 - All bodies being read or decoded at once hold at most ``max_body_bytes_in_flight`` bytes: a
   request whose declared length does not fit answers 503 with ``Retry-After``
-  (``server_busy``) without being read; streamed bytes beyond the declared length, and bytes a
+  (``server_busy``) after its body is read and dropped chunk by chunk (so a sender that writes
+  its whole body before reading gets the 503, not a reset connection, and no memory is held);
+  streamed bytes beyond the declared length, and bytes a
   handler adds (a decompressed OTLP body, through :func:`reserve`), are counted as they come.
   A request is always admitted when nothing else is in flight, so no body within its route's
   limit is refused forever.
@@ -176,7 +178,8 @@ class RequestGuard:
             return
         reservation = Reservation(self.budget)
         if not reservation.start(declared or 0):
-            await self._refuse(scope, send, rule, headers, *_busy())
+            drained = await _drain(receive, rule.limit)
+            await self._refuse(scope, send, rule, headers, *_busy(), drained=drained)
             return
         await self._guarded(scope, receive, send, rule, headers, reservation)
 
@@ -191,12 +194,14 @@ class RequestGuard:
     ) -> None:
         received = 0
         started = False
+        finished = False  # the whole body was received
 
         async def counted_receive() -> Message:
-            nonlocal received
+            nonlocal received, finished
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                finished = not message.get("more_body", False)
                 if received > rule.limit:
                     raise _Refused(*_too_large(received, rule.limit))
                 if not reservation.grow(received - reservation.held):
@@ -215,9 +220,13 @@ class RequestGuard:
         except _Refused as refused:
             if started:
                 raise
-            await self._refuse(
-                scope, send, rule, headers, refused.status, refused.code, refused.message
+            drained = finished or (
+                refused.status == 503 and await _drain(receive, rule.limit - received)
             )
+            await self._refuse(
+                scope, send, rule, headers, refused.status, refused.code, refused.message,
+                drained=drained,
+            )  # fmt: skip
         finally:
             reservation.close()
 
@@ -230,10 +239,13 @@ class RequestGuard:
         status: int,
         code: ErrorCode,
         message: str,
+        *,
+        drained: bool = False,
     ) -> None:
         await _refuse(
-            scope, send, rule, headers, status, code, message, self.settings.retry_after_seconds
-        )
+            scope, send, rule, headers, status, code, message, self.settings.retry_after_seconds,
+            drained=drained,
+        )  # fmt: skip
 
     def _rule(self, path: str) -> _Rule:
         settings = self.settings
@@ -244,6 +256,24 @@ class RequestGuard:
         if path.startswith("/api/"):
             return _Rule(settings.max_api_request_bytes, ("application/json",))
         return _Rule(settings.max_api_request_bytes)
+
+
+async def _drain(receive: Receive, limit: int) -> bool:
+    """Read and drop the rest of a refused request's body, one chunk at a time (memory stays
+    flat: the server hands over what it has buffered), up to ``limit`` bytes. True when the
+    whole body was read, so the answer reaches a sender that writes its whole body before it
+    reads (most exporters) and the connection stays usable; False when the body is longer or
+    the client left (then the answer closes the connection)."""
+    read = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return False
+        read += len(message.get("body", b""))
+        if read > limit:
+            return False
+        if not message.get("more_body", False):
+            return True
 
 
 def _matches(value: str | None, allowed: frozenset[str]) -> bool:
@@ -288,6 +318,8 @@ async def _refuse(
     code: ErrorCode,
     message: str,
     retry_after: int,
+    *,
+    drained: bool = False,
 ) -> None:
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008})
@@ -306,7 +338,7 @@ async def _refuse(
         (b"content-type", media.encode()),
         (b"content-length", str(len(body)).encode()),
     ]
-    if status in (413, 503):
+    if status in (413, 503) and not drained:
         # The body was not (fully) read: tell the client this connection is done with.
         response_headers.append((b"connection", b"close"))
     log.info("refused %s %s: %s %s", scope.get("method"), scope.get("path"), status, code)

@@ -7,9 +7,10 @@ Three bounded thread pools per store, sized by settings:
 - **heavy** (``heavy_queries``): the calls that may scan much of the store or run an agent's
   code, and so may run for their whole time limit: ``sql``, ``jq``, ``aggregate``,
   ``search_spans`` with ``pattern`` or ``where``, ``search_traces`` with ``regex`` or ``where``.
-  There are as many threads as slots and a heavy call never queues: with every slot taken the
-  next one answers ``[busy]`` at once (HTTP 503 with Retry-After), so an agent learns to retry
-  instead of waiting out a pile of long queries.
+  There are as many threads as slots. With every slot taken a heavy call waits for one, at most
+  ``heavy_queue_max`` of them; one more answers ``[busy]`` at once (HTTP 503 with Retry-After),
+  and so does a waiting call whose deadline passes before a slot frees, so an agent learns to
+  retry instead of waiting out a pile of long queries.
 - **light** (``query_threads``): everything else, each bounded by an index lookup or one trace
   (``list_projects``, ``get_trace_preview``, ``get_span_data``, ``find_in_trace``, searches
   without regex or where, ``describe_schema``, ``get_session``). At most ``query_queue_max``
@@ -17,8 +18,8 @@ Three bounded thread pools per store, sized by settings:
 
 Every call has one deadline, set when it arrives: ``sql_timeout_seconds`` later. Time spent
 waiting for a thread counts against it (a call that waited 4 s of a 10 s limit has 6 s left for
-its queries; see :func:`traceproof.storage.reader.call_deadline`), and a call that waited its
-whole limit answers ``[busy]`` without running.
+its queries; see :func:`traceproof.storage.reader.call_deadline`), and a call that waits its
+whole limit answers ``[busy]`` then, without running.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class Pools:
         self.heavy = ThreadPoolExecutor(settings.heavy_queries, "traceproof-heavy")
         self._lock = threading.Lock()
         self._heavy_running = 0
+        self._heavy_waiting = 0
         self._light_waiting = 0
 
     async def decode(self, fn: Callable[..., T], *args: Any) -> T:
@@ -101,7 +103,8 @@ class Pools:
 
     async def run_tool(self, name: str, arguments: Any, call: Callable[[], T]) -> T:
         """``call()`` (tool ``name`` with ``arguments``) on the light or heavy pool, under the
-        call's deadline. Raises :class:`ServerBusy` when it cannot run now."""
+        call's deadline. Raises :class:`ServerBusy` when it cannot run now: its queue is full,
+        or its deadline passes while it waits for a thread."""
         check_text(arguments)
         limit = self.settings.sql_timeout_seconds
         deadline = time.monotonic() + limit
@@ -110,34 +113,48 @@ class Pools:
         started = threading.Event()
 
         def work() -> T:
+            self._start(heavy)
             started.set()
-            if not heavy:
-                self._leave_queue()
             if time.monotonic() >= deadline:
-                raise ServerBusy(
-                    f"{name} waited its whole time limit ({limit:g} s) for a worker and did not "
-                    "run. The server is overloaded; retry shortly.",
-                    self.settings.retry_after_seconds,
-                )
+                raise self._waited_too_long(name, limit)
             with call_deadline(deadline):
                 return call()
 
         future: Future[T] = (self.heavy if heavy else self.light).submit(work)
         future.add_done_callback(lambda f: self._done(heavy, started.is_set()))
-        return await asyncio.wrap_future(future)
+        waiting = asyncio.wrap_future(future)
+        try:
+            # Wait for a thread no longer than the deadline; once running, the call's queries
+            # stop at the same deadline themselves.
+            return await asyncio.wait_for(
+                asyncio.shield(waiting), timeout=max(0.0, deadline - time.monotonic())
+            )
+        except TimeoutError:
+            if future.cancel():  # still waiting for a thread: it never runs
+                raise self._waited_too_long(name, limit) from None
+            return await waiting
+
+    def _waited_too_long(self, name: str, limit: float) -> ServerBusy:
+        return ServerBusy(
+            f"{name} waited its whole time limit ({limit:g} s) for a worker and did not "
+            "run. The server is overloaded; retry shortly.",
+            self.settings.retry_after_seconds,
+        )
 
     def _enter(self, name: str, heavy: bool) -> None:
         retry = self.settings.retry_after_seconds
         with self._lock:
             if heavy:
-                if self._heavy_running >= self.settings.heavy_queries:
+                slots, queue = self.settings.heavy_queries, self.settings.heavy_queue_max
+                if self._heavy_running + self._heavy_waiting >= slots + queue:
                     raise ServerBusy(
-                        f"{name} is a heavy query and all {self.settings.heavy_queries} heavy "
-                        f"query slots are taken. Retry in {retry} s, or narrow the call (a "
-                        "trace_id, a project, a time window) so it runs as a light one.",
+                        f"{name} is a heavy query; all {slots} heavy query slots are taken "
+                        f"and {self._heavy_waiting} heavy calls are waiting. Retry in {retry} "
+                        "s, or narrow the call (a trace_id, a project, a time window) so it "
+                        "runs as a light one.",
                         retry,
                     )
-                self._heavy_running += 1
+                self._heavy_waiting += 1
             else:
                 if self._light_waiting >= self.settings.query_queue_max:
                     raise ServerBusy(
@@ -147,15 +164,22 @@ class Pools:
                     )
                 self._light_waiting += 1
 
-    def _leave_queue(self) -> None:
+    def _start(self, heavy: bool) -> None:
         with self._lock:
-            self._light_waiting -= 1
+            if heavy:
+                self._heavy_waiting -= 1
+                self._heavy_running += 1
+            else:
+                self._light_waiting -= 1
 
     def _done(self, heavy: bool, started: bool) -> None:
         with self._lock:
-            if heavy:
-                self._heavy_running -= 1
-            elif not started:  # cancelled while waiting
+            if started:
+                if heavy:
+                    self._heavy_running -= 1
+            elif heavy:  # cancelled while waiting
+                self._heavy_waiting -= 1
+            else:
                 self._light_waiting -= 1
 
     def close(self) -> None:

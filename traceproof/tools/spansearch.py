@@ -50,6 +50,7 @@ from traceproof.tools.filters import (
 from traceproof.tools.find import compile_regex, fingerprint, snippet
 from traceproof.tools.paging import NEXT_CALL_DESCRIPTION, next_call, tidy
 from traceproof.tools.spandoc import TEXT_COLUMNS, Leaf, leaves
+from traceproof.tools.windows import WHOLE, time_windows, window_sql
 
 PREVIEW_CHARS = 160
 SNIPPET_CONTEXT = 60
@@ -141,20 +142,42 @@ def search_spans(
         project, since, until, status, span_kind, name, session_id, where, trace_id, pattern,
         ignore_case, order_by,
     )  # fmt: skip
+    scope, scope_params = _window_scope(spec, trace_id)
     if cursor is not None:
-        key_sql, key_params = _after(order, _cursor_key(cursor, digest, order))
+        key = _cursor_key(cursor, digest, order)
+        key_sql, key_params = _after(order, key)
         condition += f" AND ({key_sql})"
         params.extend(key_params)
-    sql = (
+        if order[0][0] == "start_time":  # the scan starts at the cursor's instant
+            scope += f" AND start_time {'<=' if order[0][1] == 'DESC' else '>='} ?"
+            scope_params.append(key[0])
+    columns = (
         "SELECT span_id, trace_id, name, span_kind, status, start_time, latency_ms, model, "
         f"tool_name, left(input_value, {PREVIEW_CHARS * 2}) AS input_head, "
-        f"left(error_message, {PREVIEW_CHARS * 2}) AS error_head FROM {span_source(condition)} "
-        f"WHERE {condition} "
-        f"ORDER BY {', '.join(f'{c} {d}' for c, d in order)} LIMIT {limit + 1}"
+        f"left(error_message, {PREVIEW_CHARS * 2}) AS error_head FROM {span_source(condition)}"
     )
+    sort = ", ".join(f"{c} {d}" for c, d in order)
     with store.reader(timeout=store.settings.sql_timeout_seconds) as reader:
-        with where_errors(where):
-            found = reader.dicts(sql, params, untrusted=spec.untrusted)
+        windows = WHOLE
+        if pattern is not None and order[0][0] == "start_time":
+            windows = time_windows(
+                reader,
+                scope,
+                scope_params,
+                descending=order[0][1] == "DESC",
+                first_spans=store.settings.search_window_spans,
+            )
+        found: list[dict[str, Any]] = []
+        for window in windows:  # in sort order: stop once a page (and one more row) is found
+            inside, inside_params = window_sql(window)
+            sql = (
+                f"{columns} WHERE {condition} AND {inside} ORDER BY {sort} "
+                f"LIMIT {limit + 1 - len(found)}"
+            )
+            with where_errors(where):
+                found += reader.dicts(sql, params + inside_params, untrusted=spec.untrusted)
+            if len(found) > limit:
+                break
         more = len(found) > limit
         found = found[:limit]
         matches = _matches(reader, found, pattern, ignore_case) if pattern is not None else {}
@@ -166,6 +189,17 @@ def search_spans(
             row.trace_id = None
     result = SpanList(spans=rows, truncated=more, note=note)
     return _fit(result, found, more, order, digest, room)
+
+
+def _window_scope(spec: SpanFilter, trace_id: str | None) -> tuple[str, list[Any]]:
+    """The trusted, cheap part of the filters (no where, no session join): what the time
+    windows are sized by."""
+    cheap = replace(spec, where=None, session_id=None)
+    scope, params = cheap.sql()
+    if trace_id is not None:
+        scope += " AND trace_id = ?"
+        params.append(trace_id)
+    return scope, params
 
 
 def _condition(
@@ -266,9 +300,14 @@ def _matches(
     except ToolFailure:
         return {}
     marks = ", ".join("?" for _ in found)
+    # The page's start times bound the scan (DuckDB prunes by start_time before it reads a
+    # wide column; span_id alone was a full scan of the text, seconds on a large store).
+    times = [r["start_time"] for r in found]
     full = reader.dicts(
-        f"SELECT trace_id, span_id, {', '.join(_SEARCHED)} FROM spans WHERE span_id IN ({marks})",
-        [r["span_id"] for r in found],
+        f"SELECT trace_id, span_id, {', '.join(_SEARCHED)} FROM spans "
+        f"WHERE start_time >= ? AND start_time <= ? AND trace_id IN ({marks}) "
+        f"AND span_id IN ({marks})",
+        [min(times), max(times), *[r["trace_id"] for r in found], *[r["span_id"] for r in found]],
     )
     out: dict[tuple[str, str], SpanMatch] = {}
     for row in full:

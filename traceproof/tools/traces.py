@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -51,6 +51,7 @@ from traceproof.tools.paging import (
     tidy,
 )
 from traceproof.tools.sessions import SessionTurn, SessionView, get_session
+from traceproof.tools.windows import Window, time_windows, window_sql
 
 __all__ = [
     "SessionTurn",
@@ -60,6 +61,8 @@ __all__ = [
     "get_session",
     "search_traces",
 ]
+
+_EPOCH = datetime(1970, 1, 1)
 
 #: Characters of a one-line input/output preview in a search_traces row.
 ROW_PREVIEW_CHARS = 100
@@ -106,7 +109,10 @@ class TraceRow(BaseModel):
 
 class TraceList(BaseModel):
     traces: list[TraceRow] = Field(description="Matching traces, in the order asked for.")
-    total: int = Field(description="Traces matching the filters, over all pages.")
+    total: int | None = Field(
+        description="Traces matching the filters, over all pages; null when a newest-first "
+        "regex search stopped reading once its page was full (truncated still tells)."
+    )
     truncated: bool = Field(description="True when more matching traces follow this page.")
     next_cursor: str | None = Field(default=None, description="Cursor of the next page.")
     next_call: str | None = Field(default=None, description=NEXT_CALL_DESCRIPTION)
@@ -173,7 +179,7 @@ def search_traces(
             check_project(reader, project)
         if regex is not None:
             check_regex(reader, regex, name="regex")
-        found, total = query.page(reader, after, limit + 1)
+        found, total = query.page(reader, after, limit + 1, store.settings.search_window_spans)
         note = _why_empty(reader, query) if not found and cursor is None else None
     rows = [_trace_row(raw) for raw in found[:limit]]
     keys = [raw["keys"] for raw in found[:limit]]
@@ -240,9 +246,18 @@ class _TraceQuery:
         return hashlib.sha256(orjson.dumps(self.arguments())).hexdigest()[:12]
 
     def page(
-        self, reader: Reader, after: list[Any] | None, fetch: int
-    ) -> tuple[list[dict[str, Any]], int]:
-        """Up to ``fetch`` rows after the keyset ``after``, and the count of all matches."""
+        self, reader: Reader, after: list[Any] | None, fetch: int, window_spans: int
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Up to ``fetch`` rows after the keyset ``after``, and the count of all matches
+        (``None`` when a windowed regex search stopped before reading every span)."""
+        simple = self.where is None and self.span_kind is None
+        if self.regex is not None and simple and self.order_by == "newest":
+            scope, scope_params = self._span_scope()
+            windows = time_windows(
+                reader, scope, scope_params, descending=True, first_spans=window_spans
+            )
+            if len(windows) > 1:
+                return self._page_in_windows(reader, after, fetch, windows)
         ctes, params = self._hit_ctes()
         conditions, condition_params = self._trace_conditions()
         params += condition_params
@@ -274,6 +289,79 @@ class _TraceQuery:
         for row in rows:
             row["keys"] = [row.pop(f"k{i}") for i in range(width)]
         return rows, int(rows[0]["total"])
+
+    def _page_in_windows(
+        self, reader: Reader, after: list[Any] | None, fetch: int, windows: list[Window]
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """The newest-first regex page, reading spans in start_time windows from the newest.
+
+        Every span of a trace starts at or after the trace's start, so once the spans from
+        instant ``lo`` on have been searched, every trace that starts at or after ``lo`` is
+        known to match or not; traces found through newer spans but starting earlier wait until
+        a window reaches their start. The search stops as soon as ``fetch`` known traces follow
+        the cursor: no trace not yet known can sort before them."""
+        scope, scope_params = self._span_scope()
+        conditions, condition_params = self._trace_conditions()
+        key_columns = ", ".join(f"{sql} AS k{i}" for i, (sql, _) in enumerate(self.keys))
+        keyset, keyset_params = _keyset_sql(self.keys, after)
+        flags = "'i'" if self.ignore_case else "''"
+        tests = " OR ".join(f"regexp_matches({f}, ?, {flags})" for f in _TEXT_FIELDS)
+        matched: dict[tuple[str, str], tuple[list[Any], bool]] = {}
+        ready: list[list[Any]] = []
+        complete = True
+        for n, window in enumerate(windows):
+            inside, inside_params = window_sql(window)
+            sql = f"""
+                WITH hits AS (
+                    SELECT DISTINCT project, trace_id FROM spans
+                    WHERE {scope} AND {inside} AND ({tests})
+                )
+                SELECT *, ({keyset}) AS after_cursor FROM (
+                    SELECT t.project, t.trace_id, {key_columns} FROM traces t
+                    SEMI JOIN hits ON hits.project = t.project AND hits.trace_id = t.trace_id
+                    WHERE {conditions}
+                ) m
+            """
+            params = [
+                *scope_params, *inside_params, *[self.regex] * len(_TEXT_FIELDS),
+                *keyset_params, *condition_params,
+            ]  # fmt: skip
+            width = len(self.keys)
+            for hit in reader.rows(sql, params):
+                matched[(hit[0], hit[1])] = (list(hit[2 : 2 + width]), bool(hit[2 + width]))
+            lo = window[0]
+            since = None if lo is None else (lo - _EPOCH) // timedelta(microseconds=1)
+            ready = sorted(
+                (
+                    keys
+                    for keys, later in matched.values()
+                    if later and (since is None or keys[0] >= since)
+                ),
+                key=tuple,
+                reverse=True,
+            )
+            if len(ready) >= fetch:
+                complete = n == len(windows) - 1
+                break
+        page = ready[:fetch]
+        if not page:
+            return [], len(matched)
+        marks = ", ".join("?" for _ in page)
+        details = reader.dicts(
+            f"""SELECT t.project, t.trace_id, t.name, t.start_time, t.latency_ms, t.span_count,
+                       t.error_count, t.total_tokens, t.session_id,
+                       left(t.input_preview, {ROW_PREVIEW_CHARS * 4}) AS input,
+                       left(t.output_preview, {ROW_PREVIEW_CHARS * 4}) AS output
+                FROM traces t WHERE t.trace_id IN ({marks})""",
+            [keys[-2] for keys in page],
+        )
+        by_id = {(d["project"], d["trace_id"]): d for d in details}
+        rows = []
+        for keys in page:
+            row = by_id[(keys[-1], keys[-2])]
+            row["keys"] = keys
+            rows.append(row)
+        return rows, len(matched) if complete else None
 
     def _count(self, reader: Reader) -> int:
         ctes, params = self._hit_ctes()
