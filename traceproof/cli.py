@@ -30,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from traceproof import __version__
-from traceproof.errors import TraceproofError
+from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.ingest.files import ImportSummary, Sink, import_files
 from traceproof.remote import RemoteStore
 from traceproof.settings import Settings
@@ -84,9 +84,22 @@ def _check_toolsets(settings: Settings, source: str) -> None:
         raise click.BadParameter(str(exc), param_hint=source) from None
 
 
+#: What a read command says when there is no store where it looked.
+NO_STORE = (
+    "No store at {path}. Run `traceproof serve --demo` to try traceproof on demo data; to read "
+    "another store pass --db PATH or set TRACEPROOF_DB, or run the command in the project's "
+    "directory (its store is .traceproof/traceproof.duckdb)."
+)
+
+
 @contextmanager
-def _store_or_remote(settings: Settings) -> Iterator[Store | RemoteStore]:
-    """The store itself, or the running server that holds it."""
+def _store_or_remote(settings: Settings, *, create: bool = False) -> Iterator[Store | RemoteStore]:
+    """The store itself, or the running server that holds it. Without ``create`` a store that
+    does not exist is an error (``not_found``): reading never leaves an empty store behind.
+    (A server holding a store has created its file, so the file tells.)"""
+    if not create and not settings.db.exists():
+        path = settings.db.resolve()
+        raise TraceproofError(NO_STORE.format(path=path), code=ErrorCode.NOT_FOUND)
     try:
         store = Store.open(settings.db, settings)
     except StoreLocked as exc:
@@ -177,7 +190,7 @@ def ingest(paths: tuple[Path, ...], db: Path | None, project: str | None, as_jso
     """Import traces from files: OTLP/JSON, OTLP protobuf or span JSON lines (gzip or not)."""
     settings = _settings(db)
     try:
-        with _store_or_remote(settings.for_import()) as store:
+        with _store_or_remote(settings.for_import(), create=True) as store:
             sink: Sink = lambda table: store.submit(table, wait=None)  # noqa: E731
             summary = _run_import(list(paths), sink, settings, project)
     except TraceproofError as exc:
