@@ -233,9 +233,9 @@ def test_stats_table_shows_whole_project_names(
         if line.startswith("│")
     ]
     assert cells == [
-        ["billing-service", "1", "1", "0", "2026-01-01 00:00:01", "2026-01-01 00:00:01"],
-        [long_name, "1", "1", "0", "2026-01-01 00:00:00", "2026-01-01 00:00:00"],
-        ["default", "2", "5", "2", "2026-01-01 00:00:00", "2026-01-01 00:01:00"],
+        ["billing-service", "1", "1", "0", "2026-01-01 00:00:01Z", "2026-01-01 00:00:01Z"],
+        [long_name, "1", "1", "0", "2026-01-01 00:00:00Z", "2026-01-01 00:00:00Z"],
+        ["default", "2", "5", "2", "2026-01-01 00:00:00Z", "2026-01-01 00:01:00Z"],
     ]
     # JSON output is never wrapped to the terminal width, whatever the length of a value.
     stats = json.loads(run(runner, "stats", "--db", db, "--json").stdout)
