@@ -114,7 +114,16 @@ EXPECTED_STATS = {
 }
 
 
+def empty_store(path: Path) -> Path:
+    """A store file holding no spans, as `traceproof serve` leaves it before any arrive."""
+    from traceproof.storage import Store
+
+    Store.open(path).close()
+    return path
+
+
 def test_stats_json_on_an_empty_store_lists_no_projects(runner: CliRunner, tmp_path: Path) -> None:
+    empty_store(tmp_path / "empty.duckdb")
     result = run(runner, "stats", "--db", tmp_path / "empty.duckdb", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"projects": []}
@@ -189,6 +198,7 @@ def test_db_option_and_environment_choose_the_store(
     monkeypatch.delenv("TRACEPROOF_DB", raising=False)
     first, second = tmp_path / "first.duckdb", tmp_path / "second.duckdb"
     assert run(runner, "ingest", spans_file, "--db", first).exit_code == 0
+    empty_store(second)
 
     def spans_in(*args: str | Path, env: dict[str, str] | None = None) -> int:
         result = run(runner, "stats", "--json", *args, env=env)
@@ -223,9 +233,9 @@ def test_stats_table_shows_whole_project_names(
         if line.startswith("│")
     ]
     assert cells == [
-        ["billing-service", "1", "1", "0", "2026-01-01 00:00:01", "2026-01-01 00:00:01"],
-        [long_name, "1", "1", "0", "2026-01-01 00:00:00", "2026-01-01 00:00:00"],
-        ["default", "2", "5", "2", "2026-01-01 00:00:00", "2026-01-01 00:01:00"],
+        ["billing-service", "1", "1", "0", "2026-01-01 00:00:01Z", "2026-01-01 00:00:01Z"],
+        [long_name, "1", "1", "0", "2026-01-01 00:00:00Z", "2026-01-01 00:00:00Z"],
+        ["default", "2", "5", "2", "2026-01-01 00:00:00Z", "2026-01-01 00:01:00Z"],
     ]
     # JSON output is never wrapped to the terminal width, whatever the length of a value.
     stats = json.loads(run(runner, "stats", "--db", db, "--json").stdout)

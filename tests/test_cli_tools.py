@@ -372,7 +372,7 @@ TOOL_NAMES = ("list_projects", "search_traces", "get_trace_preview", "get_span_d
     ("args", "command"),
     [
         (["trace", "f" * 32], "traceproof traces"),
-        (["session", "no-such-session"], "traceproof traces"),
+        (["session", "no-such-session"], "traceproof sql"),
         (["span", "0000000000000000"], "traceproof trace"),
     ],
 )
@@ -385,6 +385,22 @@ def test_errors_name_commands_to_run_not_tools_to_call(
     assert f"`{command}" in said and "un `traceproof" in said
     assert not [name for name in TOOL_NAMES if name in said]
     assert "Call " not in said
+
+
+def test_an_unknown_session_says_how_to_list_sessions_in_a_persons_words(
+    runner: CliRunner, demo: Facts
+) -> None:
+    result = run(runner, "session", "sess-9999", "--db", demo.db)
+    assert result.exit_code == 1
+    said = " ".join(result.stderr.split())
+    assert said.startswith("error: [unknown_session] No session 'sess-9999'. Run `traceproof sql")
+    assert "from sessions order by start_time desc" in said and "`traceproof traces`" in said
+    for agents_words in ("unset", "session_id unset", "view", "Call ", "search_traces"):
+        assert agents_words not in said
+    # The query it gives runs and lists the demo's sessions.
+    query = said.split("`traceproof sql ", 1)[1].split("`", 1)[0].strip('"')
+    listed = as_json(runner, "sql", query, "--db", demo.db)
+    assert demo.session in [row[0] for row in listed["rows"]]
 
 
 def test_agents_still_read_tool_names_in_the_same_errors(demo_store: Store) -> None:

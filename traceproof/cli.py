@@ -6,12 +6,12 @@ act on, with exit status 1 (2 when an import finished but rejected some input).
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +26,14 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
-from rich.text import Text
 
 from traceproof import __version__
-from traceproof.errors import TraceproofError
+from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.ingest.files import ImportSummary, Sink, import_files
 from traceproof.remote import RemoteStore
 from traceproof.settings import Settings
 from traceproof.storage import Store, StoreLocked
+from traceproof.tools.common import iso_time
 from traceproof.tools.stats import StoreStats, get_stats
 
 err = Console(stderr=True)
@@ -84,9 +83,22 @@ def _check_toolsets(settings: Settings, source: str) -> None:
         raise click.BadParameter(str(exc), param_hint=source) from None
 
 
+#: What a read command says when there is no store where it looked.
+NO_STORE = (
+    "No store at {path}. Run `traceproof serve --demo` to try traceproof on demo data; to read "
+    "another store pass --db PATH or set TRACEPROOF_DB, or run the command in the project's "
+    "directory (its store is .traceproof/traceproof.duckdb)."
+)
+
+
 @contextmanager
-def _store_or_remote(settings: Settings) -> Iterator[Store | RemoteStore]:
-    """The store itself, or the running server that holds it."""
+def _store_or_remote(settings: Settings, *, create: bool = False) -> Iterator[Store | RemoteStore]:
+    """The store itself, or the running server that holds it. Without ``create`` a store that
+    does not exist is an error (``not_found``): reading never leaves an empty store behind.
+    (A server holding a store has created its file, so the file tells.)"""
+    if not create and not settings.db.exists():
+        path = settings.db.resolve()
+        raise TraceproofError(NO_STORE.format(path=path), code=ErrorCode.NOT_FOUND)
     try:
         store = Store.open(settings.db, settings)
     except StoreLocked as exc:
@@ -177,7 +189,7 @@ def ingest(paths: tuple[Path, ...], db: Path | None, project: str | None, as_jso
     """Import traces from files: OTLP/JSON, OTLP protobuf or span JSON lines (gzip or not)."""
     settings = _settings(db)
     try:
-        with _store_or_remote(settings.for_import()) as store:
+        with _store_or_remote(settings.for_import(), create=True) as store:
             sink: Sink = lambda table: store.submit(table, wait=None)  # noqa: E731
             summary = _run_import(list(paths), sink, settings, project)
     except TraceproofError as exc:
@@ -247,28 +259,22 @@ def stats(db: Path | None, as_json: bool) -> None:
     _print_stats(result)
 
 
+def _iso(time: datetime | None) -> str | None:
+    return iso_time(time) if time is not None else None
+
+
 def _print_stats(result: StoreStats) -> None:
+    from traceproof.cli_render import render_table
+
     if not result.projects:
         out.print("The store is empty. Send traces to /v1/traces or run traceproof ingest.")
         return
-    table = Table("project", "traces", "spans", "errors", "first span", "last span")
-    table.columns[0].overflow = "fold"  # a narrow terminal wraps a name; it never cuts it
-    for column in table.columns[4:]:
-        column.no_wrap = True
-    for p in result.projects:
-        table.add_row(
-            Text(p.project),
-            f"{p.traces:,}",
-            f"{p.spans:,}",
-            f"{p.errors:,}",
-            f"{p.first_span:%Y-%m-%d %H:%M:%S}" if p.first_span else "-",
-            f"{p.last_span:%Y-%m-%d %H:%M:%S}" if p.last_span else "-",
-        )
-    if out.is_terminal:
-        out.print(table)
-    else:  # piped or captured: full width, so that no project name is cut
-        natural = Console(file=io.StringIO(), width=100_000).measure(table).maximum
-        Console(file=out.file, width=max(natural, out.width)).print(table)
+    rows = [
+        [p.project, p.traces, p.spans, p.errors, _iso(p.first_span), _iso(p.last_span)]
+        for p in result.projects
+    ]
+    names = ["project", "traces", "spans", "errors", "first span", "last span"]
+    render_table(names, rows, out, fold=frozenset({0}))  # a name folds; it is never cut
 
 
 # The read commands (traces, trace, span, find, jq, agg, sql…) register themselves on `cli`.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rich.cells import cell_len
@@ -25,6 +26,8 @@ from rich.console import Console
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
+
+from traceproof.tools.layout import duration
 
 #: The longest a table cell is drawn; --json prints every value whole.
 CELL_CHARS = 200
@@ -46,12 +49,56 @@ AFTER = frozenset(
     {"total", "row_count", "truncated", "clipped_cells", "note", "next_cursor", "next_call"}
 )
 
-_ISO_TIME = re.compile(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d(\.\d{1,3})?)\d*(Z|[+-]00:00)?")
+_ISO_TIME = re.compile(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]00:00)?")
 
 
 def render(result: dict[str, Any], console: Console) -> None:
     """Draw ``result`` (a tool's JSON) on ``console``."""
     _Screen(console).result(result)
+
+
+def render_table(
+    names: list[str], rows: Sequence[Sequence[Any]], console: Console, fold: frozenset[int]
+) -> None:
+    """Rows (JSON values) as a table that fits ``console``, the columns in ``fold`` folding
+    (names), else as records."""
+    _Screen(console).grid(names, rows, fold=fold)
+
+
+#: Critical-path spans named (with their durations) under a trace's tree; --json lists all.
+CRITICAL_SHOWN = 5
+
+_GUIDES = re.compile(r"^(?:[│ ] |[├└]─)+")
+
+
+@dataclass(frozen=True)
+class _TraceColumn:
+    field: str
+    header: str
+    required: bool = False
+
+    def value(self, row: dict[str, Any]) -> Any:
+        value = row.get(self.field)
+        if self.field == "latency_ms" and isinstance(value, int | float):
+            return duration(round(value * 1000))
+        return value
+
+
+#: The trace listing's columns: the required ones, then the others in the order they are
+#: added while they fit.
+TRACE_COLUMNS = (
+    _TraceColumn("trace_id", "trace_id", required=True),
+    _TraceColumn("start_time", "start", required=True),
+    _TraceColumn("latency_ms", "latency", required=True),
+    _TraceColumn("span_count", "spans", required=True),
+    _TraceColumn("error_count", "errors", required=True),
+    _TraceColumn("name", "name", required=True),
+    _TraceColumn("session_id", "session"),
+    _TraceColumn("total_tokens", "tokens"),
+    _TraceColumn("project", "project"),
+    _TraceColumn("input", "input"),
+    _TraceColumn("output", "output"),
+)
 
 
 class _Screen:
@@ -73,8 +120,15 @@ class _Screen:
         grid = grid and not _is_rows(result["rows"])
         scalars = [(k, v) for k, v in result.items() if _is_scalar(v) and _shown(v)]
         self.fields([(k, v) for k, v in scalars if k not in AFTER])
+        tree = result.get("tree") if isinstance(result.get("tree"), list) else None
         for key, value in result.items():
-            if grid and key == "rows":
+            if key == "traces" and _is_rows(value):
+                self.traces(value)
+            elif key == "tree" and tree is not None:
+                self.tree([str(line) for line in tree])
+            elif key == "critical_path" and tree is not None and isinstance(value, list):
+                self.critical_path([str(v) for v in value], tree)
+            elif grid and key == "rows":
                 names = [_column_name(c) for c in result["columns"]]
                 self.grid(names, [row if isinstance(row, list) else [row] for row in value])
             elif _is_scalar(value) or (grid and key in ("columns", "types")) or value in ([], {}):
@@ -120,14 +174,87 @@ class _Screen:
             names.update(dict.fromkeys(k for k, v in row.items() if v is not None))
         self.grid(list(names), [[row.get(n) for n in names] for row in rows])
 
-    def grid(self, names: list[str], rows: Sequence[Sequence[Any]]) -> None:
-        """A table of ``rows`` under ``names`` if it fits the width, else records."""
+    def grid(
+        self, names: list[str], rows: Sequence[Sequence[Any]], fold: frozenset[int] = frozenset()
+    ) -> None:
+        """A table of ``rows`` under ``names`` if it fits the width, else records; the
+        columns in ``fold`` (names) may fold to fit."""
         cells = [[cell(value) for value in row] for row in rows]
-        table = _table(names, rows, cells, self.width)
+        table = _table(names, rows, cells, self.width, fold=fold)
         if table is None:
             self.records(names, rows)
         else:
             self.table(table)
+
+    def traces(self, rows: list[dict[str, Any]]) -> None:
+        """The trace listing: a table of what a person scans for (id, start, latency, spans,
+        errors, name), with more columns while they fit; records when even those do not."""
+        shown = [c for c in TRACE_COLUMNS if any(row.get(c.field) is not None for row in rows)]
+        chosen = [c for c in shown if c.required]
+        table = self._traces_table(chosen, rows)
+        if table is None:
+            keys = list(dict.fromkeys(k for row in rows for k, v in row.items() if v is not None))
+            self.records(keys, [[row.get(k) for k in keys] for row in rows])
+            return
+        for column in shown:
+            if column not in chosen:
+                wider = self._traces_table([c for c in shown if c in chosen or c is column], rows)
+                if wider is not None:
+                    chosen.append(column)
+                    table = wider
+        self.table(table)
+
+    def _traces_table(
+        self, columns: list[_TraceColumn], rows: list[dict[str, Any]]
+    ) -> Table | None:
+        values = [[c.value(row) for c in columns] for row in rows]
+        cells = [[cell(v) for v in row] for row in values]
+        fold = frozenset(i for i, c in enumerate(columns) if c.field == "name")
+        right = frozenset(i for i, c in enumerate(columns) if c.field == "latency_ms")
+        names = [c.header for c in columns]
+        return _table(names, values, cells, self.width, fold=fold, right=right)
+
+    def tree(self, lines: list[str]) -> None:
+        """A trace's tree lines, wrapped at the width with the tree guides continued on every
+        wrapped line (a span's text hangs under its name)."""
+        for index, line in enumerate(lines):
+            guides = _GUIDES.match(line)
+            prefix = guides[0] if guides else ""
+            below = lines[index + 1] if index + 1 < len(lines) else ""
+            below_guides = _GUIDES.match(below)
+            deeper = below_guides is not None and len(below_guides[0]) > len(prefix)
+            hang = prefix.replace("├─", "│ ").replace("└─", "  ") + ("│ " if deeper else "  ")
+            room = max(self.width - cell_len(hang), 20)
+            text = Text(line[len(prefix) :])
+            wrapped = text.wrap(self.console, room, overflow="fold") if self.terminal else [text]
+            for number, piece in enumerate(wrapped):
+                lead = prefix if number == 0 else hang
+                self.console.print(
+                    Text(lead) + piece, highlight=False, no_wrap=True, width=self.width
+                )
+
+    def critical_path(self, ids: list[str], tree: list[str]) -> None:
+        """The spans that hold the critical path longest (``ids`` comes ordered so), each with
+        its duration, kind and id as its tree line gives them; the tree marks them all *."""
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(justify="right", no_wrap=True)
+        grid.add_column(overflow="fold")
+        grid.add_column(no_wrap=True)
+        for span_id in ids[:CRITICAL_SHOWN]:
+            line = re.compile(
+                rf"\*(?P<name>.*?) (?P<kind>[A-Z_]+)(?: ERROR)? {re.escape(span_id)} "
+                r"\+\S+ (?P<took>\S+)"
+            )
+            found = next((m for m in map(line.search, tree) if m), None)
+            if found is None:  # a span folded out of the tree: its id alone
+                grid.add_row("", "", span_id)
+            else:
+                grid.add_row(found["took"], Text(f"{found['name']} {found['kind']}"), span_id)
+        self.say("critical path, the spans that hold it longest (all marked * in the tree):")
+        self.console.print(Padding(grid, (0, 0, 0, 2), expand=False), width=self.width)
+        more = len(ids) - CRITICAL_SHOWN
+        if more > 0:
+            self.say(f"  and {more} more (--json lists them)")
 
     def paths(self, title: str, value: dict[str, Any]) -> None:
         """A nested object as (dotted path, value) pairs: a table if it fits, else lines."""
@@ -179,27 +306,34 @@ def _table(
     *,
     key: bool = False,
     text_min: int = TEXT_MIN,
+    fold: frozenset[int] = frozenset(),
+    right: frozenset[int] = frozenset(),
 ) -> Table | None:
     """The table, or ``None`` when it cannot fit ``width`` without wrapping a one-word value
     or a header, or squeezing free text below ``text_min`` columns. With ``key`` the first
-    column (paths) is never wrapped, however long."""
+    column (paths) is never wrapped, however long; the columns in ``fold`` (names) may fold
+    down to their header's width. A table a column or two too wide for the outer borders is
+    drawn without them (a frame costs 4 columns)."""
     minimums: list[int] = []
     atoms: list[bool] = []
     for index, name in enumerate(names):
         texts = [row[index] for row in cells if index < len(row)]
         natural = max([cell_len(name), *(_line_width(text) for text in texts)])
         atom = (key and index == 0) or all(_is_atom(text) for text in texts)
+        if index in fold:
+            atom, natural = False, max(cell_len(name), min(natural, text_min))
         atoms.append(atom)
         minimums.append(natural if atom else max(cell_len(name), min(natural, text_min)))
-    if sum(minimums) + 3 * len(names) + 1 > width:
+    framed = sum(minimums) + 3 * len(names) + 1 <= width
+    if not framed and sum(minimums) + 3 * len(names) - 3 > width:
         return None
-    table = Table(*names)
+    table = Table(*names) if framed else Table(*names, show_edge=False, pad_edge=False)
     for index, column in enumerate(table.columns):
         column.min_width = minimums[index]
         column.no_wrap = atoms[index]
         column.overflow = "fold"
         values = [row[index] for row in rows if index < len(row) and row[index] is not None]
-        if values and all(_is_number(v) for v in values):
+        if index in right or (values and all(_is_number(v) for v in values)):
             column.justify = "right"
     for row in cells:
         table.add_row(*[Text(text) for text in row])
@@ -218,7 +352,7 @@ def _is_atom(text: str) -> bool:
 
 
 def _is_time_text(text: str) -> bool:
-    return bool(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?", text))
+    return bool(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ?", text))
 
 
 def _column_name(column: Any) -> str:
@@ -262,9 +396,9 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def cell(value: Any, limit: int = CELL_CHARS) -> str:
-    """A value as a person reads it: numbers with thousands separators, times without their
-    'T', text with its line breaks, at most ``limit`` characters and :data:`VALUE_LINES`
-    lines (an ellipsis marks the cut)."""
+    """A value as a person reads it: numbers with thousands separators, times in one format
+    (``2026-11-01 14:37:45Z``: to the second, Z for UTC), text with its line breaks, at most
+    ``limit`` characters and :data:`VALUE_LINES` lines (an ellipsis marks the cut)."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -273,8 +407,8 @@ def cell(value: Any, limit: int = CELL_CHARS) -> str:
         return f"{value:,}"
     whole = value if isinstance(value, str) else _json(value)
     time = _ISO_TIME.fullmatch(whole)
-    if time:  # 2026-11-01T14:37:45.017000Z -> 2026-11-01 14:37:45.017
-        return f"{time[1]} {time[2]}"
+    if time:  # 2026-11-01T14:37:45.017000Z -> 2026-11-01 14:37:45Z: one format, to the second
+        return f"{time[1]} {time[2]}{'Z' if time[4] else ''}"
     text = whole[: limit + 1].replace("\r\n", "\n").replace("\r", "\n").replace("\t", "    ")
     lines = text.split("\n")
     cut = len(whole) > limit or len(lines) > VALUE_LINES

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from traceproof.cli import _fail, _settings, _store_or_remote, cli, db_option
 from traceproof.cli_render import render
-from traceproof.errors import TraceproofError
+from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.remote import RemoteStore
 
 Command = Callable[..., Any]
@@ -46,8 +46,29 @@ def call(db: Path | None, name: str, arguments: dict[str, Any]) -> dict[str, Any
 
 
 def _exit(exc: TraceproofError) -> NoReturn:
-    _fail(for_people(str(exc)))
+    _fail(error_for_people(exc))
     raise SystemExit(1)  # _fail exits; this tells the type checker so
+
+
+#: What to do next, as a person at a terminal does it, for a tool error whose own advice is an
+#: agent's (tool parameters, views to query): (code, how its message starts) -> the advice.
+CLI_ADVICE = {
+    (ErrorCode.UNKNOWN_SESSION, "No session "): (
+        'Run `traceproof sql "select session_id, trace_count, error_count, start_time from '
+        'sessions order by start_time desc"` to list the sessions, newest first, or '
+        "`traceproof traces` to see recent traces with their session."
+    ),
+}
+
+
+def error_for_people(exc: TraceproofError) -> str:
+    """A tool error as the CLI prints it: its first sentence (what failed) with the advice of
+    :data:`CLI_ADVICE` where the tool's advice speaks to agents, else :func:`for_people`."""
+    for (code, start), advice in CLI_ADVICE.items():
+        if exc.code == code and exc.message.startswith(start):
+            failed = exc.message.partition(". Call ")[0].rstrip(".")
+            return f"[{exc.code}] {failed}. {advice}"
+    return for_people(str(exc))
 
 
 #: The command that runs each tool: tool errors name tools ("Call search_traces to…"), which a

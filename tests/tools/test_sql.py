@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.tools.test_span_session import sessions_on_roots  # noqa: F401  (the fixture)
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.settings import Settings
 from traceproof.storage import Store
@@ -395,3 +396,28 @@ def test_the_wrapper_keeps_the_querys_own_names_and_accepts_a_trailing_semicolon
     assert found.columns == ["a", "a", "s"]
     assert found.rows == [[1, 2, {"k": [1]}]]
     assert sql(store, query="describe spans").row_count > 10
+
+
+def test_the_sessions_example_counts_a_failing_tool_span_whose_session_is_on_its_root(
+    sessions_on_roots: Store,  # noqa: F811
+) -> None:
+    """Only the roots carry session.id: the example joins the trace's session (as aggregate)."""
+    (example,) = [e for e in EXAMPLES if e.question == "Sessions that had failing tool calls"]
+    own = sql(sessions_on_roots, query="SELECT count(*) FROM spans WHERE session_id IS NOT NULL")
+    assert own.rows == [[2]]  # the two roots; the failing tool spans have none of their own
+    result = sql(sessions_on_roots, query=example.sql)
+    assert sorted(row[:2] for row in result.rows) == [["sess-a", 1], ["sess-b", 1]]
+
+
+def test_schema_says_spans_session_id_is_the_spans_own_and_gives_the_join(
+    demo_store: Store,
+) -> None:
+    description = describe_schema(demo_store, table="spans")
+    (spans,) = description.tables
+    meaning = {c.name: c.meaning or "" for c in spans.columns}
+    assert "own" in meaning["session_id"] and "own" in meaning["user_id"]
+    pitfalls = " ".join(description.pitfalls)
+    assert "coalesce(s.session_id, t.session_id)" in pitfalls
+    session_examples = [e.sql for e in EXAMPLES if "session_id" in e.sql]
+    assert session_examples
+    assert all("coalesce(s.session_id, t.session_id)" in q for q in session_examples)

@@ -78,7 +78,7 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
             {
                 "service": "traceproof",
                 "version": __version__,
-                "store": str(store.path),
+                "store": str(store.path.resolve()),  # absolute: read from other directories
                 "status": store.health().state,
             }
         )

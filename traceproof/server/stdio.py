@@ -159,6 +159,7 @@ def port_taken_notice(store: Store, settings: Settings) -> str:
     url = f"http://{url_host(settings.host)}:{settings.port}"
     holder = holder_store(url, settings.token)
     if holder is not None:
+        # Absolute paths (the holder's /api/v1/info gives its own): both read from anywhere.
         who = (
             f"another traceproof (serving {holder}), so the application's spans go to that "
             "store, not to this one"
@@ -168,8 +169,8 @@ def port_taken_notice(store: Store, settings: Settings) -> str:
         who = "a program that is not a traceproof, so spans sent there never reach this store"
         stop = "free the port"
     return (
-        f"[{ErrorCode.OTLP_PORT_TAKEN.value}] This server reads {store.path} but could not "
-        f"receive traces: {url} is held by {who}; answers here may be empty or stale. Fix: "
+        f"[{ErrorCode.OTLP_PORT_TAKEN.value}] This server reads {store.path.resolve()} but could "
+        f"not receive traces: {url} is held by {who}; answers here may be empty or stale. Fix: "
         f"{stop} and restart this MCP server, or restart it with --port N (a free port) and "
         f"send the application's traces there (OTEL_EXPORTER_OTLP_ENDPOINT=http://"
         f"{url_host(settings.host)}:N)."

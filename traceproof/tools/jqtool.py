@@ -192,7 +192,9 @@ def _one_span(
     if project is not None:
         condition, params = condition + " AND project = ?", [*params, project]
     with store.reader() as reader:
-        rows = reader.dicts(f"SELECT {SELECT_COLUMNS} FROM spans WHERE {condition} LIMIT 2", params)
+        rows = reader.dicts(
+            f"SELECT {SELECT_COLUMNS} FROM {SPANS_WITH_TRACE} WHERE {condition} LIMIT 2", params
+        )
     if not rows:
         where = f" in trace {trace_id!r}" if trace_id else ""
         raise ToolFailure(
@@ -215,7 +217,7 @@ def _trace(store: Store, trace_id: str, project: str | None) -> tuple[bytes, str
         condition, params = condition + " AND project = ?", [*params, project]
     with store.reader() as reader:
         rows = reader.dicts(
-            f"SELECT {SELECT_COLUMNS} FROM spans WHERE {condition} "
+            f"SELECT {SELECT_COLUMNS} FROM {SPANS_WITH_TRACE} WHERE {condition} "
             f"ORDER BY start_time, span_id LIMIT {TRACE_MAX_SPANS + 1}",
             params,
         )

@@ -36,8 +36,8 @@ _SPAN_MEANINGS: dict[str, str] = {
     "start_time": "Start, UTC (TIMESTAMP without zone).",
     "end_time": "End, UTC.",
     "latency_ms": "Duration in milliseconds.",
-    "session_id": "Session id (attribute session.id).",
-    "user_id": "User id (attribute user.id).",
+    "session_id": "The span's own session.id, often set on the root only (see pitfalls).",
+    "user_id": "The span's own user.id, often set on the root only (see pitfalls).",
     "model": "Model name of LLM/embedding spans (llm.model_name or gen_ai.*.model).",
     "tool_name": "Tool name of TOOL spans (tool.name).",
     "prompt_tokens": "Prompt/input tokens (llm.token_count.prompt); NULL when not reported.",
@@ -145,9 +145,11 @@ EXAMPLES: tuple[Example, ...] = (
     ),
     Example(
         question="Sessions that had failing tool calls",
-        sql="SELECT session_id, count(*) AS failed_tool_calls, list(DISTINCT tool_name) AS tools "
-        "FROM spans WHERE span_kind = 'TOOL' AND status = 'ERROR' AND session_id IS NOT NULL "
-        "GROUP BY session_id ORDER BY failed_tool_calls DESC",
+        sql="SELECT coalesce(s.session_id, t.session_id) AS session, "
+        "count(*) AS failed_tool_calls, list(DISTINCT s.tool_name) AS tools "
+        "FROM spans s JOIN traces t USING (project, trace_id) "
+        "WHERE s.span_kind = 'TOOL' AND s.status = 'ERROR' AND session IS NOT NULL "
+        "GROUP BY session ORDER BY failed_tool_calls DESC",
     ),
     Example(
         question="An attribute as a number: LLM calls with big prompts",
@@ -189,6 +191,9 @@ PITFALLS: tuple[str, ...] = (
     "input_value/output_value (and attributes) can be hundreds of KB: select "
     "left(input_value, 200) and filter before reading; get_span_data reads one value in pieces.",
     "span_id is unique per trace, not globally: join spans on (trace_id, span_id).",
+    "spans.session_id/user_id are the span's own, often only the root's. A span's session is its "
+    "trace's (as in aggregate, search_spans, get_session): FROM spans s JOIN traces t USING "
+    "(project, trace_id) and use coalesce(s.session_id, t.session_id).",
     "Attribute values come back as text (->> / json_extract_string): TRY_CAST(… AS DOUBLE) "
     "before comparing numbers, or numbers compare as strings.",
     "One SELECT per call, no files or network (read_csv etc. fail), 200 rows by default "

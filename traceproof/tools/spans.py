@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from traceproof.errors import ErrorCode
 from traceproof.storage import Store
 from traceproof.tools.common import JsonValue, MaxChars, ToolFailure, budget, size
+from traceproof.tools.filters import SPANS_WITH_TRACE
 from traceproof.tools.spandoc import SELECT_COLUMNS, Leaf, dumps, leaves, path_matcher, suggest
 from traceproof.tools.spansearch import SpanList, search_spans
 
@@ -124,7 +125,8 @@ def _said_once(items: list[Leaf]) -> list[Leaf]:
 
 
 def _span_row(store: Store, span_id: str, trace_id: str | None) -> dict[str, Any]:
-    sql = f"SELECT {SELECT_COLUMNS} FROM spans WHERE span_id = ?"
+    # The trace's session and user when the span has none, as every filter sees them.
+    sql = f"SELECT {SELECT_COLUMNS} FROM {SPANS_WITH_TRACE} WHERE span_id = ?"
     params = [span_id]
     if trace_id is not None:
         sql += " AND trace_id = ?"
