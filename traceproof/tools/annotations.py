@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, Field, WithJsonSchema
+from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
 from traceproof.evals.annotations import AnnotationInput, AnnotatorKind, TargetKind
@@ -19,7 +19,6 @@ from traceproof.storage.annotations import write_annotations
 from traceproof.tools.common import (
     Cursor,
     JsonValue,
-    MaxChars,
     ToolFailure,
     UtcTime,
     budget,
@@ -44,9 +43,7 @@ EXPLANATION_CHARS = 400
 #: (name, label) groups listed before the rows.
 COUNT_GROUPS = 50
 
-TargetParam = Annotated[Literal["span", "trace", "session"], Field()]
-MetadataParam = Annotated[dict[str, Any] | None, WithJsonSchema({"type": "object"})]
-IdsParam = Annotated[list[str] | None, Field(description="Target ids; else filters choose.")]
+IdsParam = Annotated[list[str] | None, Field(description="Else filters choose.")]
 TraceParam = Annotated[str | None, Field(description="Trace of the span ids, if ambiguous.")]
 
 
@@ -97,24 +94,24 @@ def _chosen(
 def annotate(
     store: Store,
     *,
-    name: Annotated[str, Field(description="What is judged, e.g. correctness.")],
-    label: str | None = None,
-    score: float | None = None,
-    explanation: str | None = None,
-    target: TargetParam = "span",
+    name: Annotated[str, Field(description="e.g. correctness.")],
+    label: Annotated[str | None, Field(description="e.g. fail.")] = None,
+    score: Annotated[float | None, Field(description="A number.")] = None,
+    explanation: Annotated[str | None, Field(description="Why.")] = None,
+    target: Annotated[
+        Literal["span", "trace", "session"], Field(description="ids' kind.")
+    ] = "span",
     ids: IdsParam = None,
     project: ProjectParam = None,
-    since: FilterRef = None,
     where: FilterRef = None,
     annotator_kind: Annotated[
-        Literal["HUMAN", "LLM", "CODE"], Field(description="HUMAN if relaying a person.")
+        Literal["HUMAN", "LLM", "CODE"], Field(description="HUMAN: a person's.")
     ] = "LLM",
     annotator: Annotated[str | None, Field(description="Who, or evaluator@version.")] = None,
-    metadata: MetadataParam = None,
-    confirm: bool = False,
+    confirm: Annotated[bool, Field(description="Write past the cap.")] = False,
 ) -> AnnotateResult:
-    """Label, score or explain spans, traces or sessions by ids or filters (as in
-    search_spans); a rewrite keeps history."""
+    """Judge spans, traces or sessions (by ids, or filters as in search_spans); rewrites keep
+    history."""
     return annotate_targets(
         store,
         name=name,
@@ -123,11 +120,10 @@ def annotate(
         explanation=explanation,
         target=target,
         ids=ids,
-        flt=_filter(project, since, None, None, where),
+        flt=_filter(project, None, None, None, where),
         project=project,
         annotator_kind=annotator_kind,
         annotator=annotator,
-        metadata=metadata,
         confirm=confirm,
     )
 
@@ -166,14 +162,16 @@ def annotate_targets(
                 "annotate_max_targets). Split them into several calls.",
                 code=ErrorCode.INVALID_ARGUMENT,
             )
-        targets = [(project, trace_id, i) for i in dict.fromkeys(ids)]
+        targets: list[tuple[str | None, str | None, str | None]] = [
+            (project, trace_id, i) for i in dict.fromkeys(ids)
+        ]
     elif flt is not None:
         with store.reader() as reader:
             total, found = _chosen(reader, kind, flt, cap + 1)
         if total > cap:
             raise ToolFailure(
                 f"The filters match {total} {kind}s, more than the {cap} one call writes "
-                "(setting annotate_max_targets). Narrow them (since, where…).",
+                "(setting annotate_max_targets). Narrow them (where, project).",
                 code=ErrorCode.INVALID_ARGUMENT,
             )
         if total > settings.annotate_confirm_over and not confirm:
@@ -183,12 +181,10 @@ def annotate_targets(
                 note=f"Would write {name!r} on {total} {kind}s; nothing written. Call again "
                 "with confirm=true to write them.",
             )
-        targets = [
-            (p, t, s if kind is not TargetKind.TRACE else t) for p, t, s in found if (s or t)
-        ]
+        targets = [(p, t, t if kind is TargetKind.TRACE else s) for p, t, s in found]
     else:
         raise ToolFailure(
-            f"Say which {kind}s to annotate: ids, or filters (project, since, span_kind, where…).",
+            f"Say which {kind}s to annotate: ids, or filters (where, project…).",
             code=ErrorCode.INVALID_ARGUMENT,
         )
     items = [
@@ -306,33 +302,25 @@ def _conditions(
 def get_annotations(
     store: Store,
     *,
-    target: Annotated[Literal["span", "trace", "session"] | None, Field()] = None,
-    ids: list[str] | None = None,
-    name: str | None = None,
-    label: str | None = None,
-    annotator_kind: Literal["HUMAN", "LLM", "CODE"] | None = None,
-    history: bool = False,
+    ids: Annotated[list[str] | None, Field(description="Target ids.")] = None,
+    name: Annotated[str | None, Field(description="Annotation name.")] = None,
+    label: Annotated[str | None, Field(description="e.g. fail.")] = None,
+    history: Annotated[bool, Field(description="Old versions too.")] = False,
     project: ProjectParam = None,
-    since: FilterRef = None,
     where: FilterRef = None,
     limit: Annotated[int, Field(ge=1, le=500)] = 50,
     cursor: Cursor = None,
-    max_chars: MaxChars = None,
 ) -> AnnotationList:
-    """Annotations by target ids or filters (as in search_spans): counts per name/label, then
-    rows."""
+    """Annotations of ids or filters (as in search_spans): counts per name/label, then rows."""
     return read_annotations(
         store,
-        target=target,
         ids=ids,
         name=name,
         label=label,
-        annotator_kind=annotator_kind,
         history=history,
-        flt=_filter(project, since, None, None, where),
+        flt=_filter(project, None, None, None, where),
         limit=limit,
         cursor=cursor,
-        max_chars=max_chars,
     )
 
 
