@@ -55,30 +55,42 @@ def test_phoenix_client_logs_span_trace_and_session_annotations(
     assert len(inserted) == 1 and inserted[0]["id"]
     client.traces.log_trace_annotations(
         trace_annotations=[
-            {"trace_id": trace_id, "name": "helpful", "annotator_kind": "HUMAN",
-             "result": {"label": "yes"}, "identifier": "alice"}
+            {
+                "trace_id": trace_id,
+                "name": "helpful",
+                "annotator_kind": "HUMAN",
+                "result": {"label": "yes"},
+                "identifier": "alice",
+            }
         ],
         sync=True,
     )
     client.sessions.log_session_annotations(
         session_annotations=[
-            {"session_id": session_id, "name": "resolved", "annotator_kind": "CODE",
-             "result": {"score": 1.0}}
+            {
+                "session_id": session_id,
+                "name": "resolved",
+                "annotator_kind": "CODE",
+                "result": {"score": 1.0},
+            }
         ],
         sync=True,
     )
     # Without sync Phoenix's client expects nothing back; the write is still committed.
     client.spans.log_span_annotations(
         span_annotations=[
-            {"span_id": span_id, "name": "correctness", "annotator_kind": "HUMAN",
-             "result": {"label": "pass", "explanation": "refund was right"}}
+            {
+                "span_id": span_id,
+                "name": "correctness",
+                "annotator_kind": "HUMAN",
+                "result": {"label": "pass", "explanation": "refund was right"},
+            }
         ]
     )
     assert _rows(demo_store) == [
         ("session", session_id, "resolved", None, 1.0, None, "CODE", "code", "", 1),
         ("span", span_id, "correctness", "fail", 0.0, "wrong refund", "LLM", "judge@1", "", 1),
-        ("span", span_id, "correctness", "pass", None, "refund was right", "HUMAN", "human", "",
-         1),
+        ("span", span_id, "correctness", "pass", None, "refund was right", "HUMAN", "human", "", 1),
         ("trace", trace_id, "helpful", "yes", None, None, "HUMAN", "human", "alice", 1),
     ]
 
@@ -91,10 +103,18 @@ def test_an_unknown_span_is_404_and_nothing_of_the_batch_is_written(
         server.url + "/v1/span_annotations",
         json={
             "data": [
-                {"span_id": span_id, "name": "c", "annotator_kind": "HUMAN",
-                 "result": {"label": "x"}},
-                {"span_id": "0000000000000000", "name": "c", "annotator_kind": "HUMAN",
-                 "result": {"label": "x"}},
+                {
+                    "span_id": span_id,
+                    "name": "c",
+                    "annotator_kind": "HUMAN",
+                    "result": {"label": "x"},
+                },
+                {
+                    "span_id": "0000000000000000",
+                    "name": "c",
+                    "annotator_kind": "HUMAN",
+                    "result": {"label": "x"},
+                },
             ]
         },
     )
@@ -105,8 +125,12 @@ def test_an_unknown_span_is_404_and_nothing_of_the_batch_is_written(
     with pytest.raises(httpx.HTTPStatusError):
         client.spans.log_span_annotations(
             span_annotations=[
-                {"span_id": "nope", "name": "c", "annotator_kind": "HUMAN",
-                 "result": {"label": "x"}}
+                {
+                    "span_id": "nope",
+                    "name": "c",
+                    "annotator_kind": "HUMAN",
+                    "result": {"label": "x"},
+                }
             ],
             sync=True,
         )
@@ -116,12 +140,21 @@ def test_the_annotation_routes_ask_for_the_token(demo_store: Store, settings: Se
     secured = settings.model_copy(update={"token": "s3cret"})
     span_id, _, _ = _ids(demo_store)
     with LiveServer(demo_store, secured) as live:
-        body = {"data": [{"span_id": span_id, "name": "c", "annotator_kind": "HUMAN",
-                          "result": {"label": "x"}}]}
+        body = {
+            "data": [
+                {
+                    "span_id": span_id,
+                    "name": "c",
+                    "annotator_kind": "HUMAN",
+                    "result": {"label": "x"},
+                }
+            ]
+        }
         assert httpx.post(live.url + "/v1/span_annotations", json=body).status_code == 401
         client = Client(base_url=live.url, api_key="s3cret")
         inserted = client.spans.log_span_annotations(
-            span_annotations=body["data"], sync=True  # type: ignore[arg-type]
+            span_annotations=body["data"],
+            sync=True,  # type: ignore[arg-type]
         )
     assert len(inserted) == 1
     assert len(_rows(demo_store)) == 1
