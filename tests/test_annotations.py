@@ -130,7 +130,7 @@ def test_bad_writes_are_refused_whole_with_their_codes(demo_store: Store) -> Non
     set_config(
         demo_store, AnnotationConfig("quality", ConfigKind.CONTINUOUS, lower_bound=0, upper_bound=1)
     )
-    (span_id, trace_id), *_ = llm_spans(demo_store)
+    (span_id, _), *_ = llm_spans(demo_store)
     good = AnnotationInput(SPAN, span_id, "correctness", label="pass")
     cases = {
         ErrorCode.UNKNOWN_SPAN: AnnotationInput(SPAN, "ffffffffffffffff", "correctness", label="x"),
@@ -357,7 +357,6 @@ def anyio_backend() -> str:
 
 
 @pytest.mark.anyio
-
 async def test_annotate_and_get_annotations_over_mcp(demo_store: Store) -> None:
     (span_id, _), *_ = llm_spans(demo_store)
     async with Client(create_mcp_server(demo_store, toolsets=["judgment"])) as client:
