@@ -367,7 +367,6 @@ def session(db: Path | None, as_json: bool, **options: Any) -> None:
     help="What the ids (or filters) choose (default span).",
 )
 @click.option("--id", "ids", multiple=True, help="A target id; repeatable.")
-@click.option("--project", default=None, help="Project name.")
 @click.option("--where", default=None, help="Annotate every target whose spans match this.")
 @click.option(
     "--annotator-kind",
@@ -395,7 +394,6 @@ def annotate_command(db: Path | None, as_json: bool, **options: Any) -> None:
 @click.option("--name", default=None, help="Annotation name.")
 @click.option("--label", default=None, help="Only this label.")
 @click.option("--history", is_flag=True, help="Earlier versions too.")
-@click.option("--project", default=None, help="Project name.")
 @click.option("--where", default=None, help="Annotations of the targets whose spans match this.")
 @limit_option
 @cursor_option

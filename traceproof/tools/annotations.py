@@ -19,6 +19,7 @@ from traceproof.storage.annotations import write_annotations
 from traceproof.tools.common import (
     Cursor,
     JsonValue,
+    MaxChars,
     ToolFailure,
     UtcTime,
     budget,
@@ -29,7 +30,6 @@ from traceproof.tools.common import (
 from traceproof.tools.filters import (
     SPANS_WITH_TRACE,
     FilterRef,
-    ProjectParam,
     SpanFilter,
     span_source,
     where_errors,
@@ -102,16 +102,15 @@ def annotate(
         Literal["span", "trace", "session"], Field(description="ids' kind.")
     ] = "span",
     ids: IdsParam = None,
-    project: ProjectParam = None,
     where: FilterRef = None,
     annotator_kind: Annotated[
         Literal["HUMAN", "LLM", "CODE"], Field(description="HUMAN: a person's.")
     ] = "LLM",
     annotator: Annotated[str | None, Field(description="Who, or evaluator@version.")] = None,
-    confirm: Annotated[bool, Field(description="Write past the cap.")] = False,
+    confirm: Annotated[bool, Field(description="Past the cap.")] = False,
+    max_chars: MaxChars = None,
 ) -> AnnotateResult:
-    """Judge spans, traces or sessions (by ids, or filters as in search_spans); rewrites keep
-    history."""
+    """Judge spans, traces or sessions by ids or filters (as in search_spans)."""
     return annotate_targets(
         store,
         name=name,
@@ -120,11 +119,11 @@ def annotate(
         explanation=explanation,
         target=target,
         ids=ids,
-        flt=_filter(project, None, None, None, where),
-        project=project,
+        flt=_filter(None, None, None, None, where),
         annotator_kind=annotator_kind,
         annotator=annotator,
         confirm=confirm,
+        max_chars=max_chars,
     )
 
 
@@ -145,8 +144,11 @@ def annotate_targets(
     identifier: str = "",
     metadata: dict[str, Any] | None = None,
     confirm: bool = False,
+    max_chars: int | None = None,
 ) -> AnnotateResult:
-    """What ``annotate`` does, with every filter and the identifier (the CLI's entry)."""
+    """What ``annotate`` does, with every filter and the identifier (the CLI's entry). The
+    answer is small (counts, at most 20 ids); ``max_chars`` is checked like every tool's."""
+    budget(max_chars, store.settings)
     kind = TargetKind(target)
     settings = store.settings
     cap = settings.annotate_max_targets
@@ -306,21 +308,22 @@ def get_annotations(
     name: Annotated[str | None, Field(description="Annotation name.")] = None,
     label: Annotated[str | None, Field(description="e.g. fail.")] = None,
     history: Annotated[bool, Field(description="Old versions too.")] = False,
-    project: ProjectParam = None,
     where: FilterRef = None,
     limit: Annotated[int, Field(ge=1, le=500)] = 50,
     cursor: Cursor = None,
+    max_chars: MaxChars = None,
 ) -> AnnotationList:
-    """Annotations of ids or filters (as in search_spans): counts per name/label, then rows."""
+    """Annotations of ids or filters (as in search_spans): counts, then rows."""
     return read_annotations(
         store,
         ids=ids,
         name=name,
         label=label,
         history=history,
-        flt=_filter(project, None, None, None, where),
+        flt=_filter(None, None, None, None, where),
         limit=limit,
         cursor=cursor,
+        max_chars=max_chars,
     )
 
 
