@@ -239,6 +239,8 @@ def test_every_registered_tool_answers_through_the_api(
         "sql": {"query": "SELECT count(*) AS n FROM spans"},
         "describe_schema": {"table": "spans"},
         "get_session": {"session_id": ids["session"]},
+        "annotate": {"name": "correctness", "label": "fail", "ids": [ids["span"]]},
+        "get_annotations": {"name": "correctness"},
     }
     assert set(calls) == {spec.name for spec in registry.TOOLS}
     answers = {}
@@ -257,6 +259,8 @@ def test_every_registered_tool_answers_through_the_api(
     assert answers["sql"]["rows"] == [[1064]]
     assert "latency_ms" in str(answers["describe_schema"])
     assert answers["get_session"]["session_id"] == ids["session"]
+    assert answers["annotate"]["created"] == 1
+    assert answers["get_annotations"]["rows"][0]["target_id"] == ids["span"]
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,11 @@ def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
         ],
         "describe_schema": [{}, {"table": "spans"}],
         "get_session": [{"session_id": ids["session"]}],
+        "annotate": [
+            {"name": "correctness", "label": "fail", "ids": [ids["span"]]},
+            {"name": "tone", "score": 0.5, "where": "span_kind = 'LLM'"},
+        ],
+        "get_annotations": [{"name": "correctness"}, {"history": True, "limit": 2}],
     }
 
 

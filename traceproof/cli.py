@@ -186,21 +186,64 @@ def mcp(
 @click.option("--project", default=None, help="Put every span in this project.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def ingest(paths: tuple[Path, ...], db: Path | None, project: str | None, as_json: bool) -> None:
-    """Import traces from files: OTLP/JSON, OTLP protobuf or span JSON lines (gzip or not)."""
+    """Import traces from files: OTLP/JSON, OTLP protobuf or span JSON lines (gzip or not); and
+    eval results (JSONL, CSV, Parquet with span_id/trace_id/session_id and label/score/
+    explanation) as annotations."""
+    from traceproof.ingest.evalfiles import is_eval_file
+
     settings = _settings(db)
+    evals = [p for p in paths if is_eval_file(p)]
+    traces = [p for p in paths if p not in evals]
+    summary = ImportSummary()
+    extra: dict[str, Any] = {}
     try:
         with _store_or_remote(settings.for_import(), create=True) as store:
-            sink: Sink = lambda table: store.submit(table, wait=None)  # noqa: E731
-            summary = _run_import(list(paths), sink, settings, project)
+            if traces:
+                sink: Sink = lambda table: store.submit(table, wait=None)  # noqa: E731
+                summary = _run_import(traces, sink, settings, project)
+            if evals:
+                extra = _import_evals(store, evals)
     except TraceproofError as exc:
         _fail(exc)
         return
     if as_json:
-        click.echo(json.dumps(summary.as_dict(), indent=2))
+        click.echo(json.dumps(summary.as_dict() | extra, indent=2))
     else:
-        _print_summary(summary)
-    if summary.rejected:
+        if traces:
+            _print_summary(summary)
+        if evals:
+            _print_evals(extra)
+    if summary.rejected or extra.get("annotations_rejected"):
         sys.exit(2)
+
+
+def _import_evals(store: Store | RemoteStore, paths: list[Path]) -> dict[str, Any]:
+    from traceproof.ingest.evalfiles import import_eval_files
+    from traceproof.storage.annotations import write_annotations
+
+    if isinstance(store, RemoteStore):
+        raise TraceproofError(
+            f"A server at {store.url} holds the store; eval results are imported into the store "
+            "directly. Stop the server, or send them to its /v1/span_annotations route."
+        )
+    local = store
+    result = import_eval_files(paths, lambda items: write_annotations(local, items, partial=True))
+    return result.as_dict()
+
+
+def _print_evals(found: dict[str, Any]) -> None:
+    out.print(
+        f"Imported {found['annotations_created']:,} new annotations "
+        f"({found['annotations_read']:,} read, {found['annotations_updated']:,} updated, "
+        f"{found['annotations_unchanged']:,} unchanged) from {found['eval_files']} eval file(s).",
+        markup=False,
+        soft_wrap=True,
+    )
+    if found["annotations_rejected"]:
+        out.print(f"[yellow]Rejected {found['annotations_rejected']:,}:[/yellow]", highlight=False)
+        for r in found["annotation_rejections"][:50]:
+            where = f"{r['path']}:{r['line']}" if r["line"] is not None else r["path"]
+            out.print(f"  {where}: {r['reason']}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _run_import(

@@ -85,6 +85,8 @@ TOOL_COMMANDS = {
     "sql": "sql",
     "describe_schema": "schema",
     "get_session": "session",
+    "annotate": "annotate",
+    "get_annotations": "annotations",
 }
 
 # "Call NAME(args)" / "call NAME" / a bare tool name with an underscore (never a word of text).
@@ -368,3 +370,55 @@ def schema(db: Path | None, as_json: bool, **options: Any) -> None:
 def session(db: Path | None, as_json: bool, **options: Any) -> None:
     """A multi-turn session: its traces in order with inputs, outputs, latency and errors."""
     emit(call(db, "get_session", options), as_json)
+
+
+# -- judgment ------------------------------------------------------------------------------------
+
+
+@cli.command("annotate")
+@db_option
+@click.option("--name", required=True, help="What is judged, e.g. correctness.")
+@click.option("--label", default=None, help="The verdict, e.g. pass or fail.")
+@click.option("--score", type=float, default=None, help="A numeric score.")
+@click.option("--explanation", default=None, help="Why.")
+@click.option(
+    "--target",
+    type=click.Choice(["span", "trace", "session"]),
+    default=None,
+    help="What the ids (or filters) choose (default span).",
+)
+@click.option("--id", "ids", multiple=True, help="A target id; repeatable.")
+@click.option("--where", default=None, help="Annotate every target whose spans match this.")
+@click.option(
+    "--annotator-kind",
+    type=click.Choice(["HUMAN", "LLM", "CODE"], case_sensitive=False),
+    default="HUMAN",
+    show_default=True,
+    callback=lambda ctx, param, value: value.upper(),
+    help="Who judges.",
+)
+@click.option("--annotator", default=None, help="Who you are (default: $USER).")
+@click.option("--confirm", is_flag=True, help="Write to more targets than the confirm setting.")
+@json_option
+def annotate_command(db: Path | None, as_json: bool, **options: Any) -> None:
+    """Label, score or explain spans, traces or sessions (by --id or by --where)."""
+    import getpass
+
+    if options["annotator"] is None and options["annotator_kind"] == "HUMAN":
+        options["annotator"] = getpass.getuser()
+    emit(call(db, "annotate", options), as_json)
+
+
+@cli.command("annotations")
+@db_option
+@click.option("--id", "ids", multiple=True, help="A target id; repeatable.")
+@click.option("--name", default=None, help="Annotation name.")
+@click.option("--label", default=None, help="Only this label.")
+@click.option("--history", is_flag=True, help="Earlier versions too.")
+@click.option("--where", default=None, help="Annotations of the targets whose spans match this.")
+@limit_option
+@cursor_option
+@json_option
+def annotations_command(db: Path | None, as_json: bool, **options: Any) -> None:
+    """Annotations: counts per name and label, then rows, newest first."""
+    emit(call(db, "get_annotations", options), as_json)

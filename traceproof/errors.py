@@ -34,6 +34,9 @@ class ErrorCode(StrEnum):
     UNKNOWN_TRACE = "unknown_trace"
     UNKNOWN_SPAN = "unknown_span"
     UNKNOWN_SESSION = "unknown_session"
+    # Judgment: an annotation its config refuses, a write to more targets than allowed.
+    INVALID_ANNOTATION = "invalid_annotation"
+    CONFIRM_REQUIRED = "confirm_required"
     UNAUTHORIZED = "unauthorized"
     # Requests the HTTP guard refuses before any route sees them.
     FORBIDDEN_HOST = "forbidden_host"

@@ -298,6 +298,23 @@ class Settings(BaseSettings):
     jq_max_spans: int = Field(
         default=500, ge=1, description="Most spans the jq tool reads when it runs over a filter."
     )
+    annotation_text_max_chars: int = Field(
+        default=20_000,
+        ge=100,
+        description="Longest annotation explanation (and metadata as JSON) accepted, in "
+        "characters; a longer one is refused.",
+    )
+    annotate_confirm_over: int = Field(
+        default=20,
+        ge=1,
+        description="annotate with filters writes at most this many targets unless confirm is "
+        "set; above it, it answers how many it would touch.",
+    )
+    annotate_max_targets: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most targets one annotate call (or one Phoenix request) writes.",
+    )
     token: str | None = Field(
         default=None,
         description="Bearer token that protects /mcp, /v1/traces and /api when set "

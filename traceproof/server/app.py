@@ -32,6 +32,7 @@ from traceproof.server.auth import BearerToken
 from traceproof.server.guard import RequestGuard
 from traceproof.server.mcp import create_mcp_server, toolset_names
 from traceproof.server.otlp import OtlpReceiver
+from traceproof.server.phoenix import phoenix_routes
 from traceproof.settings import Settings
 from traceproof.storage import Busy, Store, StoreError
 from traceproof.tools.stats import get_stats
@@ -132,6 +133,7 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
             Route("/api/v1/stats", stats, methods=["GET"]),
             Route("/api/v1/spans", spans, methods=["POST"]),
             *tool_routes(store),
+            *phoenix_routes(store),
             *mcp_app.routes,
         ],
     )

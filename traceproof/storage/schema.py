@@ -12,6 +12,15 @@ Public tables and views (what SQL users and tools see):
 - ``traces``    view: one row per (project, trace) over ``trace_index``.
 - ``sessions``  view: one row per (project, session) over ``traces``.
 
+Migration 2, judgment (issue 10):
+
+- ``annotations``         the current annotation per (target, name, annotator, identifier).
+- ``annotation_history``  every earlier version of an annotation (same columns + ``replaced_at``).
+- ``annotation_versions`` view: current and earlier versions together.
+- ``annotation_configs``  what annotations of a name may say (categorical, continuous, freeform).
+- ``evaluator_definitions`` evaluator and judge definitions by content hash.
+- ``calibrations``        a judge's measured agreement with people, with its verdict.
+
 ``trace_index`` holds per-trace aggregates merged incrementally by the writer, so a trace row is
 right whatever order its spans arrive in: every field is an order-independent aggregate (min,
 max, sum, or the argmin of ``(start_time, span_id)``).
@@ -138,6 +147,100 @@ MIGRATIONS: tuple[Migration, ...] = (
         FROM traces
         WHERE session_id IS NOT NULL
         GROUP BY project, session_id;
+        """,
+    ),
+    Migration(
+        2,
+        "annotations, their history and configs, evaluator definitions, calibrations",
+        """
+        CREATE TABLE annotations (
+            id VARCHAR PRIMARY KEY,
+            project VARCHAR NOT NULL,
+            -- span, trace or session (experiment runs come later)
+            target_kind VARCHAR NOT NULL,
+            -- the span, trace or session id
+            target_id VARCHAR NOT NULL,
+            -- the span's or trace's trace (NULL for sessions)
+            trace_id VARCHAR,
+            -- the span (span targets only)
+            span_id VARCHAR,
+            -- the target's session, when it has one
+            session_id VARCHAR,
+            name VARCHAR NOT NULL,
+            label VARCHAR,
+            score DOUBLE,
+            explanation VARCHAR,
+            metadata JSON,
+            annotator_kind VARCHAR NOT NULL,
+            annotator VARCHAR NOT NULL,
+            identifier VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        );
+
+        CREATE TABLE annotation_history (
+            id VARCHAR NOT NULL,
+            project VARCHAR NOT NULL,
+            target_kind VARCHAR NOT NULL,
+            target_id VARCHAR NOT NULL,
+            trace_id VARCHAR,
+            span_id VARCHAR,
+            session_id VARCHAR,
+            name VARCHAR NOT NULL,
+            label VARCHAR,
+            score DOUBLE,
+            explanation VARCHAR,
+            metadata JSON,
+            annotator_kind VARCHAR NOT NULL,
+            annotator VARCHAR NOT NULL,
+            identifier VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL,
+            replaced_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (id, version)
+        );
+
+        CREATE VIEW annotation_versions AS
+        SELECT *, TRUE AS is_current, NULL::TIMESTAMP AS replaced_at FROM annotations
+        UNION ALL
+        SELECT * EXCLUDE (replaced_at), FALSE AS is_current, replaced_at FROM annotation_history;
+
+        CREATE TABLE annotation_configs (
+            name VARCHAR PRIMARY KEY,
+            -- CATEGORICAL, CONTINUOUS or FREEFORM
+            kind VARCHAR NOT NULL,
+            -- [{"label": ..., "score": ...}] for CATEGORICAL
+            labels JSON,
+            lower_bound DOUBLE,
+            upper_bound DOUBLE,
+            -- MAXIMIZE, MINIMIZE or NONE
+            direction VARCHAR NOT NULL,
+            description VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        );
+
+        CREATE TABLE evaluator_definitions (
+            hash VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            definition JSON NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        );
+
+        CREATE TABLE calibrations (
+            id VARCHAR PRIMARY KEY,
+            judge_name VARCHAR NOT NULL,
+            judge_hash VARCHAR NOT NULL,
+            human_name VARCHAR NOT NULL,
+            n BIGINT NOT NULL,
+            metrics JSON NOT NULL,
+            passed BOOLEAN NOT NULL,
+            thresholds JSON NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        );
         """,
     ),
 )

@@ -32,11 +32,12 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -53,10 +54,13 @@ from traceproof.storage.writes import (
     WriteResult,
     first_line,
     is_fatal,
+    run_in_transaction,
     write_transaction,
 )
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,16 @@ class _Pending:
         return int(self.table.nbytes)
 
 
+@dataclass
+class _Job:
+    """A write other than spans (annotations, configs, definitions): ``run`` executes it on the
+    writer's cursor inside one transaction; the future gets its return value after COMMIT."""
+
+    run: Callable[[duckdb.DuckDBPyConnection], Any]
+    future: Future[Any] = field(default_factory=Future)
+    nbytes: int = 0
+
+
 _STOP = object()
 
 
@@ -100,7 +114,7 @@ class Store:
         self._failed = threading.Event()
         self._closing = threading.Event()
         self._cond = threading.Condition()
-        self._queue: deque[_Pending | object] = deque()
+        self._queue: deque[_Pending | _Job | object] = deque()
         self._pending_bytes = 0
         self._closed = False
         self._reopen_cause: BaseException | None = None  # a reader saw a fatal error
@@ -193,6 +207,32 @@ class Store:
         """Queue spans and block until they are committed."""
         return self.submit(table, wait=wait).result()
 
+    def run_write(
+        self, run: Callable[[duckdb.DuckDBPyConnection], T], *, wait: float | None = None
+    ) -> T:
+        """Run ``run(cursor)`` on the writer thread in one transaction, after the writes queued
+        before it, and return its result once committed. What it raises rolls the transaction
+        back (nothing of it is stored) and is raised here; a ``duckdb.Error`` becomes a
+        :class:`StoreError`. For the writes of :mod:`traceproof.storage.annotations`: a second
+        item type on the same queue, never a second connection."""
+        job = _Job(run)
+        deadline = None if wait is None else time.monotonic() + wait
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise StoreClosed()
+                self._raise_if_unhealthy()
+                if self._has_room(0):
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise Busy(self.settings.retry_after_seconds)
+                self._cond.wait(remaining)
+            self._queue.append(job)
+            self._cond.notify_all()
+        result: T = job.future.result()
+        return result
+
     def _has_room(self, nbytes: int) -> bool:
         if not self._queue:
             return True
@@ -206,7 +246,7 @@ class Store:
         if not health.ok and health.state != "closed":
             raise StoreUnavailable(health.detail, self.settings.retry_after_seconds)
 
-    def _take_group(self) -> tuple[list[_Pending], bool]:
+    def _take_group(self) -> tuple[list[_Pending] | _Job, bool]:
         """Block for the next batch, then take whatever else is queued up to the commit size.
 
         Returns an empty group without waiting for a batch when a reopen was requested, or
@@ -219,10 +259,16 @@ class Store:
                     self._cond.wait()
                 elif not self._cond.wait(idle) and not self._queue:
                     return [], False
+            if self._queue and isinstance(self._queue[0], _Job):
+                job = self._queue.popleft()
+                assert isinstance(job, _Job)
+                return job, False
             group: list[_Pending] = []
             spans = 0
             stop = False
             while self._queue and spans < self.settings.commit_max_spans:
+                if self._queue and isinstance(self._queue[0], _Job):
+                    break  # spans queued before it commit first; the job goes next
                 item = self._queue.popleft()
                 if item is _STOP:
                     stop = True
@@ -258,7 +304,10 @@ class Store:
                 cause = self._reopen_cause
                 if cause is not None and self._health.state != "failed":
                     self._recover(cause)
-                if group:
+                if isinstance(group, _Job):
+                    self._run_job(group)
+                    self._release([])
+                elif group:
                     self._commit_group(group)
                     self._release(group)
                 elif self._dirty and not stop:
@@ -312,6 +361,36 @@ class Store:
         self._dirty = True
         for item, result in zip(group, results, strict=True):
             item.future.set_result(result)
+
+    def _run_job(self, job: _Job) -> None:
+        if self._wcursor is None:
+            job.future.set_exception(StoreUnavailable(self._health.detail, 0))
+            return
+        try:
+            result = run_in_transaction(self._wcursor, job.run)
+        except FatalState as exc:
+            log.error("a write failed with a fatal DuckDB error: %s", exc)
+            self._recover(exc.cause)
+            job.future.set_exception(
+                StoreUnavailable(
+                    f"The store failed while writing ({exc}); nothing of this write was stored.",
+                    self.settings.retry_after_seconds,
+                )
+            )
+            return
+        except duckdb.Error as exc:
+            log.error("write failed: %s", exc)
+            job.future.set_exception(
+                StoreError(
+                    f"The store could not write this: {first_line(exc)}. Nothing was stored."
+                )
+            )
+            return
+        except BaseException as exc:  # the job's own refusal (an InvalidAnnotation, NotFound…)
+            job.future.set_exception(exc)
+            return
+        self._dirty = True
+        job.future.set_result(result)
 
     def _fail_group(self, group: list[_Pending], exc: duckdb.Error) -> None:
         if len(group) > 1:

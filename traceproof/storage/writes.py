@@ -17,12 +17,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from traceproof.storage.columns import SPAN_COLUMNS
 from traceproof.storage.schema import PREVIEW_CHARS
+
+T = TypeVar("T")
 
 #: A test's fault-injection hook: called with a point name ("begin", "spans", "commit",
 #: "reopen"); it may raise (e.g. a real :class:`duckdb.FatalException`).
@@ -246,6 +249,20 @@ def _write_skipping_stored(
     if fault is not None:
         fault("commit")
     return results
+
+
+def run_in_transaction(
+    cursor: duckdb.DuckDBPyConnection, run: Callable[[duckdb.DuckDBPyConnection], T]
+) -> T:
+    """``run(cursor)`` in one transaction: committed when it returns, rolled back when it
+    raises (then re-raised). Raises :class:`FatalState` when DuckDB cannot continue."""
+    try:
+        with _transaction(cursor):
+            return run(cursor)
+    except duckdb.Error as exc:
+        if is_fatal(exc):
+            raise FatalState(exc) from exc
+        raise
 
 
 @contextmanager

@@ -171,11 +171,37 @@ def field_sql(name: str, *, numeric: bool = False, alias: str = "") -> str:
             "such as llm.token_count.prompt.",
             code=ErrorCode.INVALID_FILTER,
         )
+    if segments[0] == ANNOTATION_ROOT:
+        return annotation_sql(segments[1:], name, alias=alias)
     root = "attributes"
     if segments[0] in _JSON_ROOTS:
         root, segments = segments[0], segments[1:]
     text = f"json_extract_string({alias}{root}, '{json_path(segments)}')"
     return f"TRY_CAST({text} AS DOUBLE)" if numeric else text
+
+
+#: ``annotation.<name>`` (its label) and ``annotation.<name>.score`` read a span's annotations.
+ANNOTATION_ROOT = "annotation"
+
+
+def annotation_sql(segments: list[str], text: str, *, alias: str = "") -> str:
+    """The span's current verdict for annotation ``segments[0]``: its label, or its score with
+    ``.score``. With several annotators a person's (HUMAN) latest verdict wins, else the latest
+    of any; a span without one reads NULL. A correlated lookup on ``annotations``."""
+    if len(segments) not in (1, 2) or (len(segments) == 2 and segments[1] != "score"):
+        raise ToolFailure(
+            f"{text!r} is not an annotation field. Use annotation.<name> (its label) or "
+            "annotation.<name>.score, e.g. annotation.correctness = 'fail'.",
+            code=ErrorCode.INVALID_FILTER,
+        )
+    column = "score" if len(segments) == 2 else "label"
+    outer = alias or "spans."
+    name = segments[0].replace("'", "''")
+    return (
+        f"(SELECT arg_max(a.{column}, (a.annotator_kind = 'HUMAN', a.updated_at)) "
+        f"FROM annotations a WHERE a.target_kind = 'span' AND a.trace_id = {outer}trace_id "
+        f"AND a.span_id = {outer}span_id AND a.name = '{name}' AND a.{column} IS NOT NULL)"
+    )
 
 
 # Tokens of a where expression: string literals, quoted identifiers, dotted paths, numbers.

@@ -41,6 +41,10 @@ DENSITY_MIN = 4_000
 FOLDED_WIDTHS: Widths = (24, 0)
 
 
+#: Characters of a span's annotation mark (``[correctness=fail]``) on its line.
+MARK_CHARS = 60
+
+
 class CollapsedSpans(BaseModel):
     """Spans the preview shows as one line, and the call that shows them."""
 
@@ -288,6 +292,8 @@ class Layout:
         if span.error:
             parts.append("ERROR")
         parts.append(span.span_id)
+        if span.marks:
+            parts.append(f"[{_flat(span.marks, MARK_CHARS)}]")
         parts.append(f"+{duration(span.start_us - frame.start_us)}")
         parts.append(duration(span.end_us - span.start_us))
         if node.children:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
 from traceproof.storage import Reader, Store
+from traceproof.storage.annotations import span_marks
 from traceproof.tools.common import MaxChars, ToolFailure, UtcTime, budget, size
 from traceproof.tools.filters import ProjectParam
 from traceproof.tools.layout import CollapsedSpans, Frame, Layout
@@ -94,7 +95,7 @@ def get_trace_preview(
     """One trace as a compact tree. Start here to see what a trace did and where time or errors
     went.
     Line: name KIND span_id +start dur [self] [%] model|tool tokens in:/out: (^ = parent's);
-    * critical path; N× folded run; … hidden → call shown."""  # noqa: RUF002
+    * critical path; N× folded run; … hidden → call shown; [name=label] annotations."""  # noqa: RUF002
     limit = budget(max_chars, store.settings)
     with store.reader() as reader:
         summary = _summary(reader, trace_id, project)
@@ -157,7 +158,12 @@ def _spans(reader: Reader, trace_id: str, project: str | None) -> list[SpanFacts
     sql, params = _SPAN_SQL, [trace_id]
     if project is not None:
         sql, params = sql + " AND project = ?", [trace_id, project]
-    return [SpanFacts(*row) for row in reader.rows(sql, params)]
+    facts = [SpanFacts(*row) for row in reader.rows(sql, params)]
+    marks = span_marks(reader, trace_id, project)
+    if marks:
+        for span in facts:
+            span.marks = marks.get(span.span_id)
+    return facts
 
 
 def _cut_to_budget(result: TracePreview, limit: int) -> TracePreview:

@@ -20,6 +20,10 @@ TABLES: dict[str, str] = {
     "traces": "View, one row per trace: root span's name/input/output, totals over its spans.",
     "sessions": "View, one row per (project, session_id): totals over the session's traces.",
     "projects": "Table, one row per project.",
+    "annotations": "Table, the current annotation (label/score/explanation) per target, name, "
+    "annotator and identifier. A span's: target_kind 'span', join on trace_id + span_id.",
+    "annotation_versions": "View: annotations plus their earlier versions (is_current false).",
+    "annotation_configs": "Table: what annotations of a name may say.",
 }
 
 _SPAN_MEANINGS: dict[str, str] = {
@@ -98,11 +102,53 @@ _PROJECT_MEANINGS: dict[str, str] = {
     "created_at": "When its first span was stored, UTC.",
 }
 
+_ANNOTATION_MEANINGS: dict[str, str] = {
+    "id": "Annotation id (kept across versions).",
+    "project": "Project of its target.",
+    "target_kind": "span, trace or session.",
+    "target_id": "The span, trace or session id.",
+    "trace_id": "The target's trace (span and trace targets).",
+    "span_id": "The span (span targets only).",
+    "session_id": "The target's session, if any.",
+    "name": "What is judged (correctness, error_category…).",
+    "label": "Verdict label (pass, fail…), NULL if scored only.",
+    "score": "Numeric score, NULL if labelled only.",
+    "explanation": "Why.",
+    "metadata": "JSON: anything else the annotator recorded.",
+    "annotator_kind": "HUMAN, LLM or CODE.",
+    "annotator": "Who, or which evaluator/judge and version.",
+    "identifier": "Distinguishes several annotations of one annotator ('' by default).",
+    "version": "1 when written, +1 per rewrite.",
+    "created_at": "First written, UTC.",
+    "updated_at": "This version written, UTC.",
+}
+
+_VERSION_MEANINGS: dict[str, str] = {
+    **_ANNOTATION_MEANINGS,
+    "is_current": "True for the current version.",
+    "replaced_at": "When a later version replaced it (NULL if current).",
+}
+
+_CONFIG_MEANINGS: dict[str, str] = {
+    "name": "Annotation name it applies to.",
+    "kind": "CATEGORICAL, CONTINUOUS or FREEFORM.",
+    "labels": "JSON [{label, score}] allowed (CATEGORICAL).",
+    "lower_bound": "Lowest score allowed (CONTINUOUS).",
+    "upper_bound": "Highest score allowed (CONTINUOUS).",
+    "direction": "MAXIMIZE, MINIMIZE or NONE: which scores are better.",
+    "description": "What the annotation means.",
+    "created_at": "Created, UTC.",
+    "updated_at": "Last changed, UTC.",
+}
+
 MEANINGS: dict[str, dict[str, str]] = {
     "spans": _SPAN_MEANINGS,
     "traces": _TRACE_MEANINGS,
     "sessions": _SESSION_MEANINGS,
     "projects": _PROJECT_MEANINGS,
+    "annotations": _ANNOTATION_MEANINGS,
+    "annotation_versions": _VERSION_MEANINGS,
+    "annotation_configs": _CONFIG_MEANINGS,
 }
 
 ATTRIBUTES = (
@@ -181,6 +227,13 @@ EXAMPLES: tuple[Example, ...] = (
         sql="SELECT date_trunc('hour', start_time) AS hour, count(*) FILTER "
         "(WHERE status = 'ERROR') AS errors, count(*) AS spans FROM spans GROUP BY hour "
         "ORDER BY hour",
+    ),
+    Example(
+        question="LLM spans with their correctness verdicts (NULL: not judged yet)",
+        sql="SELECT s.trace_id, s.span_id, s.name, a.label, a.annotator_kind, a.annotator "
+        "FROM spans s LEFT JOIN annotations a ON a.target_kind = 'span' "
+        "AND a.trace_id = s.trace_id AND a.span_id = s.span_id AND a.name = 'correctness' "
+        "WHERE s.span_kind = 'LLM' ORDER BY s.start_time DESC LIMIT 20",
     ),
 )
 

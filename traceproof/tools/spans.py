@@ -18,7 +18,9 @@ from typing import Annotated, Any, NamedTuple
 from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
+from traceproof.evals.annotations import TargetKind
 from traceproof.storage import Store
+from traceproof.storage.annotations import target_annotations
 from traceproof.tools.common import JsonValue, MaxChars, ToolFailure, budget, size
 from traceproof.tools.filters import SPANS_WITH_TRACE
 from traceproof.tools.spandoc import SELECT_COLUMNS, Leaf, dumps, leaves, path_matcher, suggest
@@ -90,7 +92,7 @@ def get_span_data(
     a clipped value gives the call that reads on."""
     limit = budget(max_chars, store.settings)
     row = _span_row(store, span_id, trace_id)
-    items = leaves(row)
+    items = leaves(row) + _annotation_leaves(store, row["span_id"], row["trace_id"])
     if paths:
         items = _select(items, paths)
     call = _Calls(span_id, trace_id, length)
@@ -99,6 +101,22 @@ def get_span_data(
         leaf = _single(items, paths or [], offset)
         return _piece(ident, leaf, offset, limit if length is None else length, limit, call)
     return _whole(ident, _said_once(items), limit, call)
+
+
+#: Fields of each annotation a span's document shows, as ``annotations.<i>.<field>``.
+ANNOTATION_FIELDS = ("name", "label", "score", "explanation", "annotator_kind", "annotator")
+
+
+def _annotation_leaves(store: Store, span_id: str, trace_id: str) -> list[Leaf]:
+    """The span's current annotations, after its own fields."""
+    with store.reader() as reader:
+        found = target_annotations(reader, TargetKind.SPAN, span_id, trace_id)
+    return [
+        Leaf(f"annotations.{i}.{key}", row[key])
+        for i, row in enumerate(found)
+        for key in ANNOTATION_FIELDS
+        if row[key] is not None
+    ]
 
 
 def _said_once(items: list[Leaf]) -> list[Leaf]:

@@ -35,6 +35,8 @@ class SpanFacts:
     input: str | None = None
     output: str | None = None
     error_text: str | None = None
+    #: Its annotations as a compact mark (``correctness=fail``), shown as ``[…]``.
+    marks: str | None = None
 
 
 @dataclass(eq=False, slots=True)
