@@ -41,6 +41,11 @@ class ErrorCode(StrEnum):
     REQUEST_TOO_LARGE = "request_too_large"
     SERVER_BUSY = "server_busy"
     OTLP_PORT_TAKEN = "otlp_port_taken"
+    # The LLM provider: no key or base URL set (or refused); failed after retries; an answer
+    # outside the forced tool call's shape.
+    LLM_UNAVAILABLE = "llm_unavailable"
+    LLM_FAILED = "llm_failed"
+    LLM_MALFORMED = "llm_malformed"
     # A failure inside traceproof itself (details in the server log, never in the message).
     INTERNAL_ERROR = "internal_error"
 
