@@ -1,10 +1,13 @@
 """What a judge is shown of a trace, and whether its quotes come from it.
 
 :func:`trace_context` renders span dicts (rows of the ``spans`` table, or anything with those
-keys) within a token budget: first the trace's compact tree, drawn by the same machinery as
-``get_trace_preview`` (:mod:`traceproof.tools.tree`, :mod:`traceproof.tools.layout`), then the
-spans' own texts (input, output, error), each tagged with its span id so the judge can cite it,
-shared fairly among the spans until the budget is spent.
+keys) within a token budget: first the trace's tree, one short line per span, built by the same
+machinery as ``get_trace_preview`` (:mod:`traceproof.tools.tree`: orphans, cycles, critical
+path; the line parts of :mod:`traceproof.tools.layout`), then the spans' own texts (error, input,
+output), each tagged with its span id so the judge can cite it, shared among the spans (errors
+first) until the budget is spent. The preview's own width fitting is not used: it costs ~20 ms
+a trace, four times the judge's whole overhead budget (benchmarks/judge.py), and the texts
+section shows what its previews would.
 
 :class:`Sources` answers whether a quote the judge gave appears in what it judged (whitespace,
 quotes, backslashes and case ignored, as previews clean them; ``…`` marks an elision).
@@ -17,8 +20,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from traceproof.tools.layout import Frame, Layout, clean
-from traceproof.tools.tree import SpanFacts, build_forest, mark_critical_path, prepare
+from traceproof.tools.layout import NAME_CHARS, clean, duration, tokens
+from traceproof.tools.tree import Node, SpanFacts, build_forest, mark_critical_path, prepare
 
 __all__ = ["CHARS_PER_TOKEN", "Sources", "span_facts", "trace_context"]
 
@@ -27,7 +30,6 @@ __all__ = ["CHARS_PER_TOKEN", "Sources", "span_facts", "trace_context"]
 CHARS_PER_TOKEN = 4
 #: Span texts shorter than this are not worth a line once the budget is nearly spent.
 MIN_TEXT_CHARS = 80
-_CALL = re.compile(r" → (?:get_trace_preview|search_spans)\(.*$")
 _ELLIPSIS = re.compile(r"\s*(?:…|\.\.\.)\s*")
 
 
@@ -67,10 +69,10 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
-def trace_context(spans: Iterable[Mapping[str, Any]], budget_tokens: int) -> str:
-    """The trace of ``spans`` as text of at most ``budget_tokens`` (about): its tree, then its
-    spans' texts. Empty when there are no spans."""
-    facts = [span_facts(span) for span in spans]
+def trace_context(spans: Iterable[Mapping[str, Any] | SpanFacts], budget_tokens: int) -> str:
+    """The trace of ``spans`` (dicts, or :func:`span_facts` of them) as text of at most
+    ``budget_tokens`` (about): its tree, then its spans' texts. Empty when there are none."""
+    facts = [s if isinstance(s, SpanFacts) else span_facts(s) for s in spans]
     if not facts:
         return ""
     budget = budget_tokens * CHARS_PER_TOKEN
@@ -86,27 +88,63 @@ def trace_context(spans: Iterable[Mapping[str, Any]], budget_tokens: int) -> str
 
 
 def _tree(facts: list[SpanFacts], budget: int) -> list[str]:
+    """One line per span in tree order (``*`` on the critical path); when they do not all fit,
+    the top, the critical path and the way to errors first, then the shallowest, with one
+    ``… N spans hidden`` line for each stretch left out."""
     top, _nodes = build_forest(facts)
     order = prepare(top)
     mark_critical_path(top)
     start = min(f.start_us for f in facts)
-    end = max(f.end_us for f in facts)
-    layout = Layout(
-        order, top, Frame(trace_id="", project=None, start_us=start, latency_us=end - start), None
-    )
-    width = layout.fit(0, budget)
-    lines, _collapsed = layout.render(width)
-    kept: list[str] = []
+    texts = [_line(node, start) for node in order]
+    if sum(len(t) + 1 for t in texts) <= budget:
+        return texts
+    chosen: set[int] = set()
     used = 0
-    for drawn in lines:
-        # Calls that open hidden parts are for agents with tools; the judge has none.
-        line = _CALL.sub("", drawn)
-        if used + len(line) + 1 > budget:
-            kept.append(f"… {len(lines) - len(kept)} more lines cut")
+    ranked = sorted(
+        order,
+        key=lambda n: (
+            not (n.depth == 0 or n.critical or n.is_error or n.descendant_errors),
+            n.depth,
+            n.index,
+        ),
+    )
+    for node in ranked:
+        cost = len(texts[node.index]) + 1
+        if used + cost > budget - 40:
             break
-        kept.append(line)
-        used += len(line) + 1
-    return kept
+        chosen.add(node.index)
+        used += cost
+    lines: list[str] = []
+    hidden = 0
+    for node in order:
+        if node.index in chosen:
+            if hidden:
+                lines.append(f"{'  ' * node.depth}… {hidden} spans hidden")
+                hidden = 0
+            lines.append(texts[node.index])
+        else:
+            hidden += 1
+    if hidden:
+        lines.append(f"… {hidden} spans hidden")
+    return lines
+
+
+def _line(node: Node, start_us: int) -> str:
+    span = node.span
+    indent = "  " * node.depth + ("*" if node.critical else "")
+    if span is None:
+        return f"{indent}{node.label}: {node.descendants} spans"
+    parts = [indent + (" ".join(span.name.split())[:NAME_CHARS] or "(unnamed)"), span.kind]
+    if span.error:
+        parts.append("ERROR")
+    parts += [span.span_id, f"+{duration(span.start_us - start_us)}"]
+    parts.append(duration(span.end_us - span.start_us))
+    detail = span.model or (span.tool if span.tool and span.tool != span.name else None)
+    if detail:
+        parts.append(detail[:40])
+    if span.tokens:
+        parts.append(tokens(span.tokens))
+    return " ".join(parts)
 
 
 def _span_texts(facts: list[SpanFacts], room: int) -> list[str]:
@@ -115,7 +153,7 @@ def _span_texts(facts: list[SpanFacts], room: int) -> list[str]:
     for span in ordered:
         for label, text in (("err", span.error_text), ("in", span.input), ("out", span.output)):
             if text:
-                parts.append((span.span_id, label, " ".join(text.split())))
+                parts.append((span.span_id, label, text))
     lines: list[str] = []
     for index, (span_id, label, text) in enumerate(parts):
         head = f"[{span_id}] {label}: "
@@ -127,7 +165,8 @@ def _span_texts(facts: list[SpanFacts], room: int) -> list[str]:
             if room > 40:
                 lines.append(f"… {len(parts) - index} more span texts cut")
             break
-        shown = text if len(text) <= chars else text[: chars - 1] + "…"
+        flat = " ".join(text[: chars * 2].split())  # a prefix: whitespace collapses
+        shown = flat if len(flat) <= chars and len(text) <= chars * 2 else flat[: chars - 1] + "…"
         lines.append(head + shown)
         room -= len(lines[-1]) + 1
     return lines
@@ -140,28 +179,47 @@ def _normal(text: str) -> str:
 class Sources:
     """The texts a judgment may quote: each span's, and the target's own (span id None)."""
 
-    def __init__(self, spans: Iterable[Mapping[str, Any]], extra: Iterable[str | None] = ()):
-        self.by_span: dict[str, str] = {}
+    def __init__(
+        self, spans: Iterable[Mapping[str, Any] | SpanFacts], extra: Iterable[str | None] = ()
+    ):
+        self._raw: dict[str, str] = {}
         for span in spans:
-            facts = span_facts(span)
-            text = " ".join(
-                t for t in (facts.name, facts.input, facts.output, facts.error_text) if t
-            )
-            self.by_span[facts.span_id] = _normal(text)
-        self.extra = [_normal(text) for text in extra if text]
+            facts = span if isinstance(span, SpanFacts) else span_facts(span)
+            parts = (facts.name, facts.input, facts.output, facts.error_text)
+            self._raw[facts.span_id] = " ".join(t for t in parts if t)
+        self._extra_raw = [text for text in extra if text]
+        self._normal: dict[str, str] = {}
+        self._all: str | None = None
+        self._extra: list[str] | None = None
+
+    def _span(self, span_id: str) -> str | None:
+        if span_id not in self._raw:
+            return None
+        if span_id not in self._normal:
+            self._normal[span_id] = _normal(self._raw[span_id])
+        return self._normal[span_id]
+
+    def _anywhere(self) -> str:
+        """Every span's text, normalised in one pass, spans kept apart by a NUL."""
+        if self._all is None:
+            self._all = _normal(" \x00 ".join(self._raw.values()))
+        return self._all
 
     def check(self, quote: str, span_id: str | None) -> str | None:
         """None when ``quote`` is in the cited span (or, uncited, anywhere); else why not:
         ``unsupported`` (nowhere) or ``wrong_span`` (elsewhere than the cited span)."""
         pieces = [_normal(p) for p in _ELLIPSIS.split(quote)]
-        pieces = [p for p in pieces if p]
+        pieces = [p for p in pieces if p and "\x00" not in p]
         if not pieces:
             return "unsupported"
-        if span_id is not None and span_id in self.by_span and _has(self.by_span[span_id], pieces):
+        cited = self._span(span_id) if span_id is not None else None
+        if cited is not None and _has(cited, pieces):
             return None
-        if any(_has(text, pieces) for text in self.extra):
+        if self._extra is None:
+            self._extra = [_normal(text) for text in self._extra_raw]
+        if any(_has(text, pieces) for text in self._extra):
             return None  # the target's own input, output or expected text
-        if any(_has(text, pieces) for text in self.by_span.values()):
+        if any(_has(text, pieces) for text in self._anywhere().split("\x00")):
             return None if span_id is None else "wrong_span"
         return "unsupported"
 

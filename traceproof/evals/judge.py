@@ -27,8 +27,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from traceproof.errors import ErrorCode, TraceproofError
-from traceproof.evals.context import Sources, trace_context
+from traceproof.evals.context import Sources, span_facts, trace_context
 from traceproof.evals.llm import CallResult, Effort, LLMClient, LLMError, Tool
+from traceproof.tools.tree import SpanFacts
 
 __all__ = [
     "INSUFFICIENT_EVIDENCE",
@@ -243,7 +244,12 @@ class Judgment(BaseModel):
 
 
 def render_prompt(
-    definition: JudgeDefinition, target: JudgeTarget, *, context_tokens: int, text_chars: int
+    definition: JudgeDefinition,
+    target: JudgeTarget,
+    *,
+    context_tokens: int,
+    text_chars: int,
+    facts: Sequence[SpanFacts] | None = None,
 ) -> str:
     """The user message: examples, then the rubric with its slots filled (or, without slots,
     followed by the material in tagged sections)."""
@@ -251,7 +257,7 @@ def render_prompt(
         "input": _cap(target.input, text_chars),
         "output": _cap(target.output, text_chars),
         "expected": _cap(target.expected, text_chars),
-        "trace": trace_context(target.spans, context_tokens) if target.spans else "",
+        "trace": trace_context(facts or target.spans, context_tokens) if target.spans else "",
     }
     parts: list[str] = []
     if definition.examples:
@@ -296,9 +302,13 @@ class _Plan:
         self.context_tokens = definition.context_tokens or settings.judge_context_tokens
         self.text_chars = settings.judge_text_chars
 
-    def request(self, target: JudgeTarget) -> dict[str, Any]:
+    def request(self, target: JudgeTarget, facts: Sequence[SpanFacts]) -> dict[str, Any]:
         prompt = render_prompt(
-            self.definition, target, context_tokens=self.context_tokens, text_chars=self.text_chars
+            self.definition,
+            target,
+            context_tokens=self.context_tokens,
+            text_chars=self.text_chars,
+            facts=facts,
         )
         return {
             "system": SYSTEM_PROMPT,
@@ -323,7 +333,9 @@ class _Plan:
             _account(judgment, usage)
         return judgment
 
-    def judged(self, target: JudgeTarget, result: CallResult, started: float) -> Judgment:
+    def judged(
+        self, target: JudgeTarget, facts: Sequence[SpanFacts], result: CallResult
+    ) -> Judgment:
         judgment = Judgment(
             target_id=target.id, judge=self.definition.name, definition_hash=self.hash
         )
@@ -340,7 +352,7 @@ class _Plan:
             )
             judgment.error_code = str(ErrorCode.LLM_MALFORMED)
             return judgment
-        sources = Sources(target.spans, (target.input, target.output, target.expected))
+        sources = Sources(facts, (target.input, target.output, target.expected))
         judgment.label = answer["label"]
         judgment.score = self.definition.score_of(answer["label"])
         judgment.explanation = answer["explanation"]
@@ -408,10 +420,11 @@ def judge(
     def one(target: JudgeTarget) -> Judgment:
         started = time.perf_counter()
         try:
-            result = client.call_tool(**plan.request(target))
+            facts = [span_facts(span) for span in target.spans]
+            result = client.call_tool(**plan.request(target, facts))
         except TraceproofError as error:
             return plan.failed(target, error, started)
-        return plan.judged(target, result, started)
+        return plan.judged(target, facts, result)
 
     if workers == 1 or len(targets) <= 1:
         return [one(target) for target in targets]
@@ -433,9 +446,10 @@ async def ajudge(
         async with slots:
             started = time.perf_counter()
             try:
-                result = await client.acall_tool(**plan.request(target))
+                facts = [span_facts(span) for span in target.spans]
+                result = await client.acall_tool(**plan.request(target, facts))
             except TraceproofError as error:
                 return plan.failed(target, error, started)
-            return plan.judged(target, result, started)
+            return plan.judged(target, facts, result)
 
     return list(await asyncio.gather(*(one(target) for target in targets)))
