@@ -49,6 +49,11 @@ class ErrorCode(StrEnum):
     INVALID_CONFIG = "invalid_config"
     UNKNOWN_EVALUATOR = "unknown_evaluator"
     EVALUATOR_FAILED = "evaluator_failed"
+    # The LLM provider: no key or base URL set (or refused); failed after retries; an answer
+    # outside the forced tool call's shape.
+    LLM_UNAVAILABLE = "llm_unavailable"
+    LLM_FAILED = "llm_failed"
+    LLM_MALFORMED = "llm_malformed"
     # A failure inside traceproof itself (details in the server log, never in the message).
     INTERNAL_ERROR = "internal_error"
 

@@ -349,6 +349,58 @@ class Settings(BaseSettings):
         "concurrent calls for a judge).",
     )
 
+    # -- the LLM client and the judge (traceproof/evals/llm.py, judge.py, calibration.py) ------
+    llm_model: str = Field(
+        default="claude-sonnet-5-5",
+        description="Model the LLM judge (and other LLM work) calls unless a judge names one.",
+    )
+    llm_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="Time limit of one LLM call (each retry has its own)."
+    )
+    llm_max_retries: int = Field(
+        default=4,
+        ge=0,
+        le=20,
+        description="Retries of an LLM call answered 429, 529 (overloaded), 5xx or not at all, "
+        "with exponential backoff and jitter (Retry-After honoured).",
+    )
+    llm_retry_base_seconds: float = Field(
+        default=0.5, ge=0, description="First backoff of an LLM retry; doubles each retry."
+    )
+    llm_retry_max_seconds: float = Field(
+        default=30.0, ge=0, description="Longest wait before one LLM retry (Retry-After included)."
+    )
+    llm_concurrency: int = Field(
+        default=8, ge=1, le=256, description="LLM calls in flight at once per client."
+    )
+    llm_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="USD per million input and output tokens by model or model-name prefix, "
+        'e.g. {"claude-sonnet-5-5": [3, 15]}; overrides the built-in table (JSON in the env).',
+    )
+    judge_context_tokens: int = Field(
+        default=4_000,
+        ge=200,
+        description="Tokens of trace context (compact tree and span texts) a judge is shown.",
+    )
+    judge_text_chars: int = Field(
+        default=20_000,
+        ge=100,
+        description="Most characters of a target's input, output or expected text in a prompt.",
+    )
+    calibration_min_agreement: float = Field(
+        default=0.80, ge=0, le=1, description="Agreement with people a judge needs to pass."
+    )
+    calibration_min_tpr: float = Field(
+        default=0.70, ge=0, le=1, description="True-positive rate a two-label judge needs."
+    )
+    calibration_min_tnr: float = Field(
+        default=0.70, ge=0, le=1, description="True-negative rate a two-label judge needs."
+    )
+    calibration_min_kappa: float = Field(
+        default=0.60, ge=-1, le=1, description="Cohen's kappa a judge needs to pass."
+    )
+
     def for_import(self) -> Settings:
         """These settings for a bulk import that holds the store alone (no concurrent readers,
         so the small row groups' optimistic writes are safe): a smaller memory footprint."""

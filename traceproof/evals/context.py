@@ -1,0 +1,234 @@
+"""What a judge is shown of a trace, and whether its quotes come from it.
+
+:func:`trace_context` renders span dicts (rows of the ``spans`` table, or anything with those
+keys) within a token budget: first the trace's tree, one short line per span, built by the same
+machinery as ``get_trace_preview`` (:mod:`traceproof.tools.tree`: orphans, cycles, critical
+path; the line parts of :mod:`traceproof.tools.layout`), then the spans' own texts (error, input,
+output), each tagged with its span id so the judge can cite it, shared among the spans (errors
+first) until the budget is spent. The preview's own width fitting is not used: it costs ~20 ms
+a trace, four times the judge's whole overhead budget (benchmarks/judge.py), and the texts
+section shows what its previews would.
+
+:class:`Sources` answers whether a quote the judge gave appears in what it judged (whitespace,
+quotes, backslashes and case ignored, as previews clean them; ``…`` marks an elision).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from traceproof.tools.layout import NAME_CHARS, clean, duration, tokens
+from traceproof.tools.tree import Node, SpanFacts, build_forest, mark_critical_path, prepare
+
+__all__ = ["CHARS_PER_TOKEN", "Sources", "span_facts", "trace_context"]
+
+#: Characters per token when a budget in tokens is turned into characters (English text and
+#: JSON average about four).
+CHARS_PER_TOKEN = 4
+#: Span texts shorter than this are not worth a line once the budget is nearly spent.
+MIN_TEXT_CHARS = 80
+_ELLIPSIS = re.compile(r"\s*(?:…|\.\.\.)\s*")
+
+
+def _us(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1_000_000)
+    return int(value)
+
+
+def span_facts(span: Mapping[str, Any]) -> SpanFacts:
+    """One span dict as the facts a preview line needs (``start_us``/``end_us`` or
+    ``start_time``/``end_time``; the ``spans`` table's other column names)."""
+    status = span.get("status")
+    error_text = span.get("error_message") or span.get("status_message") or span.get("error_type")
+    return SpanFacts(
+        span_id=str(span.get("span_id") or ""),
+        parent_id=span.get("parent_span_id") or span.get("parent_id"),
+        name=str(span.get("name") or ""),
+        kind=str(span.get("span_kind") or span.get("kind") or "UNKNOWN"),
+        error=status == "ERROR" or bool(span.get("error")),
+        start_us=_us(span.get("start_us", span.get("start_time"))),
+        end_us=_us(span.get("end_us", span.get("end_time"))),
+        model=span.get("model"),
+        tool=span.get("tool_name") or span.get("tool"),
+        tokens=span.get("total_tokens") or span.get("tokens"),
+        input=_text(span.get("input_value", span.get("input"))),
+        output=_text(span.get("output_value", span.get("output"))),
+        error_text=_text(error_text),
+    )
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def trace_context(spans: Iterable[Mapping[str, Any] | SpanFacts], budget_tokens: int) -> str:
+    """The trace of ``spans`` (dicts, or :func:`span_facts` of them) as text of at most
+    ``budget_tokens`` (about): its tree, then its spans' texts. Empty when there are none."""
+    facts = [s if isinstance(s, SpanFacts) else span_facts(s) for s in spans]
+    if not facts:
+        return ""
+    budget = budget_tokens * CHARS_PER_TOKEN
+    tree = _tree(facts, budget * 2 // 5)
+    lines = ["Trace (one line per span: name KIND span_id +start duration ...):", *tree]
+    heading = ["", "Span texts ([span_id] part: text; … where cut):"]
+    used = sum(len(line) + 1 for line in [*lines, *heading])
+    texts = _span_texts(facts, budget - used)
+    if texts:
+        lines += [*heading, *texts]
+    text = "\n".join(lines)
+    return text if len(text) <= budget else text[: budget - 1] + "…"
+
+
+def _tree(facts: list[SpanFacts], budget: int) -> list[str]:
+    """One line per span in tree order (``*`` on the critical path); when they do not all fit,
+    the top, the critical path and the way to errors first, then the shallowest, with one
+    ``… N spans hidden`` line for each stretch left out."""
+    top, _nodes = build_forest(facts)
+    order = prepare(top)
+    mark_critical_path(top)
+    start = min(f.start_us for f in facts)
+    texts = [_line(node, start) for node in order]
+    if sum(len(t) + 1 for t in texts) <= budget:
+        return texts
+    chosen: set[int] = set()
+    used = 0
+    ranked = sorted(
+        order,
+        key=lambda n: (
+            not (n.depth == 0 or n.critical or n.is_error or n.descendant_errors),
+            n.depth,
+            n.index,
+        ),
+    )
+    for node in ranked:
+        cost = len(texts[node.index]) + 1
+        if used + cost > budget - 40:
+            break
+        chosen.add(node.index)
+        used += cost
+    lines: list[str] = []
+    hidden = 0
+    for node in order:
+        if node.index in chosen:
+            if hidden:
+                lines.append(f"{'  ' * node.depth}… {hidden} spans hidden")
+                hidden = 0
+            lines.append(texts[node.index])
+        else:
+            hidden += 1
+    if hidden:
+        lines.append(f"… {hidden} spans hidden")
+    return lines
+
+
+def _line(node: Node, start_us: int) -> str:
+    span = node.span
+    indent = "  " * node.depth + ("*" if node.critical else "")
+    if span is None:
+        return f"{indent}{node.label}: {node.descendants} spans"
+    parts = [indent + (" ".join(span.name.split())[:NAME_CHARS] or "(unnamed)"), span.kind]
+    if span.error:
+        parts.append("ERROR")
+    parts += [span.span_id, f"+{duration(span.start_us - start_us)}"]
+    parts.append(duration(span.end_us - span.start_us))
+    detail = span.model or (span.tool if span.tool and span.tool != span.name else None)
+    if detail:
+        parts.append(detail[:40])
+    if span.tokens:
+        parts.append(tokens(span.tokens))
+    return " ".join(parts)
+
+
+def _span_texts(facts: list[SpanFacts], room: int) -> list[str]:
+    parts: list[tuple[str, str, str]] = []
+    ordered = sorted(facts, key=lambda f: (not f.error, f.start_us, f.span_id))
+    for span in ordered:
+        for label, text in (("err", span.error_text), ("in", span.input), ("out", span.output)):
+            if text:
+                parts.append((span.span_id, label, text))
+    lines: list[str] = []
+    for index, (span_id, label, text) in enumerate(parts):
+        head = f"[{span_id}] {label}: "
+        # A fair share of what is left, but at least a readable piece: early spans (errors
+        # first, then in start order) get text, later ones are cut when the room runs out.
+        share = max(room // max(1, len(parts) - index), MIN_TEXT_CHARS + len(head) + 1)
+        chars = min(share, room - 40) - len(head) - 1
+        if chars < min(MIN_TEXT_CHARS, len(text)):
+            if room > 40:
+                lines.append(f"… {len(parts) - index} more span texts cut")
+            break
+        flat = " ".join(text[: chars * 2].split())  # a prefix: whitespace collapses
+        shown = flat if len(flat) <= chars and len(text) <= chars * 2 else flat[: chars - 1] + "…"
+        lines.append(head + shown)
+        room -= len(lines[-1]) + 1
+    return lines
+
+
+def _normal(text: str) -> str:
+    return clean(text).casefold()
+
+
+class Sources:
+    """The texts a judgment may quote: each span's, and the target's own (span id None)."""
+
+    def __init__(
+        self, spans: Iterable[Mapping[str, Any] | SpanFacts], extra: Iterable[str | None] = ()
+    ):
+        self._raw: dict[str, str] = {}
+        for span in spans:
+            facts = span if isinstance(span, SpanFacts) else span_facts(span)
+            parts = (facts.name, facts.input, facts.output, facts.error_text)
+            self._raw[facts.span_id] = " ".join(t for t in parts if t)
+        self._extra_raw = [text for text in extra if text]
+        self._normal: dict[str, str] = {}
+        self._all: str | None = None
+        self._extra: list[str] | None = None
+
+    def _span(self, span_id: str) -> str | None:
+        if span_id not in self._raw:
+            return None
+        if span_id not in self._normal:
+            self._normal[span_id] = _normal(self._raw[span_id])
+        return self._normal[span_id]
+
+    def _anywhere(self) -> str:
+        """Every span's text, normalised in one pass, spans kept apart by a NUL."""
+        if self._all is None:
+            self._all = _normal(" \x00 ".join(self._raw.values()))
+        return self._all
+
+    def check(self, quote: str, span_id: str | None) -> str | None:
+        """None when ``quote`` is in the cited span (or, uncited, anywhere); else why not:
+        ``unsupported`` (nowhere) or ``wrong_span`` (elsewhere than the cited span)."""
+        pieces = [_normal(p) for p in _ELLIPSIS.split(quote)]
+        pieces = [p for p in pieces if p and "\x00" not in p]
+        if not pieces:
+            return "unsupported"
+        cited = self._span(span_id) if span_id is not None else None
+        if cited is not None and _has(cited, pieces):
+            return None
+        if self._extra is None:
+            self._extra = [_normal(text) for text in self._extra_raw]
+        if any(_has(text, pieces) for text in self._extra):
+            return None  # the target's own input, output or expected text
+        if any(_has(text, pieces) for text in self._anywhere().split("\x00")):
+            return None if span_id is None else "wrong_span"
+        return "unsupported"
+
+
+def _has(text: str, pieces: list[str]) -> bool:
+    at = 0
+    for piece in pieces:
+        found = text.find(piece, at)
+        if found < 0:
+            return False
+        at = found + len(piece)
+    return True
