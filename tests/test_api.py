@@ -239,6 +239,7 @@ def test_every_registered_tool_answers_through_the_api(
         "sql": {"query": "SELECT count(*) AS n FROM spans"},
         "describe_schema": {"table": "spans"},
         "get_session": {"session_id": ids["session"]},
+        "categorize_errors": {"project": "demo"},
     }
     assert set(calls) == {spec.name for spec in registry.TOOLS}
     answers = {}
@@ -257,6 +258,7 @@ def test_every_registered_tool_answers_through_the_api(
     assert answers["sql"]["rows"] == [[1064]]
     assert "latency_ms" in str(answers["describe_schema"])
     assert answers["get_session"]["session_id"] == ids["session"]
+    assert answers["categorize_errors"]["errors"] == 22
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,7 @@ def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
         ],
         "describe_schema": [{}, {"table": "spans"}],
         "get_session": [{"session_id": ids["session"]}],
+        "categorize_errors": [{}, {"project": "demo", "limit": 2, "max_chars": 1000}],
     }
 
 

@@ -41,6 +41,8 @@ class ErrorCode(StrEnum):
     REQUEST_TOO_LARGE = "request_too_large"
     SERVER_BUSY = "server_busy"
     OTLP_PORT_TAKEN = "otlp_port_taken"
+    # A feature this build does not have yet (the call is valid; it cannot be served).
+    NOT_AVAILABLE = "not_available"
     # A failure inside traceproof itself (details in the server log, never in the message).
     INTERNAL_ERROR = "internal_error"
 

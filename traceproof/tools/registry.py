@@ -14,7 +14,17 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from traceproof.tools import aggregate, find, jqtool, preview, projects, spans, sql, traces
+from traceproof.tools import (
+    aggregate,
+    errors,
+    find,
+    jqtool,
+    preview,
+    projects,
+    spans,
+    sql,
+    traces,
+)
 
 #: Tool families (DESIGN.md's tool surface), the units a host asks for with ``--toolsets``
 #: (``TRACEPROOF_TOOLSETS``): trace inspection, judgment (annotations, evaluators), proof
@@ -49,6 +59,7 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(sql.sql),
     ToolSpec(sql.describe_schema),
     ToolSpec(traces.get_session),
+    ToolSpec(errors.categorize_errors, read_only=False, family="judgment"),
 )
 
 TOOLS_BY_NAME: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}
