@@ -242,6 +242,19 @@ def _js_frame(text: str) -> str:
     return f"{_short_path(location)}:{function}"
 
 
+#: The frame lines of a stack trace (Python ``File "…", line N, in f``; JavaScript ``at …``).
+_FRAME_LINES = r'(?m)^[ \t]*(?:File "[^"\n]*", line [0-9]+, in [^\n]*|at [^\n]*)$'
+
+
+def frames_sql(column: str) -> str:
+    """DuckDB SQL reducing the stack trace in ``column`` to its frame lines without line or
+    column numbers: what :func:`top_frames` reads (it gives the same frames from this text as
+    from the whole trace), and a grouping key that no longer holds the message or the line
+    numbers a trace repeats."""
+    lines = f"array_to_string(regexp_extract_all({column}, '{_FRAME_LINES}'), chr(10))"
+    return f"regexp_replace({lines}, '(, line |:)[0-9]+', '\\1', 'g')"
+
+
 def fingerprint(
     error_type: str | None, message: str | None, stack: str | None = None
 ) -> Fingerprint:

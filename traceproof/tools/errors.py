@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
 from traceproof.evals.clusters import Cluster, ErrorGroup, Example, cluster
-from traceproof.evals.fingerprint import shape_sql, template_query
+from traceproof.evals.fingerprint import frames_sql, shape_sql, template_query
 from traceproof.storage import Store
 from traceproof.tools.common import MaxChars, ToolFailure, UtcTime, budget, one_line, size
 from traceproof.tools.filters import (
@@ -120,10 +120,13 @@ def span_error_groups(store: Store, span_filter: SpanFilter) -> list[ErrorGroup]
     chars = store.settings.errors_example_chars
     source = span_source(condition, "session_id")
     message = "coalesce(error_message, status_message, '')"
-    stack = (
-        "CASE WHEN contains(events, 'stacktrace') THEN list_filter(json_extract_string(events, "
-        "'$[*].attributes.exception.stacktrace'), x -> x IS NOT NULL)[1] END"
+    # The exception event is nearly always the first: read it directly, else search them all.
+    first = "json_extract_string(events, '$[0].attributes.exception.stacktrace')"
+    every = (
+        "list_filter(json_extract_string(events, '$[*].attributes.exception.stacktrace'), "
+        "x -> x IS NOT NULL)[1]"
     )
+    stack = f"CASE WHEN contains(events, 'stacktrace') THEN coalesce({first}, {every}) END"
     clipped = (
         f"CASE WHEN length(st) > {STACK_HEAD + STACK_TAIL} THEN left(st, {STACK_HEAD}) || "
         f"chr(10) || right(st, {STACK_TAIL}) ELSE st END"
@@ -132,18 +135,25 @@ def span_error_groups(store: Store, span_filter: SpanFilter) -> list[ErrorGroup]
         "CASE WHEN error_type IS NOT NULL AND starts_with(message, error_type || ': ') "
         "THEN message[length(error_type) + 3:] ELSE message END"
     )
+    # A trace usually repeats the message (Python's last line, JavaScript's first): without
+    # it, the traces of one code path are a handful of texts, reduced to frames once each.
+    unmessaged = f"CASE WHEN message = '' THEN {clipped} ELSE replace({clipped}, message, '') END"
     query = f"""
-        WITH raw AS (
+        WITH raw AS MATERIALIZED (
             SELECT span_id, trace_id, session_id, start_time, name, tool_name, error_type,
                    {message} AS message, {stack} AS st
             FROM {source}
             WHERE ({condition})
               AND (status = 'ERROR' OR error_type IS NOT NULL OR error_message IS NOT NULL)
         ),
-        errors AS (
-            SELECT *, {shape_sql(stripped)} AS shape, {clipped} AS stack FROM raw
+        errors AS MATERIALIZED (
+            SELECT *, {shape_sql(stripped)} AS shape, {unmessaged} AS stack_key FROM raw
         ),
-        shapes AS ({template_query("(SELECT DISTINCT shape FROM errors) AS d")})
+        shapes AS ({template_query("(SELECT DISTINCT shape FROM errors) AS d")}),
+        stacks AS (
+            SELECT stack_key, {frames_sql("stack_key")} AS stack
+            FROM (SELECT DISTINCT stack_key FROM errors WHERE stack_key IS NOT NULL)
+        )
         SELECT error_type, template, stack, count(*), min(start_time), max(start_time),
                list(DISTINCT name),
                list(DISTINCT tool_name) FILTER (WHERE tool_name IS NOT NULL),
@@ -152,7 +162,7 @@ def span_error_groups(store: Store, span_filter: SpanFilter) -> list[ErrorGroup]
                arg_max({{'span_id': span_id, 'trace_id': trace_id,
                          'message': left(message, {chars + 1}), 'seen': start_time}},
                        start_time, {MAX_EXAMPLES})
-        FROM errors JOIN shapes USING (shape)
+        FROM errors JOIN shapes USING (shape) LEFT JOIN stacks USING (stack_key)
         GROUP BY error_type, template, stack
     """
     with store.reader() as reader, where_errors(span_filter.where):
