@@ -252,7 +252,8 @@ def frames_sql(column: str) -> str:
     from the whole trace), and a grouping key that no longer holds the message or the line
     numbers a trace repeats."""
     lines = f"array_to_string(regexp_extract_all({column}, '{_FRAME_LINES}'), chr(10))"
-    return f"regexp_replace({lines}, '(, line |:)[0-9]+', '\\1', 'g')"
+    python = f"regexp_replace({lines}, ', line [0-9]+,', ', line 0,', 'g')"
+    return f"regexp_replace({python}, ':[0-9]+', ':0', 'g')"
 
 
 def fingerprint(

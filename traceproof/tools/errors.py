@@ -224,10 +224,11 @@ def require_annotations(what: str) -> None:
 def _fit(
     clusters: list[Cluster], total: int, limit: int, room: int, example_chars: int
 ) -> ErrorCategories:
-    shown = [_model(c, total, example_chars) for c in clusters[:limit]]
     result = ErrorCategories(
-        errors=total, total_clusters=len(clusters), clusters=shown, truncated=False
+        errors=total, total_clusters=len(clusters), clusters=[], truncated=False
     )
+    shown = result.clusters  # the model's own list (pydantic copies the one it is given)
+    shown.extend(_model(c, total, example_chars) for c in clusters[:limit])
     while shown and size(result) > room - _NOTE_ROOM:
         shown.pop()
     result.truncated = len(shown) < len(clusters)
