@@ -241,6 +241,7 @@ def test_every_registered_tool_answers_through_the_api(
         "get_session": {"session_id": ids["session"]},
         "annotate": {"name": "correctness", "label": "fail", "ids": [ids["span"]]},
         "get_annotations": {"name": "correctness"},
+        "categorize_errors": {"project": "demo"},
     }
     assert set(calls) == {spec.name for spec in registry.TOOLS}
     answers = {}
@@ -261,6 +262,7 @@ def test_every_registered_tool_answers_through_the_api(
     assert answers["get_session"]["session_id"] == ids["session"]
     assert answers["annotate"]["created"] == 1
     assert answers["get_annotations"]["rows"][0]["target_id"] == ids["span"]
+    assert answers["categorize_errors"]["errors"] == 22
 
 
 @pytest.mark.parametrize(

@@ -445,7 +445,7 @@ def fresh_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_readme_lists_an_example_for_every_read_command() -> None:
     named = {shlex.split(example)[1] for example in readme_examples()}
     assert named == {"projects", "traces", "trace", "span", "find", "spans", "jq", "agg", "sql",
-                     "schema", "session"}  # fmt: skip
+                     "schema", "session", "errors"}  # fmt: skip
 
 
 @pytest.mark.parametrize("example", readme_examples())

@@ -101,6 +101,7 @@ def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
             {"name": "tone", "score": 0.5, "where": "span_kind = 'LLM'"},
         ],
         "get_annotations": [{"name": "correctness"}, {"history": True, "limit": 2}],
+        "categorize_errors": [{}, {"project": "demo", "limit": 2, "max_chars": 1000}],
     }
 
 

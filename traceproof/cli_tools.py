@@ -87,6 +87,7 @@ TOOL_COMMANDS = {
     "get_session": "session",
     "annotate": "annotate",
     "get_annotations": "annotations",
+    "categorize_errors": "errors",
 }
 
 # "Call NAME(args)" / "call NAME" / a bare tool name with an underscore (never a word of text).
@@ -422,3 +423,24 @@ def annotate_command(db: Path | None, as_json: bool, **options: Any) -> None:
 def annotations_command(db: Path | None, as_json: bool, **options: Any) -> None:
     """Annotations: counts per name and label, then rows, newest first."""
     emit(call(db, "get_annotations", options), as_json)
+
+
+@cli.command()
+@db_option
+@click.option("--project", default=None, help="Project name.")
+@click.option("--since", default=None, help="After this time: ISO 8601 or relative (2h, 7d).")
+@click.option("--until", default=None, help="Before this time: ISO 8601 or relative.")
+@click.option("--kind", "span_kind", default=None, help="Span kind: LLM, TOOL, CHAIN, AGENT…")
+@click.option("--name", default=None, help="Exact span name.")
+@click.option("--session", "session_id", default=None, help="Session id.")
+@click.option("--where", default=None, help="SQL expression over span columns and attributes.")
+@click.option(
+    "--annotation", default=None, help="Cluster this annotation's fail explanations instead."
+)
+@click.option("--save", is_flag=True, help="Write an error_category annotation on each error.")
+@limit_option
+@max_chars_option
+@json_option
+def errors(db: Path | None, as_json: bool, **options: Any) -> None:
+    """Error spans in clusters: type, message template, top frames, count, traces, examples."""
+    emit(call(db, "categorize_errors", options), as_json)

@@ -54,6 +54,8 @@ class ErrorCode(StrEnum):
     LLM_UNAVAILABLE = "llm_unavailable"
     LLM_FAILED = "llm_failed"
     LLM_MALFORMED = "llm_malformed"
+    # A feature this build does not have yet (the call is valid; it cannot be served).
+    NOT_AVAILABLE = "not_available"
     # A failure inside traceproof itself (details in the server log, never in the message).
     INTERNAL_ERROR = "internal_error"
 

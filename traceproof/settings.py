@@ -315,6 +315,24 @@ class Settings(BaseSettings):
         ge=1,
         description="Most targets one annotate call (or one Phoenix request) writes.",
     )
+    errors_merge_similarity: float = Field(
+        default=0.8,
+        ge=0.5,
+        le=1.01,
+        description="categorize_errors: share of word positions two message templates of one "
+        "error type must agree on to be merged into one cluster (above 1: never merge).",
+    )
+    errors_merge_templates: int = Field(
+        default=1000,
+        ge=0,
+        description="categorize_errors: the largest clusters whose templates are compared for "
+        "merging (bounds the cost of merging on very varied errors).",
+    )
+    errors_example_chars: int = Field(
+        default=300,
+        ge=40,
+        description="categorize_errors: characters of each example's raw message.",
+    )
     token: str | None = Field(
         default=None,
         description="Bearer token that protects /mcp, /v1/traces and /api when set "

@@ -40,7 +40,7 @@ from traceproof.storage.reader import call_deadline
 T = TypeVar("T")
 
 #: Tools that are heavy whatever their arguments.
-HEAVY_TOOLS = frozenset({"sql", "jq", "aggregate"})
+HEAVY_TOOLS = frozenset({"sql", "jq", "aggregate", "categorize_errors"})
 #: Tools that are heavy when one of these arguments is given (not ``None``, not empty).
 HEAVY_WHEN = {"search_spans": ("pattern", "where"), "search_traces": ("regex", "where")}
 

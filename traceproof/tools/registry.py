@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from traceproof.tools import (
     aggregate,
+    errors,
     find,
     jqtool,
     preview,
@@ -61,6 +62,7 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(traces.get_session),
     ToolSpec(annotation_tools.annotate, read_only=False, family="judgment"),
     ToolSpec(annotation_tools.get_annotations, family="judgment"),
+    ToolSpec(errors.categorize_errors, read_only=False, family="judgment"),
 )
 
 TOOLS_BY_NAME: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}
