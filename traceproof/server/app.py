@@ -27,6 +27,7 @@ from starlette.routing import Route
 from traceproof import __version__
 from traceproof.errors import ErrorCode
 from traceproof.ingest.arrowcheck import InvalidSpanStream, read_span_stream
+from traceproof.ingest.normalize import document_depth_limit
 from traceproof.server.api import tool_routes
 from traceproof.server.auth import BearerToken
 from traceproof.server.guard import RequestGuard
@@ -93,7 +94,11 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
         body = await request.body()
         try:
             table = await asyncio.to_thread(
-                read_span_stream, body, max_bytes=2 * settings.max_spans_request_bytes
+                read_span_stream,
+                body,
+                max_bytes=2 * settings.max_spans_request_bytes,
+                max_batches=settings.max_spans_request_batches,
+                max_depth=document_depth_limit(settings.max_attribute_key_depth),
             )
         except InvalidSpanStream as exc:
             return _error(
