@@ -155,10 +155,11 @@ def transport_security(
     elif host not in names:
         names.append(f"[{host}]" if ":" in host else host)
     ports = "*" if port == 0 else str(port)
-    hosts = [f"{name}:{ports}" for name in dict.fromkeys(names)]
+    # Lowercase: the guard lowercases Host and Origin (names are case-insensitive).
+    hosts = [f"{name.lower()}:{ports}" for name in dict.fromkeys(names)]
     for name in extra:
         if name != "*":
-            hosts.append(name if _has_port(name) else f"{name}:{ports}")
+            hosts.append((name if _has_port(name) else f"{name}:{ports}").lower())
     return TransportSecuritySettings(
         # allowed_hosts '*' turns the Host check off (for a proxy that checks it itself).
         enable_dns_rebinding_protection="*" not in extra,
