@@ -298,6 +298,45 @@ async def test_mcp_on_a_store_held_by_serve_works_through_the_server(tmp_path: P
 
 
 @pytest.mark.slow
+async def test_mcp_without_the_token_of_the_server_holding_the_store_says_where_to_set_it(
+    tmp_path: Path,
+) -> None:
+    """An agent cannot send headers: the fix it is told is TRACEPROOF_TOKEN in its MCP server's
+    env, not an Authorization header."""
+    db = tmp_path / "held.duckdb"
+    serve = ServeProcess(db, None, "--token", TOKEN)
+    try:
+        async with Client(mcp_command(db, "--port", str(free_port()))) as client:
+            refused = await client.call_tool("search_traces", {})
+    finally:
+        serve.stop()
+    assert refused.is_error
+    text = text_of(refused)
+    assert text.startswith(f"[{ErrorCode.UNAUTHORIZED}] ")
+    assert "TRACEPROOF_TOKEN" in text and "env of this MCP server" in text
+    assert "Authorization" not in text
+
+
+def test_a_refused_token_tells_an_agent_and_a_person_their_own_fix(guarded: LiveServer) -> None:
+    from traceproof.errors import TraceproofError
+    from traceproof.remote import RemoteStore
+
+    answers = {}
+    for for_agent in (True, False):
+        for token in (None, "wrong"):
+            remote = RemoteStore(guarded.url, token=token, for_agent=for_agent)
+            for call in (lambda r=remote: r.call_tool("list_projects", {}), remote.stats):
+                with pytest.raises(TraceproofError) as refused:
+                    call()
+                assert refused.value.code == ErrorCode.UNAUTHORIZED
+                assert "Authorization" not in refused.value.message
+                answers[for_agent, token] = refused.value.message
+    assert all("env of this MCP server" in answers[True, t] for t in (None, "wrong"))
+    assert all("--token" in answers[False, t] for t in (None, "wrong"))
+    assert "does not accept" in answers[True, "wrong"] and "no token" in answers[True, None]
+
+
+@pytest.mark.slow
 async def test_mcp_on_a_store_held_without_a_url_answers_every_call_with_the_lock_error(
     tmp_path: Path,
 ) -> None:
