@@ -105,14 +105,19 @@ def authorized(token: str = TOKEN) -> httpx2.AsyncClient:
 async def test_the_token_guards_mcp_otlp_and_the_api_but_not_the_health_check(
     guarded: LiveServer,
 ) -> None:
+    # JSON, as MCP clients send it: the guard refuses other content types (415) before the
+    # token is looked at.
+    json_type = {"content-type": "application/json"}
     async with httpx2.AsyncClient(timeout=10) as http:
         for method, path in [("POST", "/mcp"), ("POST", "/v1/traces"), ("GET", "/api/v1/stats")]:
-            response = await http.request(method, guarded.url + path, content=b"{}")
+            response = await http.request(
+                method, guarded.url + path, content=b"{}", headers=json_type
+            )
             assert response.status_code == 401, path
             assert response.headers["www-authenticate"].startswith("Bearer")
             assert response.json()["code"] == ErrorCode.UNAUTHORIZED
             wrong = await http.request(
-                method, guarded.url + path, headers={"Authorization": "Bearer nope"}
+                method, guarded.url + path, headers={"Authorization": "Bearer nope", **json_type}
             )
             assert wrong.status_code == 401, path
         assert (await http.get(guarded.url + "/healthz")).status_code == 200
