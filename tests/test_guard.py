@@ -262,6 +262,73 @@ def test_loopback_names_the_own_origin_and_allowed_hosts_are_accepted(serve_with
     assert other_port.status_code == 421
 
 
+MCP_INITIALIZE = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+).encode()
+MCP_ACCEPT = "application/json, text/event-stream"
+
+
+def test_host_names_are_case_insensitive_on_every_route_mcp_included(
+    live_server: LiveServer,
+) -> None:
+    """``LOCALHOST:port`` is loopback: neither the guard nor the SDK's own check on /mcp
+    refuses it (both compare lowercased names)."""
+    port = live_server.port
+    for host, origin in (
+        (f"LOCALHOST:{port}", None),
+        (f"LocalHost:{port}", f"HTTP://LOCALHOST:{port}"),
+    ):
+        headers = {"host": host, **({"origin": origin} if origin else {})}
+        for method, path, content_type in ROUTES:
+            sent = dict(headers)
+            if content_type:
+                sent["content-type"] = content_type
+            body = b"{}" if content_type == JSON else b""
+            if path == "/mcp":
+                body, sent["accept"] = MCP_INITIALIZE, MCP_ACCEPT
+            response = httpx2.request(
+                method,
+                live_server.url + path,
+                headers=sent,
+                timeout=30,
+                content=body if method == "POST" else None,
+            )
+            assert response.status_code not in (403, 421), (host, path, response.text)
+            if path == "/mcp":
+                assert response.status_code == 200, response.text
+
+
+def test_mcp_posts_need_json_like_every_api_route(live_server: LiveServer) -> None:
+    """/mcp answers a wrong content type like /api: 415 unsupported_format from the guard (not
+    the SDK's bare 400); its GET (SSE stream) and DELETE (end a session) carry no body."""
+    for content_type in ("text/plain", None, "application/x-www-form-urlencoded"):
+        headers = {"accept": MCP_ACCEPT, **({"content-type": content_type} if content_type else {})}
+        response = httpx2.post(
+            live_server.url + "/mcp", content=MCP_INITIALIZE, headers=headers, timeout=30
+        )
+        assert response.status_code == 415, (content_type, response.text)
+        assert response.json()["code"] == ErrorCode.UNSUPPORTED_FORMAT
+    opened = httpx2.post(
+        live_server.url + "/mcp",
+        content=MCP_INITIALIZE,
+        headers={"accept": MCP_ACCEPT, "content-type": f"{JSON}; charset=utf-8"},
+        timeout=30,
+    )
+    assert opened.status_code == 200, opened.text
+    session = {"mcp-session-id": opened.headers.get("mcp-session-id", "")}
+    ended = httpx2.delete(live_server.url + "/mcp", headers=session, timeout=30)
+    assert ended.status_code != 415, ended.text
+
+
 def test_a_text_plain_post_to_a_tool_is_refused_415(live_server: LiveServer) -> None:
     """A cross-site form or fetch without preflight can send text/plain, never JSON."""
     for content_type in ("text/plain", None, "application/x-www-form-urlencoded"):

@@ -105,14 +105,19 @@ def authorized(token: str = TOKEN) -> httpx2.AsyncClient:
 async def test_the_token_guards_mcp_otlp_and_the_api_but_not_the_health_check(
     guarded: LiveServer,
 ) -> None:
+    # JSON, as MCP clients send it: the guard refuses other content types (415) before the
+    # token is looked at.
+    json_type = {"content-type": "application/json"}
     async with httpx2.AsyncClient(timeout=10) as http:
         for method, path in [("POST", "/mcp"), ("POST", "/v1/traces"), ("GET", "/api/v1/stats")]:
-            response = await http.request(method, guarded.url + path, content=b"{}")
+            response = await http.request(
+                method, guarded.url + path, content=b"{}", headers=json_type
+            )
             assert response.status_code == 401, path
             assert response.headers["www-authenticate"].startswith("Bearer")
             assert response.json()["code"] == ErrorCode.UNAUTHORIZED
             wrong = await http.request(
-                method, guarded.url + path, headers={"Authorization": "Bearer nope"}
+                method, guarded.url + path, headers={"Authorization": "Bearer nope", **json_type}
             )
             assert wrong.status_code == 401, path
         assert (await http.get(guarded.url + "/healthz")).status_code == 200
@@ -295,6 +300,45 @@ async def test_mcp_on_a_store_held_by_serve_works_through_the_server(tmp_path: P
     assert traces.structured_content == direct.structured_content
     assert missing.is_error and text_of(missing).startswith("[unknown_project] No project 'nope'")
     assert bad.is_error and text_of(bad).startswith("[invalid_argument] ")
+
+
+@pytest.mark.slow
+async def test_mcp_without_the_token_of_the_server_holding_the_store_says_where_to_set_it(
+    tmp_path: Path,
+) -> None:
+    """An agent cannot send headers: the fix it is told is TRACEPROOF_TOKEN in its MCP server's
+    env, not an Authorization header."""
+    db = tmp_path / "held.duckdb"
+    serve = ServeProcess(db, None, "--token", TOKEN)
+    try:
+        async with Client(mcp_command(db, "--port", str(free_port()))) as client:
+            refused = await client.call_tool("search_traces", {})
+    finally:
+        serve.stop()
+    assert refused.is_error
+    text = text_of(refused)
+    assert text.startswith(f"[{ErrorCode.UNAUTHORIZED}] ")
+    assert "TRACEPROOF_TOKEN" in text and "env of this MCP server" in text
+    assert "Authorization" not in text
+
+
+def test_a_refused_token_tells_an_agent_and_a_person_their_own_fix(guarded: LiveServer) -> None:
+    from traceproof.errors import TraceproofError
+    from traceproof.remote import RemoteStore
+
+    answers = {}
+    for for_agent in (True, False):
+        for token in (None, "wrong"):
+            remote = RemoteStore(guarded.url, token=token, for_agent=for_agent)
+            for call in (lambda r=remote: r.call_tool("list_projects", {}), remote.stats):
+                with pytest.raises(TraceproofError) as refused:
+                    call()
+                assert refused.value.code == ErrorCode.UNAUTHORIZED
+                assert "Authorization" not in refused.value.message
+                answers[for_agent, token] = refused.value.message
+    assert all("env of this MCP server" in answers[True, t] for t in (None, "wrong"))
+    assert all("--token" in answers[False, t] for t in (None, "wrong"))
+    assert "does not accept" in answers[True, "wrong"] and "no token" in answers[True, None]
 
 
 @pytest.mark.slow

@@ -8,13 +8,16 @@ sandbox turns external access off and locks the configuration.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import httpx2
 import pyarrow as pa
 import pytest
 
-from tests.conftest import wait_until
+from tests.conftest import LiveServer, wait_until
 from tests.test_store import T0
+from traceproof.errors import ErrorCode
 from traceproof.settings import Settings
 from traceproof.storage import SPAN_SCHEMA, Store, StoreError
 from traceproof.storage.connection import machine_memory_bytes, memory_limit_bytes, parse_size
@@ -106,7 +109,32 @@ def test_without_a_temp_directory_the_same_query_runs_out_of_memory(tmp_path: Pa
         pytest.raises(StoreError) as failed,
     ):
         reader.rows(BIG_SORT)
-    assert "memory" in str(failed.value).lower()
+    assert failed.value.code == ErrorCode.QUERY_TOO_LARGE
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "select list(repeat('x', 1000)) from range(1000000)",
+        "select string_agg(repeat('x', 1000000), '') from range(2000)",
+    ],
+)
+def test_a_query_too_big_for_memory_is_the_callers_to_fix(tmp_path: Path, query: str) -> None:
+    """Out of memory is the query's size, not a server fault: 400 query_too_large, saying what
+    to do, and the store answers the next query."""
+    settings = Settings(db=tmp_path / "small.duckdb", duckdb_memory_limit="64MB")
+    with Store.open(settings.db, settings) as store, LiveServer(store, settings) as server:
+        answer = httpx2.post(
+            f"{server.url}/api/v1/tools/sql",
+            content=json.dumps({"query": query}),
+            headers={"content-type": "application/json"},
+            timeout=120,
+        )
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["code"] == ErrorCode.QUERY_TOO_LARGE
+        assert "LIMIT" in answer.json()["error"]
+        with store.reader() as reader:
+            assert reader.scalar("select 1") == 1
 
 
 def test_when_ingest_goes_idle_the_writer_checkpoints_and_recent_writes_free_memory(

@@ -27,6 +27,8 @@ class ErrorCode(StrEnum):
     INVALID_QUERY = "invalid_query"
     FORBIDDEN_QUERY = "forbidden_query"
     QUERY_TIMEOUT = "query_timeout"
+    # A query needs more memory than the store may use (DuckDB ran out of memory).
+    QUERY_TOO_LARGE = "query_too_large"
     # Every slot for heavy queries is taken, or a call waited its whole time limit for a worker.
     BUSY = "busy"
     INVALID_JQ = "invalid_jq"

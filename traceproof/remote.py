@@ -32,10 +32,39 @@ class RemoteError(TraceproofError):
 class RemoteStore:
     """The API of the server at ``url`` (``http://host:port``)."""
 
-    def __init__(self, url: str, timeout: float = 300.0, token: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 300.0,
+        token: str | None = None,
+        *,
+        for_agent: bool = False,
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.token = token  # the server's bearer token (--token / TRACEPROOF_TOKEN), if any
+        # Whose errors these are: an agent's (``traceproof mcp`` over stdio) or a person's
+        # (the CLI). It changes what a refused token tells them to do.
+        self.for_agent = for_agent
+
+    def _unauthorized(self) -> TraceproofError:
+        """The 401 of a server that wants a token, with the fix for whoever called: an agent
+        cannot send headers, its MCP server's environment carries the token."""
+        given = "sent a token it does not accept" if self.token else "has no token to send"
+        if self.for_agent:
+            message = (
+                f"The traceproof server at {self.url} that holds the store requires a token, "
+                f"and this MCP server {given}. Set TRACEPROOF_TOKEN to the server's token in "
+                "the env of this MCP server (the traceproof mcp entry of the MCP client's "
+                "configuration), then restart it"
+            )
+        else:
+            message = (
+                f"The traceproof server at {self.url} requires a token, and this command "
+                f"{given}. Pass --token, or set TRACEPROOF_TOKEN, to the token the server was "
+                "started with"
+            )
+        return TraceproofError(message + ".", code=ErrorCode.UNAUTHORIZED)
 
     def _request(self, path: str, body: bytes | None, method: str) -> urllib.request.Request:
         request = urllib.request.Request(self.url + path, data=body, method=method)
@@ -58,6 +87,8 @@ class RemoteStore:
                 result: dict[str, Any] = json.loads(response.read())
                 return result
         except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                raise self._unauthorized() from None
             raise _tool_error(self.url, exc) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             # HTTPException: the connection dropped mid-answer (the server died).
@@ -118,6 +149,8 @@ class RemoteStore:
                 raise _Retry(float(exc.headers.get("Retry-After") or 1)) from None
             if exc.code == 413 and path == "/api/v1/spans":
                 raise _TooLarge() from None
+            if exc.code == 401:
+                raise self._unauthorized() from None
             detail = exc.read().decode(errors="replace")
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 detail = json.loads(detail)["error"]

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         description="Largest Arrow IPC body accepted on POST /api/v1/spans (what traceproof "
         "ingest sends to a server; 413 above).",
     )
+    max_spans_request_batches: int = Field(
+        default=1024,
+        ge=1,
+        description="Most Arrow record batches in one POST /api/v1/spans body (400 above); "
+        "traceproof ingest sends one per request.",
+    )
     max_api_request_bytes: int = Field(
         default=4 * 1024 * 1024,
         ge=1024,

@@ -18,6 +18,7 @@ from traceproof.tools.common import (
     parse_time,
 )
 from traceproof.tools.filters import SpanFilter, field_sql, json_path, where_sql
+from traceproof.tools.invoke import run_tool
 
 
 def count(store: Store, flt: SpanFilter) -> int:
@@ -53,6 +54,29 @@ def test_where_refuses_comments_and_statement_separators() -> None:
             where_sql(bad)
         assert info.value.code is ErrorCode.INVALID_FILTER
     assert where_sql("name = 'a;b -- c'") == "name = 'a;b -- c'"
+
+
+@pytest.mark.parametrize(
+    ("tool", "where", "near"),
+    [
+        ("search_spans", "latency_ms >", "at end of input"),
+        ("search_traces", "name = ", "at end of input"),
+        ("aggregate", "latency_ms > > 3", 'at or near ">"'),
+        ("search_spans", "nosuch_column > 3", "nosuch_column"),
+    ],
+)
+def test_a_where_error_names_the_agents_own_text(
+    store: Store, tool: str, where: str, near: str
+) -> None:
+    """Not the parenthesis the query wraps the expression in, and no doubled period."""
+    with pytest.raises(ToolFailure) as failed:
+        run_tool(store, tool, {"where": where})
+    assert failed.value.code is ErrorCode.INVALID_FILTER
+    message = failed.value.message
+    assert message.startswith(f"where {where!r} ")
+    assert near in message
+    assert '")"' not in message
+    assert ".." not in message
 
 
 def test_filters_select_the_same_spans_as_hand_written_sql(demo_store: Store) -> None:

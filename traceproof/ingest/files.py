@@ -30,7 +30,7 @@ from typing import IO, Any
 import pyarrow as pa
 
 from traceproof.errors import TraceproofError
-from traceproof.ingest.normalize import SpanRejected, SpanRows
+from traceproof.ingest.normalize import REJECTED, SpanRows, rejection_reason
 from traceproof.ingest.otlp import Decoded, MalformedRequest, decode_json_object, decode_protobuf
 from traceproof.ingest.spanjson import add_span_object, is_span_object
 from traceproof.settings import Settings
@@ -430,8 +430,8 @@ def _take_object(
             warnings = add_span_object(
                 batcher.rows, obj, project=project or settings.default_project
             )
-        except SpanRejected as exc:
-            batcher.summary.reject(label, line, str(exc))
+        except REJECTED as exc:
+            batcher.summary.reject(label, line, rejection_reason(exc))
             return
         batcher.summary.warnings += len(warnings)
         batcher.flush_if_full()

@@ -17,7 +17,6 @@ Spans that cannot be kept raise :class:`SpanRejected` with the reason; the decod
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -33,6 +32,15 @@ from traceproof.storage.columns import SPAN_COLUMNS, SPAN_KINDS, SPAN_SCHEMA
 #: refuses about 31 levels inside a request (its limit is 100 message levels), so both wires
 #: share this limit.
 MAX_VALUE_DEPTH = 30
+
+
+def document_depth_limit(max_key_depth: int) -> int:
+    """The deepest JSON document (``attributes``, ``events``, ``links``, ``resource``) the
+    decoders can store: each dotted key segment is one level (keys have at most
+    ``max_key_depth`` segments), the value below it at most :data:`MAX_VALUE_DEPTH`, and an
+    event or link adds two (its list and its object)."""
+    return max_key_depth + MAX_VALUE_DEPTH + 2
+
 
 #: Defaults of the attribute key limits (settings ``max_attribute_key_depth`` and
 #: ``max_attribute_key_chars``).
@@ -59,6 +67,18 @@ _GENAI_OPERATION_KINDS = {
 
 class SpanRejected(ValueError):
     """A span that cannot be stored; the message says why."""
+
+
+#: What rejects one span: :class:`SpanRejected`, and ``RecursionError`` from a value nested so
+#: deep that a parser or encoder ran out of stack (never let it fail the whole request).
+REJECTED = (SpanRejected, RecursionError)
+
+
+def rejection_reason(exc: BaseException) -> str:
+    """The reason to report for an exception in :data:`REJECTED`."""
+    if isinstance(exc, RecursionError):
+        return f"a value is nested deeper than {MAX_VALUE_DEPTH} levels"
+    return str(exc)
 
 
 def status_name(code: int | str | None) -> str:
@@ -91,6 +111,44 @@ def clean_number(value: float) -> float | str:
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
+def nesting(value: Any) -> int:
+    """How many levels of lists and objects ``value`` has (a scalar has 0), counted without
+    recursion: a value of any depth is measured safely."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Mapping):
+            children: Iterable[Any] = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
+def _too_deep(what: str) -> SpanRejected:
+    return SpanRejected(f"{what} is nested deeper than {MAX_VALUE_DEPTH} levels")
+
+
+def parse_json_text(key: str, text: str) -> Any:
+    """The value of JSON text ``text`` held by attribute ``key``, or ``text`` itself when it is
+    not JSON. Raises :class:`SpanRejected` when the value is nested deeper than
+    :data:`MAX_VALUE_DEPTH`, the limit every wire's values share."""
+    try:
+        value = json.loads(text)
+    except RecursionError:  # nested far past the limit: the parser ran out of stack
+        raise _too_deep(f"attribute {key!r} holds JSON text that") from None
+    except ValueError:
+        return text
+    if nesting(value) > MAX_VALUE_DEPTH:
+        raise _too_deep(f"attribute {key!r} holds JSON text that")
+    return value
+
+
 def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested attributes (as Phoenix exports them) to flat dotted keys.
 
@@ -102,7 +160,7 @@ def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     while stack:
         path, node, depth = stack.pop()
         if depth > MAX_VALUE_DEPTH:
-            raise SpanRejected(f"attribute {path!r} is nested deeper than {MAX_VALUE_DEPTH} levels")
+            raise _too_deep(f"attribute {path!r}")
         if isinstance(node, Mapping) and (node or not path):
             for key, child in node.items():
                 stack.append((f"{path}.{key}" if path else str(key), child, depth + 1))
@@ -110,6 +168,9 @@ def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
             for i, child in enumerate(node):
                 stack.append((f"{path}.{i}", child, depth + 1))
         else:
+            # A list of scalars (or of lists) is kept whole, as one value: its own levels count.
+            if isinstance(node, list) and depth + nesting(node) > MAX_VALUE_DEPTH:
+                raise _too_deep(f"attribute {path!r}")
             out[path] = node
     return out
 
@@ -363,8 +424,7 @@ class SpanRows:
                 and value[:1] in ("{", "[")
                 and (_split(key)[0][-1] in JSON_TEXT_KEYS)
             ):
-                with contextlib.suppress(ValueError):
-                    attrs[key] = json.loads(value)
+                attrs[key] = parse_json_text(key, value)
 
         kind = str(attrs.get("openinference.span.kind") or "").upper()
         if kind not in SPAN_KINDS:

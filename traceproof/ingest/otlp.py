@@ -22,12 +22,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from traceproof.ingest.normalize import (
     MAX_VALUE_DEPTH,
+    REJECTED,
     Event,
     SpanRejected,
     SpanRows,
     clean_number,
     otel_kind_name,
     project_of,
+    rejection_reason,
     resource_json,
     status_name,
 )
@@ -124,10 +126,10 @@ def decode_message(
             span_project = project or project_of(resource, default_project)
             out.rows.check_keys(resource)
             resource_text = resource_json(resource)
-        except SpanRejected as exc:
+        except REJECTED as exc:
             for scope_spans in resource_spans.scope_spans:
                 for _ in scope_spans.spans:
-                    out.reject(f"resource: {exc}")
+                    out.reject(f"resource: {rejection_reason(exc)}")
             continue
         for scope_spans in resource_spans.scope_spans:
             scope_name = scope_spans.scope.name
@@ -165,8 +167,8 @@ def decode_message(
                         scope_name=scope_name,
                         otel_kind=otel_kind_name(span.kind),
                     )
-                except SpanRejected as exc:
-                    out.reject(f"span {span.span_id.hex() or '?'}: {exc}")
+                except REJECTED as exc:
+                    out.reject(f"span {span.span_id.hex() or '?'}: {rejection_reason(exc)}")
                     continue
                 if warnings:
                     out.warn(warnings)
@@ -265,11 +267,11 @@ def decode_json_object(
             span_project = project or project_of(resource, default_project)
             out.rows.check_keys(resource)
             resource_text = resource_json(resource)
-        except SpanRejected as exc:
+        except REJECTED as exc:
             for ss in scope_list:
                 spans = _get(ss, "spans") if isinstance(ss, Mapping) else None
                 for _ in spans if isinstance(spans, list) else []:
-                    out.reject(f"resource: {exc}")
+                    out.reject(f"resource: {rejection_reason(exc)}")
             continue
         for ss in scope_list:
             if not isinstance(ss, Mapping):
@@ -283,9 +285,9 @@ def decode_json_object(
                     warnings = _add_json_span(
                         out.rows, span, span_project, resource_text, scope_name
                     )
-                except SpanRejected as exc:
+                except REJECTED as exc:
                     sid = span.get("spanId") if isinstance(span, Mapping) else None
-                    out.reject(f"span {sid or '?'}: {exc}")
+                    out.reject(f"span {sid or '?'}: {rejection_reason(exc)}")
                     continue
                 if warnings:
                     out.warn(warnings)

@@ -27,6 +27,7 @@ from starlette.routing import Route
 from traceproof import __version__
 from traceproof.errors import ErrorCode
 from traceproof.ingest.arrowcheck import InvalidSpanStream, read_span_stream
+from traceproof.ingest.normalize import document_depth_limit
 from traceproof.server.api import tool_routes
 from traceproof.server.auth import BearerToken
 from traceproof.server.guard import RequestGuard
@@ -94,7 +95,11 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
         body = await request.body()
         try:
             table = await asyncio.to_thread(
-                read_span_stream, body, max_bytes=2 * settings.max_spans_request_bytes
+                read_span_stream,
+                body,
+                max_bytes=2 * settings.max_spans_request_bytes,
+                max_batches=settings.max_spans_request_batches,
+                max_depth=document_depth_limit(settings.max_attribute_key_depth),
             )
         except InvalidSpanStream as exc:
             return _error(
@@ -152,10 +157,11 @@ def transport_security(
     elif host not in names:
         names.append(f"[{host}]" if ":" in host else host)
     ports = "*" if port == 0 else str(port)
-    hosts = [f"{name}:{ports}" for name in dict.fromkeys(names)]
+    # Lowercase: the guard lowercases Host and Origin (names are case-insensitive).
+    hosts = [f"{name.lower()}:{ports}" for name in dict.fromkeys(names)]
     for name in extra:
         if name != "*":
-            hosts.append(name if _has_port(name) else f"{name}:{ports}")
+            hosts.append((name if _has_port(name) else f"{name}:{ports}").lower())
     return TransportSecuritySettings(
         # allowed_hosts '*' turns the Host check off (for a proxy that checks it itself).
         enable_dns_rebinding_protection="*" not in extra,

@@ -8,11 +8,13 @@ before any handler runs:
   interfaces) or a name in ``settings.allowed_hosts``, on the bound port: else 421
   (``forbidden_host``). An ``Origin``, when present, must name one of those too: else 403
   (``forbidden_origin``). These are the rules the MCP SDK applies to ``/mcp``
-  (:func:`traceproof.server.app.transport_security`).
-- A POST must carry its route's content type: ``application/json`` for ``/api/v1/tools/*``,
-  ``application/vnd.apache.arrow.stream`` for ``/api/v1/spans`` (else 415,
-  ``unsupported_format``). ``/v1/traces`` answers its own 415 in the OTLP shape, ``/mcp`` its
-  own (the SDK's).
+  (:func:`traceproof.server.app.transport_security`). Host names are case-insensitive: both
+  headers are lowercased here, for these checks and the SDK's (``LOCALHOST:4318`` is loopback).
+- A POST (PUT, PATCH) must carry its route's content type: ``application/json`` for
+  ``/api/v1/tools/*`` and ``/mcp``, ``application/vnd.apache.arrow.stream`` for
+  ``/api/v1/spans`` (else 415, ``unsupported_format``). ``/v1/traces`` answers its own 415 in
+  the OTLP shape. ``GET`` and ``DELETE`` on ``/mcp`` (the SSE stream, ending a session) carry no
+  body and are not checked.
 - A body may not exceed its route's limit (``max_request_bytes`` for OTLP,
   ``max_spans_request_bytes`` for ``/api/v1/spans``, ``max_api_request_bytes`` for the rest):
   413 (``request_too_large``), from ``Content-Length`` before reading, or as soon as the
@@ -133,8 +135,8 @@ class RequestGuard:
     def __init__(self, app: ASGIApp, settings: Settings, security: TransportSecuritySettings):
         self.app = app
         self.settings = settings
-        self.allowed_hosts = frozenset(security.allowed_hosts)
-        self.allowed_origins = frozenset(security.allowed_origins)
+        self.allowed_hosts = frozenset(h.lower() for h in security.allowed_hosts)
+        self.allowed_origins = frozenset(o.lower() for o in security.allowed_origins)
         self.any_host = "*" in settings.allowed_hosts
         self.budget = BodyBudget(settings.max_body_bytes_in_flight)
 
@@ -142,6 +144,7 @@ class RequestGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        _lowercase_names(scope)
         headers = Headers(scope=scope)
         path: str = scope["path"]
         rule = self._rule(path)
@@ -165,7 +168,7 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         media = headers.get("content-type", "").split(";")[0].strip().lower()
-        if rule.content_types and media not in rule.content_types:
+        if rule.content_types and scope["method"] in _WITH_BODY and media not in rule.content_types:
             await self._refuse(
                 scope, send, rule, headers, 415, ErrorCode.UNSUPPORTED_FORMAT,
                 f"{path} takes {' or '.join(rule.content_types)}, not {media or '(none)'}. "
@@ -253,7 +256,7 @@ class RequestGuard:
             return _Rule(settings.max_request_bytes, otlp=True)
         if path == "/api/v1/spans":
             return _Rule(settings.max_spans_request_bytes, (ARROW_STREAM,))
-        if path.startswith("/api/"):
+        if path.startswith("/api/") or path == "/mcp" or path.startswith("/mcp/"):
             return _Rule(settings.max_api_request_bytes, ("application/json",))
         return _Rule(settings.max_api_request_bytes)
 
@@ -274,6 +277,18 @@ async def _drain(receive: Receive, limit: int) -> bool:
             return False
         if not message.get("more_body", False):
             return True
+
+
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+_NAME_HEADERS = (b"host", b"origin")
+
+
+def _lowercase_names(scope: Scope) -> None:
+    """Lowercase the ``Host`` and ``Origin`` headers in ``scope``: host names (and schemes) are
+    case-insensitive, and the MCP SDK compares them exactly."""
+    headers = scope.get("headers") or []
+    if any(k in _NAME_HEADERS and v != v.lower() for k, v in headers):
+        scope["headers"] = [(k, v.lower() if k in _NAME_HEADERS else v) for k, v in headers]
 
 
 def _matches(value: str | None, allowed: frozenset[str]) -> bool:

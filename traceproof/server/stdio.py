@@ -107,7 +107,7 @@ def _borrowed(exc: StoreLocked, settings: Settings, announce: Callable[[str], An
             f"traceproof mcp: {exc.path} is held by the traceproof server at {exc.url}; serving "
             "MCP over stdio through it (it receives the traces)."
         )
-        return RemoteBackend(RemoteStore(exc.url, token=settings.token))
+        return RemoteBackend(RemoteStore(exc.url, token=settings.token, for_agent=True))
     announce(f"traceproof mcp: {exc.message} Every tool call will answer this error.")
     return UnavailableBackend(exc)
 

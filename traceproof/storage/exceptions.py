@@ -12,7 +12,8 @@
         ├── InvalidQuery      DuckDB could not parse, bind or run a query
         ├── InvalidArgument   a value DuckDB cannot take (text that is not valid Unicode)
         ├── ForbiddenQuery    not one read-only statement, or reaches outside the store
-        └── QueryTimeout      a query ran past its time limit and was interrupted
+        ├── QueryTimeout      a query ran past its time limit and was interrupted
+        └── QueryTooLarge     a query needs more memory than the store may use
 """
 
 from __future__ import annotations
@@ -111,3 +112,10 @@ class QueryTimeout(StoreError):
     """A query ran past its time limit and was interrupted."""
 
     code = ErrorCode.QUERY_TIMEOUT
+
+
+class QueryTooLarge(StoreError):
+    """A query needs more memory than the store may use: its answer or its state is too big.
+    The caller can fix it (aggregate, LIMIT, clip); the store is fine."""
+
+    code = ErrorCode.QUERY_TOO_LARGE

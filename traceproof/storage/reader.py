@@ -28,6 +28,7 @@ from traceproof.storage.exceptions import (
     InvalidArgument,
     InvalidQuery,
     QueryTimeout,
+    QueryTooLarge,
     StoreError,
 )
 
@@ -427,6 +428,12 @@ class Reader:
             raise InvalidQuery(f"{_first_line(exc)}. Call describe_schema for columns.") from None
         except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
             raise InvalidQuery(f"{_first_line(exc)}. Fix the query's values or casts.") from None
+        except duckdb.OutOfMemoryException as exc:
+            raise QueryTooLarge(
+                f"The query needs more memory than the store may use ({_first_line(exc)}). "
+                "Aggregate in SQL (count, sum, GROUP BY) rather than building huge values, add a "
+                "LIMIT, or clip long text (left(column, 200))."
+            ) from None
         except duckdb.Error as exc:
             raise StoreError(f"The query failed: {_first_line(exc)}.") from None
         finally:

@@ -27,6 +27,7 @@ from traceproof.storage import (
     InvalidQuery,
     Reader,
     check_expression,
+    check_select,
 )
 from traceproof.tools.common import ToolFailure, parse_time
 
@@ -275,13 +276,29 @@ def where_errors(where: str | None) -> Iterator[None]:
     except InvalidQuery as exc:
         if not where:
             raise
-        reason = exc.message.removesuffix(". Call describe_schema for columns.")
         raise ToolFailure(
-            f"where {where[:200]!r} failed: {reason}. Use span columns (name, status, "
-            "latency_ms, model, tool_name…) or dotted attribute paths; describe_schema lists "
-            "them.",
+            f"where {where[:200]!r} {_where_reason(where, exc.message)}. Use span columns "
+            "(name, status, latency_ms, model, tool_name…) or dotted attribute paths; "
+            "describe_schema lists them.",
             code=ErrorCode.INVALID_FILTER,
         ) from None
+
+
+_NO_PARSE = "The query does not parse: "
+
+
+def _where_reason(where: str, message: str) -> str:
+    """Why a query with ``where`` failed, in terms of the agent's own text: a syntax error is
+    looked for in the expression alone (the query around it wraps it in parentheses, so
+    DuckDB would name a ``)`` the agent never wrote)."""
+    if not message.startswith(_NO_PARSE):
+        return "failed: " + message.removesuffix(" Call describe_schema for columns.").rstrip(".")
+    try:
+        check_select(f"SELECT 1 WHERE {where}")
+    except InvalidQuery as alone:
+        message = alone.message
+    detail = message.removeprefix(_NO_PARSE).removesuffix(". Fix the SQL.")
+    return "does not parse: " + detail.removeprefix("Parser Error: ").rstrip(".")
 
 
 def check_regex(reader: Reader, pattern: str, name: str = "pattern") -> None:

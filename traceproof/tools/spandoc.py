@@ -11,7 +11,10 @@ One vocabulary of field paths, shared by ``get_span_data``, ``find_in_trace`` an
 - links as ``links.<i>.…`` and the resource as ``resource.service.name``.
 
 Leaves are scalars (strings, numbers, booleans) or empty objects/lists; ``None`` columns are
-left out. Offsets into a leaf count Python characters (code points) of :attr:`Leaf.text`.
+left out. A value nested deeper than :data:`FOLD_DEPTH` (ingest never stores one that deep, but
+a store may hold one) is one leaf at that depth whose value is its JSON text: reading a span
+never recurses without bound. Offsets into a leaf count Python characters (code points) of
+:attr:`Leaf.text`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from traceproof.tools.paging import tidy
 
 #: Columns stored as JSON, walked into leaves under their own name.
 JSON_COLUMNS = ("attributes", "events", "links", "resource")
+
+#: Levels below a JSON column walked into leaves; what is nested deeper becomes one leaf of
+#: JSON text (as jq folds past its own depth).
+FOLD_DEPTH = 64
 
 #: Plain columns, in table order.
 PLAIN_COLUMNS = tuple(c for c in SPAN_COLUMNS if c not in JSON_COLUMNS)
@@ -86,15 +93,37 @@ def _parse(value: Any) -> Any:
     return value
 
 
-def _walk(path: str, node: Any, out: list[Leaf]) -> None:
-    if isinstance(node, dict) and node:
+def _walk(path: str, node: Any, out: list[Leaf], depth: int = 0) -> None:
+    if isinstance(node, dict | list) and node and depth >= FOLD_DEPTH:
+        out.append(Leaf(path, _folded(node)))
+    elif isinstance(node, dict) and node:
         for key, child in node.items():
-            _walk(f"{path}.{key}", child, out)
+            _walk(f"{path}.{key}", child, out, depth + 1)
     elif isinstance(node, list) and node:
         for index, child in enumerate(node):
-            _walk(f"{path}.{index}", child, out)
+            _walk(f"{path}.{index}", child, out, depth + 1)
     elif node is not None and not (path in JSON_COLUMNS and node in ({}, [])):
         out.append(Leaf(path, node))
+
+
+def _folded(node: dict[str, Any] | list[Any]) -> str:
+    """JSON text of a deep value; past what orjson writes (255 levels), an object of its
+    leaves under dotted paths (``{"a.0.b": 1}``), made without recursion."""
+    try:
+        return dumps(node)
+    except orjson.JSONEncodeError:
+        pass
+    flat: dict[str, Any] = {}
+    stack: list[tuple[str, Any]] = [("", node)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict | list) and item:
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            children = [(f"{path}.{k}" if path else str(k), v) for k, v in pairs]
+            stack.extend(reversed(children))
+        else:
+            flat[path] = item
+    return dumps(flat)
 
 
 # -- path patterns ------------------------------------------------------------------------------
