@@ -27,6 +27,7 @@ from traceproof.tools.filters import (
     SessionParam,
     SpanFilter,
     StatusParam,
+    span_source,
     where_errors,
 )
 from traceproof.tools.jqworker import JqCrashed, JqError, JqTimeout, runner
@@ -237,12 +238,16 @@ def _trace(store: Store, trace_id: str, project: str | None) -> tuple[bytes, str
 def _filtered(store: Store, span_filter: SpanFilter, limit: int) -> tuple[bytes, str, int, bool]:
     condition, params = span_filter.sql()
     with store.reader() as reader, where_errors(span_filter.where):
-        rows = reader.dicts(
-            f"SELECT {SELECT_COLUMNS} FROM {SPANS_WITH_TRACE} WHERE {condition} "
-            f"ORDER BY start_time DESC, span_id DESC LIMIT {limit + 1}",
+        # Two steps, so a large store's wide text is read only for the spans given to jq: the
+        # newest matching keys first (narrow columns), then those spans' every column, bounded
+        # by their time range (whole row groups outside it are skipped).
+        keys = reader.rows(
+            f"SELECT trace_id, span_id, start_time FROM {span_source(condition)} "
+            f"WHERE {condition} ORDER BY start_time DESC, span_id DESC LIMIT {limit + 1}",
             params,
             untrusted=span_filter.untrusted,
         )
+        rows = _spans_by_key(reader, keys) if keys else []
     capped = len(rows) > limit
     rows = rows[:limit][::-1]
     label = f"an array of the {len(rows)} spans matching the filters, in start order"
@@ -253,6 +258,21 @@ def _filtered(store: Store, span_filter: SpanFilter, limit: int) -> tuple[bytes,
             "raise max_spans"
         )
     return orjson.dumps([span_document(r) for r in rows]), label, len(rows), capped
+
+
+def _spans_by_key(reader: Any, keys: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Every column of the spans ``keys`` name (trace id, span id, start), newest first."""
+    wanted = {(trace_id, span_id) for trace_id, span_id, _ in keys}
+    span_ids = sorted({span_id for _, span_id, _ in keys})
+    marks = ", ".join("?" for _ in span_ids)
+    found = reader.dicts(
+        f"SELECT {SELECT_COLUMNS} FROM {SPANS_WITH_TRACE} WHERE spans.start_time BETWEEN ? AND ? "
+        f"AND spans.span_id IN ({marks})",
+        [min(k[2] for k in keys), max(k[2] for k in keys), *span_ids],
+    )
+    rows = [row for row in found if (row["trace_id"], row["span_id"]) in wanted]
+    rows.sort(key=lambda row: (row["start_time"], row["span_id"]), reverse=True)
+    return rows
 
 
 # -- running and output -------------------------------------------------------------------------
