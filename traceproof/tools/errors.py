@@ -193,7 +193,8 @@ def annotation_groups(store: Store, name: str, span_filter: SpanFilter) -> list[
     """The failing explanations of annotation ``name`` on the spans matching ``span_filter``
     (every ``fail`` of a judge: failures that raise no exception), as error groups.
 
-    Not available yet: the annotations table is being added (issue 10, part 1). Once it is,
+    Not available yet: annotations are stored (storage/annotations.py), but this reader is not
+    written. Once it is,
     this reads ``(annotation id, trace, session, name as type, explanation, no stack, time,
     span name, tool)`` records of the failing labels and passes them through
     :func:`traceproof.evals.clusters.group_records`.
@@ -206,17 +207,19 @@ def save_categories(store: Store, clusters: list[Cluster]) -> None:
     """Write an ``error_category`` annotation (label: the cluster's fingerprint, explanation:
     its type and template) on every error span of ``clusters``.
 
-    Not available yet: it needs the annotations table and its writer (issue 10, part 1).
+    Not available yet: it needs a per-span fingerprint pass to write with
+    ``storage.annotations.write_annotations``.
     """
     require_annotations("save=true writes an error_category annotation on each error span")
 
 
 def require_annotations(what: str) -> None:
-    """Refuse what needs the annotations table, which this build does not have yet (issue 10,
-    part 1): ``[not_available]``. Remove with the stubs above once annotations exist."""
+    """Refuse what categorize_errors cannot do with annotations yet: ``[not_available]``.
+    Remove with the stubs above once they are written."""
     raise ToolFailure(
-        f"{what}, and this traceproof does not store annotations yet. Call again without it to "
-        "cluster the span errors.",
+        f"{what}, and this traceproof cannot do that yet (annotations are stored, but "
+        "categorize_errors does not read or write them). Call again without it to cluster the "
+        "span errors.",
         code=ErrorCode.NOT_AVAILABLE,
     )
 
