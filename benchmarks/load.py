@@ -13,7 +13,8 @@
    - ``overload``: ``--overload-senders`` senders of ~``--overload-mb`` MB bodies for
      ``--overload-seconds``: 503 with Retry-After expected, RSS bounded, then recovery;
    - ``query-storm``: ``--storm-callers`` heavy queries in a loop during ingest: light calls and
-     /healthz still answer, heavy ones answer results, [store_busy] or [query_timeout], never 500;
+     /healthz still answer, heavy ones answer results, [busy], [store_busy] or [query_timeout],
+     never 500;
    - ``kill9-ingest``: SIGKILL the server during ingest, restart it: it opens and answers;
    - ``kill9-import``: SIGKILL ``traceproof ingest`` of an OTLP/JSON lines file mid-import, rerun
      it: exact counts, no duplicates.
@@ -61,7 +62,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 PHASES = ("idle", "under-ingest", "overload", "query-storm", "kill9-ingest", "kill9-import")
 MB = 1e6
-BUSY, TIMEOUT = (503, "store_busy"), (504, "query_timeout")
+#: Accepted refusals of a heavy call: the heavy queue is full ([busy]), the writer is busy
+#: ([store_busy]) or the deadline passed ([query_timeout]).
+BUSY, STORE_BUSY, TIMEOUT = (503, "busy"), (503, "store_busy"), (504, "query_timeout")
+REFUSALS = frozenset({BUSY, STORE_BUSY, TIMEOUT})
 
 
 def tool_calls(meta: dict[str, Any]) -> list[lg.Call]:
@@ -298,7 +302,7 @@ class Run:
             heavy_thread.join(timeout=a.call_timeout + 60)
             thread.join(timeout=a.call_timeout + 60)
         res = {"otlp": otlp["stats"].summary(), "light": lg.summarize(light_samples),
-               "heavy": lg.summarize(holder.get("heavy", []), frozenset({BUSY, TIMEOUT})),
+               "heavy": lg.summarize(holder.get("heavy", []), REFUSALS),
                "rss_peak_mb": rss.peak / MB}  # fmt: skip
         self.say(f"query-storm: {res['otlp']['spans_per_s']:,.0f} spans/s")
         return res
