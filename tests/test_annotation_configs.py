@@ -137,11 +137,22 @@ def test_a_write_that_breaks_a_declared_config_is_refused_and_nothing_of_the_bat
         assert reader.scalar("SELECT count(*) FROM annotations") == 0
     written = write_annotations(demo_store, [good, span(s2, "tone", score=0.25)])
     assert (written.created, written.rejected) == (2, [])
+    # An explanation alone (a note, an evaluator's error record) says no label nor score.
+    notes = write_annotations(
+        demo_store,
+        [
+            span(s2, "correctness", explanation="timed out", metadata={"error": "timeout"}),
+            span(s2, "tone", explanation="could not judge", annotator="polite@1"),
+        ],
+    )
+    assert notes.created == 2
     with demo_store.reader() as reader:
         # The label's configured score is filled in.
-        assert reader.rows("SELECT name, score FROM annotations ORDER BY name") == [
+        assert reader.rows("SELECT name, score FROM annotations ORDER BY name, score") == [
             ("correctness", 1.0),
+            ("correctness", None),
             ("tone", 0.25),
+            ("tone", None),
         ]
         assert (
             outside_config(reader, AnnotationConfig("tone", ConfigKind.CONTINUOUS, lower_bound=0.5))

@@ -250,8 +250,12 @@ def check_input(item: AnnotationInput, *, text_max_chars: int) -> AnnotationInpu
 
 def check_config(item: AnnotationInput, config: AnnotationConfig | None) -> AnnotationInput:
     """``item`` checked against its config (None: anything goes), with a categorical label's
-    configured score filled in when none was given."""
+    configured score filled in when none was given. A config constrains labels and scores: an
+    annotation that gives neither (an explanation only: a note, or an evaluator's error record)
+    passes any config."""
     if config is None or config.kind is ConfigKind.FREEFORM:
+        return item
+    if item.label is None and item.score is None:
         return item
     where = f"The annotation {item.name!r} on {item.target_kind} {item.target_id!r}"
     if config.kind is ConfigKind.CATEGORICAL:

@@ -680,7 +680,7 @@ def set_configs(
         changed, unchanged = [], []
         for name, config in wanted.items():
             old = stored.get(name)
-            if old is not None and old[0] == replace(config, extra={}):
+            if old is not None and old[0].as_dict() == config.as_dict():
                 unchanged.append(name)
                 continue
             labels = orjson.dumps([{"label": c.label, "score": c.score} for c in config.labels])
@@ -710,6 +710,10 @@ def set_configs(
     return store.run_write(run)
 
 
+#: An annotation that gives a label or a score (what a config constrains).
+_SAYS = "(label IS NOT NULL OR score IS NOT NULL)"
+
+
 def outside_config(reader: Reader, config: AnnotationConfig) -> int:
     """How many current annotations named ``config.name`` it would refuse (written before it
     was set, or under another config)."""
@@ -718,8 +722,8 @@ def outside_config(reader: Reader, config: AnnotationConfig) -> int:
     if config.kind is ConfigKind.CATEGORICAL:
         return int(
             reader.scalar(
-                "SELECT count(*) FROM annotations WHERE name = ? AND (label IS NULL OR NOT "
-                "list_contains(?, label))",
+                f"SELECT count(*) FROM annotations WHERE name = ? AND {_SAYS} AND (label IS "
+                "NULL OR NOT list_contains(?, label))",
                 [config.name, [c.label for c in config.labels]],
             )
             or 0
@@ -728,8 +732,8 @@ def outside_config(reader: Reader, config: AnnotationConfig) -> int:
     high = math.inf if config.upper_bound is None else config.upper_bound
     return int(
         reader.scalar(
-            "SELECT count(*) FROM annotations WHERE name = ? AND (score IS NULL OR score < ? "
-            "OR score > ?)",
+            f"SELECT count(*) FROM annotations WHERE name = ? AND {_SAYS} AND (score IS NULL "
+            "OR score < ? OR score > ?)",
             [config.name, low, high],
         )
         or 0
