@@ -402,3 +402,47 @@ def test_ingest_of_eval_files_goes_through_the_running_server_with_the_same_summ
     served.stop()
     assert stored_annotations(served.db) == stored_annotations(local_db)
     assert (s3, "correctness", "fail", 0.0, "llm") in stored_annotations(served.db)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_traceproof_mcp_stores_the_project_configs_when_it_starts(
+    demo: Path, project: Path, tmp_path: Path
+) -> None:
+    import sys
+
+    from mcp import Client, StdioServerParameters
+    from mcp.client.stdio import stdio_client
+
+    (s1,) = span_ids(demo, 1)
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "traceproof", "mcp", "--db", str(demo), "--no-otlp", "--config", str(project)],
+        env={"PYTHONUNBUFFERED": "1"},
+    )
+    errlog = tmp_path / "stderr.txt"
+    with errlog.open("w") as err:
+        async with Client(stdio_client(params, errlog=err)) as client:
+            refused = await client.call_tool(
+                "annotate", {"name": "correctness", "label": "maybe", "ids": [s1]}
+            )
+            written = await client.call_tool(
+                "annotate", {"name": "correctness", "label": "fail", "ids": [s1]}
+            )
+            found = await client.call_tool("get_annotations", {"ids": [s1]})
+    assert refused.is_error
+    assert "[invalid_annotation]" in str(refused.content[0])
+    assert not written.is_error
+    assert found.structured_content is not None
+    assert found.structured_content["configs"] == {
+        "correctness": "categorical pass=1|fail=0, maximize"
+    }
+    assert "annotation configs from traceproof.toml: correctness, helpful, tone" in (
+        errlog.read_text()
+    )
+    assert stored_annotations(demo) == [(s1, "correctness", "fail", 0.0, "llm")]

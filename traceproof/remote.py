@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 #: Annotations per request, and the body size a request stays under when it can (a single
 #: annotation's text is bounded by the server's annotation_text_max_chars).
-ANNOTATIONS_PER_REQUEST = 500
+ANNOTATIONS_PER_REQUEST = 1000
 ANNOTATION_REQUEST_BYTES = 2 * 1024 * 1024
 
 
