@@ -46,6 +46,13 @@ db_option = click.option(
     help="Store file (default .traceproof/traceproof.duckdb, or TRACEPROOF_DB).",
 )
 
+config_option = click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Project config file (default ./traceproof.toml, or TRACEPROOF_CONFIG).",
+)
+
 token_option = click.option(
     "--token",
     default=None,
@@ -125,6 +132,7 @@ def cli() -> None:
 @click.option("--demo", is_flag=True, help="Load the demo project into the store first.")
 @click.option("--log-level", default="info", show_default=True, help="Server log level.")
 @token_option
+@config_option
 def serve(
     db: Path | None,
     host: str | None,
@@ -132,11 +140,12 @@ def serve(
     demo: bool,
     log_level: str,
     token: str | None,
+    config: Path | None,
 ) -> None:
     """Run the server: OTLP/HTTP at /v1/traces and MCP at /mcp on the store."""
     from traceproof.server.run import serve as run_server
 
-    settings = _settings(db, host=host, port=port, token=token)
+    settings = _settings(db, host=host, port=port, token=token, config=config)
     _check_toolsets(settings, "TRACEPROOF_TOOLSETS")
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -159,6 +168,7 @@ def serve(
     help="Tool families to offer, comma-separated: inspect, judgment, proof, trajectories "
     "(default all, or TRACEPROOF_TOOLSETS).",
 )
+@config_option
 def mcp(
     db: Path | None,
     no_otlp: bool,
@@ -167,11 +177,12 @@ def mcp(
     log_level: str,
     token: str | None,
     toolsets: str | None,
+    config: Path | None,
 ) -> None:
     """MCP over stdio (for Claude Code, Cursor...), and OTLP/HTTP on the port unless --no-otlp."""
     from traceproof.server.stdio import serve_mcp
 
-    settings = _settings(db, host=host, port=port, token=token, toolsets=toolsets)
+    settings = _settings(db, host=host, port=port, token=token, toolsets=toolsets, config=config)
     _check_toolsets(settings, "--toolsets")
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -185,13 +196,20 @@ def mcp(
 @db_option
 @click.option("--project", default=None, help="Put every span in this project.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def ingest(paths: tuple[Path, ...], db: Path | None, project: str | None, as_json: bool) -> None:
+@config_option
+def ingest(
+    paths: tuple[Path, ...],
+    db: Path | None,
+    project: str | None,
+    as_json: bool,
+    config: Path | None,
+) -> None:
     """Import traces from files: OTLP/JSON, OTLP protobuf or span JSON lines (gzip or not); and
     eval results (JSONL, CSV, Parquet with span_id/trace_id/session_id and label/score/
     explanation) as annotations."""
     from traceproof.ingest.evalfiles import is_eval_file
 
-    settings = _settings(db)
+    settings = _settings(db, config=config)
     evals = [p for p in paths if is_eval_file(p)]
     traces = [p for p in paths if p not in evals]
     summary = ImportSummary()
@@ -202,7 +220,7 @@ def ingest(paths: tuple[Path, ...], db: Path | None, project: str | None, as_jso
                 sink: Sink = lambda table: store.submit(table, wait=None)  # noqa: E731
                 summary = _run_import(traces, sink, settings, project)
             if evals:
-                extra = _import_evals(store, evals)
+                extra = _import_evals(store, evals, settings)
     except TraceproofError as exc:
         _fail(exc)
         return
@@ -217,17 +235,23 @@ def ingest(paths: tuple[Path, ...], db: Path | None, project: str | None, as_jso
         sys.exit(2)
 
 
-def _import_evals(store: Store | RemoteStore, paths: list[Path]) -> dict[str, Any]:
+def _import_evals(
+    store: Store | RemoteStore, paths: list[Path], settings: Settings
+) -> dict[str, Any]:
+    """Eval-result files as annotations: into the store, or through the server holding it (its
+    Phoenix routes, in chunks); the project's annotation configs applied first."""
     from traceproof.ingest.evalfiles import import_eval_files
+    from traceproof.projectconfig import apply_annotation_configs, project_config
     from traceproof.storage.annotations import write_annotations
 
+    apply_annotation_configs(store, project_config(settings))
     if isinstance(store, RemoteStore):
-        raise TraceproofError(
-            f"A server at {store.url} holds the store; eval results are imported into the store "
-            "directly. Stop the server, or send them to its /v1/span_annotations route."
+        result = import_eval_files(paths, store.write_annotations)
+    else:
+        local = store
+        result = import_eval_files(
+            paths, lambda items: write_annotations(local, items, partial=True)
         )
-    local = store
-    result = import_eval_files(paths, lambda items: write_annotations(local, items, partial=True))
     return result.as_dict()
 
 
@@ -321,6 +345,7 @@ def _print_stats(result: StoreStats) -> None:
 
 
 # The read commands (traces, trace, span, find, jq, agg, sql…) register themselves on `cli`.
+import traceproof.cli_configs  # noqa: E402
 import traceproof.cli_tools  # noqa: E402, F401
 
 

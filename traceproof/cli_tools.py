@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 
-from traceproof.cli import _fail, _settings, _store_or_remote, cli, db_option
+from traceproof.cli import _fail, _settings, _store_or_remote, cli, config_option, db_option
 from traceproof.cli_render import render
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.remote import RemoteStore
@@ -29,20 +29,33 @@ from traceproof.remote import RemoteStore
 Command = Callable[..., Any]
 
 
-def call(db: Path | None, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+def call(
+    db: Path | None, name: str, arguments: dict[str, Any], *, config: Path | None = None
+) -> dict[str, Any]:
     """Run tool ``name`` on the store at ``db`` (or the server holding it); its result as JSON.
-    Options left unset are not sent, so the tool's own defaults apply."""
+    Options left unset are not sent, so the tool's own defaults apply. ``config`` (a write's
+    ``--config``): the project's annotation configs are stored first (see
+    :mod:`traceproof.projectconfig`)."""
     from traceproof.tools.invoke import run_tool  # the tools load only for the commands using them
 
     given = {k: v for k, v in arguments.items() if v is not None and v != () and v is not False}
     given = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
+    settings = _settings(db, config=config)
     try:
-        with _store_or_remote(_settings(db)) as store:
+        with _store_or_remote(settings) as store:
+            if name in WRITES:
+                from traceproof.projectconfig import apply_annotation_configs, project_config
+
+                apply_annotation_configs(store, project_config(settings))
             if isinstance(store, RemoteStore):
                 return store.call_tool(name, given)
             return run_tool(store, name, given).model_dump(mode="json")
     except TraceproofError as exc:
         _exit(exc)
+
+
+#: Tools that write annotations: the CLI stores the project's annotation configs before them.
+WRITES = frozenset({"annotate"})
 
 
 def _exit(exc: TraceproofError) -> NoReturn:
@@ -400,14 +413,15 @@ def session(db: Path | None, as_json: bool, **options: Any) -> None:
 )
 @click.option("--annotator", default=None, help="Who you are (default: $USER).")
 @click.option("--confirm", is_flag=True, help="Write to more targets than the confirm setting.")
+@config_option
 @json_option
-def annotate_command(db: Path | None, as_json: bool, **options: Any) -> None:
+def annotate_command(db: Path | None, as_json: bool, config: Path | None, **options: Any) -> None:
     """Label, score or explain spans, traces or sessions (by --id or by --where)."""
     import getpass
 
     if options["annotator"] is None and options["annotator_kind"] == "HUMAN":
         options["annotator"] = getpass.getuser()
-    emit(call(db, "annotate", options), as_json)
+    emit(call(db, "annotate", options, config=config), as_json)
 
 
 @cli.command("annotations")

@@ -13,8 +13,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -22,7 +23,15 @@ from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.storage import SPAN_SCHEMA, WriteResult
 from traceproof.tools.stats import StoreStats
 
+if TYPE_CHECKING:
+    from traceproof.evals.annotations import AnnotationConfig, AnnotationInput
+    from traceproof.storage.annotations import AnnotationWrite, ConfigChanges
+
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
+#: Annotations per request, and the body size a request stays under when it can (a single
+#: annotation's text is bounded by the server's annotation_text_max_chars).
+ANNOTATIONS_PER_REQUEST = 1000
+ANNOTATION_REQUEST_BYTES = 2 * 1024 * 1024
 
 
 class RemoteError(TraceproofError):
@@ -135,6 +144,72 @@ class RemoteStore:
                     ) from None
                 time.sleep(retry.after)
 
+    # -- annotations ---------------------------------------------------------------------------
+
+    def annotation_configs(self) -> dict[str, AnnotationConfig]:
+        """The server's stored annotation configs, by name."""
+        from traceproof.evals.annotations import config_from_dict
+
+        found = self._call("GET", "/api/v1/annotation-configs")
+        configs = [config_from_dict(item) for item in found["configs"]]
+        return {c.name: c for c in configs}
+
+    def set_annotation_configs(
+        self, configs: Sequence[AnnotationConfig], *, remove: Sequence[str] = ()
+    ) -> ConfigChanges:
+        """:func:`traceproof.storage.annotations.set_configs` on the server."""
+        from traceproof.storage.annotations import ConfigChanges
+
+        body = json.dumps({"set": [c.as_dict() for c in configs], "remove": list(remove)})
+        found = self._busy_retry(
+            "POST", "/api/v1/annotation-configs", body.encode(), "application/json"
+        )
+        return ConfigChanges(
+            tuple(found["changed"]), tuple(found["unchanged"]), tuple(found["removed"])
+        )
+
+    def write_annotations(self, items: Sequence[AnnotationInput]) -> AnnotationWrite:
+        """``write_annotations(store, items, partial=True)`` on the server, through its Phoenix
+        routes with ``?partial=true``: one request per target kind and chunk (at most
+        :data:`ANNOTATIONS_PER_REQUEST` annotations, about :data:`ANNOTATION_REQUEST_BYTES`),
+        each committed before it answers. Rejections carry the index in ``items``."""
+        from traceproof.storage.annotations import AnnotationWrite, Rejected
+
+        result = AnnotationWrite(ids=[None] * len(items), status=["rejected"] * len(items))
+        by_kind: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for index, item in enumerate(items):
+            by_kind.setdefault(str(item.target_kind), []).append((index, _phoenix_entry(item)))
+        for kind, entries in by_kind.items():
+            for chunk in _chunks(entries):
+                body = json.dumps({"data": [e for _, e in chunk]}, default=str).encode()
+                found = self._busy_retry(
+                    "POST", f"/v1/{kind}_annotations?partial=true", body, "application/json"
+                )
+                ids = iter(found["data"])
+                for (index, _), status in zip(chunk, found["status"], strict=True):
+                    result.status[index] = status
+                    if status != "rejected":
+                        result.ids[index] = next(ids)["id"]
+                for rejected in found["rejected"]:
+                    at = chunk[rejected["index"]][0]
+                    result.rejected.append(Rejected(at, rejected["code"], rejected["message"]))
+        result.rejected.sort(key=lambda r: r.index)
+        return result
+
+    def _busy_retry(self, method: str, path: str, body: bytes, content_type: str) -> Any:
+        """``_call`` that waits out a busy server (503 with Retry-After) for up to a minute."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return self._call(method, path, body, content_type)
+            except _Retry as retry:
+                if time.monotonic() + retry.after > deadline:
+                    raise RemoteError(
+                        f"The server at {self.url} stayed busy for a minute. Retry later.",
+                        code=ErrorCode.STORE_BUSY,
+                    ) from None
+                time.sleep(retry.after)
+
     def _call(
         self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
     ) -> Any:
@@ -153,7 +228,14 @@ class RemoteStore:
                 raise self._unauthorized() from None
             detail = exc.read().decode(errors="replace")
             with contextlib.suppress(ValueError, KeyError, TypeError):
-                detail = json.loads(detail)["error"]
+                found = json.loads(detail)
+                # The API's shape ({"error", "code"}) or a Phoenix route's ({"detail"}).
+                detail = found["error"] if "error" in found else found["detail"]
+                if "code" in found:
+                    raise TraceproofError(
+                        str(detail).removeprefix(f"[{found['code']}] "),
+                        code=ErrorCode(found["code"]),
+                    ) from None
             raise RemoteError(f"The server at {self.url} answered {exc.code}: {detail}") from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             # HTTPException: the connection dropped mid-answer (the server died).
@@ -184,3 +266,45 @@ class _TooLarge(Exception):
 class _Retry(Exception):
     def __init__(self, after: float) -> None:
         self.after = min(max(after, 0.05), 5.0)
+
+
+def _phoenix_entry(item: AnnotationInput) -> dict[str, Any]:
+    """``item`` as an entry of a Phoenix annotation route, with traceproof's extensions."""
+    key = f"{item.target_kind}_id"
+    entry: dict[str, Any] = {
+        key: item.target_id,
+        "name": item.name,
+        "annotator_kind": str(item.annotator_kind).upper(),
+        "result": {"label": item.label, "score": item.score, "explanation": item.explanation},
+        "identifier": item.identifier,
+        "annotator": item.author,
+    }
+    if item.metadata is not None:
+        entry["metadata"] = item.metadata
+    if item.trace_id is not None:
+        entry["trace_id"] = item.trace_id
+    if item.project is not None:
+        entry["project"] = item.project
+    return entry
+
+
+def _chunks(
+    entries: list[tuple[int, dict[str, Any]]],
+) -> list[list[tuple[int, dict[str, Any]]]]:
+    """``entries`` in runs of at most ANNOTATIONS_PER_REQUEST and, where a run can be cut,
+    about ANNOTATION_REQUEST_BYTES of JSON."""
+    chunks: list[list[tuple[int, dict[str, Any]]]] = []
+    current: list[tuple[int, dict[str, Any]]] = []
+    size = 0
+    for pair in entries:
+        n = len(json.dumps(pair[1], default=str))
+        if current and (
+            len(current) >= ANNOTATIONS_PER_REQUEST or size + n > ANNOTATION_REQUEST_BYTES
+        ):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(pair)
+        size += n
+    if current:
+        chunks.append(current)
+    return chunks

@@ -344,6 +344,11 @@ class Settings(BaseSettings):
         description="Bearer token that protects /mcp, /v1/traces and /api when set "
         "(clients send Authorization: Bearer <token>).",
     )
+    config: Path | None = Field(
+        default=None,
+        description="The project config file (traceproof.toml: evaluators, tasks, annotation "
+        "configs); default: traceproof.toml in the working directory, when there is one.",
+    )
 
     toolsets: str | None = Field(
         default=None,

@@ -250,8 +250,12 @@ def check_input(item: AnnotationInput, *, text_max_chars: int) -> AnnotationInpu
 
 def check_config(item: AnnotationInput, config: AnnotationConfig | None) -> AnnotationInput:
     """``item`` checked against its config (None: anything goes), with a categorical label's
-    configured score filled in when none was given."""
+    configured score filled in when none was given. A config constrains labels and scores: an
+    annotation that gives neither (an explanation only: a note, or an evaluator's error record)
+    passes any config."""
     if config is None or config.kind is ConfigKind.FREEFORM:
+        return item
+    if item.label is None and item.score is None:
         return item
     where = f"The annotation {item.name!r} on {item.target_kind} {item.target_id!r}"
     if config.kind is ConfigKind.CATEGORICAL:
@@ -280,3 +284,89 @@ def check_config(item: AnnotationInput, config: AnnotationConfig | None) -> Anno
             "within the bounds."
         )
     return item
+
+
+def config_from_dict(data: Any) -> AnnotationConfig:
+    """A config from :meth:`AnnotationConfig.as_dict`'s shape (the server's API); kinds and
+    directions in any case; :class:`InvalidAnnotation` (``invalid_argument``) naming what is
+    wrong."""
+
+    def bad(detail: str) -> InvalidAnnotation:
+        return InvalidAnnotation(
+            f"Not an annotation config: {detail}. Send {{name, kind, labels: [{{label, score}}], "
+            "lower_bound, upper_bound, direction, description}.",
+            code=ErrorCode.INVALID_ARGUMENT,
+        )
+
+    if not isinstance(data, dict):
+        raise bad("not an object")
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX_CHARS:
+        raise bad(f"name {name!r} is not a name")
+    try:
+        kind = ConfigKind(str(data.get("kind")).upper())
+        direction = Direction(str(data.get("direction") or "NONE").upper())
+    except ValueError:
+        raise bad(
+            f"kind {data.get('kind')!r} or direction {data.get('direction')!r} unknown (kinds: "
+            "CATEGORICAL, CONTINUOUS, FREEFORM; directions: MAXIMIZE, MINIMIZE, NONE)"
+        ) from None
+    labels = data.get("labels") or []
+    if not isinstance(labels, list):
+        raise bad("labels is not a list")
+    choices: list[LabelChoice] = []
+    for entry in labels:
+        label = entry.get("label") if isinstance(entry, dict) else None
+        score = entry.get("score") if isinstance(entry, dict) else None
+        if not isinstance(label, str) or not label or len(label) > NAME_MAX_CHARS:
+            raise bad(f"label {entry!r} is not {{label, score}} with a label")
+        if score is not None and (
+            isinstance(score, bool)
+            or not isinstance(score, int | float)
+            or not math.isfinite(score)
+        ):
+            raise bad(f"the score of {label!r} is {score!r}, not a finite number")
+        choices.append(LabelChoice(label, None if score is None else float(score)))
+    bounds: list[float | None] = []
+    for key in ("lower_bound", "upper_bound"):
+        value = data.get(key)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise bad(f"{key} is {value!r}, not a finite number")
+        bounds.append(None if value is None else float(value))
+    description = data.get("description")
+    if description is not None and not isinstance(description, str):
+        raise bad("description is not a string")
+    try:
+        return AnnotationConfig(
+            name=name,
+            kind=kind,
+            labels=tuple(choices) if kind is ConfigKind.CATEGORICAL else (),
+            lower_bound=bounds[0] if kind is ConfigKind.CONTINUOUS else None,
+            upper_bound=bounds[1] if kind is ConfigKind.CONTINUOUS else None,
+            direction=direction,
+            description=description,
+        )
+    except InvalidAnnotation as exc:
+        raise InvalidAnnotation(exc.message, code=ErrorCode.INVALID_ARGUMENT) from None
+
+
+def config_summary(config: AnnotationConfig) -> str:
+    """A config in a few words: ``categorical pass=1|fail=0, maximize``, ``continuous 0..1``,
+    ``freeform``."""
+    if config.kind is ConfigKind.CATEGORICAL:
+        text = "categorical " + "|".join(
+            c.label if c.score is None else f"{c.label}={c.score:g}" for c in config.labels
+        )
+    elif config.kind is ConfigKind.CONTINUOUS:
+        low = "" if config.lower_bound is None else f"{config.lower_bound:g}"
+        high = "" if config.upper_bound is None else f"{config.upper_bound:g}"
+        text = f"continuous {low}..{high}"
+    else:
+        text = "freeform"
+    if config.direction is not Direction.NONE:
+        text += f", {config.direction.lower()}"
+    return text

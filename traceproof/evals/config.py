@@ -21,6 +21,26 @@ file's own directory is the root)::
 
     [tasks.answer]              # the experiments' tasks; kept raw here
 
+    [annotations.correctness]   # what annotations named correctness may say
+    kind = "categorical"        # optional when `labels` is given
+    labels = {pass = 1.0, fail = 0.0}  # or a list, ["pass", "fail"] (no scores)
+    direction = "maximize"      # or "minimize"; default none
+
+    [annotations.tone]
+    kind = "continuous"         # optional when `min` or `max` is given
+    min = 0
+    max = 1
+
+    [annotations.notes]
+    kind = "freeform"
+
+A judge (``kind = "judge"``) implies a categorical config for the annotations it writes (named
+as the judge): its labels (``insufficient_evidence`` too when allowed) with their scores, unless
+an ``[annotations.NAME]`` table of that name is declared; a declared categorical config must
+then allow every label of the judge, and a continuous one every score (else the judge's own
+verdicts would be refused). A judge table that does not validate implies nothing (the judge
+itself is refused when it runs).
+
 Every definition has a ``content_hash`` (SHA-256 of its table as sorted JSON, ``description``
 left out, plus the built-in's behaviour version or, for code, the SHA-256 of the module's source
 file when it is found under the root) and a ``version`` (the hash's first 12 hex digits):
@@ -34,6 +54,7 @@ or ``unknown_evaluator``.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import shutil
@@ -45,6 +66,14 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from traceproof.errors import ErrorCode, TraceproofError
+from traceproof.evals.annotations import (
+    NAME_MAX_CHARS,
+    AnnotationConfig,
+    ConfigKind,
+    Direction,
+    InvalidAnnotation,
+    LabelChoice,
+)
 from traceproof.evals.builtin import BUILTINS
 from traceproof.evals.checks import Params
 
@@ -122,6 +151,14 @@ class ProjectConfig(BaseModel):
     root: Path
     evaluators: dict[str, EvaluatorDefinition] = Field(default_factory=dict)
     tasks: dict[str, TaskConfig] = Field(default_factory=dict)
+    annotations: dict[str, AnnotationConfig] = Field(
+        default_factory=dict,
+        description="Annotation configs by name: the [annotations.NAME] tables, and those the "
+        "judges imply (see implied).",
+    )
+    implied: frozenset[str] = Field(
+        default=frozenset(), description="Names of annotations whose config a judge implies."
+    )
 
     def evaluator(self, name: str) -> EvaluatorDefinition:
         """The evaluator ``name``, or ``[unknown_evaluator]`` listing those declared."""
@@ -189,14 +226,25 @@ def parse_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _invalid(source, "file", f"not valid TOML ({exc})") from None
-    unknown = [k for k in data if k not in ("evaluators", "tasks")]
+    unknown = [k for k in data if k not in ("evaluators", "tasks", "annotations")]
     if unknown:
-        raise _invalid(source, unknown[0], "unknown section; known: evaluators, tasks")
+        raise _invalid(source, unknown[0], "unknown section; known: evaluators, tasks, annotations")
     evaluators: dict[str, EvaluatorDefinition] = {}
     for name, table in _tables(data, "evaluators", source).items():
         evaluators[name] = _evaluator(name, table, source, root)
     tasks = {n: TaskConfig(name=n, table=t) for n, t in _tables(data, "tasks", source).items()}
-    return ProjectConfig(path=path, root=root, evaluators=evaluators, tasks=tasks)
+    annotations = {
+        n: _annotation_config(n, t, source) for n, t in _tables(data, "annotations", source).items()
+    }
+    implied = _judge_configs(evaluators, annotations, source)
+    return ProjectConfig(
+        path=path,
+        root=root,
+        evaluators=evaluators,
+        tasks=tasks,
+        annotations=annotations | implied,
+        implied=frozenset(implied),
+    )
 
 
 def _tables(data: dict[str, Any], section: str, source: str) -> dict[str, dict[str, Any]]:
@@ -333,3 +381,184 @@ def _module_file(module: str, cwd: Path) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
+
+
+# -- [annotations.NAME] -----------------------------------------------------------------------
+
+_ANNOTATION_KEYS = ("kind", "labels", "min", "max", "direction", "description")
+_CONFIG_KINDS = {"categorical": ConfigKind.CATEGORICAL, "continuous": ConfigKind.CONTINUOUS,
+                 "freeform": ConfigKind.FREEFORM}  # fmt: skip
+_DIRECTIONS = {"maximize": Direction.MAXIMIZE, "minimize": Direction.MINIMIZE,
+               "none": Direction.NONE}  # fmt: skip
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float, or None when it is not one (bools are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _annotation_config(name: str, table: dict[str, Any], source: str) -> AnnotationConfig:
+    """An ``[annotations.NAME]`` table as a config; ``[invalid_config]`` naming the key."""
+    where = f"annotations.{name}"
+    unknown = [k for k in table if k not in _ANNOTATION_KEYS]
+    if unknown:
+        raise _invalid(
+            source, f"{where}.{unknown[0]}", f"unknown key; known: {', '.join(_ANNOTATION_KEYS)}"
+        )
+    kind_text = table.get("kind")
+    if kind_text is None:
+        if "labels" in table:
+            kind_text = "categorical"
+        elif "min" in table or "max" in table:
+            kind_text = "continuous"
+        else:
+            raise _invalid(
+                source, f"{where}.kind", 'missing; set kind = "categorical", "continuous" or '
+                '"freeform"'
+            )  # fmt: skip
+    kind = _CONFIG_KINDS.get(kind_text.lower()) if isinstance(kind_text, str) else None
+    if kind is None:
+        raise _invalid(
+            source,
+            f"{where}.kind",
+            f"{kind_text!r} is not a kind; known: {', '.join(_CONFIG_KINDS)}",
+        )
+    direction_text = table.get("direction", "none")
+    direction = _DIRECTIONS.get(direction_text.lower()) if isinstance(direction_text, str) else None
+    if direction is None:
+        raise _invalid(
+            source, f"{where}.direction", f"{direction_text!r} is not a direction; known: "
+            "maximize, minimize, none"
+        )  # fmt: skip
+    description = table.get("description")
+    if description is not None and not isinstance(description, str):
+        raise _invalid(source, f"{where}.description", "must be a string")
+    labels: tuple[LabelChoice, ...] = ()
+    low = high = None
+    if kind is ConfigKind.CATEGORICAL:
+        labels = _labels(table.get("labels"), source, f"{where}.labels")
+    elif "labels" in table:
+        raise _invalid(
+            source, f"{where}.labels", f"only a categorical config has labels ({kind_text})"
+        )
+    for key in ("min", "max"):
+        if key not in table:
+            continue
+        if kind is not ConfigKind.CONTINUOUS:
+            raise _invalid(
+                source, f"{where}.{key}", f"only a continuous config has bounds ({kind_text})"
+            )
+        value = _number(table[key])
+        if value is None:
+            raise _invalid(source, f"{where}.{key}", f"{table[key]!r} is not a finite number")
+        low, high = (value, high) if key == "min" else (low, value)
+    if low is not None and high is not None and low > high:
+        raise _invalid(source, where, f"min {low:g} is above max {high:g}")
+    return AnnotationConfig(
+        name=name,
+        kind=kind,
+        labels=labels,
+        lower_bound=low,
+        upper_bound=high,
+        direction=direction,
+        description=description,
+    )
+
+
+def _labels(raw: Any, source: str, where: str) -> tuple[LabelChoice, ...]:
+    """``["pass", "fail"]`` or ``{pass = 1.0, fail = 0.0}`` as label choices."""
+    if raw is None:
+        raise _invalid(
+            source, where, 'missing; a categorical config lists its labels: labels = ["pass", '
+            '"fail"] or labels = {pass = 1.0, fail = 0.0}'
+        )  # fmt: skip
+    if isinstance(raw, dict):
+        pairs: list[tuple[Any, Any]] = list(raw.items())
+    elif isinstance(raw, list):
+        pairs = [(label, None) for label in raw]
+    else:
+        raise _invalid(source, where, "must be a list of labels or a table of label = score")
+    if not pairs:
+        raise _invalid(source, where, "is empty; give at least one label")
+    choices: list[LabelChoice] = []
+    for label, given in pairs:
+        if not isinstance(label, str) or not label.strip() or len(label) > NAME_MAX_CHARS:
+            raise _invalid(
+                source, where, f"{label!r} is not a label (a non-empty string of at most "
+                f"{NAME_MAX_CHARS} characters)"
+            )  # fmt: skip
+        score = None
+        if given is not None:
+            score = _number(given)
+            if score is None:
+                raise _invalid(source, f"{where}.{label}", f"{given!r} is not a finite number")
+        choices.append(LabelChoice(label, score))
+    names = [c.label for c in choices]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise _invalid(source, where, f"repeats {', '.join(map(repr, repeated))}")
+    return tuple(choices)
+
+
+def _judge_configs(
+    evaluators: dict[str, EvaluatorDefinition],
+    declared: dict[str, AnnotationConfig],
+    source: str,
+) -> dict[str, AnnotationConfig]:
+    """The categorical configs the judges imply for the names no table declares; and a check
+    that a declared config allows what its judge answers."""
+    from traceproof.evals.judge import JudgeDefinition  # the judge's own parsing (lazy: heavy)
+
+    implied: dict[str, AnnotationConfig] = {}
+    for name, definition in evaluators.items():
+        if not isinstance(definition, JudgeConfig):
+            continue
+        try:
+            judge = JudgeDefinition.from_config(name, definition.table)
+        except (TraceproofError, ValueError, TypeError):
+            continue  # refused when it runs, with the judge's own message
+        choices = tuple(LabelChoice(label, judge.score_of(label)) for label in judge.all_labels)
+        config = declared.get(name)
+        if config is None:
+            try:
+                implied[name] = AnnotationConfig(
+                    name=name,
+                    kind=ConfigKind.CATEGORICAL,
+                    labels=choices,
+                    description=f"the labels of the judge evaluators.{name}",
+                )
+            except InvalidAnnotation:
+                continue
+            continue
+        _check_judge_fits(config, choices, source)
+    return implied
+
+
+def _check_judge_fits(
+    config: AnnotationConfig, choices: tuple[LabelChoice, ...], source: str
+) -> None:
+    where = f"annotations.{config.name}"
+    judge = f"the judge evaluators.{config.name}"
+    if config.kind is ConfigKind.CATEGORICAL:
+        allowed = {c.label for c in config.labels}
+        missing = [c.label for c in choices if c.label not in allowed]
+        if missing:
+            raise _invalid(
+                source, f"{where}.labels", f"{judge} answers {', '.join(map(repr, missing))}, "
+                "which this config does not allow; add the label(s), or remove the table (the "
+                "judge's labels then apply)"
+            )  # fmt: skip
+    elif config.kind is ConfigKind.CONTINUOUS:
+        low, high = config.lower_bound, config.upper_bound
+        for choice in choices:
+            score = choice.score
+            fits = score is not None and (low is None or score >= low)
+            if not fits or (high is not None and score is not None and score > high):
+                raise _invalid(
+                    source, where, f"{judge} answers {choice.label!r} with "
+                    f"{'no score' if score is None else f'score {score:g}'}, which this config "
+                    f"({config.allowed()}) refuses; widen the bounds, or make it categorical"
+                )  # fmt: skip

@@ -109,3 +109,59 @@ def error_response(exc: TraceproofError) -> Response:
         status_code=status_for(exc.code),
         headers=headers,
     )
+
+
+def annotation_config_routes(store: Store) -> list[Route]:
+    """``GET /api/v1/annotation-configs`` lists the stored configs (``{"configs": [...]}``, the
+    shape of :meth:`AnnotationConfig.as_dict`); ``POST`` with ``{"set": [config, ...],
+    "remove": [name, ...]}`` stores and deletes them in one transaction and answers
+    ``{"changed": [...], "unchanged": [...], "removed": [...]}``. What ``traceproof
+    annotation-config`` (and a CLI write applying traceproof.toml) uses when a server holds the
+    store; not an MCP tool."""
+    import asyncio
+
+    from traceproof.evals.annotations import config_from_dict
+    from traceproof.storage.annotations import get_configs, set_configs
+
+    def listed() -> dict[str, object]:
+        with store.reader() as reader:
+            return {"configs": [c.as_dict() for c in get_configs(reader).values()]}
+
+    async def list_configs(request: Request) -> Response:
+        try:
+            return JSONResponse(await asyncio.to_thread(listed))
+        except TraceproofError as exc:
+            return error_response(exc)
+
+    async def change_configs(request: Request) -> Response:
+        try:
+            try:
+                body = json.loads(await request.body() or b"{}")
+            except ValueError:
+                raise TraceproofError(
+                    'The body is not JSON. Send {"set": [config, ...], "remove": [name, ...]}.',
+                    code=ErrorCode.INVALID_ARGUMENT,
+                ) from None
+            given = body.get("set", []) if isinstance(body, dict) else None
+            remove = body.get("remove", []) if isinstance(body, dict) else None
+            if (
+                not isinstance(given, list)
+                or not isinstance(remove, list)
+                or not all(isinstance(n, str) for n in remove)
+            ):
+                raise TraceproofError(
+                    'Send {"set": [config, ...], "remove": [name, ...]} (both lists).',
+                    code=ErrorCode.INVALID_ARGUMENT,
+                )
+            configs = [config_from_dict(item) for item in given]
+            done = await asyncio.to_thread(set_configs, store, configs, remove=remove)
+        except TraceproofError as exc:
+            return error_response(exc)
+        return JSONResponse(
+            {"changed": done.changed, "unchanged": done.unchanged, "removed": done.removed}
+        )
+
+    return [
+        Route("/api/v1/annotation-configs", list_configs, methods=["GET"]),
+        Route("/api/v1/annotation-configs", change_configs, methods=["POST"]),
+    ]

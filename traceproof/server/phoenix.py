@@ -11,6 +11,15 @@ refusal 422, each with ``{"detail": "[code] ..."}`` as Phoenix's FastAPI does.
 Phoenix has no annotator name; ``metadata.annotator`` is used when given, else the lower-cased
 kind (``human``, ``llm``, ``code``). The routes sit under ``/v1/``: the request guard and the
 bearer token apply as to ``/v1/traces``.
+
+traceproof's extensions, which Phoenix's clients never send (so they see Phoenix's behaviour):
+an entry may carry ``annotator`` (before ``metadata.annotator``), ``project`` and, for a span,
+``trace_id`` (narrows an ambiguous id); and ``?partial=true`` writes the entries that can be
+written and reports the others instead of refusing the batch. Its answer is still Phoenix's
+``{"data": [{"id": ...}]}`` (the written entries, in order) with two more keys: ``status``, one
+per entry (``created``, ``updated``, ``unchanged`` or ``rejected``), and ``rejected``,
+``[{"index", "code", "message"}]``. ``traceproof ingest`` sends eval-result files this way when
+a server holds the store.
 """
 
 from __future__ import annotations
@@ -58,7 +67,14 @@ def parse_annotations(kind: TargetKind, body: Any) -> list[AnnotationInput]:
             raise _BadBody(f"data[{index}] needs a string {key} and an object result.")
         if not isinstance(entry.get("name"), str):
             raise _BadBody(f"data[{index}] needs a string name.")
-        annotator = metadata.get("annotator") if isinstance(metadata, dict) else None
+        annotator = entry.get("annotator")
+        if annotator is None and isinstance(metadata, dict):
+            annotator = metadata.get("annotator")
+        narrow = {k: entry.get(k) for k in ("trace_id", "project")}
+        if kind is not TargetKind.SPAN:
+            narrow["trace_id"] = None
+        if not all(v is None or isinstance(v, str) for v in narrow.values()):
+            raise _BadBody(f"data[{index}]: trace_id and project, when given, are strings.")
         kind_text = str(entry.get("annotator_kind") or "HUMAN").upper()
         if kind_text not in AnnotatorKind.__members__:
             raise _BadBody(
@@ -76,6 +92,8 @@ def parse_annotations(kind: TargetKind, body: Any) -> list[AnnotationInput]:
                 annotator_kind=AnnotatorKind(kind_text),
                 annotator=annotator if isinstance(annotator, str) else None,
                 identifier=str(entry.get("identifier") or ""),
+                trace_id=narrow["trace_id"],
+                project=narrow["project"],
             )
         )
     return items
@@ -95,14 +113,26 @@ def phoenix_routes(store: Store) -> list[Route]:
                         f"{len(items)} annotations in one request; at most {cap} (setting "
                         "annotate_max_targets). Send them in smaller batches."
                     )
-                written = await asyncio.to_thread(write_annotations, store, items)
+                partial = request.query_params.get("partial", "").lower() in ("true", "1")
+                written = await asyncio.to_thread(write_annotations, store, items, partial=partial)
             except ValueError:
                 return _detail(400, "[invalid_input] The body is not JSON. Send JSON.")
             except Busy as exc:
                 return _detail(503, str(exc), retry_after=exc.retry_after)
             except TraceproofError as exc:
                 return _detail(_status(exc.code), str(exc))
-            return JSONResponse({"data": [{"id": i} for i in written.ids]})
+            if not partial:
+                return JSONResponse({"data": [{"id": i} for i in written.ids]})
+            return JSONResponse(
+                {
+                    "data": [{"id": i} for i in written.ids if i is not None],
+                    "status": written.status,
+                    "rejected": [
+                        {"index": r.index, "code": r.code, "message": r.message}
+                        for r in written.rejected
+                    ],
+                }
+            )
 
         return Route(f"/v1/{kind}_annotations", endpoint, methods=["POST"])
 

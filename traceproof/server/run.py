@@ -47,9 +47,17 @@ def serve(
     log_level: str = "info",
     announce: Callable[[str], Any] = print,
 ) -> None:
-    """Serve OTLP/HTTP on ``settings.host:settings.port`` until interrupted."""
+    """Serve OTLP/HTTP on ``settings.host:settings.port`` until interrupted. The project's
+    annotation configs (traceproof.toml) are stored first; a config file that does not load
+    stops the start with its ``[invalid_config]`` error."""
+    from traceproof.projectconfig import apply_annotation_configs, describe, project_config
+
+    project = project_config(settings)
     store = Store.open(settings.db, settings)
     try:
+        changes = apply_annotation_configs(store, project)
+        if changes is not None:
+            announce(describe(project, changes))
         if demo:
             added = load_demo(store, settings)
             announce(

@@ -72,6 +72,8 @@ def serve_mcp(
         store = Store.open(settings.db, settings)
     except StoreLocked as exc:
         backend = _borrowed(exc, settings, announce)
+        if isinstance(backend, RemoteBackend):
+            _apply_configs(backend.remote, settings, announce)
         anyio.run(
             _serve,
             create_mcp_server(backend, toolset_names(settings.toolsets)),
@@ -85,6 +87,7 @@ def serve_mcp(
         store.close()
 
     try:
+        _apply_configs(store, settings, announce)
         http, notice = _http_server(store, settings, log_level, announce) if otlp else (None, None)
         url = http.url if http else None
         owner.write(store.path, "traceproof mcp", url)
@@ -110,6 +113,28 @@ def _borrowed(exc: StoreLocked, settings: Settings, announce: Callable[[str], An
         return RemoteBackend(RemoteStore(exc.url, token=settings.token, for_agent=True))
     announce(f"traceproof mcp: {exc.message} Every tool call will answer this error.")
     return UnavailableBackend(exc)
+
+
+def _apply_configs(
+    store: Store | RemoteStore, settings: Settings, announce: Callable[[str], Any]
+) -> None:
+    """Store the project's annotation configs. An MCP server never dies on them: a config file
+    that does not load (or a holder that refuses them) is a warning, and the configs already
+    stored keep applying."""
+    from traceproof.errors import TraceproofError
+    from traceproof.projectconfig import apply_annotation_configs, describe, project_config
+
+    try:
+        project = project_config(settings)
+        changes = apply_annotation_configs(store, project)
+    except TraceproofError as exc:
+        announce(
+            f"warning: annotation configs not applied: {exc} Writes are checked against the "
+            "configs already stored."
+        )
+        return
+    if changes is not None:
+        announce(f"traceproof mcp: {describe(project, changes)}")
 
 
 class EmbeddedHttp(uvicorn.Server):

@@ -14,9 +14,14 @@ import orjson
 from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
-from traceproof.evals.annotations import AnnotationInput, AnnotatorKind, TargetKind
+from traceproof.evals.annotations import (
+    AnnotationInput,
+    AnnotatorKind,
+    TargetKind,
+    config_summary,
+)
 from traceproof.storage import Reader, Store
-from traceproof.storage.annotations import write_annotations
+from traceproof.storage.annotations import get_configs, write_annotations
 from traceproof.tools.common import (
     Cursor,
     JsonValue,
@@ -252,6 +257,9 @@ class AnnotationRow(BaseModel):
 class AnnotationList(BaseModel):
     total: int = Field(description="Annotations matched.")
     counts: list[LabelCount] = Field(description="Per name and label, most first.")
+    configs: dict[str, str] | None = Field(
+        default=None, description="What each counted name may say, when it has a config."
+    )
     rows: list[AnnotationRow]
     truncated: bool
     next_cursor: str | None = None
@@ -376,7 +384,10 @@ def read_annotations(
             params,
             untrusted=untrusted,
         )
+        configs = get_configs(reader, sorted({row[0] for row in grouped}))
     counts = _counts(grouped)
+    shown = {c.name for c in counts[:COUNT_GROUPS]}
+    shown_configs = {n: config_summary(c) for n, c in configs.items() if n in shown}
     total = sum(c.n for c in counts)
     more = len(rows) > limit
     made = [_row(r) for r in rows[:limit]]
@@ -386,6 +397,7 @@ def read_annotations(
         return AnnotationList(
             total=total,
             counts=counts[:COUNT_GROUPS],
+            configs=shown_configs or None,
             rows=made[:n],
             truncated=cut,
             next_cursor=encode_cursor("get_annotations", key, [offset + n]) if cut else None,
