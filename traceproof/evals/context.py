@@ -143,41 +143,52 @@ def _line(node: Node, start_us: int) -> str:
     indent = "  " * node.depth + ("*" if node.critical else "")
     if span is None:
         return f"{indent}{node.label}: {node.descendants} spans"
-    parts = [indent + (" ".join(span.name.split())[:NAME_CHARS] or "(unnamed)"), span.kind]
-    if span.error:
-        parts.append("ERROR")
-    parts += [span.span_id, f"+{duration(span.start_us - start_us)}"]
-    parts.append(duration(span.end_us - span.start_us))
+    name = " ".join(span.name.split())[:NAME_CHARS]
+    line = (
+        f"{indent}{name or '(unnamed)'} {span.kind}{' ERROR' if span.error else ''} "
+        f"{span.span_id} +{duration(span.start_us - start_us)} "
+        f"{duration(span.end_us - span.start_us)}"
+    )
     detail = span.model or (span.tool if span.tool and span.tool != span.name else None)
     if detail:
-        parts.append(detail[:40])
+        line += " " + detail[:40]
     if span.tokens:
-        parts.append(tokens(span.tokens))
-    return " ".join(parts)
+        line += " " + tokens(span.tokens)
+    return line
+
+
+def _text_order(span: SpanFacts) -> tuple[bool, int, str]:
+    return (not span.error, span.start_us, span.span_id)
 
 
 def _span_texts(facts: list[SpanFacts], room: int) -> list[str]:
-    parts: list[tuple[str, str, str]] = []
-    ordered = sorted(facts, key=lambda f: (not f.error, f.start_us, f.span_id))
-    for span in ordered:
-        for label, text in (("err", span.error_text), ("in", span.input), ("out", span.output)):
-            if text:
-                parts.append((span.span_id, label, text))
+    """The spans' texts, errors first, then in start order: each a fair share of the room
+    left, but at least a readable piece; the rest are cut with one line saying how many."""
+    parts: list[tuple[str, str]] = []
+    for span in sorted(facts, key=_text_order):
+        if span.error_text:
+            parts.append((f"[{span.span_id}] err: ", span.error_text))
+        if span.input:
+            parts.append((f"[{span.span_id}] in: ", span.input))
+        if span.output:
+            parts.append((f"[{span.span_id}] out: ", span.output))
     lines: list[str] = []
-    for index, (span_id, label, text) in enumerate(parts):
-        head = f"[{span_id}] {label}: "
-        # A fair share of what is left, but at least a readable piece: early spans (errors
-        # first, then in start order) get text, later ones are cut when the room runs out.
-        share = max(room // max(1, len(parts) - index), MIN_TEXT_CHARS + len(head) + 1)
-        chars = min(share, room - 40) - len(head) - 1
+    left = len(parts)
+    for head, text in parts:
+        size = len(head)
+        share = max(room // left, MIN_TEXT_CHARS + size + 1)
+        chars = min(share, room - 40) - size - 1
         if chars < min(MIN_TEXT_CHARS, len(text)):
             if room > 40:
-                lines.append(f"… {len(parts) - index} more span texts cut")
+                lines.append(f"… {left} more span texts cut")
             break
         flat = " ".join(text[: chars * 2].split())  # a prefix: whitespace collapses
-        shown = flat if len(flat) <= chars and len(text) <= chars * 2 else flat[: chars - 1] + "…"
-        lines.append(head + shown)
-        room -= len(lines[-1]) + 1
+        if len(flat) > chars or len(text) > chars * 2:
+            flat = flat[: chars - 1] + "…"
+        line = head + flat
+        lines.append(line)
+        room -= len(line) + 1
+        left -= 1
     return lines
 
 

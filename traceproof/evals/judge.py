@@ -475,16 +475,23 @@ async def ajudge(
 ) -> list[Judgment]:
     """:func:`judge` on an event loop (the server's): ``concurrency`` calls in flight."""
     plan = _Plan(definition, client)
-    slots = asyncio.Semaphore(max(1, concurrency or client.settings.llm_concurrency))
+    workers = max(1, concurrency or client.settings.llm_concurrency)
+    judgments: list[Judgment | None] = [None] * len(targets)
+    indexes = iter(range(len(targets)))
 
-    async def one(target: JudgeTarget) -> Judgment:
-        async with slots:
+    async def drain() -> None:
+        # ``concurrency`` tasks share the targets (one task per target would mean as many
+        # tasks, semaphore waits and wake-ups as targets).
+        for index in indexes:
+            target = targets[index]
             started = time.perf_counter()
             try:
                 facts = [span_facts(span) for span in target.spans]
                 result = await client.acall_tool(**plan.request(target, facts))
             except TraceproofError as error:
-                return plan.failed(target, error, started)
-            return plan.judged(target, facts, result)
+                judgments[index] = plan.failed(target, error, started)
+                continue
+            judgments[index] = plan.judged(target, facts, result)
 
-    return list(await asyncio.gather(*(one(target) for target in targets)))
+    await asyncio.gather(*(drain() for _ in range(min(workers, len(targets)))))
+    return [judgment for judgment in judgments if judgment is not None]
