@@ -247,7 +247,17 @@ def measure(path: str, run: Run, n: int, concurrency: int, latency_ms: float) ->
     }
 
 
-def measure_all(args: argparse.Namespace) -> list[dict[str, Any]]:
+METRICS = (
+    "wall_s",
+    "overhead_ms_mean",
+    "overhead_ms_p50",
+    "call_overhead_ms_p50",
+    "cpu_ms_per_judgment",
+)
+
+
+def measure_all(args: argparse.Namespace, repeat: int) -> list[dict[str, Any]]:
+    """One row per path with ``repeat`` runs of every metric (after a warm-up run)."""
     latency = args.latency_ms / 1000
     runs = {"threads": run_threads, "async": run_async}
     rows = []
@@ -263,31 +273,64 @@ def measure_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                 args.concurrency,
                 args.latency_ms,
             )
-            for _ in range(args.repeat)
+            for _ in range(repeat)
         ]
-        row: dict[str, Any] = {
+        rows.append({"path": path, **{key: [s[key] for s in samples] for key in METRICS}})
+    return rows
+
+
+def summarise(version: str, rows: list[dict[str, Any]], args: argparse.Namespace) -> list[Any]:
+    """Rows of one version (runs of the same path merged): best, median and every run."""
+    merged: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        into = merged.setdefault(row["path"], {})
+        for key in METRICS:
+            into.setdefault(key, []).extend(row[key])
+    out = []
+    for path, runs in merged.items():
+        summary: dict[str, Any] = {
+            "version": version,
             "path": path,
             "n": args.n,
             "concurrency": args.concurrency,
             "latency_ms": args.latency_ms,
-            "repeat": args.repeat,
+            "runs": len(runs["wall_s"]),
         }
-        for key in samples[0]:
-            values = [s[key] for s in samples]
-            digits = 3
-            row[key] = {
-                "best": round(min(values), digits),
-                "median": round(statistics.median(values), digits),
-                "runs": [round(v, digits) for v in values],
+        for key in METRICS:
+            values = runs[key]
+            summary[key] = {
+                "best": round(min(values), 3),
+                "median": round(statistics.median(values), 3),
+                "runs": [round(v, 3) for v in values],
             }
-        row["target_ms"] = TARGET_MS
-        row["ok"] = row["overhead_ms_mean"]["median"] <= TARGET_MS
-        rows.append(row)
+        summary["target_ms"] = TARGET_MS
+        summary["ok"] = summary["overhead_ms_mean"]["median"] <= TARGET_MS
+        out.append(summary)
+    return out
+
+
+def child(args: argparse.Namespace, pythonpath: str | None) -> list[dict[str, Any]]:
+    """One run of every path in a fresh process, importing traceproof from ``pythonpath``
+    (None: this checkout)."""
+    with tempfile.TemporaryDirectory(prefix="judge-bench-") as tmp:
+        out = Path(tmp) / "rows.json"
+        command = [sys.executable, __file__, "--rows-out", str(out), "--repeat", "1"]
+        command += ["--n", str(args.n), "--concurrency", str(args.concurrency)]
+        command += ["--latency-ms", str(args.latency_ms), "--path", args.path]
+        env = dict(os.environ)
+        if pythonpath is not None:
+            env["PYTHONPATH"] = pythonpath
+        subprocess.run(command, check=True, env=env)
+        result: dict[str, Any] = json.loads(out.read_text())
+    if pythonpath is not None and not result["package"].startswith(pythonpath):
+        raise SystemExit(f"the baseline imported traceproof from {result['package']}")
+    rows: list[dict[str, Any]] = result["rows"]
     return rows
 
 
-def baseline(ref: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The same measurement against the traceproof package at ``ref``, in a child process."""
+def compare(ref: str, args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
+    """Before (traceproof at ``ref``) and after (this checkout), each run in a child process,
+    alternating, so that a change in the machine's load falls on both alike."""
     with tempfile.TemporaryDirectory(prefix="judge-baseline-") as tmp:
         archive = subprocess.run(
             ["git", "-C", str(ROOT), "archive", "--format=tar", ref, "traceproof"],
@@ -295,31 +338,12 @@ def baseline(ref: str, args: argparse.Namespace) -> list[dict[str, Any]]:
             capture_output=True,
         ).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        out = Path(tmp) / "rows.json"
-        command = [
-            sys.executable,
-            __file__,
-            "--rows-out",
-            str(out),
-            "--n",
-            str(args.n),
-            "--concurrency",
-            str(args.concurrency),
-            "--latency-ms",
-            str(args.latency_ms),
-            "--path",
-            args.path,
-            "--repeat",
-            str(args.repeat),
-        ]
-        env = {**os.environ, "PYTHONPATH": tmp}
-        subprocess.run(command, check=True, env=env)
-        rows: list[dict[str, Any]] = json.loads(out.read_text())
-    for row in rows:
-        if not row["package"].startswith(tmp):
-            raise SystemExit(f"the baseline imported traceproof from {row['package']}")
-        row["package"] = f"traceproof at {ref}"
-    return rows
+        before: list[dict[str, Any]] = []
+        after: list[dict[str, Any]] = []
+        for _ in range(args.repeat):
+            before += child(args, tmp)
+            after += child(args, None)
+    return summarise(f"before {ref}", before, args), summarise("after", after, args)
 
 
 def main() -> int:
@@ -335,20 +359,17 @@ def main() -> int:
     import traceproof
 
     package = str(Path(traceproof.__file__).parent)
-    load_before = os.getloadavg()
-    before = baseline(args.baseline, args) if args.baseline else []
-    rows = measure_all(args)
-    for row in rows:
-        row["package"] = package
-    if args.rows_out:  # a baseline child: its rows only
-        args.rows_out.write_text(json.dumps(rows))
+    if args.rows_out:  # a child of --baseline: its rows only
+        rows = measure_all(args, args.repeat)
+        args.rows_out.write_text(json.dumps({"package": package, "rows": rows}))
         return 0
-    for row in before:
-        row["version"] = "before"
-    for row in rows:
-        row["version"] = "after" if before else "current"
-    print_table([*before, *rows])
+    load_before = os.getloadavg()
+    if args.baseline:
+        before, after = compare(args.baseline, args)
+    else:
+        before, after = [], summarise("current", measure_all(args, args.repeat), args)
     load_after = os.getloadavg()
+    print_table([*before, *after])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
@@ -357,21 +378,21 @@ def main() -> int:
                 "command": "python benchmarks/judge.py " + " ".join(sys.argv[1:]),
                 "python": platform.python_version(),
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                "machine_note": "shared with other jobs: wall figures include their load; "
-                "CPU per judgment does not depend on it",
+                "machine_note": "shared with other jobs while measured: the wall figures "
+                "include their load; CPU per judgment depends on it much less",
                 "load_average_1m": [round(load_before[0], 2), round(load_after[0], 2)],
                 "baseline": args.baseline,
-                "rows": [*before, *rows],
+                "rows": [*before, *after],
             },
             indent=2,
         )
         + "\n"
     )
     print(
-        f"best and median of {args.repeat} runs; load average {load_before[0]:.1f} -> "
-        f"{load_after[0]:.1f} on {os.cpu_count()} shared cores\nwrote {RESULTS}"
+        f"best / median of {args.repeat} runs each; load average {load_before[0]:.1f} -> "
+        f"{load_after[0]:.1f} on {os.cpu_count()} cores shared with other jobs\nwrote {RESULTS}"
     )
-    return 0 if all(r["ok"] for r in rows) else 1
+    return 0 if all(r["ok"] for r in after) else 1
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -379,7 +400,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         return f"{row[key]['best']:.2f} / {row[key]['median']:.2f}"
 
     columns = [
-        ("version", 8),
+        ("version", 17),
         ("path", 8),
         ("n", 5),
         ("conc", 4),
