@@ -418,3 +418,17 @@ def test_a_quote_is_found_as_previews_clean_text_and_only_then(
     assert sources.check(quote, "b") == expected
     if expected is None:
         assert sources.check(quote, "a") == "wrong_span"
+
+
+def test_every_target_s_prompt_carries_the_definition_s_examples() -> None:
+    fake = FakeAnthropic(default=verdict("fail"))
+    client, _ = fake.client()
+    with_example = definition().with_examples(
+        [FewShot(input="2+2?", output="5", label="fail", explanation="arithmetic")]
+    )
+    judge(with_example, [target(1), target(2)], client, concurrency=1)
+    prompts = [body["messages"][0]["content"] for body in fake.requests]
+    assert len(prompts) == 2
+    for number, prompt in enumerate(prompts, 1):
+        assert prompt.index("<example 1>") < prompt.index("Is the answer correct")
+        assert "<output>5</output>" in prompt and f"t{number}-root" in prompt

@@ -251,29 +251,18 @@ def render_prompt(
     context_tokens: int,
     text_chars: int,
     facts: Sequence[SpanFacts] | None = None,
+    examples: Sequence[str] | None = None,
 ) -> str:
     """The user message: examples, then the rubric with its slots filled (or, without slots,
-    followed by the material in tagged sections)."""
+    followed by the material in tagged sections). ``examples`` is
+    :func:`render_examples` of the definition, when the caller keeps it."""
     values = {
         "input": _cap(target.input, text_chars),
         "output": _cap(target.output, text_chars),
         "expected": _cap(target.expected, text_chars),
         "trace": trace_context(facts or target.spans, context_tokens) if target.spans else "",
     }
-    parts: list[str] = []
-    if definition.examples:
-        parts.append("Examples of judgments by people:")
-        for number, example in enumerate(definition.examples, 1):
-            lines = [f"<example {number}>"]
-            for slot in ("input", "output", "expected"):
-                text = getattr(example, slot)
-                if text:
-                    lines.append(f"<{slot}>{_cap(text, text_chars // 4)}</{slot}>")
-            lines.append(f"label: {example.label}")
-            if example.explanation:
-                lines.append(f"why: {example.explanation}")
-            lines.append("</example>")
-            parts.append("\n".join(lines))
+    parts = list(render_examples(definition, text_chars) if examples is None else examples)
     if _SLOT.search(definition.rubric):
         parts.append(_SLOT.sub(lambda m: values[m.group(1)] or "(none)", definition.rubric))
     else:
@@ -284,6 +273,25 @@ def render_prompt(
     labels = ", ".join(definition.all_labels)
     parts.append(f"Answer with {TOOL_NAME}; label is one of: {labels}.")
     return "\n\n".join(parts)
+
+
+def render_examples(definition: JudgeDefinition, text_chars: int) -> list[str]:
+    """The few-shot part of the prompt (the same for every target of a definition)."""
+    if not definition.examples:
+        return []
+    parts = ["Examples of judgments by people:"]
+    for number, example in enumerate(definition.examples, 1):
+        lines = [f"<example {number}>"]
+        for slot in ("input", "output", "expected"):
+            text = getattr(example, slot)
+            if text:
+                lines.append(f"<{slot}>{_cap(text, text_chars // 4)}</{slot}>")
+        lines.append(f"label: {example.label}")
+        if example.explanation:
+            lines.append(f"why: {example.explanation}")
+        lines.append("</example>")
+        parts.append("\n".join(lines))
+    return parts
 
 
 def _cap(text: str | None, limit: int) -> str:
@@ -303,6 +311,7 @@ class _Plan:
         self.context_tokens = definition.context_tokens or settings.judge_context_tokens
         self.text_chars = settings.judge_text_chars
         self.labels = definition.all_labels
+        self.examples = render_examples(definition, self.text_chars)
 
     def request(self, target: JudgeTarget, facts: Sequence[SpanFacts]) -> dict[str, Any]:
         prompt = render_prompt(
@@ -311,6 +320,7 @@ class _Plan:
             context_tokens=self.context_tokens,
             text_chars=self.text_chars,
             facts=facts,
+            examples=self.examples,
         )
         return {
             "system": SYSTEM_PROMPT,
