@@ -4,7 +4,10 @@ It wraps ``anthropic.Anthropic`` / ``AsyncAnthropic`` and adds what each caller 
 write again: the model setting, retries with exponential backoff and jitter on 429, 529
 (overloaded), 5xx and lost connections (``Retry-After`` honoured), a time limit per call,
 bounded concurrency, token and cost accounting per call, and the forced-tool-call answer shape
-(one tool, ``tool_choice`` naming it, its input returned as a dict).
+(one tool, ``tool_choice`` naming it, its input returned as a dict). The SDK builds and sends
+the request and raises on its status; the answer is read from the response's JSON as plain
+data (``with_raw_response``: building the SDK's response models was a third of a call's CPU).
+Each SDK client is built once per :class:`LLMClient` and reused, with its connection pool.
 
 Credentials and the endpoint are the SDK's business: ``ANTHROPIC_API_KEY`` (or
 ``ANTHROPIC_AUTH_TOKEN``, a profile) and ``ANTHROPIC_BASE_URL`` are read by ``anthropic`` itself,
@@ -362,8 +365,7 @@ class LLMClient:
     def _result(
         self, body: bytes, tool: Tool, model: str, started: float, attempts: int
     ) -> CallResult:
-        """The call's answer from the Messages API's JSON (read as plain data: building the
-        SDK's models of it cost more than the rest of the call)."""
+        """The call's answer from the Messages API's JSON, read as plain data."""
         try:
             message = orjson.loads(body)
         except orjson.JSONDecodeError:
