@@ -88,7 +88,7 @@ def trace_context(spans: Iterable[Mapping[str, Any] | SpanFacts], budget_tokens:
     tree = _tree(facts, budget * 2 // 5)
     lines = ["Trace (one line per span: name KIND span_id +start duration ...):", *tree]
     heading = ["", "Span texts ([span_id] part: text; … where cut):"]
-    used = sum(len(line) + 1 for line in [*lines, *heading])
+    used = sum(map(len, lines)) + sum(map(len, heading)) + len(lines) + len(heading)
     texts = _span_texts(facts, budget - used)
     if texts:
         lines += [*heading, *texts]
@@ -105,7 +105,7 @@ def _tree(facts: list[SpanFacts], budget: int) -> list[str]:
     mark_critical_path(top)
     start = min(f.start_us for f in facts)
     texts = [_line(node, start) for node in order]
-    if sum(len(t) + 1 for t in texts) <= budget:
+    if sum(map(len, texts)) + len(texts) <= budget:
         return texts
     chosen: set[int] = set()
     used = 0
