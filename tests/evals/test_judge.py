@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from typing import Any
 
 import httpx2
@@ -11,7 +12,7 @@ import pytest
 
 from tests.evals.anthropic_mock import FakeAnthropic, Status, message
 from traceproof.errors import ErrorCode, TraceproofError
-from traceproof.evals.context import CHARS_PER_TOKEN, trace_context
+from traceproof.evals.context import CHARS_PER_TOKEN, Sources, trace_context
 from traceproof.evals.judge import (
     INSUFFICIENT_EVIDENCE,
     FewShot,
@@ -22,6 +23,7 @@ from traceproof.evals.judge import (
     render_prompt,
 )
 from traceproof.evals.llm import LLMClient
+from traceproof.settings import Settings
 
 RUBRIC = (
     "Is the answer correct for the question?\n<question>{input}</question>\n"
@@ -199,8 +201,6 @@ def test_429_then_success_gives_a_judgment_after_the_wait() -> None:
 
 
 def test_a_call_that_keeps_failing_is_an_error_with_its_code() -> None:
-    from traceproof.settings import Settings
-
     fake = FakeAnthropic(default=Status(529))
     client, _ = fake.client(Settings(llm_max_retries=1))
     [judgment] = judge(definition(), [target()], client)
@@ -341,3 +341,94 @@ def test_trace_context_stays_within_its_budget_on_a_big_trace() -> None:
         assert "[s0311] err: boom: upstream 502" in text  # errors are shown first
     assert trace_context(big, 2000) == trace_context(list(big), 2000)
     assert trace_context([], 2000) == ""
+
+
+def test_no_more_judgments_than_the_concurrency_are_in_flight_threads_and_async() -> None:
+    lock = threading.Lock()
+    full = threading.Event()
+    state = {"now": 0, "most": 0}
+
+    def enter() -> None:
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+            if state["now"] == 3:
+                full.set()
+
+    def leave() -> None:
+        with lock:
+            state["now"] -= 1
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        enter()
+        full.wait(10)
+        leave()
+        return httpx2.Response(200, json=message(verdict("fail")))
+
+    async def ahandler(request: httpx2.Request) -> httpx2.Response:
+        enter()
+        for _ in range(1000):  # until three are in flight (a deadline, not a sleep to wait out)
+            if full.is_set():
+                break
+            await asyncio.sleep(0.01)
+        leave()
+        return httpx2.Response(200, json=message(verdict("fail")))
+
+    many = [target(n) for n in range(1, 13)]
+    client = LLMClient(
+        Settings(llm_concurrency=8),
+        api_key="k",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
+    )
+    judgments = judge(definition(), many, client, concurrency=3)
+    assert [j.target_id for j in judgments] == [t.id for t in many]
+    assert all(j.label == "fail" for j in judgments) and state["most"] == 3
+
+    full.clear()
+    state["most"] = 0
+    aclient = LLMClient(
+        Settings(llm_concurrency=8),
+        api_key="k",
+        async_http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(ahandler)),
+    )
+    judgments = asyncio.run(ajudge(definition(), many, aclient, concurrency=3))
+    assert [j.target_id for j in judgments] == [t.id for t in many]
+    assert all(j.label == "fail" for j in judgments) and state["most"] == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "quote", "expected"),
+    [
+        ('He said \\"Canberra\\"\\nis the CAPITAL', "he said Canberra is the capital", None),
+        ('glued "quo"ted word', "glued quoted word", None),
+        ("back\\slash and tab\\there", "backslash and tab here", None),
+        ("line one\\nline two", "onenline", "unsupported"),  # the escape is a space
+        ("Straße in BERLIN", "strasse in berlin", None),  # casefolded
+        ("first part, then much later the second part", "first part … second part", None),
+        ("nothing like it", "an invented quote", "unsupported"),
+    ],
+)
+def test_a_quote_is_found_as_previews_clean_text_and_only_then(
+    text: str, quote: str, expected: str | None
+) -> None:
+    spans = [{"span_id": "a", "name": "x", "output_value": "other words"}]
+    spans.append({"span_id": "b", "name": "y", "output_value": text})
+    sources = Sources(spans)
+    assert sources.check(quote, None) == expected
+    assert sources.check(quote, "b") == expected
+    if expected is None:
+        assert sources.check(quote, "a") == "wrong_span"
+
+
+def test_every_target_s_prompt_carries_the_definition_s_examples() -> None:
+    fake = FakeAnthropic(default=verdict("fail"))
+    client, _ = fake.client()
+    with_example = definition().with_examples(
+        [FewShot(input="2+2?", output="5", label="fail", explanation="arithmetic")]
+    )
+    judge(with_example, [target(1), target(2)], client, concurrency=1)
+    prompts = [body["messages"][0]["content"] for body in fake.requests]
+    assert len(prompts) == 2
+    for number, prompt in enumerate(prompts, 1):
+        assert prompt.index("<example 1>") < prompt.index("Is the answer correct")
+        assert "<output>5</output>" in prompt and f"t{number}-root" in prompt

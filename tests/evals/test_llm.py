@@ -293,3 +293,29 @@ def test_each_call_has_the_timeout_setting_and_a_timeout_is_retried_then_fails()
     assert "timed out" in str(raised.value)
     assert len(seen) == 2 and len(waits) == 1
     assert seen[0].extensions["timeout"]["read"] == 7.5
+
+
+def test_an_answer_that_is_not_a_message_is_malformed_and_says_where_to_look() -> None:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, text="<html>a login page</html>")
+
+    client = LLMClient(
+        api_key="k", http_client=httpx2.Client(transport=httpx2.MockTransport(handler))
+    )
+    with pytest.raises(LLMError) as raised:
+        call(client)
+    assert raised.value.code == ErrorCode.LLM_MALFORMED
+    assert "ANTHROPIC_BASE_URL" in str(raised.value) and "login page" in str(raised.value)
+
+
+def test_the_sdk_client_is_built_once_and_reused_across_threads() -> None:
+    client, _ = FakeAnthropic(default=ANSWER).client()
+    seen: list[object] = []
+    threads = [threading.Thread(target=lambda: seen.append(client._client())) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(seen) == 8 and all(sdk is seen[0] for sdk in seen)
+    assert all(call(client).answer == ANSWER for _ in range(3))
+    assert client._client() is seen[0]

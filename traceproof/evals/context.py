@@ -33,9 +33,14 @@ MIN_TEXT_CHARS = 80
 _ELLIPSIS = re.compile(r"\s*(?:…|\.\.\.)\s*")
 
 
+_MISSING: Any = object()
+
+
 def _us(value: Any) -> int:
     if value is None:
         return 0
+    if type(value) is int:
+        return value
     if isinstance(value, datetime):
         return int(value.timestamp() * 1_000_000)
     return int(value)
@@ -44,29 +49,33 @@ def _us(value: Any) -> int:
 def span_facts(span: Mapping[str, Any]) -> SpanFacts:
     """One span dict as the facts a preview line needs (``start_us``/``end_us`` or
     ``start_time``/``end_time``; the ``spans`` table's other column names)."""
-    status = span.get("status")
-    error_text = span.get("error_message") or span.get("status_message") or span.get("error_type")
+    get = span.get
+    error_text = get("error_message") or get("status_message") or get("error_type")
+    start = get("start_us", _MISSING)
+    end = get("end_us", _MISSING)
+    text_in = get("input_value", _MISSING)
+    text_out = get("output_value", _MISSING)
     return SpanFacts(
-        span_id=str(span.get("span_id") or ""),
-        parent_id=span.get("parent_span_id") or span.get("parent_id"),
-        name=str(span.get("name") or ""),
-        kind=str(span.get("span_kind") or span.get("kind") or "UNKNOWN"),
-        error=status == "ERROR" or bool(span.get("error")),
-        start_us=_us(span.get("start_us", span.get("start_time"))),
-        end_us=_us(span.get("end_us", span.get("end_time"))),
-        model=span.get("model"),
-        tool=span.get("tool_name") or span.get("tool"),
-        tokens=span.get("total_tokens") or span.get("tokens"),
-        input=_text(span.get("input_value", span.get("input"))),
-        output=_text(span.get("output_value", span.get("output"))),
+        span_id=str(get("span_id") or ""),
+        parent_id=get("parent_span_id") or get("parent_id"),
+        name=str(get("name") or ""),
+        kind=str(get("span_kind") or get("kind") or "UNKNOWN"),
+        error=get("status") == "ERROR" or bool(get("error")),
+        start_us=_us(get("start_time") if start is _MISSING else start),
+        end_us=_us(get("end_time") if end is _MISSING else end),
+        model=get("model"),
+        tool=get("tool_name") or get("tool"),
+        tokens=get("total_tokens") or get("tokens"),
+        input=_text(get("input") if text_in is _MISSING else text_in),
+        output=_text(get("output") if text_out is _MISSING else text_out),
         error_text=_text(error_text),
     )
 
 
 def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
+    if value is None or type(value) is str:
+        return value
+    return str(value)
 
 
 def trace_context(spans: Iterable[Mapping[str, Any] | SpanFacts], budget_tokens: int) -> str:
@@ -79,7 +88,7 @@ def trace_context(spans: Iterable[Mapping[str, Any] | SpanFacts], budget_tokens:
     tree = _tree(facts, budget * 2 // 5)
     lines = ["Trace (one line per span: name KIND span_id +start duration ...):", *tree]
     heading = ["", "Span texts ([span_id] part: text; … where cut):"]
-    used = sum(len(line) + 1 for line in [*lines, *heading])
+    used = sum(map(len, lines)) + sum(map(len, heading)) + len(lines) + len(heading)
     texts = _span_texts(facts, budget - used)
     if texts:
         lines += [*heading, *texts]
@@ -96,7 +105,7 @@ def _tree(facts: list[SpanFacts], budget: int) -> list[str]:
     mark_critical_path(top)
     start = min(f.start_us for f in facts)
     texts = [_line(node, start) for node in order]
-    if sum(len(t) + 1 for t in texts) <= budget:
+    if sum(map(len, texts)) + len(texts) <= budget:
         return texts
     chosen: set[int] = set()
     used = 0
@@ -134,46 +143,65 @@ def _line(node: Node, start_us: int) -> str:
     indent = "  " * node.depth + ("*" if node.critical else "")
     if span is None:
         return f"{indent}{node.label}: {node.descendants} spans"
-    parts = [indent + (" ".join(span.name.split())[:NAME_CHARS] or "(unnamed)"), span.kind]
-    if span.error:
-        parts.append("ERROR")
-    parts += [span.span_id, f"+{duration(span.start_us - start_us)}"]
-    parts.append(duration(span.end_us - span.start_us))
+    name = " ".join(span.name.split())[:NAME_CHARS]
+    line = (
+        f"{indent}{name or '(unnamed)'} {span.kind}{' ERROR' if span.error else ''} "
+        f"{span.span_id} +{duration(span.start_us - start_us)} "
+        f"{duration(span.end_us - span.start_us)}"
+    )
     detail = span.model or (span.tool if span.tool and span.tool != span.name else None)
     if detail:
-        parts.append(detail[:40])
+        line += " " + detail[:40]
     if span.tokens:
-        parts.append(tokens(span.tokens))
-    return " ".join(parts)
+        line += " " + tokens(span.tokens)
+    return line
+
+
+def _text_order(span: SpanFacts) -> tuple[bool, int, str]:
+    return (not span.error, span.start_us, span.span_id)
 
 
 def _span_texts(facts: list[SpanFacts], room: int) -> list[str]:
-    parts: list[tuple[str, str, str]] = []
-    ordered = sorted(facts, key=lambda f: (not f.error, f.start_us, f.span_id))
-    for span in ordered:
-        for label, text in (("err", span.error_text), ("in", span.input), ("out", span.output)):
-            if text:
-                parts.append((span.span_id, label, text))
+    """The spans' texts, errors first, then in start order: each a fair share of the room
+    left, but at least a readable piece; the rest are cut with one line saying how many."""
+    parts: list[tuple[str, str]] = []
+    for span in sorted(facts, key=_text_order):
+        if span.error_text:
+            parts.append((f"[{span.span_id}] err: ", span.error_text))
+        if span.input:
+            parts.append((f"[{span.span_id}] in: ", span.input))
+        if span.output:
+            parts.append((f"[{span.span_id}] out: ", span.output))
     lines: list[str] = []
-    for index, (span_id, label, text) in enumerate(parts):
-        head = f"[{span_id}] {label}: "
-        # A fair share of what is left, but at least a readable piece: early spans (errors
-        # first, then in start order) get text, later ones are cut when the room runs out.
-        share = max(room // max(1, len(parts) - index), MIN_TEXT_CHARS + len(head) + 1)
-        chars = min(share, room - 40) - len(head) - 1
+    left = len(parts)
+    for head, text in parts:
+        size = len(head)
+        share = max(room // left, MIN_TEXT_CHARS + size + 1)
+        chars = min(share, room - 40) - size - 1
         if chars < min(MIN_TEXT_CHARS, len(text)):
             if room > 40:
-                lines.append(f"… {len(parts) - index} more span texts cut")
+                lines.append(f"… {left} more span texts cut")
             break
         flat = " ".join(text[: chars * 2].split())  # a prefix: whitespace collapses
-        shown = flat if len(flat) <= chars and len(text) <= chars * 2 else flat[: chars - 1] + "…"
-        lines.append(head + shown)
-        room -= len(lines[-1]) + 1
+        if len(flat) > chars or len(text) > chars * 2:
+            flat = flat[: chars - 1] + "…"
+        line = head + flat
+        lines.append(line)
+        room -= len(line) + 1
+        left -= 1
     return lines
 
 
 def _normal(text: str) -> str:
     return clean(text).casefold()
+
+
+def _rough(text: str) -> str:
+    """``text`` casefolded without quotes and backslashes, whitespace left as it is: cheap (no
+    split), and every whitespace-free part of :func:`_normal` of ``text`` is in it (an escape
+    that ``clean`` turns into a space leaves its letter here instead, and a word of the
+    normal text never spans one)."""
+    return text.casefold().replace('"', "").replace("\\", "")
 
 
 class Sources:
@@ -189,7 +217,8 @@ class Sources:
             self._raw[facts.span_id] = " ".join(t for t in parts if t)
         self._extra_raw = [text for text in extra if text]
         self._normal: dict[str, str] = {}
-        self._all: str | None = None
+        self._all: list[str] | None = None
+        self._all_rough: str | None = None
         self._extra: list[str] | None = None
 
     def _span(self, span_id: str) -> str | None:
@@ -199,11 +228,18 @@ class Sources:
             self._normal[span_id] = _normal(self._raw[span_id])
         return self._normal[span_id]
 
-    def _anywhere(self) -> str:
-        """Every span's text, normalised in one pass, spans kept apart by a NUL."""
+    def _anywhere(self, pieces: list[str]) -> bool:
+        """Whether ``pieces`` are in one span's text. Every word of them must be somewhere in
+        the rough text of all spans first; only then are all the spans normalised (in one
+        pass, kept apart by a NUL) and searched."""
+        if self._all_rough is None:
+            self._all_rough = _rough(" ".join(self._raw.values()))
+        rough = self._all_rough
+        if not all(word in rough for piece in pieces for word in piece.split()):
+            return False
         if self._all is None:
-            self._all = _normal(" \x00 ".join(self._raw.values()))
-        return self._all
+            self._all = _normal(" \x00 ".join(self._raw.values())).split("\x00")
+        return any(_has(text, pieces) for text in self._all)
 
     def check(self, quote: str, span_id: str | None) -> str | None:
         """None when ``quote`` is in the cited span (or, uncited, anywhere); else why not:
@@ -219,7 +255,7 @@ class Sources:
             self._extra = [_normal(text) for text in self._extra_raw]
         if any(_has(text, pieces) for text in self._extra):
             return None  # the target's own input, output or expected text
-        if any(_has(text, pieces) for text in self._anywhere().split("\x00")):
+        if self._anywhere(pieces):
             return None if span_id is None else "wrong_span"
         return "unsupported"
 

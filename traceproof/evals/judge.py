@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -250,29 +251,18 @@ def render_prompt(
     context_tokens: int,
     text_chars: int,
     facts: Sequence[SpanFacts] | None = None,
+    examples: Sequence[str] | None = None,
 ) -> str:
     """The user message: examples, then the rubric with its slots filled (or, without slots,
-    followed by the material in tagged sections)."""
+    followed by the material in tagged sections). ``examples`` is
+    :func:`render_examples` of the definition, when the caller keeps it."""
     values = {
         "input": _cap(target.input, text_chars),
         "output": _cap(target.output, text_chars),
         "expected": _cap(target.expected, text_chars),
         "trace": trace_context(facts or target.spans, context_tokens) if target.spans else "",
     }
-    parts: list[str] = []
-    if definition.examples:
-        parts.append("Examples of judgments by people:")
-        for number, example in enumerate(definition.examples, 1):
-            lines = [f"<example {number}>"]
-            for slot in ("input", "output", "expected"):
-                text = getattr(example, slot)
-                if text:
-                    lines.append(f"<{slot}>{_cap(text, text_chars // 4)}</{slot}>")
-            lines.append(f"label: {example.label}")
-            if example.explanation:
-                lines.append(f"why: {example.explanation}")
-            lines.append("</example>")
-            parts.append("\n".join(lines))
+    parts = list(render_examples(definition, text_chars) if examples is None else examples)
     if _SLOT.search(definition.rubric):
         parts.append(_SLOT.sub(lambda m: values[m.group(1)] or "(none)", definition.rubric))
     else:
@@ -283,6 +273,25 @@ def render_prompt(
     labels = ", ".join(definition.all_labels)
     parts.append(f"Answer with {TOOL_NAME}; label is one of: {labels}.")
     return "\n\n".join(parts)
+
+
+def render_examples(definition: JudgeDefinition, text_chars: int) -> list[str]:
+    """The few-shot part of the prompt (the same for every target of a definition)."""
+    if not definition.examples:
+        return []
+    parts = ["Examples of judgments by people:"]
+    for number, example in enumerate(definition.examples, 1):
+        lines = [f"<example {number}>"]
+        for slot in ("input", "output", "expected"):
+            text = getattr(example, slot)
+            if text:
+                lines.append(f"<{slot}>{_cap(text, text_chars // 4)}</{slot}>")
+        lines.append(f"label: {example.label}")
+        if example.explanation:
+            lines.append(f"why: {example.explanation}")
+        lines.append("</example>")
+        parts.append("\n".join(lines))
+    return parts
 
 
 def _cap(text: str | None, limit: int) -> str:
@@ -301,6 +310,8 @@ class _Plan:
         settings = client.settings
         self.context_tokens = definition.context_tokens or settings.judge_context_tokens
         self.text_chars = settings.judge_text_chars
+        self.labels = definition.all_labels
+        self.examples = render_examples(definition, self.text_chars)
 
     def request(self, target: JudgeTarget, facts: Sequence[SpanFacts]) -> dict[str, Any]:
         prompt = render_prompt(
@@ -309,6 +320,7 @@ class _Plan:
             context_tokens=self.context_tokens,
             text_chars=self.text_chars,
             facts=facts,
+            examples=self.examples,
         )
         return {
             "system": SYSTEM_PROMPT,
@@ -320,68 +332,82 @@ class _Plan:
         }
 
     def failed(self, target: JudgeTarget, error: TraceproofError, started: float) -> Judgment:
-        judgment = Judgment(
+        usage = error.usage if isinstance(error, LLMError) else None
+        accounting = (
+            _accounting(usage)
+            if usage is not None
+            else {"latency_ms": (time.perf_counter() - started) * 1000}
+        )
+        return Judgment(
             target_id=target.id,
             judge=self.definition.name,
             definition_hash=self.hash,
             error=str(error),
             error_code=str(error.code),
-            latency_ms=(time.perf_counter() - started) * 1000,
+            **accounting,
         )
-        usage = error.usage if isinstance(error, LLMError) else None
-        if usage is not None:
-            _account(judgment, usage)
-        return judgment
 
     def judged(
         self, target: JudgeTarget, facts: Sequence[SpanFacts], result: CallResult
     ) -> Judgment:
-        judgment = Judgment(
-            target_id=target.id, judge=self.definition.name, definition_hash=self.hash
-        )
-        _account(judgment, result)
         answer = result.answer or {}
-        problem = _malformed(answer, self.definition.all_labels)
+        problem = _malformed(answer, self.labels)
         if problem is not None:
-            judgment.error = str(
-                TraceproofError(
-                    f"The judge's answer {problem}. Retry; if it recurs, check the model "
-                    "supports forced tool use.",
-                    code=ErrorCode.LLM_MALFORMED,
-                )
+            return Judgment(
+                target_id=target.id,
+                judge=self.definition.name,
+                definition_hash=self.hash,
+                error=str(
+                    TraceproofError(
+                        f"The judge's answer {problem}. Retry; if it recurs, check the model "
+                        "supports forced tool use.",
+                        code=ErrorCode.LLM_MALFORMED,
+                    )
+                ),
+                error_code=str(ErrorCode.LLM_MALFORMED),
+                **_accounting(result),
             )
-            judgment.error_code = str(ErrorCode.LLM_MALFORMED)
-            return judgment
         sources = Sources(facts, (target.input, target.output, target.expected))
-        judgment.label = answer["label"]
-        judgment.score = self.definition.score_of(answer["label"])
-        judgment.explanation = answer["explanation"]
+        label: str = answer["label"]
+        evidence: list[Evidence] = []
+        flags: list[str] = []
+        unsupported: list[str] = []
         for item in answer["evidence"]:
-            why = sources.check(item["quote"], item.get("span_id"))
-            judgment.evidence.append(
-                Evidence(quote=item["quote"], span_id=item.get("span_id"), supported=why is None)
-            )
+            quote, span_id = item["quote"], item.get("span_id")
+            why = sources.check(quote, span_id)
+            evidence.append(Evidence(quote=quote, span_id=span_id, supported=why is None))
             if why == "unsupported":
-                judgment.unsupported_quotes.append(item["quote"])
-            if why is not None and why + "_quotes" not in judgment.flags:
-                judgment.flags.append(why + "_quotes")
-        if judgment.label == INSUFFICIENT_EVIDENCE:
-            judgment.flags.append(INSUFFICIENT_EVIDENCE)
-        return judgment
+                unsupported.append(quote)
+            if why is not None and why + "_quotes" not in flags:
+                flags.append(why + "_quotes")
+        if label == INSUFFICIENT_EVIDENCE:
+            flags.append(INSUFFICIENT_EVIDENCE)
+        return Judgment(
+            target_id=target.id,
+            judge=self.definition.name,
+            definition_hash=self.hash,
+            label=label,
+            score=self.definition.score_of(label),
+            explanation=answer["explanation"],
+            evidence=evidence,
+            flags=flags,
+            unsupported_quotes=unsupported,
+            **_accounting(result),
+        )
 
 
-def _account(judgment: Judgment, result: CallResult) -> None:
-    judgment.model = result.model
-    judgment.input_tokens = (
-        result.usage.input_tokens
-        + result.usage.cache_read_tokens
-        + (result.usage.cache_write_tokens)
-    )
-    judgment.output_tokens = result.usage.output_tokens
-    judgment.latency_ms = result.latency_ms
-    judgment.cost_usd = result.cost_usd
-    judgment.cost_note = result.cost_note
-    judgment.attempts = result.attempts
+def _accounting(result: CallResult) -> dict[str, Any]:
+    """A judgment's model, tokens (cache reads and writes are input), latency and cost."""
+    usage = result.usage
+    return {
+        "model": result.model,
+        "input_tokens": usage.input_tokens + usage.cache_read_tokens + usage.cache_write_tokens,
+        "output_tokens": usage.output_tokens,
+        "latency_ms": result.latency_ms,
+        "cost_usd": result.cost_usd,
+        "cost_note": result.cost_note,
+        "attempts": result.attempts,
+    }
 
 
 def _malformed(answer: Mapping[str, Any], labels: Sequence[str]) -> str | None:
@@ -428,8 +454,27 @@ def judge(
 
     if workers == 1 or len(targets) <= 1:
         return [one(target) for target in targets]
-    with ThreadPoolExecutor(max_workers=min(workers, len(targets))) as pool:
-        return list(pool.map(one, targets))
+    # Each worker takes the next target until none is left, and the caller waits for the
+    # workers alone: one wake-up per worker, not one hand-off (future, result, wake-up of the
+    # waiting thread, each needing the GIL) per target.
+    judgments: list[Judgment | None] = [None] * len(targets)
+    indexes = iter(range(len(targets)))
+    taking = threading.Lock()
+
+    def drain() -> None:
+        while True:
+            with taking:
+                index = next(indexes, None)
+            if index is None:
+                return
+            judgments[index] = one(targets[index])
+
+    count = min(workers, len(targets))
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        running = [pool.submit(drain) for _ in range(count)]
+    for worker in running:
+        worker.result()  # an exception other than a TraceproofError is raised here
+    return [judgment for judgment in judgments if judgment is not None]
 
 
 async def ajudge(
@@ -440,16 +485,23 @@ async def ajudge(
 ) -> list[Judgment]:
     """:func:`judge` on an event loop (the server's): ``concurrency`` calls in flight."""
     plan = _Plan(definition, client)
-    slots = asyncio.Semaphore(max(1, concurrency or client.settings.llm_concurrency))
+    workers = max(1, concurrency or client.settings.llm_concurrency)
+    judgments: list[Judgment | None] = [None] * len(targets)
+    indexes = iter(range(len(targets)))
 
-    async def one(target: JudgeTarget) -> Judgment:
-        async with slots:
+    async def drain() -> None:
+        # ``concurrency`` tasks share the targets (one task per target would mean as many
+        # tasks, semaphore waits and wake-ups as targets).
+        for index in indexes:
+            target = targets[index]
             started = time.perf_counter()
             try:
                 facts = [span_facts(span) for span in target.spans]
                 result = await client.acall_tool(**plan.request(target, facts))
             except TraceproofError as error:
-                return plan.failed(target, error, started)
-            return plan.judged(target, facts, result)
+                judgments[index] = plan.failed(target, error, started)
+                continue
+            judgments[index] = plan.judged(target, facts, result)
 
-    return list(await asyncio.gather(*(one(target) for target in targets)))
+    await asyncio.gather(*(drain() for _ in range(min(workers, len(targets)))))
+    return [judgment for judgment in judgments if judgment is not None]

@@ -4,7 +4,10 @@ It wraps ``anthropic.Anthropic`` / ``AsyncAnthropic`` and adds what each caller 
 write again: the model setting, retries with exponential backoff and jitter on 429, 529
 (overloaded), 5xx and lost connections (``Retry-After`` honoured), a time limit per call,
 bounded concurrency, token and cost accounting per call, and the forced-tool-call answer shape
-(one tool, ``tool_choice`` naming it, its input returned as a dict).
+(one tool, ``tool_choice`` naming it, its input returned as a dict). The SDK builds and sends
+the request and raises on its status; the answer is read from the response's JSON as plain
+data (``with_raw_response``: building the SDK's response models was a third of a call's CPU).
+Each SDK client is built once per :class:`LLMClient` and reused, with its connection pool.
 
 Credentials and the endpoint are the SDK's business: ``ANTHROPIC_API_KEY`` (or
 ``ANTHROPIC_AUTH_TOKEN``, a profile) and ``ANTHROPIC_BASE_URL`` are read by ``anthropic`` itself,
@@ -29,10 +32,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import anthropic
 import httpx2
+import orjson
 
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.settings import Settings
@@ -79,6 +83,7 @@ _REFUSED_KEY_STATUS = frozenset({401, 403})
 Effort = Literal["low", "medium", "high", "xhigh", "max"]
 Sleep = Callable[[float], None]
 AsyncSleep = Callable[[float], Awaitable[None]]
+_SDK = TypeVar("_SDK", anthropic.Anthropic, anthropic.AsyncAnthropic)
 
 
 class LLMError(TraceproofError):
@@ -206,42 +211,46 @@ class LLMClient:
 
     # -- the SDK clients ----------------------------------------------------------------------
 
-    def _sdk_options(self) -> dict[str, Any]:
+    def _client(self) -> anthropic.Anthropic:
+        client = self._sync
+        if client is None:
+            with self._lock:
+                if self._sync is None:
+                    self._sync = self._sdk(anthropic.Anthropic, self._http_client)
+                client = self._sync
+        return client
+
+    def _aclient(self) -> anthropic.AsyncAnthropic:
+        client = self._async
+        if client is None:
+            with self._lock:
+                if self._async is None:
+                    self._async = self._sdk(anthropic.AsyncAnthropic, self._async_http_client)
+                client = self._async
+        return client
+
+    def _sdk(
+        self, kind: type[_SDK], http_client: httpx2.Client | httpx2.AsyncClient | None
+    ) -> _SDK:
+        """One SDK client (built once per kind, then reused with its connection pool)."""
         options: dict[str, Any] = {
             "max_retries": 0,  # ours: with an injectable sleep and the settings' limits
             "timeout": self.settings.llm_timeout_seconds,
+            "http_client": http_client,
         }
         if self._api_key is not None:
             options["api_key"] = self._api_key
         if self._base_url is not None:
             options["base_url"] = self._base_url
-        return options
-
-    def _client(self) -> anthropic.Anthropic:
-        with self._lock:
-            if self._sync is None:
-                try:
-                    client = anthropic.Anthropic(
-                        **self._sdk_options(), http_client=self._http_client
-                    )
-                except anthropic.CredentialsError as error:
-                    raise _no_credential(error) from None
-                _require_credential(client)
-                self._sync = client
-            return self._sync
-
-    def _aclient(self) -> anthropic.AsyncAnthropic:
-        with self._lock:
-            if self._async is None:
-                try:
-                    client = anthropic.AsyncAnthropic(
-                        **self._sdk_options(), http_client=self._async_http_client
-                    )
-                except anthropic.CredentialsError as error:
-                    raise _no_credential(error) from None
-                _require_credential(client)
-                self._async = client
-            return self._async
+        try:
+            client = kind(**options)
+        except anthropic.CredentialsError as error:
+            raise _no_credential(error) from None
+        if client.api_key is None and client.auth_token is None and client.credentials is None:
+            raise LLMError(
+                f"No credential for the LLM provider. {_SET_KEY}", code=ErrorCode.LLM_UNAVAILABLE
+            )
+        return client
 
     def _async_semaphore(self) -> asyncio.Semaphore:
         loop = id(asyncio.get_running_loop())
@@ -285,23 +294,18 @@ class LLMClient:
     ) -> CallResult:
         """One forced tool call; raises :class:`LLMError` (with ``usage`` when answered)."""
         request = self._request(system, messages, tool, max_tokens, effort, model)
-        client = self._client()
+        messages_api = self._client().messages.with_raw_response
         started = time.perf_counter()
         attempt = 0
         with self._slots:
             while True:
                 attempt += 1
                 try:
-                    message = client.messages.create(**request)
-                except anthropic.CredentialsError as error:
-                    raise _no_credential(error) from None
-                except anthropic.APIError as error:
-                    wait = self._retry_wait(error, attempt)
-                    if wait is None:
-                        raise _failure(error, attempt) from error
-                    self._sleep(wait)
+                    body = messages_api.create(**request).read()
+                except (anthropic.CredentialsError, anthropic.APIError) as error:
+                    self._sleep(self._wait_or_raise(error, attempt))
                     continue
-                return self._result(message, tool, request["model"], started, attempt)
+                return self._result(body, tool, request["model"], started, attempt)
 
     async def acall_tool(
         self,
@@ -315,23 +319,29 @@ class LLMClient:
     ) -> CallResult:
         """:meth:`call_tool` for an event loop."""
         request = self._request(system, messages, tool, max_tokens, effort, model)
-        client = self._aclient()
+        messages_api = self._aclient().messages.with_raw_response
         started = time.perf_counter()
         attempt = 0
         async with self._async_semaphore():
             while True:
                 attempt += 1
                 try:
-                    message = await client.messages.create(**request)
-                except anthropic.CredentialsError as error:
-                    raise _no_credential(error) from None
-                except anthropic.APIError as error:
-                    wait = self._retry_wait(error, attempt)
-                    if wait is None:
-                        raise _failure(error, attempt) from error
-                    await self._async_sleep(wait)
+                    body = await (await messages_api.create(**request)).read()
+                except (anthropic.CredentialsError, anthropic.APIError) as error:
+                    await self._async_sleep(self._wait_or_raise(error, attempt))
                     continue
-                return self._result(message, tool, request["model"], started, attempt)
+                return self._result(body, tool, request["model"], started, attempt)
+
+    def _wait_or_raise(self, error: Exception, attempt: int) -> float:
+        """Seconds to wait before retrying after ``error``; raises the :class:`LLMError` it
+        becomes when it is not retried."""
+        if isinstance(error, anthropic.CredentialsError):
+            raise _no_credential(error) from None
+        assert isinstance(error, anthropic.APIError)
+        wait = self._retry_wait(error, attempt)
+        if wait is None:
+            raise _failure(error, attempt) from error
+        return wait
 
     def _retry_wait(self, error: anthropic.APIError, attempt: int) -> float | None:
         """Seconds to wait before retrying after ``error``, or None when it is not retried."""
@@ -353,24 +363,40 @@ class LLMClient:
         return backoff * (0.5 + self._rng.random() / 2)  # jitter: half to all of the backoff
 
     def _result(
-        self, message: Any, tool: Tool, model: str, started: float, attempts: int
+        self, body: bytes, tool: Tool, model: str, started: float, attempts: int
     ) -> CallResult:
-        raw = message.usage
+        """The call's answer from the Messages API's JSON, read as plain data."""
+        try:
+            message = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            message = None
+        if not isinstance(message, dict):
+            raise LLMError(
+                f"The LLM provider answered with something other than a message "
+                f"({_short(body[:200].decode(errors='replace'))!r}). Check ANTHROPIC_BASE_URL "
+                "points at the Messages API (or a proxy of it), then call again.",
+                code=ErrorCode.LLM_MALFORMED,
+            )
+        raw = message.get("usage") or {}
         usage = Usage(
-            input_tokens=raw.input_tokens or 0,
-            output_tokens=raw.output_tokens or 0,
-            cache_write_tokens=raw.cache_creation_input_tokens or 0,
-            cache_read_tokens=raw.cache_read_input_tokens or 0,
+            input_tokens=raw.get("input_tokens") or 0,
+            output_tokens=raw.get("output_tokens") or 0,
+            cache_write_tokens=raw.get("cache_creation_input_tokens") or 0,
+            cache_read_tokens=raw.get("cache_read_input_tokens") or 0,
         )
-        answered_model = message.model or model
+        answered_model = message.get("model") or model
         usd, note = cost(answered_model, usage, self.prices)
         answer: dict[str, Any] | None = None
         texts: list[str] = []
-        for block in message.content:
-            if block.type == "tool_use" and block.name == tool.name and answer is None:
-                answer = block.input if isinstance(block.input, dict) else None
-            elif block.type == "text":
-                texts.append(block.text)
+        for block in message.get("content") or ():
+            if not isinstance(block, dict):
+                continue
+            kind = block.get("type")
+            if kind == "tool_use" and block.get("name") == tool.name and answer is None:
+                answer = block["input"] if isinstance(block.get("input"), dict) else None
+            elif kind == "text" and isinstance(block.get("text"), str):
+                texts.append(block["text"])
+        stop_reason = message.get("stop_reason")
         result = CallResult(
             answer=answer,
             model=answered_model,
@@ -379,14 +405,14 @@ class LLMClient:
             cost_note=note,
             latency_ms=(time.perf_counter() - started) * 1000,
             attempts=attempts,
-            stop_reason=message.stop_reason,
+            stop_reason=stop_reason,
             text="".join(texts),
             notes=[note] if note else [],
         )
         if answer is None:
             raise LLMError(
                 f"The model answered without calling the tool {tool.name!r} "
-                f"(stop reason {message.stop_reason!r}). Retry, or raise the judge's max_tokens "
+                f"(stop reason {stop_reason!r}). Retry, or raise the judge's max_tokens "
                 "if the answer was cut.",
                 code=ErrorCode.LLM_MALFORMED,
                 usage=result,
@@ -423,13 +449,6 @@ _SET_KEY = (
     "Set ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for a gateway or a local proxy), then call "
     "again."
 )
-
-
-def _require_credential(client: anthropic.Anthropic | anthropic.AsyncAnthropic) -> None:
-    if client.api_key is None and client.auth_token is None and client.credentials is None:
-        raise LLMError(
-            f"No credential for the LLM provider. {_SET_KEY}", code=ErrorCode.LLM_UNAVAILABLE
-        )
 
 
 def _no_credential(error: Exception) -> LLMError:
