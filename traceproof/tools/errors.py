@@ -123,16 +123,14 @@ def categorize_errors(
     name: FilterRef = None,
     session_id: SessionParam = None,
     where: FilterRef = None,
-    annotation: Annotated[
-        str | None, Field(description="Its fails instead; NAME=l1|l2 picks labels.")
-    ] = None,
-    llm: Annotated[bool, Field(description="LLM names categories.")] = False,
+    annotation: Annotated[str | None, Field(description="Its fails; NAME=a|b: labels.")] = None,
+    llm: Annotated[bool, Field(description="LLM names them.")] = False,
     save: Annotated[bool, Field(description="Write error_category.")] = False,
     confirm: Annotated[bool, Field(description="Past the cap.")] = False,
     limit: Annotated[int, Field(ge=1, le=200)] = 20,
     max_chars: MaxChars = None,
 ) -> ErrorCategories:
-    """Cluster errors by type, template, top frames. Filters as in search_spans."""
+    """Group errors by type, template, frames. Filters as in search_spans."""
     room = budget(max_chars, store.settings)
     settings = store.settings
     span_filter = SpanFilter(project, since, until, None, span_kind, name, session_id, where)
