@@ -49,7 +49,7 @@ def anyio_backend() -> str:
 def structured(answer: CallToolResult) -> dict[str, Any]:
     assert not answer.is_error, answer.content
     assert answer.structured_content is not None
-    return answer.structured_content
+    return dict(answer.structured_content)
 
 
 def error_text(answer: CallToolResult) -> str:

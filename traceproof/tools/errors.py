@@ -13,8 +13,8 @@ With ``annotation=NAME`` the errors are that annotation's failing verdicts inste
 target, its explanation as the message: failures that raise no exception), grouped in Python
 (:func:`annotation_groups`). ``llm=true`` has the LLM name the clusters
 (:mod:`traceproof.evals.naming`). ``save=true`` writes an ``error_category`` annotation on
-every error matched (:func:`save_categories`): a second pass maps each error to its group, and
-:func:`traceproof.evals.clusters.assignments` each group to its cluster.
+every error matched (:func:`save_categories`): the same query then lists each group's spans,
+and :func:`traceproof.evals.clusters.assignments` maps each group to its cluster.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import orjson
 from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
@@ -36,6 +37,7 @@ from traceproof.evals.clusters import (
     GroupKey,
     assignments,
     cluster,
+    group_key,
     group_records,
 )
 from traceproof.evals.fingerprint import frames_sql, shape_sql, template_query
@@ -139,7 +141,7 @@ def categorize_errors(
         chosen = [value for value in labels.split("|") if value] if given else None
         errors = annotation_groups(store, source, span_filter, chosen)
     else:
-        errors = span_errors(store, span_filter)
+        errors = span_errors(store, span_filter, targets=save)
     clusters = cluster(
         errors.groups,
         threshold=settings.errors_merge_similarity,
@@ -179,11 +181,16 @@ class ErrorSet:
     labels: list[str] = field(default_factory=list)
 
 
-def span_errors(store: Store, span_filter: SpanFilter) -> ErrorSet:
-    """The error spans matching ``span_filter``, grouped by type, template and stack trace."""
-    return ErrorSet(
-        span_error_groups(store, span_filter), lambda: span_error_targets(store, span_filter)
-    )
+def span_errors(store: Store, span_filter: SpanFilter, *, targets: bool = False) -> ErrorSet:
+    """The error spans matching ``span_filter``, grouped by type, template and stack trace;
+    with ``targets`` (save=true) the same query lists every group's spans too."""
+    groups, members = span_error_groups(store, span_filter, targets=targets)
+    pairs = [
+        (Target(TargetKind.SPAN, project, trace, span), group_key(group))
+        for group, spans in zip(groups, members, strict=True)
+        for project, trace, span in spans
+    ]
+    return ErrorSet(groups, lambda: pairs)
 
 
 def _errors_sql(span_filter: SpanFilter) -> tuple[str, list[Any]]:
@@ -231,10 +238,14 @@ def _errors_sql(span_filter: SpanFilter) -> tuple[str, list[Any]]:
     return sql, params
 
 
-def span_error_groups(store: Store, span_filter: SpanFilter) -> list[ErrorGroup]:
-    """The error groups of the spans matching ``span_filter`` (one query)."""
+def span_error_groups(
+    store: Store, span_filter: SpanFilter, *, targets: bool = False
+) -> tuple[list[ErrorGroup], list[list[tuple[str, str, str]]]]:
+    """The error groups of the spans matching ``span_filter`` (one query), and with
+    ``targets`` each group's spans as (project, trace, span)."""
     with_errors, params = _errors_sql(span_filter)
     chars = store.settings.errors_example_chars
+    members = ", list([project, trace_id, span_id])" if targets else ""
     query = f"""{with_errors}
         SELECT error_type, template, stack, count(*), min(start_time), max(start_time),
                list(DISTINCT name),
@@ -243,29 +254,15 @@ def span_error_groups(store: Store, span_filter: SpanFilter) -> list[ErrorGroup]
                list(DISTINCT session_id) FILTER (WHERE session_id IS NOT NULL),
                arg_max({{'span_id': span_id, 'trace_id': trace_id,
                          'message': left(message, {chars + 1}), 'seen': start_time}},
-                       start_time, {MAX_EXAMPLES})
+                       start_time, {MAX_EXAMPLES}){members}
         FROM errors JOIN shapes USING (shape) LEFT JOIN stacks USING (stack_key)
         GROUP BY error_type, template, stack
     """
     with store.reader() as reader, where_errors(span_filter.where):
         rows = reader.rows(query, params, untrusted=span_filter.untrusted)
-    return [_group(row) for row in rows]
-
-
-def span_error_targets(store: Store, span_filter: SpanFilter) -> list[tuple[Target, GroupKey]]:
-    """Every error span matching ``span_filter`` with the key of its group: the same query as
-    :func:`span_error_groups`, one row per span."""
-    with_errors, params = _errors_sql(span_filter)
-    query = f"""{with_errors}
-        SELECT project, trace_id, span_id, error_type, template, stack
-        FROM errors JOIN shapes USING (shape) LEFT JOIN stacks USING (stack_key)
-    """
-    with store.reader() as reader, where_errors(span_filter.where):
-        rows = reader.rows(query, params, untrusted=span_filter.untrusted)
-    return [
-        (Target(TargetKind.SPAN, project, trace, span), (kind, text, stack))
-        for project, trace, span, kind, text, stack in rows
-    ]
+    groups = [_group(row[:11]) for row in rows]
+    spans = [[(p, t, s) for p, t, s in row[11]] for row in rows] if targets else [[]] * len(rows)
+    return groups, spans
 
 
 def _group(row: tuple[Any, ...]) -> ErrorGroup:
@@ -439,21 +436,26 @@ def save_categories(
             "explanation": item.template[:limit] or None,
             "metadata": metadata,
         }
-    result = AnnotateResult(matched=0)
+    stored = _stored_categories(store, errors.identifier)
+    counts = Counter[str]()
     batch: list[AnnotationInput] = []
 
     def flush() -> None:
         written = write_annotations(store, batch)
-        result.created += written.created
-        result.updated += written.updated
-        result.unchanged += written.unchanged
+        counts.update(created=written.created, updated=written.updated)
+        counts.update(unchanged=written.unchanged)
         batch.clear()
 
     for target, key in errors.targets():
         found = cluster_of.get(key)
         if found is None:  # an error stored after the clusters were made: the next call's
             continue
-        result.matched += 1
+        counts["matched"] += 1
+        value = values[found.key]
+        trace = target.trace_id if target.kind is TargetKind.SPAN else None
+        if stored.get((target.kind, target.project, trace, target.target_id)) == value:
+            counts["unchanged"] += 1  # known unchanged: not sent to the writer at all
+            continue
         batch.append(
             AnnotationInput(
                 target_kind=target.kind,
@@ -462,16 +464,42 @@ def save_categories(
                 annotator_kind=AnnotatorKind.CODE,
                 annotator=ANNOTATOR,
                 identifier=errors.identifier,
-                trace_id=target.trace_id if target.kind is TargetKind.SPAN else None,
+                trace_id=trace,
                 project=target.project,
-                **values[found.key],
+                **value,
             )
         )
         if len(batch) >= SAVE_BATCH:
             flush()
     if batch:
         flush()
-    return result
+    return AnnotateResult(
+        matched=counts["matched"],
+        created=counts["created"],
+        updated=counts["updated"],
+        unchanged=counts["unchanged"],
+    )
+
+
+def _stored_categories(store: Store, identifier: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The ``error_category`` annotations this tool wrote with ``identifier``: (kind, project,
+    trace, target) → their label, explanation and metadata, to leave the unchanged ones out of
+    the writes (the writer would find them unchanged too, at a cost per annotation)."""
+    with store.reader() as reader:
+        rows = reader.rows(
+            "SELECT target_kind, project, CASE WHEN target_kind = 'span' THEN trace_id END, "
+            "target_id, label, explanation, metadata FROM annotations WHERE name = ? AND "
+            "annotator = ? AND identifier = ? AND annotator_kind = 'CODE'",
+            [CATEGORY_NAME, ANNOTATOR, identifier],
+        )
+    parsed: dict[str | None, Any] = {}
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for kind, project, trace, target, label, explanation, metadata in rows:
+        if metadata not in parsed:
+            parsed[metadata] = orjson.loads(metadata) if metadata is not None else None
+        value = {"label": label, "explanation": explanation, "metadata": parsed[metadata]}
+        out[(kind, project, trace, target)] = value  # TargetKind is a StrEnum: same keys
+    return out
 
 
 def _fit(
