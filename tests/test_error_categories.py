@@ -226,6 +226,7 @@ def test_an_annotation_s_failing_verdicts_are_clustered_by_their_explanations(
     assert passes.labels == ["pass"] and passes.errors == 5
     both = categorize_errors(demo_store, annotation="correctness=pass|fail")
     assert both.errors == 12 and both.labels == ["pass", "fail"]
+    assert categorize_errors(demo_store, annotation="correctness=").labels == ["fail"]
     # The shared filters choose the targets: a span name no judged span has.
     assert categorize_errors(demo_store, annotation="correctness", name="nothing").errors == 0
 

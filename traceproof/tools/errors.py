@@ -137,8 +137,8 @@ def categorize_errors(
     settings = store.settings
     span_filter = SpanFilter(project, since, until, None, span_kind, name, session_id, where)
     if annotation is not None:
-        source, given, labels = annotation.partition("=")
-        chosen = [value for value in labels.split("|") if value] if given else None
+        source, _, labels = annotation.partition("=")
+        chosen = [value for value in labels.split("|") if value] or None  # NAME=: default
         errors = annotation_groups(store, source, span_filter, chosen)
     else:
         errors = span_errors(store, span_filter, targets=save)
