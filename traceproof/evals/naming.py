@@ -62,7 +62,7 @@ class Naming:
     categories: list[Category]
     call: CallResult
 
-    def of(self) -> dict[str, Category]:
+    def by_key(self) -> dict[str, Category]:
         """Fingerprint → its category."""
         return {key: category for category in self.categories for key in category.keys}
 

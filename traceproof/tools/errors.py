@@ -381,8 +381,8 @@ def failing_labels(reader: Reader, name: str) -> list[str]:
         return [row[0] for row in stored if row[1] == worst]
     shown = ", ".join(repr(value) for value in known[:10])
     raise ToolFailure(
-        f"Cannot tell which labels of {name[:80]!r} are failures (labels: {shown}). Pass "
-        "label=[...] with the ones to cluster.",
+        f"Cannot tell which labels of {name[:80]!r} are failures (labels: {shown}). Name "
+        f"them: annotation='{name[:80]}=label|label'.",
         code=ErrorCode.INVALID_ARGUMENT,
     )
 
@@ -423,7 +423,7 @@ def save_categories(
     if waiting is not None:
         return waiting
     cluster_of = assignments(errors.groups, clusters)
-    named = naming.of() if naming is not None else {}
+    named = naming.by_key() if naming is not None else {}
     limit = store.settings.annotation_text_max_chars
     values: dict[str, dict[str, Any]] = {}
     for item in clusters:
@@ -514,7 +514,7 @@ def _fit(
     result = ErrorCategories(
         errors=total, total_clusters=len(clusters), clusters=[], truncated=False, saved=saved
     )
-    named = naming.of() if naming is not None else {}
+    named = naming.by_key() if naming is not None else {}
     if naming is not None:
         result.llm_cost_usd = naming.call.cost_usd
         counts = {item.key: item.count for item in clusters}
