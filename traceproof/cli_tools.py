@@ -449,12 +449,24 @@ def annotations_command(db: Path | None, as_json: bool, **options: Any) -> None:
 @click.option("--session", "session_id", default=None, help="Session id.")
 @click.option("--where", default=None, help="SQL expression over span columns and attributes.")
 @click.option(
-    "--annotation", default=None, help="Cluster this annotation's fail explanations instead."
+    "--annotation", default=None, help="Cluster this annotation's failing explanations instead."
 )
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    help="With --annotation: a label to cluster (default: the failing ones); repeatable.",
+)
+@click.option("--llm", is_flag=True, help="Have the LLM name a few categories (needs a key).")
 @click.option("--save", is_flag=True, help="Write an error_category annotation on each error.")
+@click.option("--confirm", is_flag=True, help="With --save: past the confirm setting.")
 @limit_option
 @max_chars_option
 @json_option
-def errors(db: Path | None, as_json: bool, **options: Any) -> None:
-    """Error spans in clusters: type, message template, top frames, count, traces, examples."""
+def errors(db: Path | None, as_json: bool, labels: tuple[str, ...], **options: Any) -> None:
+    """Errors in clusters: type, message template, top frames, count, traces, examples."""
+    if labels:
+        if options["annotation"] is None:
+            _fail("[invalid_argument] --label chooses labels of --annotation. Give --annotation.")
+        options["annotation"] = f"{options['annotation']}={'|'.join(labels)}"
     emit(call(db, "categorize_errors", options), as_json)

@@ -10,8 +10,7 @@ import pytest
 from mcp import Client
 from mcp_types import TextContent
 
-from tests.tools.test_spans import T0, add_spans, failure, ns
-from traceproof.errors import ErrorCode
+from tests.tools.test_spans import T0, add_spans, ns
 from traceproof.evals.fingerprint import frames_sql, top_frames
 from traceproof.ingest.normalize import Event
 from traceproof.server.mcp import create_mcp_server
@@ -158,17 +157,6 @@ def test_the_answer_keeps_to_its_budget_and_says_what_it_left_out(store: Store) 
     assert all(len(e.message) <= 300 for c in whole.clusters for e in c.examples)
 
 
-def test_annotation_source_and_save_answer_not_available_until_annotations_exist(
-    demo_store: Store,
-) -> None:
-    assert failure(lambda: categorize_errors(demo_store, save=True)).code == (
-        ErrorCode.NOT_AVAILABLE
-    )
-    assert failure(lambda: categorize_errors(demo_store, annotation="correctness")).code == (
-        ErrorCode.NOT_AVAILABLE
-    )
-
-
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
@@ -182,8 +170,7 @@ async def test_over_mcp_the_answer_fits_and_bad_calls_are_coded_errors(
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         ok = await client.call_tool("categorize_errors", {"project": "demo", "max_chars": 1000})
         calls: list[tuple[dict[str, Any], str]] = [
-            ({"save": True}, "not_available"),
-            ({"annotation": "correctness"}, "not_available"),
+            ({"annotation": "no_such_annotation"}, "invalid_argument"),
             ({"where": "latency_ms >"}, "invalid_filter"),
             ({"span_kind": "BOGUS"}, "invalid_argument"),
             ({"since": "yesterday-ish"}, "invalid_argument"),
@@ -194,7 +181,9 @@ async def test_over_mcp_the_answer_fits_and_bad_calls_are_coded_errors(
     spec = tools["categorize_errors"]
     assert spec.annotations is not None and spec.annotations.read_only_hint is False
     visible = {"name": spec.name, "description": spec.description, "inputSchema": spec.input_schema}
-    assert len(json.dumps(visible, separators=(",", ":"))) <= 727
+    # 694 before annotation, llm, save and confirm did anything; the family's average is
+    # held to 727 by tests/test_mcp.py.
+    assert len(json.dumps(visible, separators=(",", ":"))) <= 770
     assert not ok.is_error and ok.structured_content is not None
     (block,) = ok.content
     assert isinstance(block, TextContent) and len(block.text) <= 1000

@@ -102,6 +102,8 @@ class Cluster:
     tools: Counter[str] = field(default_factory=Counter)
     examples: list[Example] = field(default_factory=list)
     templates: set[str] = field(default_factory=set)
+    #: Indices of the input groups it holds (what maps each error to its cluster).
+    groups: list[int] = field(default_factory=list)
 
     def absorb(self, other: Cluster) -> None:
         self.count += other.count
@@ -113,11 +115,23 @@ class Cluster:
         self.tools.update(other.tools)
         self.examples.extend(other.examples)
         self.templates |= other.templates
+        self.groups.extend(other.groups)
 
 
-def group_records(records: Iterable[ErrorRecord], examples: int = 3) -> list[ErrorGroup]:
-    """:class:`ErrorGroup` rows from single errors, templated in Python (RE2)."""
-    groups: dict[tuple[str | None, str, str | None], ErrorGroup] = {}
+#: What an :class:`ErrorGroup` is one of: error type, message template, stack trace.
+GroupKey = tuple[str | None, str, str | None]
+
+
+def group_key(group: ErrorGroup) -> GroupKey:
+    return (group.error_type, group.template, group.stack)
+
+
+def group_records(
+    records: Iterable[ErrorRecord], examples: int = 3, keys: list[GroupKey] | None = None
+) -> list[ErrorGroup]:
+    """:class:`ErrorGroup` rows from single errors, templated in Python (RE2). ``keys``, when
+    given, receives each record's group key, in the records' order."""
+    groups: dict[GroupKey, ErrorGroup] = {}
     made: dict[tuple[str | None, str], str] = {}
     for record in records:
         known = (record.error_type, record.message or "")
@@ -125,6 +139,8 @@ def group_records(records: Iterable[ErrorRecord], examples: int = 3) -> list[Err
         if text is None:
             text = made[known] = template(strip_type(record.error_type, record.message))
         ident = (record.error_type, text, record.stack)
+        if keys is not None:
+            keys.append(ident)
         group = groups.get(ident)
         if group is None:
             group = groups[ident] = ErrorGroup(
@@ -163,12 +179,12 @@ def cluster(
     """The clusters of ``groups``, largest first (ties: earliest first seen, then key)."""
     exact: dict[str, Cluster] = {}
     frames_of: dict[str | None, tuple[str, ...]] = {}
-    for group in groups:
+    for index, group in enumerate(groups):
         frames = frames_of.get(group.stack)
         if frames is None:
             frames = frames_of[group.stack] = top_frames(group.stack)
         found = make(group.error_type, group.template, frames)
-        one = _cluster_of(found, group)
+        one = _cluster_of(found, group, index)
         have = exact.get(found.key)
         if have is None:
             exact[found.key] = one
@@ -182,7 +198,7 @@ def cluster(
     return merged
 
 
-def _cluster_of(found: Fingerprint, group: ErrorGroup) -> Cluster:
+def _cluster_of(found: Fingerprint, group: ErrorGroup, index: int) -> Cluster:
     return Cluster(
         key=found.key,
         error_type=found.error_type,
@@ -197,7 +213,16 @@ def _cluster_of(found: Fingerprint, group: ErrorGroup) -> Cluster:
         tools=Counter({tool: group.count for tool in group.tools}),
         examples=list(group.examples),
         templates={found.template},
+        groups=[index],
     )
+
+
+def assignments(
+    groups: Sequence[ErrorGroup], clusters: Iterable[Cluster]
+) -> dict[GroupKey, Cluster]:
+    """Each group's key (type, template, stack) → the cluster :func:`cluster` put it in (merged
+    near-duplicates included): what maps every single error to its cluster."""
+    return {group_key(groups[i]): item for item in clusters for i in item.groups}
 
 
 def similarity(merged: Sequence[str], words: Sequence[str]) -> float:

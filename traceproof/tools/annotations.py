@@ -20,6 +20,7 @@ from traceproof.evals.annotations import (
     TargetKind,
     config_summary,
 )
+from traceproof.settings import Settings
 from traceproof.storage import Reader, Store
 from traceproof.storage.annotations import get_configs, write_annotations
 from traceproof.tools.common import (
@@ -133,6 +134,22 @@ def annotate(
     )
 
 
+def confirm_first(
+    settings: Settings, name: str, total: int, kind: str, confirm: bool
+) -> AnnotateResult | None:
+    """The answer of a write of ``name`` on ``total`` targets chosen by filters when it needs
+    ``confirm`` (more than the ``annotate_confirm_over`` setting) and has not got it: how many,
+    nothing written. None when it may go ahead."""
+    if total <= settings.annotate_confirm_over or confirm:
+        return None
+    return AnnotateResult(
+        matched=total,
+        confirm_needed=True,
+        note=f"Would write {name!r} on {total} {kind}s; nothing written. Call again with "
+        "confirm=true to write them.",
+    )
+
+
 def annotate_targets(
     store: Store,
     *,
@@ -182,13 +199,9 @@ def annotate_targets(
                 "(setting annotate_max_targets). Narrow them (where, project).",
                 code=ErrorCode.INVALID_ARGUMENT,
             )
-        if total > settings.annotate_confirm_over and not confirm:
-            return AnnotateResult(
-                matched=total,
-                confirm_needed=True,
-                note=f"Would write {name!r} on {total} {kind}s; nothing written. Call again "
-                "with confirm=true to write them.",
-            )
+        waiting = confirm_first(settings, name, total, str(kind), confirm)
+        if waiting is not None:
+            return waiting
         targets = [(p, t, t if kind is TargetKind.TRACE else s) for p, t, s in found]
     else:
         raise ToolFailure(
