@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-CHECKS = '''
+CHECKS = """
 import pathlib
 import time
 
@@ -53,7 +52,7 @@ def gated(output):
     while not GATE.exists():  # the test opens the gate when it has seen the job running
         time.sleep(0.005)
     return 1.0
-'''
+"""
 
 CONFIG = '''
 [evaluators.mentions_refund]
@@ -242,7 +241,9 @@ async def test_a_long_run_continues_in_the_background_and_its_job_tells_its_stat
     demo_db: Path, project: Path
 ) -> None:
     with open_store(demo_db, project, eval_code_batch_size=10, eval_concurrency=1) as store:
-        started = await call(store, {"evaluator": "gated", "where": "span_kind = 'AGENT'", "wait": 0})
+        started = await call(
+            store, {"evaluator": "gated", "where": "span_kind = 'AGENT'", "wait": 0}
+        )
         assert started["status"] == "running" and started["total"] == 90
         assert f"evaluate(job='{started['job']}')" in started["note"]
         status = await call(store, {"job": started["job"], "wait": 0})
@@ -262,7 +263,7 @@ async def test_a_cancelled_run_keeps_what_it_wrote_and_the_same_call_resumes_it(
         started = await call(store, arguments | {"wait": 0})
         job = jobs_for(store).get(started["job"])
         assert job is not None
-        wait_until(lambda: (project / "started").exists(), what="the first batch to start")
+        wait_until((project / "started").exists, what="the first batch to start")
         job.cancel()
         (project / "gate").touch()  # the batch in flight finishes and is written; no other
         cancelled = await call(store, {"job": started["job"], "wait": 60})
@@ -394,7 +395,9 @@ async def test_a_judge_writes_llm_verdicts_with_its_hash_tokens_and_cost(
     assert each > 0
     # Every call is paid for, malformed answers too (their error annotations keep no cost).
     assert found["cost_usd"] == pytest.approx(12 * each, rel=1e-6)
-    definition = rows(store, "SELECT name, kind FROM evaluator_definitions WHERE hash = ?", [digest])
+    definition = rows(
+        store, "SELECT name, kind FROM evaluator_definitions WHERE hash = ?", [digest]
+    )
     assert definition == [("correctness", "judge")]
 
     # A passing calibration of this definition: its verdicts are no longer uncalibrated.
@@ -445,7 +448,9 @@ def test_eval_run_on_the_store_prints_the_summary_as_json(
     assert result.exit_code == 0, result.output
     found = json.loads(result.stdout)
     assert (found["status"], found["written"]) == ("done", 90)
-    again = runner.invoke(cli, ["eval", "run", "mentions_refund", "--target", "trace", "--db", str(db)])
+    again = runner.invoke(
+        cli, ["eval", "run", "mentions_refund", "--target", "trace", "--db", str(db)]
+    )
     assert again.exit_code == 0
     assert "skipped: 90" in again.stdout
     unknown = runner.invoke(cli, ["eval", "run", "nope", "--db", str(db)])

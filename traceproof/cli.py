@@ -46,6 +46,14 @@ db_option = click.option(
     help="Store file (default .traceproof/traceproof.duckdb, or TRACEPROOF_DB).",
 )
 
+config_option = click.option(
+    "--config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The project's traceproof.toml (default: the one in this directory, or "
+    "TRACEPROOF_CONFIG).",
+)
+
 token_option = click.option(
     "--token",
     default=None,
@@ -125,6 +133,7 @@ def cli() -> None:
 @click.option("--demo", is_flag=True, help="Load the demo project into the store first.")
 @click.option("--log-level", default="info", show_default=True, help="Server log level.")
 @token_option
+@config_option
 def serve(
     db: Path | None,
     host: str | None,
@@ -132,11 +141,12 @@ def serve(
     demo: bool,
     log_level: str,
     token: str | None,
+    config: Path | None,
 ) -> None:
     """Run the server: OTLP/HTTP at /v1/traces and MCP at /mcp on the store."""
     from traceproof.server.run import serve as run_server
 
-    settings = _settings(db, host=host, port=port, token=token)
+    settings = _settings(db, host=host, port=port, token=token, config=config)
     _check_toolsets(settings, "TRACEPROOF_TOOLSETS")
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -159,6 +169,7 @@ def serve(
     help="Tool families to offer, comma-separated: inspect, judgment, proof, trajectories "
     "(default all, or TRACEPROOF_TOOLSETS).",
 )
+@config_option
 def mcp(
     db: Path | None,
     no_otlp: bool,
@@ -167,11 +178,12 @@ def mcp(
     log_level: str,
     token: str | None,
     toolsets: str | None,
+    config: Path | None,
 ) -> None:
     """MCP over stdio (for Claude Code, Cursor...), and OTLP/HTTP on the port unless --no-otlp."""
     from traceproof.server.stdio import serve_mcp
 
-    settings = _settings(db, host=host, port=port, token=token, toolsets=toolsets)
+    settings = _settings(db, host=host, port=port, token=token, toolsets=toolsets, config=config)
     _check_toolsets(settings, "--toolsets")
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:

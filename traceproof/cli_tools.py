@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 
-from traceproof.cli import _fail, _settings, _store_or_remote, cli, db_option
+from traceproof.cli import _fail, _settings, _store_or_remote, cli, config_option, db_option
 from traceproof.cli_render import render
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.remote import RemoteStore
@@ -456,12 +456,7 @@ def eval_group() -> None:
 @eval_group.command("run")
 @click.argument("evaluator", required=False)
 @db_option
-@click.option(
-    "--config",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="The traceproof.toml to read (default: the one in this directory, or TRACEPROOF_CONFIG).",
-)
+@config_option
 @click.option(
     "--target",
     type=click.Choice(["span", "trace", "session"]),
