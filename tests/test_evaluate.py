@@ -237,6 +237,38 @@ async def test_progress_notifications_reach_the_client_and_end_at_the_total(
     assert {t for _, t in seen} == {398}
 
 
+async def test_progress_notifications_arrive_over_streamable_http_with_a_progress_token(
+    demo_db: Path, project: Path
+) -> None:
+    """The JSON-RPC path: the client sends a progressToken, the server's worker thread reports,
+    the event loop sends notifications/progress before the answer."""
+    from mcp.client.streamable_http import streamable_http_client
+
+    from tests.conftest import LiveServer
+
+    seen: list[float] = []
+
+    async def progress(done: float, total: float | None, message: str | None) -> None:
+        seen.append(done)
+
+    with (
+        open_store(demo_db, project, eval_code_batch_size=50) as store,
+        LiveServer(store, store.settings) as server,
+    ):
+        async with (
+            httpx2.AsyncClient(timeout=60) as http,
+            Client(streamable_http_client(server.url + "/mcp", http_client=http)) as client,
+        ):
+            result = await client.call_tool(
+                "evaluate",
+                {"evaluator": "picky", "where": "span_kind = 'LLM'"},
+                progress_callback=progress,
+            )
+    assert not result.is_error and result.structured_content is not None
+    assert result.structured_content["written"] == 398
+    assert seen and seen[-1] == 398 and seen == sorted(set(seen))
+
+
 async def test_a_long_run_continues_in_the_background_and_its_job_tells_its_status(
     demo_db: Path, project: Path
 ) -> None:

@@ -20,18 +20,24 @@ _SPANS = (
     "ON t.project = s.project AND t.trace_id = s.trace_id"
 )
 
+#: Pairs of ids given as two texts joined by the unit separator: DuckDB converts one string
+#: parameter at once, where a Python list costs it per item.
+_SEP = "\x1f"
+_PAIRS = "SELECT (unnest(string_split(?, chr(31))), unnest(string_split(?, chr(31))))"
+
+
+def _pair_params(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    return [_SEP.join(a for a, _ in pairs), _SEP.join(b for _, b in pairs)]
+
 
 def trace_rows(reader: Reader, traces: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
     """Every span (every column, as stored) of the ``(project, trace_id)`` pairs, in start
     order."""
     if not traces:
         return []
-    projects = [p for p, _ in traces]
-    trace_ids = [t for _, t in traces]
     return reader.dicts(
-        f"{_SPANS} WHERE (s.project, s.trace_id) IN (SELECT (unnest(?::VARCHAR[]), "
-        "unnest(?::VARCHAR[]))) ORDER BY s.start_time, s.span_id",
-        [projects, trace_ids],
+        f"{_SPANS} WHERE (s.project, s.trace_id) IN ({_PAIRS}) ORDER BY s.start_time, s.span_id",
+        _pair_params(traces),
     )
 
 
@@ -42,9 +48,9 @@ def session_trace_ids(
     if not sessions:
         return {}
     rows = reader.rows(
-        "SELECT project, session_id, trace_id FROM trace_index WHERE (project, session_id) IN "
-        "(SELECT (unnest(?::VARCHAR[]), unnest(?::VARCHAR[]))) ORDER BY start_time, trace_id",
-        [[p for p, _ in sessions], [s for _, s in sessions]],
+        f"SELECT project, session_id, trace_id FROM trace_index WHERE (project, session_id) IN "
+        f"({_PAIRS}) ORDER BY start_time, trace_id",
+        _pair_params(sessions),
     )
     out: dict[tuple[str, str], list[str]] = {}
     for project, session_id, trace_id in rows:
