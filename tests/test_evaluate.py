@@ -462,6 +462,19 @@ async def test_a_judge_without_a_key_answers_llm_unavailable_and_writes_nothing(
     assert annotation_count(store) == before
 
 
+async def test_a_refused_key_stops_the_run_with_llm_unavailable(
+    demo_db: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeAnthropicServer(lambda body: 401) as fake:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-revoked")
+        with open_store(demo_db, project, llm_concurrency=1) as store:
+            text = await error_of(store, {"evaluator": "correctness", "target": "trace"})
+            assert text.startswith("[llm_unavailable] ")
+            assert len(fake.requests) == 1  # not one refused call per target
+            assert rows(store, "SELECT count(*) FROM annotations") == [(0,)]
+
+
 # -- through a running server, and the CLI ----------------------------------------------------
 
 

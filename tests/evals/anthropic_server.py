@@ -11,12 +11,13 @@ from typing import Any
 
 from tests.evals.anthropic_mock import message
 
-#: ``reply(request body)`` -> the tool input the judge answers with.
-Reply = Callable[[dict[str, Any]], dict[str, Any]]
+#: ``reply(request body)`` -> the tool input the judge answers with, or an HTTP error status.
+Reply = Callable[[dict[str, Any]], dict[str, Any] | int]
 
 
 class FakeAnthropicServer:
-    """``POST /v1/messages`` answered with ``reply(body)`` as the forced tool call's input."""
+    """``POST /v1/messages`` answered with ``reply(body)`` as the forced tool call's input (an
+    int: that HTTP status with an authentication error)."""
 
     def __init__(self, reply: Reply) -> None:
         self.reply = reply
@@ -27,8 +28,15 @@ class FakeAnthropicServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 owner.requests.append(body)
-                data = json.dumps(message(owner.reply(body))).encode()
-                self.send_response(200)
+                answer = owner.reply(body)
+                status, payload = (
+                    (answer, {"type": "error", "error": {"type": "authentication_error",
+                                                         "message": "invalid x-api-key"}})
+                    if isinstance(answer, int)
+                    else (200, message(answer))
+                )  # fmt: skip
+                data = json.dumps(payload).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.evals.annotations import AnnotationInput, AnnotatorKind, TargetKind
 from traceproof.evals.builtin import BUILTINS, evaluate_builtin
 from traceproof.evals.config import (
@@ -178,24 +179,30 @@ class Tally:
                 self.skipped += 1
                 self._verdict(target_id, label, score)
 
-    def add(self, results: Sequence[EvalResult], written: AnnotationWrite) -> None:
+    def add(
+        self, results: Sequence[EvalResult], written: AnnotationWrite, *, usage: bool = False
+    ) -> None:
+        """Results and what writing them did; ``usage``: count a judge's tokens and cost."""
         rejected = {r.index: f"[{r.code}] {r.message}" for r in written.rejected}
         with self._lock:
             self.written += written.created + written.updated
             for index, result in enumerate(results):
-                usage = result.metadata
-                self.input_tokens += int(usage.get("input_tokens") or 0)
-                self.output_tokens += int(usage.get("output_tokens") or 0)
-                if usage.get("cost_usd") is not None:
-                    self.cost_usd = (self.cost_usd or 0.0) + float(usage["cost_usd"])
-                if usage.get("cost_note"):
-                    self.cost_notes.add(str(usage["cost_note"]))
+                if usage:
+                    self._usage(result.metadata)
                 if result.error is not None:
                     self._error(result.target_id, result.error)
                 elif index in rejected:
                     self._error(result.target_id, rejected[index])
                 else:
                     self._verdict(result.target_id, result.label, result.score)
+
+    def _usage(self, usage: dict[str, Any]) -> None:
+        self.input_tokens += int(usage.get("input_tokens") or 0)
+        self.output_tokens += int(usage.get("output_tokens") or 0)
+        if usage.get("cost_usd") is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + float(usage["cost_usd"])
+        if usage.get("cost_note"):
+            self.cost_notes.add(str(usage["cost_note"]))
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -306,6 +313,13 @@ class _Judge:
             for t in targets
         ]
         judgments = judge(self.definition, wanted, self.client, concurrency=1)
+        for judgment in judgments:
+            if judgment.error_code == ErrorCode.LLM_UNAVAILABLE and judgment.error:
+                # The provider refused the credential: every other call would fail the same.
+                raise TraceproofError(
+                    judgment.error.removeprefix(f"[{ErrorCode.LLM_UNAVAILABLE}] "),
+                    code=ErrorCode.LLM_UNAVAILABLE,
+                )
         return [_from_judgment(t, j) for t, j in zip(targets, judgments, strict=True)]
 
 
@@ -405,7 +419,7 @@ class _Recorder:
             item = annotation_for(self.prepared, ref, result, self.limit)
             items.append(item)
         written = write_annotations(self.store, items, partial=True)
-        self.tally.add(results, written)
+        self.tally.add(results, written, usage=self.prepared.judge is not None)
         return results
 
 
