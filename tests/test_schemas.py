@@ -110,11 +110,16 @@ def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def evaluators_config(folder: Path) -> Path:
+    """A traceproof.toml declaring the evaluator that evaluate's example calls name."""
+    config = folder / "traceproof.toml"
+    config.write_text('[evaluators.no_errors]\nevaluator = "no_error"\n')
+    return config
+
+
 @pytest.fixture
 def calls(demo_store: Store, tmp_path: Path) -> Iterator[dict[str, list[dict[str, Any]]]]:
-    config = tmp_path / "traceproof.toml"  # the evaluator that evaluate's examples name
-    config.write_text('[evaluators.no_errors]\nevaluator = "no_error"\n')
-    demo_store.settings.config = config
+    demo_store.settings.config = evaluators_config(tmp_path)
     found = calls_for(demo_ids(demo_store))
     assert set(found) == {spec.name for spec in registry.TOOLS}, (
         "give every registered tool an example call in calls_for"
