@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import httpx2
@@ -224,9 +225,12 @@ def demo_ids(store: Store) -> dict[str, str]:
 
 
 def test_every_registered_tool_answers_through_the_api(
-    demo_store: Store, demo_server: LiveServer
+    demo_store: Store, demo_server: LiveServer, tmp_path: Path
 ) -> None:
     ids = demo_ids(demo_store)
+    config = tmp_path / "traceproof.toml"  # the evaluator that evaluate names
+    config.write_text('[evaluators.no_errors]\nevaluator = "no_error"\n')
+    demo_store.settings.config = config
     calls: dict[str, dict[str, Any]] = {
         "list_projects": {},
         "search_traces": {"status": "ERROR", "limit": 100},
@@ -242,6 +246,7 @@ def test_every_registered_tool_answers_through_the_api(
         "annotate": {"name": "correctness", "label": "fail", "ids": [ids["span"]]},
         "get_annotations": {"name": "correctness"},
         "categorize_errors": {"project": "demo"},
+        "evaluate": {"evaluator": "no_errors", "target": "trace"},
     }
     assert set(calls) == {spec.name for spec in registry.TOOLS}
     answers = {}
@@ -263,6 +268,7 @@ def test_every_registered_tool_answers_through_the_api(
     assert answers["annotate"]["created"] == 1
     assert answers["get_annotations"]["rows"][0]["target_id"] == ids["span"]
     assert answers["categorize_errors"]["errors"] == 22
+    assert answers["evaluate"]["labels"] == {"pass": 70, "fail": 20}
 
 
 @pytest.mark.parametrize(

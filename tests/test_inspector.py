@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServeProcess
-from tests.test_schemas import calls_for, demo_ids
+from tests.test_schemas import calls_for, demo_ids, evaluators_config
 from traceproof.settings import Settings
 from traceproof.storage import Store
 from traceproof.tools import registry
@@ -123,13 +123,16 @@ def check_transport(
 
 def test_the_inspector_accepts_every_tool_over_stdio(inspector: Path, demo_copy: Path) -> None:
     calls = example_calls(demo_copy)
-    server = [sys.executable, "-m", "traceproof", "mcp", "--db", str(demo_copy), "--no-otlp"]
+    config = evaluators_config(demo_copy.parent)
+    # The inspector reads --config itself: the project config goes in the server's env.
+    server = ["-e", f"TRACEPROOF_CONFIG={config}"]
+    server += [sys.executable, "-m", "traceproof", "mcp", "--db", str(demo_copy), "--no-otlp"]
     check_transport(inspector, server, calls)
 
 
 @pytest.fixture
 def served(demo_copy: Path) -> Iterator[ServeProcess]:
-    server = ServeProcess(demo_copy)
+    server = ServeProcess(demo_copy, None, "--config", str(evaluators_config(demo_copy.parent)))
     try:
         yield server
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -102,11 +103,23 @@ def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
         ],
         "get_annotations": [{"name": "correctness"}, {"history": True, "limit": 2}],
         "categorize_errors": [{}, {"project": "demo", "limit": 2, "max_chars": 1000}],
+        "evaluate": [
+            {"evaluator": "no_errors", "target": "trace", "limit": 5},
+            {"evaluator": "no_errors", "ids": [ids["span"]], "max_chars": 1000},
+        ],
     }
 
 
+def evaluators_config(folder: Path) -> Path:
+    """A traceproof.toml declaring the evaluator that evaluate's example calls name."""
+    config = folder / "traceproof.toml"
+    config.write_text('[evaluators.no_errors]\nevaluator = "no_error"\n')
+    return config
+
+
 @pytest.fixture
-def calls(demo_store: Store) -> Iterator[dict[str, list[dict[str, Any]]]]:
+def calls(demo_store: Store, tmp_path: Path) -> Iterator[dict[str, list[dict[str, Any]]]]:
+    demo_store.settings.config = evaluators_config(tmp_path)
     found = calls_for(demo_ids(demo_store))
     assert set(found) == {spec.name for spec in registry.TOOLS}, (
         "give every registered tool an example call in calls_for"

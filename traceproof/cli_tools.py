@@ -25,6 +25,7 @@ from traceproof.cli import _fail, _settings, _store_or_remote, cli, config_optio
 from traceproof.cli_render import render
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.remote import RemoteStore
+from traceproof.storage import Store
 
 Command = Callable[..., Any]
 
@@ -101,6 +102,7 @@ TOOL_COMMANDS = {
     "annotate": "annotate",
     "get_annotations": "annotations",
     "categorize_errors": "errors",
+    "evaluate": "eval run",
 }
 
 # "Call NAME(args)" / "call NAME" / a bare tool name with an underscore (never a word of text).
@@ -470,3 +472,144 @@ def errors(db: Path | None, as_json: bool, labels: tuple[str, ...], **options: A
             _fail("[invalid_argument] --label chooses labels of --annotation. Give --annotation.")
         options["annotation"] = f"{options['annotation']}={'|'.join(labels)}"
     emit(call(db, "categorize_errors", options), as_json)
+
+
+@cli.group("eval")
+def eval_group() -> None:
+    """Run the evaluators declared in traceproof.toml."""
+
+
+@eval_group.command("run")
+@click.argument("evaluator", required=False)
+@db_option
+@config_option
+@click.option(
+    "--target",
+    type=click.Choice(["span", "trace", "session"]),
+    default=None,
+    help="What is judged (default span).",
+)
+@click.option("--id", "ids", multiple=True, help="A target id; repeatable.")
+@filter_options
+@limit_option
+@click.option("--job", default=None, help="Follow a run started before (its job id).")
+@json_option
+def eval_run(
+    db: Path | None,
+    config: Path | None,
+    as_json: bool,
+    evaluator: str | None,
+    job: str | None,
+    **options: Any,
+) -> None:
+    """Run EVALUATOR on targets chosen by --id or the filters; writes annotations. A progress
+    bar shows on a terminal; targets this evaluator version judged before are skipped."""
+    arguments = _eval_arguments(evaluator, job, options)
+    try:
+        with _store_or_remote(_settings(db, config=config)) as store:
+            if isinstance(store, RemoteStore) and config is not None:
+                raise TraceproofError(
+                    f"The server at {store.url} holds the store, and it runs the evaluators of "
+                    "its own traceproof.toml (its --config or TRACEPROOF_CONFIG). Run without "
+                    "--config, or stop the server.",
+                    code=ErrorCode.INVALID_ARGUMENT,
+                )
+            result = _follow(store, arguments, bar=not as_json and Console(stderr=True).is_terminal)
+    except TraceproofError as exc:
+        _exit(exc)
+    emit(result, as_json)
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _eval_arguments(
+    evaluator: str | None, job: str | None, options: dict[str, Any]
+) -> dict[str, Any]:
+    """The evaluate tool's arguments from the command's options: the filters the tool leaves
+    to ``where`` (until, status, kind, name, session) become part of it."""
+    from traceproof.tools.common import iso_time, parse_time
+
+    if job is not None:
+        return {"job": job}
+    if evaluator is None:
+        raise click.UsageError("Name the evaluator to run (or pass --job ID).")
+    conditions = []
+    until = options.pop("until", None)
+    if until is not None:
+        conditions.append(f"start_time < {_quoted(iso_time(parse_time(until, name='until')))}")
+    for option, column in (("status", "status"), ("span_kind", "span_kind")):
+        value = options.pop(option, None)
+        if value is not None:
+            conditions.append(f"{column} = {_quoted(value.upper())}")
+    for option, column in (("name", "name"), ("session_id", "session_id")):
+        value = options.pop(option, None)
+        if value is not None:
+            conditions.append(f"{column} = {_quoted(value)}")
+    where = options.pop("where", None)
+    if where:
+        conditions.append(f"({where})" if conditions else where)
+    arguments = {"evaluator": evaluator, **options}
+    if conditions:
+        arguments["where"] = " and ".join(conditions)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in arguments.items() if v}
+
+
+def _follow(store: Store | RemoteStore, arguments: dict[str, Any], *, bar: bool) -> dict[str, Any]:
+    """Run ``evaluate`` and follow its job until it ends: a progress bar on a terminal. On the
+    store itself a call waits as long as the setting lets it (progress comes as it happens);
+    through a server it polls the job every second or two."""
+    from rich.markup import escape
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from traceproof.jobs import jobs_for, reporting_progress
+    from traceproof.tools.invoke import run_tool
+
+    wait = 2 if isinstance(store, RemoteStore) else int(store.settings.eval_wait_max_seconds)
+    progress = Progress(
+        TextColumn(escape(str(arguments.get("evaluator") or arguments.get("job")))),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not bar,
+    )
+    task = progress.add_task("evaluate", total=None)
+
+    def show(done: float, total: float | None, message: str | None = None) -> None:
+        progress.update(task, completed=done, total=total)
+
+    def once(given: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(store, RemoteStore):
+            return store.call_tool("evaluate", given)
+        with reporting_progress(show):
+            return run_tool(store, "evaluate", given).model_dump(mode="json")
+
+    result: dict[str, Any] = {}
+    try:
+        with progress:
+            result = once({**arguments, "wait": wait})
+            while result.get("status") == "running":
+                show(result.get("done", 0), result.get("total"))
+                result = once({"job": result["job"], "wait": wait})
+    except KeyboardInterrupt:
+        if isinstance(store, RemoteStore):
+            job = result.get("job") or arguments.get("job")
+            follow = f" `traceproof eval run --job {job}` follows it." if job else ""
+            _fail(f"Stopped following; the run goes on in the server.{follow}")
+        for running in jobs_for(store).jobs():
+            running.cancel()
+            running.wait(30)
+        _fail(
+            "Cancelled. What the run wrote stays: run the same command again to resume "
+            "(targets this evaluator version judged are skipped)."
+        )
+    return result

@@ -51,6 +51,8 @@ class ErrorCode(StrEnum):
     INVALID_CONFIG = "invalid_config"
     UNKNOWN_EVALUATOR = "unknown_evaluator"
     EVALUATOR_FAILED = "evaluator_failed"
+    # A background job (evaluate's) this server does not know: never started, or forgotten.
+    UNKNOWN_JOB = "unknown_job"
     # The LLM provider: no key or base URL set (or refused); failed after retries; an answer
     # outside the forced tool call's shape.
     LLM_UNAVAILABLE = "llm_unavailable"

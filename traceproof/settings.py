@@ -377,6 +377,23 @@ class Settings(BaseSettings):
         description="Batches an evaluator runs at once (child processes for custom code, "
         "concurrent calls for a judge).",
     )
+    eval_max_targets: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most targets one evaluate call runs an evaluator on.",
+    )
+    eval_wait_max_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="Longest evaluate waits for its run before it answers with a job id and "
+        "the run continues in the background (a call's wait is cut to it).",
+    )
+    jobs_kept: int = Field(
+        default=100,
+        ge=1,
+        description="Finished background jobs (evaluate runs) whose status a server keeps in "
+        "memory; older ones are forgotten (their results are annotations in the store).",
+    )
 
     # -- the LLM client and the judge (traceproof/evals/llm.py, judge.py, calibration.py) ------
     llm_model: str = Field(

@@ -16,11 +16,15 @@ doubles what an agent pays for).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import inspect
 import json
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Future
 from typing import Annotated, Any, Protocol, get_type_hints
 
 import anyio.to_thread
@@ -34,6 +38,7 @@ from pydantic import BaseModel, ValidationError
 
 from traceproof import __version__
 from traceproof.errors import ErrorCode, TraceproofError
+from traceproof.jobs import reporting_progress
 from traceproof.remote import RemoteStore
 from traceproof.server.pools import pools_for
 from traceproof.server.schemas import compact_input, compact_output, trimmed
@@ -154,6 +159,7 @@ def sdk_tool(spec: ToolSpec, backend: Backend, notice: str | None = None) -> SDK
         mcp_tool(spec, backend, notice),
         name=spec.name,
         description=description(spec),
+        context_kwarg=CONTEXT_KWARG,
         annotations=READ_ONLY if spec.read_only else WRITES,
     )
     tool.parameters = compact_input(tool.parameters)
@@ -174,10 +180,11 @@ def mcp_tool(
     model = return_model(spec)
 
     async def run_tool(**arguments: Any) -> CallToolResult:
+        relay = ProgressRelay(arguments.pop(CONTEXT_KWARG, None))
         try:
             if isinstance(backend, LocalBackend):  # the store's query pools, as over HTTP
                 result = await pools_for(backend.store).run_tool(
-                    spec.name, arguments, lambda: backend.call(spec, arguments)
+                    spec.name, arguments, relay.bind(lambda: backend.call(spec, arguments))
                 )
             else:
                 result = await anyio.to_thread.run_sync(backend.call, spec, arguments)
@@ -189,6 +196,8 @@ def mcp_tool(
                 f"[internal_error] The tool {spec.name} failed inside traceproof. The server "
                 "log (stderr) has the details; try other arguments or report it."
             ) from None
+        finally:
+            await relay.drain()
         answer = as_result(result)
         if notice:
             answer.content.append(TextContent(type="text", text=notice))
@@ -198,6 +207,53 @@ def mcp_tool(
     run_tool.__qualname__ = spec.name
     run_tool.__signature__ = signature(spec, model)  # type: ignore[attr-defined]
     return run_tool
+
+
+#: The keyword the SDK passes a call's :class:`Context` under (not a tool parameter).
+CONTEXT_KWARG = "_traceproof_context"
+
+
+class ProgressRelay:
+    """A tool's :func:`traceproof.jobs.report_progress` calls, from the thread it runs in, as
+    MCP progress notifications of its request (the SDK sends them only when the client gave a
+    progress token). Reports are handed to the event loop without waiting; progress that does
+    not advance is dropped, as the spec asks; :meth:`drain` waits for those sent, so none
+    follows the answer."""
+
+    def __init__(self, context: Context[Any, Any] | None) -> None:
+        self.context = context
+        self.loop = asyncio.get_running_loop() if context is not None else None
+        self.sent: list[Future[None]] = []
+        self.last: float | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, done: float, total: float | None, message: str | None) -> None:
+        if self.context is None or self.loop is None:
+            return
+        with self.lock:
+            if self.last is not None and done <= self.last:
+                return
+            self.last = done
+            report = self.context.report_progress(done, total, message)
+            self.sent.append(asyncio.run_coroutine_threadsafe(report, self.loop))
+
+    def bind(self, call: Callable[[], Any]) -> Callable[[], Any]:
+        """``call`` with this relay listening to its progress, in whatever thread runs it."""
+        if self.context is None:
+            return call
+
+        def listened() -> Any:
+            with reporting_progress(self):
+                return call()
+
+        return listened
+
+    async def drain(self) -> None:
+        with self.lock:
+            sent, self.sent = self.sent, []
+        for future in sent:
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(future)
 
 
 def as_result(result: BaseModel) -> CallToolResult:

@@ -50,7 +50,7 @@ EXPLANATION_CHARS = 400
 #: (name, label) groups listed before the rows.
 COUNT_GROUPS = 50
 
-IdsParam = Annotated[list[str] | None, Field(description="Else filters choose.")]
+IdsParam = Annotated[list[str] | None, Field(description="Else filters.")]
 TraceParam = Annotated[str | None, Field(description="Trace of the span ids, if ambiguous.")]
 
 
@@ -113,7 +113,7 @@ def annotate(
     annotator_kind: Annotated[
         Literal["HUMAN", "LLM", "CODE"], Field(description="HUMAN: a person's.")
     ] = "LLM",
-    annotator: Annotated[str | None, Field(description="Who, or evaluator@version.")] = None,
+    annotator: Annotated[str | None, Field(description="Who, or name@version.")] = None,
     confirm: Annotated[bool, Field(description="Past the cap.")] = False,
     max_chars: MaxChars = None,
 ) -> AnnotateResult:

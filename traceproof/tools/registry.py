@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from traceproof.tools import (
     aggregate,
     errors,
+    evaluate,
     find,
     jqtool,
     preview,
@@ -63,6 +64,7 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(annotation_tools.annotate, read_only=False, family="judgment"),
     ToolSpec(annotation_tools.get_annotations, family="judgment"),
     ToolSpec(errors.categorize_errors, read_only=False, family="judgment"),
+    ToolSpec(evaluate.evaluate, read_only=False, family="judgment"),
 )
 
 TOOLS_BY_NAME: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}
