@@ -28,11 +28,12 @@ from traceproof.errors import ErrorCode, TraceproofError
 
 
 class TargetKind(StrEnum):
-    """What an annotation is about. Experiment runs join in the next issue."""
+    """What an annotation is about: a span, a trace, a session or one run of an experiment."""
 
     SPAN = "span"
     TRACE = "trace"
     SESSION = "session"
+    EXPERIMENT_RUN = "experiment_run"
 
 
 class AnnotatorKind(StrEnum):

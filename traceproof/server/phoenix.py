@@ -140,7 +140,7 @@ def phoenix_routes(store: Store) -> list[Route]:
         return PlainTextResponse(PHOENIX_VERSION)
 
     return [
-        *(route(kind) for kind in TargetKind),
+        *(route(kind) for kind in (TargetKind.SPAN, TargetKind.TRACE, TargetKind.SESSION)),
         Route("/arize_phoenix_version", version, methods=["GET"]),
     ]
 

@@ -69,6 +69,7 @@ _UNKNOWN = {
     TargetKind.SPAN: (ErrorCode.UNKNOWN_SPAN, "search_spans or get_trace_preview lists span ids"),
     TargetKind.TRACE: (ErrorCode.UNKNOWN_TRACE, "search_traces lists trace ids"),
     TargetKind.SESSION: (ErrorCode.UNKNOWN_SESSION, "search_traces shows session ids"),
+    TargetKind.EXPERIMENT_RUN: (ErrorCode.NOT_FOUND, "get_experiment lists run ids"),
 }
 
 
@@ -307,6 +308,12 @@ SELECT DISTINCT i.idx, t.project, NULL, NULL, t.session_id
 FROM wanted_targets i
 JOIN trace_index t ON t.session_id = i.target_id AND (i.project IS NULL OR t.project = i.project)
 WHERE i.kind = 'session'
+UNION ALL
+SELECT i.idx, e.project, r.trace_ids[1], NULL, NULL
+FROM wanted_targets i
+JOIN experiment_runs r ON r.id = i.target_id
+JOIN experiments e ON e.id = r.experiment_id AND (i.project IS NULL OR e.project = i.project)
+WHERE i.kind = 'experiment_run'
 """
 
 

@@ -21,6 +21,21 @@ Migration 2, judgment (issue 10):
 - ``evaluator_definitions`` evaluator and judge definitions by content hash.
 - ``calibrations``        a judge's measured agreement with people, with its verdict.
 
+Migration 3, proof (issue 11):
+
+- ``datasets``             one row per dataset (name unique).
+- ``dataset_versions``     every version of a dataset: an add or a removal makes the next one.
+- ``dataset_examples``     examples with the version that added them and the one that removed
+                           them (version ``v`` holds ``added_version <= v`` and ``removed_version``
+                           NULL or ``> v``); the id is a hash of the example's content.
+- ``experiments``          one row per experiment: task, dataset version, evaluators with their
+                           hashes and calibration state, status, provenance, summary.
+- ``experiment_runs``      one row per (experiment, example, repetition): status, error,
+                           output, the traces its spans formed, latency, tokens, cost.
+- ``experiment_baselines`` the baseline experiment of each (task, dataset).
+
+Evaluations of runs are annotations with ``target_kind = 'experiment_run'``.
+
 ``trace_index`` holds per-trace aggregates merged incrementally by the writer, so a trace row is
 right whatever order its spans arrive in: every field is an order-independent aggregate (min,
 max, sum, or the argmin of ``(start_time, span_id)``).
@@ -240,6 +255,101 @@ MIGRATIONS: tuple[Migration, ...] = (
             passed BOOLEAN NOT NULL,
             thresholds JSON NOT NULL,
             created_at TIMESTAMP NOT NULL
+        );
+        """,
+    ),
+    Migration(
+        3,
+        "datasets, their versions and examples, experiments, runs and baselines",
+        """
+        CREATE TABLE datasets (
+            id VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL UNIQUE,
+            -- the project its spans came from, when they came from one
+            project VARCHAR,
+            description VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        );
+
+        CREATE TABLE dataset_versions (
+            dataset_id VARCHAR NOT NULL,
+            version INTEGER NOT NULL,
+            -- examples in this version, and what it changed from the one before
+            examples BIGINT NOT NULL,
+            added BIGINT NOT NULL,
+            removed BIGINT NOT NULL,
+            note VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (dataset_id, version)
+        );
+
+        CREATE TABLE dataset_examples (
+            dataset_id VARCHAR NOT NULL,
+            -- a hash of the example's content (input and expected output)
+            example_id VARCHAR NOT NULL,
+            added_version INTEGER NOT NULL,
+            -- NULL while the example is in the newest version
+            removed_version INTEGER,
+            input JSON NOT NULL,
+            expected JSON,
+            metadata JSON,
+            split VARCHAR,
+            source_trace_id VARCHAR,
+            source_span_id VARCHAR,
+            PRIMARY KEY (dataset_id, example_id, added_version)
+        );
+
+        CREATE TABLE experiments (
+            id VARCHAR PRIMARY KEY,
+            name VARCHAR,
+            -- the project the runs' spans go to
+            project VARCHAR NOT NULL,
+            task VARCHAR NOT NULL,
+            task_hash VARCHAR NOT NULL,
+            dataset_id VARCHAR NOT NULL,
+            dataset_version INTEGER NOT NULL,
+            split VARCHAR,
+            -- [{"name", "kind", "hash", "calibrated"}]
+            evaluators JSON NOT NULL,
+            repetitions INTEGER NOT NULL,
+            concurrency INTEGER NOT NULL,
+            timeout_s DOUBLE NOT NULL,
+            -- running, done, failed, cancelled or interrupted
+            status VARCHAR NOT NULL,
+            -- git commit, dirty tree and diff hash, hashes, traceproof version
+            provenance JSON NOT NULL,
+            summary JSON,
+            created_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP
+        );
+
+        CREATE TABLE experiment_runs (
+            -- experiment id, example id and repetition
+            id VARCHAR PRIMARY KEY,
+            experiment_id VARCHAR NOT NULL,
+            example_id VARCHAR NOT NULL,
+            repetition INTEGER NOT NULL,
+            -- ok, error, timeout, crash or bad_output
+            status VARCHAR NOT NULL,
+            error VARCHAR,
+            output JSON,
+            -- the traces the run's spans formed
+            trace_ids VARCHAR[],
+            latency_ms DOUBLE,
+            tokens BIGINT,
+            cost_usd DOUBLE,
+            tool_calls INTEGER,
+            started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP
+        );
+
+        CREATE TABLE experiment_baselines (
+            task VARCHAR NOT NULL,
+            dataset_id VARCHAR NOT NULL,
+            experiment_id VARCHAR NOT NULL,
+            set_at TIMESTAMP NOT NULL,
+            PRIMARY KEY (task, dataset_id)
         );
         """,
     ),
