@@ -24,17 +24,19 @@ from traceproof.server.mcp import create_mcp_server
 from traceproof.settings import Settings
 from traceproof.storage import Store
 from traceproof.storage.annotations import (
-    Calibration,
     get_configs,
+    set_config,
+    target_spans,
+    write_annotations,
+)
+from traceproof.storage.judges import (
+    Calibration,
     get_evaluator_definition,
     is_calibrated,
     list_calibrations,
     list_evaluator_definitions,
     save_calibration,
     save_evaluator_definition,
-    set_config,
-    target_spans,
-    write_annotations,
 )
 from traceproof.tools.aggregate import aggregate
 from traceproof.tools.annotations import annotate, get_annotations

@@ -1,4 +1,6 @@
-"""Annotation writes and reads, evaluator definitions and calibrations.
+"""Annotation writes and reads, and annotation configs.
+
+Evaluator definitions and calibrations are in :mod:`traceproof.storage.judges`.
 
 Every write here runs on the store's single writer (:meth:`Store.run_write`): one transaction,
 acknowledged after COMMIT, all or nothing. :func:`write_annotations` checks a whole batch before
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -528,117 +530,3 @@ def target_spans(
         sql += " AND project = ?"
         params.append(project)
     return reader.dicts(sql + " ORDER BY start_time, span_id", params)
-
-
-# -- evaluator definitions and calibrations ---------------------------------------------------
-
-
-def save_evaluator_definition(
-    store: Store, *, hash: str, name: str, kind: str, definition: dict[str, Any]
-) -> bool:
-    """Store a definition under its content hash; True when it was new (a stored hash is kept
-    as it is: same hash, same content)."""
-    text = orjson.dumps(definition, option=orjson.OPT_SORT_KEYS).decode()
-
-    def run(cursor: duckdb.DuckDBPyConnection) -> bool:
-        if cursor.execute("SELECT 1 FROM evaluator_definitions WHERE hash = ?", [hash]).fetchone():
-            return False
-        cursor.execute(
-            "INSERT INTO evaluator_definitions VALUES (?, ?, ?, ?, ?)",
-            [hash, name, kind, text, _now()],
-        )
-        return True
-
-    return store.run_write(run)
-
-
-def get_evaluator_definition(reader: Reader, hash: str) -> dict[str, Any] | None:
-    """A stored definition (``definition`` parsed), or None."""
-    rows = reader.dicts("SELECT * FROM evaluator_definitions WHERE hash = ?", [hash])
-    if not rows:
-        return None
-    return rows[0] | {"definition": orjson.loads(rows[0]["definition"])}
-
-
-def list_evaluator_definitions(reader: Reader, name: str | None = None) -> list[dict[str, Any]]:
-    """Stored definitions, newest first (of one name when given)."""
-    sql = "SELECT * FROM evaluator_definitions"
-    params: list[Any] = []
-    if name is not None:
-        sql += " WHERE name = ?"
-        params.append(name)
-    rows = reader.dicts(sql + " ORDER BY created_at DESC, hash", params)
-    return [row | {"definition": orjson.loads(row["definition"])} for row in rows]
-
-
-@dataclass(frozen=True)
-class Calibration:
-    judge_name: str
-    judge_hash: str
-    human_name: str
-    n: int
-    metrics: dict[str, Any]
-    passed: bool
-    thresholds: dict[str, Any]
-    id: str = ""
-    created_at: datetime | None = None
-
-
-def save_calibration(store: Store, calibration: Calibration) -> Calibration:
-    """Store a calibration; returns it with its id and time."""
-    stored = replace(calibration, id=calibration.id or uuid.uuid4().hex, created_at=_now())
-
-    def run(cursor: duckdb.DuckDBPyConnection) -> None:
-        cursor.execute(
-            "INSERT INTO calibrations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                stored.id,
-                stored.judge_name,
-                stored.judge_hash,
-                stored.human_name,
-                stored.n,
-                orjson.dumps(stored.metrics, default=str).decode(),
-                stored.passed,
-                orjson.dumps(stored.thresholds, default=str).decode(),
-                stored.created_at,
-            ],
-        )
-
-    store.run_write(run)
-    return stored
-
-
-def list_calibrations(
-    reader: Reader, *, judge_name: str | None = None, judge_hash: str | None = None
-) -> list[Calibration]:
-    """Stored calibrations, newest first, optionally of one judge (name or definition hash)."""
-    sql = "SELECT * FROM calibrations WHERE TRUE"
-    params: list[Any] = []
-    if judge_name is not None:
-        sql += " AND judge_name = ?"
-        params.append(judge_name)
-    if judge_hash is not None:
-        sql += " AND judge_hash = ?"
-        params.append(judge_hash)
-    rows = reader.dicts(sql + " ORDER BY created_at DESC, id", params)
-    return [
-        Calibration(
-            **(
-                row
-                | {
-                    "metrics": orjson.loads(row["metrics"]),
-                    "thresholds": orjson.loads(row["thresholds"]),
-                }
-            )
-        )
-        for row in rows
-    ]
-
-
-def is_calibrated(reader: Reader, judge_hash: str) -> bool:
-    """Whether the judge definition ``judge_hash`` has a passing calibration."""
-    return bool(
-        reader.scalar(
-            "SELECT count(*) FROM calibrations WHERE judge_hash = ? AND passed", [judge_hash]
-        )
-    )
