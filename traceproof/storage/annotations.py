@@ -28,6 +28,8 @@ import pyarrow as pa
 
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.evals.annotations import (
+    JUDGE_VERSION_CHARS,
+    JUDGE_VERSION_SQL,
     AnnotationConfig,
     AnnotationInput,
     ConfigKind,
@@ -470,18 +472,29 @@ def get_configs(reader: Reader, names: Sequence[str] | None = None) -> dict[str,
 
 def span_marks(reader: Reader, trace_id: str, project: str | None = None) -> dict[str, str]:
     """Span id → its annotations as a compact mark, ``correctness=fail,tone=0.8``: per name
-    the distinct labels (else scores) of every annotator, ``|``-joined when they disagree."""
-    sql = (
-        "SELECT span_id, name, string_agg(DISTINCT coalesce(label, CAST(round(score, 3) "
-        "AS VARCHAR), '…'), '|' ORDER BY coalesce(label, CAST(round(score, 3) AS VARCHAR), '…')) "
-        "FROM annotations WHERE target_kind = 'span' AND trace_id = ?"
+    the distinct labels (else scores) of every annotator, ``|``-joined when they disagree. A
+    value an LLM judge gave whose definition has no passing calibration ends with ``?``
+    (``helpfulness=fail?``)."""
+    value = "coalesce(a.label, CAST(round(a.score, 3) AS VARCHAR), '…')"
+    uncalibrated = (
+        f"{JUDGE_VERSION_SQL} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM calibrations c "
+        f"WHERE c.passed AND left(replace(c.judge_hash, 'sha256:', ''), "
+        f"{JUDGE_VERSION_CHARS}) = {JUDGE_VERSION_SQL})"
+    )
+    inner = (
+        f"SELECT a.span_id, a.name, {value} || CASE WHEN {uncalibrated} THEN '?' ELSE '' END "
+        "AS v FROM annotations a WHERE a.target_kind = 'span' AND a.trace_id = ?"
     )
     params: list[Any] = [trace_id]
     if project is not None:
-        sql += " AND project = ?"
+        inner += " AND a.project = ?"
         params.append(project)
+    sql = (
+        f"SELECT span_id, name, string_agg(DISTINCT v, '|' ORDER BY v) FROM ({inner}) "
+        "GROUP BY span_id, name ORDER BY name"
+    )
     marks: dict[str, list[str]] = {}
-    for span_id, name, values in reader.rows(sql + " GROUP BY span_id, name ORDER BY name", params):
+    for span_id, name, values in reader.rows(sql, params):
         marks.setdefault(span_id, []).append(f"{name}={values}")
     return {span_id: ",".join(parts) for span_id, parts in marks.items()}
 

@@ -9,6 +9,7 @@ has already said.
 - :func:`calibration_states`: for the hashes (or 12-hex versions) behind judge annotations,
   whether each has a passing calibration. What every surface that shows a judge's results uses
   to say ``uncalibrated``.
+- :func:`uncalibrated`: the same, for annotation rows.
 - :func:`human_labels` / :func:`judge_verdicts`: the pairs a calibration compares.
 
 Writes run on the store's single writer (:meth:`Store.run_write`), one transaction each.
@@ -17,7 +18,7 @@ Writes run on the store's single writer (:meth:`Store.run_write`), one transacti
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import orjson
 
-from traceproof.evals.annotations import hash_version
+from traceproof.evals.annotations import hash_version, judge_version_of
 from traceproof.storage.reader import Reader
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ __all__ = [
     "list_evaluator_definitions",
     "save_calibration",
     "save_evaluator_definition",
+    "uncalibrated",
 ]
 
 
@@ -149,11 +151,16 @@ def list_calibrations(
     *,
     judge_name: str | None = None,
     judge_hash: str | None = None,
+    calibration_id: str | None = None,
     limit: int | None = None,
 ) -> list[Calibration]:
-    """Stored calibrations, newest first, optionally of one judge (name or definition hash)."""
+    """Stored calibrations, newest first, optionally of one judge (name or definition hash)
+    or the one of an id."""
     sql = "SELECT * FROM calibrations WHERE TRUE"
     params: list[Any] = []
+    if calibration_id is not None:
+        sql += " AND id = ?"
+        params.append(calibration_id)
     if judge_name is not None:
         sql += " AND judge_name = ?"
         params.append(judge_name)
@@ -208,6 +215,14 @@ def calibration_states(reader: Reader, hashes: Iterable[str]) -> dict[str, bool]
         )
     }
     return {h: versions[h] in passing for h in wanted}
+
+
+def uncalibrated(reader: Reader, rows: Sequence[Mapping[str, Any]]) -> list[bool]:
+    """For annotation rows (``annotator_kind``, ``annotator``): True for each written by an LLM
+    judge (annotator ``name@version``) whose definition has no passing calibration."""
+    versions = [judge_version_of(str(r["annotator_kind"]), str(r["annotator"])) for r in rows]
+    states = calibration_states(reader, [v for v in versions if v])
+    return [v is not None and not states.get(v, False) for v in versions]
 
 
 # -- the pairs a calibration compares --------------------------------------------------------
