@@ -242,6 +242,7 @@ def test_every_registered_tool_answers_through_the_api(
         "annotate": {"name": "correctness", "label": "fail", "ids": [ids["span"]]},
         "get_annotations": {"name": "correctness"},
         "categorize_errors": {"project": "demo"},
+        "calibrate_judge": {"judge": "resolved", "human": "resolved"},
     }
     assert set(calls) == {spec.name for spec in registry.TOOLS}
     answers = {}
@@ -263,6 +264,7 @@ def test_every_registered_tool_answers_through_the_api(
     assert answers["annotate"]["created"] == 1
     assert answers["get_annotations"]["rows"][0]["target_id"] == ids["span"]
     assert answers["categorize_errors"]["errors"] == 22
+    assert (answers["calibrate_judge"]["n"], answers["calibrate_judge"]["reused"]) == (30, 30)
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,10 @@ def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
         ],
         "get_annotations": [{"name": "correctness"}, {"history": True, "limit": 2}],
         "categorize_errors": [{}, {"project": "demo", "limit": 2, "max_chars": 1000}],
+        "calibrate_judge": [
+            {"judge": "resolved", "human": "resolved"},
+            {"judge": "resolved", "human": "resolved", "target": "trace", "max_chars": 1000},
+        ],
     }
 
 
