@@ -4,6 +4,7 @@ user would point it at a gateway, answered by :class:`FakeAnthropic`."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import threading
@@ -331,3 +332,44 @@ async def test_without_a_key_a_judge_with_verdicts_to_make_answers_llm_unavailab
     with store.reader() as reader:
         written = reader.scalar("SELECT count(*) FROM annotations WHERE name = 'helpful'")
     assert written == 0
+
+
+def test_the_cli_prints_the_report_and_writes_the_disagreements_as_the_judges_next_version(
+    store: Store, provider: Provider, tmp_path: Path
+) -> None:
+    import tomllib
+
+    from click.testing import CliRunner
+
+    from traceproof.cli import cli
+    from traceproof.evals.config import parse_config
+
+    db = store.path
+    store.close()
+    out = tmp_path / "few_shot.toml"
+    runner = CliRunner()
+    shown = runner.invoke(
+        cli,
+        ["judge", "calibrate", "resolved", "--human", "resolved", "--db", str(db),
+         "--few-shot-out", str(out)],
+    )  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    assert "PASSED" in shown.output and "disagreements (2)" in shown.output
+    assert provider.fake.requests == []
+    config = parse_config(out.read_text(), root=tmp_path)
+    table = config.evaluators["resolved"].table
+    assert [e["label"] for e in table["examples"]] == ["pass", "fail"]
+    assert all(e["input"] and e["output"] for e in table["examples"])
+    nxt = JudgeDefinition.from_config("resolved", table)
+    assert len(nxt.examples) == 2 and nxt.definition_hash != DEMO_JUDGE.definition_hash
+    same = {k: v for k, v in tomllib.loads(out.read_text())["evaluators"]["resolved"].items()}
+    same.pop("examples")
+    assert JudgeDefinition.from_config("resolved", same).definition_hash == (
+        DEMO_JUDGE.definition_hash
+    )
+    listed = runner.invoke(cli, ["judge", "calibrations", "resolved", "--db", str(db), "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.output)["rows"]
+    assert len(rows) == 2 and {row[1] for row in rows} == {"resolved"}
+    missing = runner.invoke(cli, ["judge", "calibrate", "nobody", "--human", "x", "--db", str(db)])
+    assert missing.exit_code == 1 and "[unknown_evaluator]" in missing.output
