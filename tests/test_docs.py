@@ -29,10 +29,12 @@ def test_every_cli_command_is_in_the_readme() -> None:
 
 def test_every_command_has_help() -> None:
     runner = CliRunner()
-    for name in cli.commands:
-        result = runner.invoke(cli, [name, "--help"])
-        assert result.exit_code == 0, result.output
-        assert "--db" in result.output
+    for name, command in cli.commands.items():
+        subcommands = getattr(command, "commands", None)  # a group: each of its commands
+        for words in [[name, sub] for sub in subcommands] if subcommands else [[name]]:
+            result = runner.invoke(cli, [*words, "--help"])
+            assert result.exit_code == 0, result.output
+            assert "--db" in result.output, words
 
 
 def test_every_registered_tool_is_in_the_readme_tool_reference() -> None:

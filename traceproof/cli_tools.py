@@ -88,6 +88,7 @@ TOOL_COMMANDS = {
     "annotate": "annotate",
     "get_annotations": "annotations",
     "categorize_errors": "errors",
+    "calibrate_judge": "judge calibrate",
 }
 
 # "Call NAME(args)" / "call NAME" / a bare tool name with an underscore (never a word of text).
