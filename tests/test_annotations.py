@@ -58,9 +58,16 @@ def llm_spans(store: Store, n: int = 3) -> list[tuple[str, str]]:
         ]
 
 
+#: Not the demo's own judgments (traceproof.demo_judgments: its reviewer's and its judge's).
+NOT_THE_DEMOS = "annotator <> 'demo-reviewer' AND annotator NOT LIKE 'resolved@%'"
+
+
 def stored(store: Store, table: str = "annotations") -> list[dict[str, Any]]:
+    """What the test wrote: the rows of ``table`` but the demo's own judgments."""
     with store.reader() as reader:
-        return reader.dicts(f"SELECT * FROM {table} ORDER BY name, annotator, version")
+        return reader.dicts(
+            f"SELECT * FROM {table} WHERE {NOT_THE_DEMOS} ORDER BY name, annotator, version"
+        )
 
 
 def correctness(store: Store) -> None:
@@ -118,7 +125,7 @@ def test_a_person_overriding_a_judge_keeps_both_and_a_rewrite_keeps_its_history(
     with demo_store.reader() as reader:
         versions = reader.rows(
             "SELECT annotator, label, version, is_current FROM annotation_versions "
-            "ORDER BY annotator, version"
+            f"WHERE {NOT_THE_DEMOS} ORDER BY annotator, version"
         )
     assert versions == [
         ("alice", "fail", 1, False),
@@ -292,7 +299,7 @@ def test_get_annotations_counts_per_name_and_label_then_pages_rows(demo_store: S
         seen += [r.id for r in page.rows]
         cursor = page.next_cursor
     assert len(seen) == len(set(seen)) == 30
-    fails = get_annotations(demo_store, label="fail", where="span_kind = 'LLM'")
+    fails = get_annotations(demo_store, label="fail", where="span_kind = 'LLM'", name="correctness")
     assert fails.total == 10
     stale = refused(lambda: get_annotations(demo_store, label="pass", cursor=first.next_cursor))
     assert stale.code == ErrorCode.INVALID_CURSOR
@@ -345,7 +352,8 @@ def test_where_aggregate_preview_span_data_and_sql_see_annotations(demo_store: S
     assert data.fields["annotations.1.label"] == "fail"
     result = sql(
         demo_store,
-        query="SELECT label, count(*) AS n FROM annotations GROUP BY label ORDER BY label",
+        query="SELECT label, count(*) AS n FROM annotations WHERE name = 'correctness' "
+        "GROUP BY label ORDER BY label",
     )
     assert result.rows == [["fail", 2], ["pass", 1]]
 
