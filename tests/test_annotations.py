@@ -10,6 +10,7 @@ import pytest
 from mcp import Client
 from mcp_types import TextContent
 
+from tests.conftest import NOT_THE_DEMOS
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.evals.annotations import (
     AnnotationConfig,
@@ -56,10 +57,6 @@ def llm_spans(store: Store, n: int = 3) -> list[tuple[str, str]]:
                 f"ORDER BY start_time, span_id LIMIT {n}"
             )
         ]
-
-
-#: Not the demo's own judgments (traceproof.demo_judgments: its reviewer's and its judge's).
-NOT_THE_DEMOS = "annotator <> 'demo-reviewer' AND annotator NOT LIKE 'resolved@%'"
 
 
 def stored(store: Store, table: str = "annotations") -> list[dict[str, Any]]:
