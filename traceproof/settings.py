@@ -446,6 +446,11 @@ class Settings(BaseSettings):
     calibration_min_kappa: float = Field(
         default=0.60, ge=-1, le=1, description="Cohen's kappa a judge needs to pass."
     )
+    calibration_min_pairs: int = Field(
+        default=10,
+        ge=1,
+        description="Targets labelled by people (and judged) a calibration needs at least.",
+    )
 
     def for_import(self) -> Settings:
         """These settings for a bulk import that holds the store alone (no concurrent readers,

@@ -30,13 +30,17 @@ log = logging.getLogger(__name__)
 
 def load_demo(store: Store, settings: Settings, now: datetime | None = None) -> int:
     """Write the demo project, ending just before ``now`` (default: the current time), through
-    the OTLP protobuf ingest path; returns new spans (0 when the store already holds it)."""
+    the OTLP protobuf ingest path, then its judgments (people's labels, a judge's recorded
+    verdicts and its calibration: :mod:`traceproof.demo_judgments`); returns new spans (0 when
+    the store already holds it)."""
     from traceproof.demo import demo_requests
+    from traceproof.demo_judgments import load_demo_judgments
 
     added = 0
     for body in demo_requests(now):
         decoded = decode_protobuf(body, default_project=settings.default_project)
         added += store.write(decoded.rows.table()).added
+    load_demo_judgments(store)
     return added
 
 
