@@ -161,6 +161,29 @@ class Settings(BaseSettings):
         "buffer blocks; a sort or hash aggregate spilling its partitions was seen to pass it, "
         "so keep disk headroom beyond it.",
     )
+    duckdb_allocator_flush_threshold: str = Field(
+        default="32MB",
+        description="DuckDB's allocator_flush_threshold: after a task that allocated more "
+        "than this, DuckDB's allocator (jemalloc in its Linux builds) returns its free memory "
+        "to the system. DuckDB's default, 128 MB, let memory a checkpoint or a query had "
+        "freed stay in the process for seconds.",
+    )
+    duckdb_allocator_background_threads: bool = Field(
+        default=True,
+        description="DuckDB's allocator_background_threads: a jemalloc thread returns freed "
+        "memory to the system on its decay schedule even when no DuckDB task ends.",
+    )
+    duckdb_max_vacuum_tasks: int = Field(
+        default=0,
+        ge=0,
+        description="DuckDB's max_vacuum_tasks: row-group merges a checkpoint may do. DuckDB's "
+        "default (100) made the server's checkpoints merge the smaller row groups written by "
+        "traceproof ingest (import_row_group_size) into the server's larger ones: on a "
+        "300k-span store each such checkpoint held ~700 MB of rewritten rows, spilled to disk "
+        "and stalled ingest for 15-60 s (the 40-110 s checkpoints seen at 2M spans with a "
+        "640 MB limit). Spans are never deleted, so there is little to reclaim; 0 turns it "
+        "off.",
+    )
     duckdb_threads: int = Field(default=2, ge=1, description="DuckDB worker threads.")
     duckdb_row_group_size: int = Field(
         default=122_880,
@@ -198,6 +221,38 @@ class Settings(BaseSettings):
         ge=0,
         description="Smallest WAL that an idle checkpoint writes into the file (0: never "
         "checkpoint on idle, only at duckdb_checkpoint_threshold).",
+    )
+    malloc_arena_max: int = Field(
+        default=2,
+        ge=0,
+        description="Most glibc malloc arenas of the server process (Linux with glibc; set at "
+        "start, before its threads). glibc's default, 8 per core, let freed request bodies "
+        "and span text sit in a dozen thread arenas (about 200 MB free but kept, measured "
+        "under ingest); the writer and two ingest threads do nearly all the allocating, so 2 "
+        "costs no measurable speed. 0 leaves glibc's default.",
+    )
+    malloc_mmap_threshold: int = Field(
+        default=256 * 1024,
+        ge=0,
+        description="Bytes from which a malloc gets a mapping of its own, unmapped when freed "
+        "(glibc's M_MMAP_THRESHOLD, fixed): request bodies, decoded buffers and Arrow batches "
+        "go back to the system at once instead of fragmenting the heap. 0 leaves glibc's "
+        "dynamic threshold (which rises to 32 MB after the first large free).",
+    )
+    malloc_trim_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="The writer returns the heap's free pages to the system (malloc_trim) "
+        "after every checkpoint and each time this many bytes of spans have been committed "
+        "since the last time (about 15 s of full-speed ingest; a trim takes milliseconds). "
+        "0: never.",
+    )
+    arrow_memory_pool: str = Field(
+        default="system",
+        pattern="^(system|default|jemalloc|mimalloc)$",
+        description="pyarrow's memory pool in the server: 'system' (malloc, so the settings "
+        "above apply to Arrow batches too), 'default' (pyarrow's choice, mimalloc in its "
+        "wheels: it kept about twice the batches it built), 'jemalloc' or 'mimalloc'.",
     )
     store_reopen_attempts: int = Field(
         default=5,

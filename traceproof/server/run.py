@@ -21,6 +21,7 @@ from typing import Any
 import uvicorn
 
 from traceproof.ingest.otlp import decode_protobuf
+from traceproof.memory import configure_server
 from traceproof.server.app import create_app
 from traceproof.settings import Settings
 from traceproof.storage import Store, owner
@@ -48,6 +49,7 @@ def serve(
     announce: Callable[[str], Any] = print,
 ) -> None:
     """Serve OTLP/HTTP on ``settings.host:settings.port`` until interrupted."""
+    configure_server(settings)  # before the store and the server start their threads
     store = Store.open(settings.db, settings)
     try:
         if demo:
