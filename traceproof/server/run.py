@@ -21,6 +21,7 @@ from typing import Any
 import uvicorn
 
 from traceproof.ingest.otlp import decode_protobuf
+from traceproof.memory import configure_server
 from traceproof.server.app import create_app
 from traceproof.settings import Settings
 from traceproof.storage import Store, owner
@@ -56,6 +57,7 @@ def serve(
     stops the start with its ``[invalid_config]`` error."""
     from traceproof.projectconfig import apply_annotation_configs, describe, project_config
 
+    configure_server(settings)  # before the store and the server start their threads
     project = project_config(settings)
     store = Store.open(settings.db, settings)
     try:
