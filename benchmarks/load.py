@@ -434,6 +434,21 @@ def check_store(db: Path, acked: dict[str, dict[str, int]] | None) -> dict[str, 
     return out
 
 
+def memory_peaks(path: Path, phases: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """Each phase's memlog line at its highest RSS (same-day HH:MM:SS windows)."""
+    lines = []
+    with contextlib.suppress(OSError), open(path) as f:
+        for line in f:
+            with contextlib.suppress(ValueError):
+                lines.append(json.loads(line))
+    out: dict[str, Any] = {}
+    for phase, (began, ended) in phases.items():
+        inside = [x for x in lines if began <= x.get("t", "") <= ended]
+        if inside:
+            out[phase] = max(inside, key=lambda x: x.get("rss", 0))
+    return out
+
+
 def log_summary(paths: list[Path]) -> dict[str, int]:
     words = ("Out of Memory", "FATAL", "Traceback", "ERROR", "WARNING", "failed to pin block")
     counts = dict.fromkeys(words, 0)
@@ -508,6 +523,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="environment for the server and traceproof ingest (e.g. TRACEPROOF_DUCKDB_THREADS=2)",
     )
+    a(
+        "--memlog",
+        action="store_true",
+        help="log the server's memory by part each second (benchmarks/memlog/) to OUT.memlog."
+        "jsonl; the JSON gets each phase's breakdown at its RSS peak",
+    )
     a("--out", type=Path, default=REPO / "benchmarks" / "results" / "load.json")
     args = p.parse_args(argv)
     args.phases = [x.strip() for x in args.phases.split(",") if x.strip()]
@@ -537,6 +558,14 @@ def main(argv: list[str] | None = None) -> int:
         key, value = item.split("=", 1)
         os.environ[key] = value  # inherited by every child process we start
     args.workdir.mkdir(parents=True, exist_ok=True)
+    memlog = args.out.with_suffix(".memlog.jsonl")
+    if args.memlog:
+        memlog.parent.mkdir(parents=True, exist_ok=True)
+        memlog.unlink(missing_ok=True)
+        paths = [str(REPO / "benchmarks" / "memlog"), os.environ.get("PYTHONPATH", "")]
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+        os.environ["TP_MEMLOG"] = str(memlog)
+    phase_times: dict[str, tuple[str, str]] = {}
     res: dict[str, Any] = {
         "command": shlex.join([sys.executable, *sys.argv]),
         "machine": machine(),
@@ -561,10 +590,12 @@ def main(argv: list[str] | None = None) -> int:
             res["start_seconds"] = run.start("main")
             for phase in served:
                 run.say(f"phase {phase}")
+                began = time.strftime("%H:%M:%S")
                 try:
                     res[phase] = getattr(run, phase.replace("-", "_"))()
                 except Exception as exc:  # report it, go on with the next phase
                     res[phase] = {"failed": f"{type(exc).__name__}: {str(exc)[:500]}"}
+                phase_times[phase] = (began, time.strftime("%H:%M:%S"))
             res["stop_seconds"] = run.stop()
         if "kill9-ingest" in args.phases:
             run.say("phase kill9-ingest")
@@ -583,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:
                 res["kill9-import"] = {"failed": f"{type(exc).__name__}: {str(exc)[:500]}"}
         res["server_log"] = log_summary(run.logs)
+        if args.memlog:
+            res["memory_at_peak"] = memory_peaks(memlog, phase_times)
     finally:
         run.stop()
         res["seconds"] = time.perf_counter() - t0
@@ -601,6 +634,11 @@ def main(argv: list[str] | None = None) -> int:
     print_rows([("phase", "measure", "value", "target", "ok?"),
                 *[(p, m, v, t, "" if ok is None else "yes" if ok else "NO")
                   for p, m, v, t, ok in rows]])  # fmt: skip
+    for phase, peak in res.get("memory_at_peak", {}).items():
+        parts = ", ".join(f"{k} {v}" for k, v in sorted(peak.get("maps", {}).items()))
+        print(f"memory at {phase}'s RSS peak (MB): rss {peak.get('rss')}, DuckDB "
+              f"{peak.get('duckdb_total')}, malloc used {peak.get('malloc_used')}, arrow "
+              f"{peak.get('arrow')}; mappings: {parts}")  # fmt: skip
     kept = f"; run folder kept: {run.dir}" if args.keep else ""
     print(f"\n{res['seconds']:.0f} s; written to {args.out}{kept}")
     return 0 if all(ok is not False for *_, ok in rows) else 1

@@ -219,6 +219,11 @@ def encoded(spans: list[ReadableSpan]) -> bytes:
 # -- stores with data, for the tools ------------------------------------------------------------
 
 
+#: SQL over ``annotations``: not the demo's own judgments (traceproof.demo_judgments: its
+#: reviewer's labels and its judge's verdicts), for tests that count what they wrote.
+NOT_THE_DEMOS = "annotator <> 'demo-reviewer' AND annotator NOT LIKE 'resolved@%'"
+
+
 @pytest.fixture(scope="session")
 def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store file holding the demo project at the fixed times of its script, 2026-11-01

@@ -15,7 +15,7 @@ import httpx2
 import pytest
 from click.testing import CliRunner, Result
 
-from tests.conftest import LiveServer, ServeProcess
+from tests.conftest import NOT_THE_DEMOS, LiveServer, ServeProcess
 from traceproof.cli import cli
 from traceproof.errors import ErrorCode
 from traceproof.evals.annotations import (
@@ -83,7 +83,8 @@ def span_ids(db: Path, n: int = 3) -> list[str]:
 def stored_annotations(db: Path) -> list[tuple[Any, ...]]:
     with Store.open(db, Settings(db=db)) as store, store.reader() as reader:
         return reader.rows(
-            "SELECT target_id, name, label, score, annotator FROM annotations ORDER BY ALL"
+            "SELECT target_id, name, label, score, annotator FROM annotations "
+            f"WHERE {NOT_THE_DEMOS} ORDER BY ALL"
         )
 
 
@@ -134,7 +135,7 @@ def test_a_write_that_breaks_a_declared_config_is_refused_and_nothing_of_the_bat
         assert info.value.code == ErrorCode.INVALID_ANNOTATION
         assert allowed in info.value.message and "Nothing of this batch" in info.value.message
     with demo_store.reader() as reader:
-        assert reader.scalar("SELECT count(*) FROM annotations") == 0
+        assert reader.scalar(f"SELECT count(*) FROM annotations WHERE {NOT_THE_DEMOS}") == 0
     written = write_annotations(demo_store, [good, span(s2, "tone", score=0.25)])
     assert (written.created, written.rejected) == (2, [])
     # An explanation alone (a note, an evaluator's error record) says no label nor score.
@@ -148,7 +149,9 @@ def test_a_write_that_breaks_a_declared_config_is_refused_and_nothing_of_the_bat
     assert notes.created == 2
     with demo_store.reader() as reader:
         # The label's configured score is filled in.
-        assert reader.rows("SELECT name, score FROM annotations ORDER BY name, score") == [
+        assert reader.rows(
+            f"SELECT name, score FROM annotations WHERE {NOT_THE_DEMOS} ORDER BY name, score"
+        ) == [
             ("correctness", 1.0),
             ("correctness", None),
             ("tone", 0.25),
@@ -308,7 +311,8 @@ def test_phoenix_routes_with_partial_write_what_they_can_and_report_the_rest(
     ]
     with demo_store.reader() as reader:
         assert reader.rows(
-            "SELECT target_id, score, annotator, metadata FROM annotations ORDER BY score"
+            f"SELECT target_id, score, annotator, metadata FROM annotations WHERE {NOT_THE_DEMOS} "
+            "ORDER BY score"
         ) == [(s2, 0.1, "human", '{"k":1}'), (s1, 0.5, "bob", None)]
 
 

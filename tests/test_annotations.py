@@ -10,6 +10,7 @@ import pytest
 from mcp import Client
 from mcp_types import TextContent
 
+from tests.conftest import NOT_THE_DEMOS
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.evals.annotations import (
     AnnotationConfig,
@@ -24,17 +25,19 @@ from traceproof.server.mcp import create_mcp_server
 from traceproof.settings import Settings
 from traceproof.storage import Store
 from traceproof.storage.annotations import (
-    Calibration,
     get_configs,
+    set_config,
+    target_spans,
+    write_annotations,
+)
+from traceproof.storage.judges import (
+    Calibration,
     get_evaluator_definition,
     is_calibrated,
     list_calibrations,
     list_evaluator_definitions,
     save_calibration,
     save_evaluator_definition,
-    set_config,
-    target_spans,
-    write_annotations,
 )
 from traceproof.tools.aggregate import aggregate
 from traceproof.tools.annotations import annotate, get_annotations
@@ -57,8 +60,11 @@ def llm_spans(store: Store, n: int = 3) -> list[tuple[str, str]]:
 
 
 def stored(store: Store, table: str = "annotations") -> list[dict[str, Any]]:
+    """What the test wrote: the rows of ``table`` but the demo's own judgments."""
     with store.reader() as reader:
-        return reader.dicts(f"SELECT * FROM {table} ORDER BY name, annotator, version")
+        return reader.dicts(
+            f"SELECT * FROM {table} WHERE {NOT_THE_DEMOS} ORDER BY name, annotator, version"
+        )
 
 
 def correctness(store: Store) -> None:
@@ -116,7 +122,7 @@ def test_a_person_overriding_a_judge_keeps_both_and_a_rewrite_keeps_its_history(
     with demo_store.reader() as reader:
         versions = reader.rows(
             "SELECT annotator, label, version, is_current FROM annotation_versions "
-            "ORDER BY annotator, version"
+            f"WHERE {NOT_THE_DEMOS} ORDER BY annotator, version"
         )
     assert versions == [
         ("alice", "fail", 1, False),
@@ -290,7 +296,7 @@ def test_get_annotations_counts_per_name_and_label_then_pages_rows(demo_store: S
         seen += [r.id for r in page.rows]
         cursor = page.next_cursor
     assert len(seen) == len(set(seen)) == 30
-    fails = get_annotations(demo_store, label="fail", where="span_kind = 'LLM'")
+    fails = get_annotations(demo_store, label="fail", where="span_kind = 'LLM'", name="correctness")
     assert fails.total == 10
     stale = refused(lambda: get_annotations(demo_store, label="pass", cursor=first.next_cursor))
     assert stale.code == ErrorCode.INVALID_CURSOR
@@ -343,7 +349,8 @@ def test_where_aggregate_preview_span_data_and_sql_see_annotations(demo_store: S
     assert data.fields["annotations.1.label"] == "fail"
     result = sql(
         demo_store,
-        query="SELECT label, count(*) AS n FROM annotations GROUP BY label ORDER BY label",
+        query="SELECT label, count(*) AS n FROM annotations WHERE name = 'correctness' "
+        "GROUP BY label ORDER BY label",
     )
     assert result.rows == [["fail", 2], ["pass", 1]]
 

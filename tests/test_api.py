@@ -247,6 +247,7 @@ def test_every_registered_tool_answers_through_the_api(
         "get_annotations": {"name": "correctness"},
         "categorize_errors": {"project": "demo"},
         "evaluate": {"evaluator": "no_errors", "target": "trace"},
+        "calibrate_judge": {"judge": "resolved", "human": "resolved"},
     }
     assert set(calls) == {spec.name for spec in registry.TOOLS}
     answers = {}
@@ -269,6 +270,7 @@ def test_every_registered_tool_answers_through_the_api(
     assert answers["get_annotations"]["rows"][0]["target_id"] == ids["span"]
     assert answers["categorize_errors"]["errors"] == 22
     assert answers["evaluate"]["labels"] == {"pass": 70, "fail": 20}
+    assert (answers["calibrate_judge"]["n"], answers["calibrate_judge"]["reused"]) == (30, 30)
 
 
 @pytest.mark.parametrize(

@@ -102,9 +102,13 @@ def test_loading_the_demo_again_adds_nothing_and_keeps_the_first_times(tmp_path:
     first = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
     with Store.open(db, settings) as store:
         assert load_demo(store, settings, now=first) == 1064
+        with store.reader() as reader:
+            judged = reader.rows("SELECT id, version FROM annotations ORDER BY id")
         assert load_demo(store, settings, now=first + timedelta(days=3)) == 0
         with store.reader() as reader:
             newest = reader.scalar("SELECT max(end_time) FROM spans")
+            assert reader.rows("SELECT id, version FROM annotations ORDER BY id") == judged
+            assert reader.scalar("SELECT count(*) FROM calibrations") == 1
     assert first - timedelta(minutes=5) <= newest.replace(tzinfo=UTC) <= first
 
 
@@ -237,3 +241,29 @@ def test_serve_demo_loads_the_demo_project(tmp_path: Path, demo_store: Store) ->
     assert project["project"] == DEMO_PROJECT
     assert project["traces"] == 90  # the README's "90 traces in 25 multi-turn sessions"
     assert project["error_traces"] > 2
+
+
+def test_demo_has_a_reviewers_labels_a_judges_verdicts_and_a_passing_calibration(
+    demo_db: Path,
+) -> None:
+    from traceproof.demo_judgments import DEMO_JUDGE, LABELLED_TRACES
+    from traceproof.evals.annotations import judge_annotator
+
+    with Store.open(demo_db, Settings(db=demo_db)) as store, store.reader() as reader:
+        counts = reader.rows(
+            "SELECT annotator_kind, annotator, target_kind, label, count(*) FROM annotations "
+            "WHERE name = 'resolved' GROUP BY ALL ORDER BY ALL"
+        )
+        calibrations = reader.rows("SELECT id, judge_hash, n, passed FROM calibrations")
+        definitions = reader.rows("SELECT name, kind, hash FROM evaluator_definitions")
+    judge = judge_annotator("resolved", DEMO_JUDGE.definition_hash)
+    assert counts == [
+        ("HUMAN", "demo-reviewer", "trace", "fail", 4),
+        ("HUMAN", "demo-reviewer", "trace", "pass", 26),
+        ("LLM", judge, "trace", "fail", 4),
+        ("LLM", judge, "trace", "pass", 26),
+    ]
+    assert LABELLED_TRACES == 30
+    digest = DEMO_JUDGE.definition_hash
+    assert calibrations == [(f"demo-{digest.removeprefix('sha256:')}", digest, 30, True)]
+    assert definitions == [("resolved", "judge", digest)]

@@ -12,6 +12,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from click.testing import CliRunner
 
+from tests.conftest import NOT_THE_DEMOS
 from traceproof.cli import cli
 from traceproof.ingest.evalfiles import is_eval_file
 from traceproof.settings import Settings
@@ -34,7 +35,7 @@ def annotations(db: Path) -> list[tuple[object, ...]]:
     with Store.open(db, Settings(db=db)) as store, store.reader() as reader:
         return reader.rows(
             "SELECT target_kind, target_id, name, label, score, annotator_kind FROM annotations "
-            "ORDER BY name, target_id"
+            f"WHERE {NOT_THE_DEMOS} ORDER BY name, target_id"
         )
 
 

@@ -23,7 +23,7 @@ from traceproof.jobs import jobs_for
 from traceproof.server.mcp import create_mcp_server
 from traceproof.settings import Settings
 from traceproof.storage import Store
-from traceproof.storage.annotations import Calibration, save_calibration
+from traceproof.storage.judges import Calibration, save_calibration
 
 pytestmark = pytest.mark.anyio
 
@@ -469,10 +469,11 @@ async def test_a_refused_key_stops_the_run_with_llm_unavailable(
         monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-revoked")
         with open_store(demo_db, project, llm_concurrency=1) as store:
+            before = annotation_count(store)  # the demo's own labels and judgments
             text = await error_of(store, {"evaluator": "correctness", "target": "trace"})
             assert text.startswith("[llm_unavailable] ")
             assert len(fake.requests) == 1  # not one refused call per target
-            assert rows(store, "SELECT count(*) FROM annotations") == [(0,)]
+            assert annotation_count(store) == before
 
 
 # -- through a running server, and the CLI ----------------------------------------------------

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from phoenix.client import Client
 
-from tests.conftest import LiveServer
+from tests.conftest import NOT_THE_DEMOS, LiveServer
 from traceproof.settings import Settings
 from traceproof.storage import Store
 
@@ -25,7 +25,8 @@ def _rows(store: Store) -> list[tuple[object, ...]]:
     with store.reader() as reader:
         return reader.rows(
             "SELECT target_kind, target_id, name, label, score, explanation, annotator_kind, "
-            "annotator, identifier, version FROM annotations ORDER BY target_kind, name"
+            f"annotator, identifier, version FROM annotations WHERE {NOT_THE_DEMOS} "
+            "ORDER BY target_kind, name"
         )
 
 

@@ -107,6 +107,10 @@ def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
             {"evaluator": "no_errors", "target": "trace", "limit": 5},
             {"evaluator": "no_errors", "ids": [ids["span"]], "max_chars": 1000},
         ],
+        "calibrate_judge": [
+            {"judge": "resolved", "human": "resolved"},
+            {"judge": "resolved", "human": "resolved", "target": "trace", "max_chars": 1000},
+        ],
     }
 
 

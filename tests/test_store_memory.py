@@ -69,7 +69,7 @@ def test_sizes_parse_like_duckdb() -> None:
 def test_the_default_memory_limit_is_a_share_of_this_machine_between_floor_and_ceiling(
     settings: Settings,
 ) -> None:
-    expected = max(512 * MB, min(800 * MB, int(machine_memory_bytes() * 0.2)))
+    expected = max(512 * MB, min(700 * MB, int(machine_memory_bytes() * 0.2)))
     assert memory_limit_bytes(settings.duckdb_memory_limit, settings) == expected
     small = settings.model_copy(update={"duckdb_memory_max": "600MB", "duckdb_memory_min": "1MB"})
     assert memory_limit_bytes("auto", small) <= 600 * MB

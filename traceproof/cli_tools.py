@@ -103,6 +103,7 @@ TOOL_COMMANDS = {
     "get_annotations": "annotations",
     "categorize_errors": "errors",
     "evaluate": "eval run",
+    "calibrate_judge": "judge calibrate",
 }
 
 # "Call NAME(args)" / "call NAME" / a bare tool name with an underscore (never a word of text).

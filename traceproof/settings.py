@@ -37,13 +37,15 @@ class Settings(BaseSettings):
         default=64, ge=1, description="Batches waiting for the writer before ingest is refused."
     )
     queue_max_bytes: int = Field(
-        default=64 * 1024 * 1024,
+        default=32 * 1024 * 1024,
         ge=1024 * 1024,
         description="Approximate bytes of decoded spans waiting for the writer before ingest "
-        "answers 503 with Retry-After. Bounds memory under overload: 64 MB is about ten "
-        "seconds of backlog at the writer's ~2,000 spans/s of 3 KB spans on a 2M-span store, so "
-        "a longer queue would only add memory (the server's RSS target is 1.5 GB: this, "
-        "max_body_bytes_in_flight, duckdb_memory_max and ~400 MB of Python and jq workers).",
+        "answers 503 with Retry-After. Bounds memory under overload: 32 MB is about five "
+        "seconds of backlog at the writer's ~1,500-2,000 spans/s of 3 KB spans on a 2M-span "
+        "store, so a longer queue would only add memory (the server's RSS target is 1.5 GB: "
+        "this, max_body_bytes_in_flight, duckdb_memory_max and ~400 MB of Python and jq "
+        "workers). Measured at 2M spans, 64 MB here and 128 MB of bodies in flight gave an "
+        "overload RSS peak 80 MB higher at the same ingest rate.",
     )
     commit_max_spans: int = Field(
         default=20_000,
@@ -76,14 +78,15 @@ class Settings(BaseSettings):
         description="Largest request body accepted on /api/v1/tools/* and /mcp (413 above).",
     )
     max_body_bytes_in_flight: int = Field(
-        default=128 * 1024 * 1024,
+        default=64 * 1024 * 1024,
         ge=1024 * 1024,
         description="Total bytes of request bodies being read or decoded at once, over every "
         "route (declared Content-Length counted up front, streamed and decompressed bytes as "
         "they come). Beyond it requests answer 503 with Retry-After once their body is read "
-        "and dropped in chunks. Bounds memory when many senders post large bodies at once; "
-        "128 MB still admits two bodies of the largest size (max_request_bytes) at once, more "
-        "than two ingest threads can decode.",
+        "and dropped in chunks. Bounds memory when many senders post large bodies at once "
+        "(each body decoded holds about five times its size for a moment); 64 MB admits a "
+        "body of the largest size (max_request_bytes) and keeps both ingest threads busy with "
+        "ordinary ones.",
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,
@@ -137,14 +140,16 @@ class Settings(BaseSettings):
         default="512MB", description="Floor of an 'auto' memory_limit (small machines)."
     )
     duckdb_memory_max: str = Field(
-        default="800MB",
+        default="700MB",
         description="Ceiling of an 'auto' memory_limit (large machines): the server's RSS stays "
-        "near this plus the Python process and jq workers (~300-400 MB) and the ingest byte "
-        "budgets (queue_max_bytes, max_body_bytes_in_flight); queries beyond it spill to disk. "
-        "1 GB was measured at 1.8 GB RSS under ingest on a 2M-span store; at 640 MB that store's "
-        "checkpoints (the primary-key index and the rewritten row group must fit) took 40-110 s "
-        "instead of 5-8 s, so 800 MB. A store much larger than 2M spans needs more (set "
-        "duckdb_memory_limit).",
+        "near this plus DuckDB's allocator overhead (~100-200 MB), the Python process and jq "
+        "workers (~300-400 MB) and the ingest byte budgets (queue_max_bytes, "
+        "max_body_bytes_in_flight); queries beyond it spill to disk. Measured on a 2M-span "
+        "store with 4 callers and 8 senders: 800 MB gave an RSS peak of 1.32 GB under ingest "
+        "and 1.49 GB under overload, 700 MB 1.23 and 1.47 GB at the same ingest rate and query "
+        "times. (At 640 MB, checkpoints used to take 40-110 s: they merged row groups, which "
+        "duckdb_max_vacuum_tasks now turns off.) A store much larger than 2M spans needs more "
+        "(set duckdb_memory_limit).",
     )
     duckdb_temp_directory: str = Field(
         default="auto",
@@ -160,6 +165,29 @@ class Settings(BaseSettings):
         "(DuckDB's own default is 90% of the free disk). DuckDB 1.5.5 enforces it for evicted "
         "buffer blocks; a sort or hash aggregate spilling its partitions was seen to pass it, "
         "so keep disk headroom beyond it.",
+    )
+    duckdb_allocator_flush_threshold: str = Field(
+        default="32MB",
+        description="DuckDB's allocator_flush_threshold: after a task that allocated more "
+        "than this, DuckDB's allocator (jemalloc in its Linux builds) returns its free memory "
+        "to the system. DuckDB's default, 128 MB, let memory a checkpoint or a query had "
+        "freed stay in the process for seconds.",
+    )
+    duckdb_allocator_background_threads: bool = Field(
+        default=True,
+        description="DuckDB's allocator_background_threads: a jemalloc thread returns freed "
+        "memory to the system on its decay schedule even when no DuckDB task ends.",
+    )
+    duckdb_max_vacuum_tasks: int = Field(
+        default=0,
+        ge=0,
+        description="DuckDB's max_vacuum_tasks: row-group merges a checkpoint may do. DuckDB's "
+        "default (100) made the server's checkpoints merge the smaller row groups written by "
+        "traceproof ingest (import_row_group_size) into the server's larger ones: on a "
+        "300k-span store each such checkpoint held ~700 MB of rewritten rows, spilled to disk "
+        "and stalled ingest for 15-60 s (the 40-110 s checkpoints seen at 2M spans with a "
+        "640 MB limit). Spans are never deleted, so there is little to reclaim; 0 turns it "
+        "off.",
     )
     duckdb_threads: int = Field(default=2, ge=1, description="DuckDB worker threads.")
     duckdb_row_group_size: int = Field(
@@ -198,6 +226,38 @@ class Settings(BaseSettings):
         ge=0,
         description="Smallest WAL that an idle checkpoint writes into the file (0: never "
         "checkpoint on idle, only at duckdb_checkpoint_threshold).",
+    )
+    malloc_arena_max: int = Field(
+        default=2,
+        ge=0,
+        description="Most glibc malloc arenas of the server process (Linux with glibc; set at "
+        "start, before its threads). glibc's default, 8 per core, let freed request bodies "
+        "and span text sit in a dozen thread arenas (about 200 MB free but kept, measured "
+        "under ingest); the writer and two ingest threads do nearly all the allocating, so 2 "
+        "costs no measurable speed. 0 leaves glibc's default.",
+    )
+    malloc_mmap_threshold: int = Field(
+        default=256 * 1024,
+        ge=0,
+        description="Bytes from which a malloc gets a mapping of its own, unmapped when freed "
+        "(glibc's M_MMAP_THRESHOLD, fixed): request bodies, decoded buffers and Arrow batches "
+        "go back to the system at once instead of fragmenting the heap. 0 leaves glibc's "
+        "dynamic threshold (which rises to 32 MB after the first large free).",
+    )
+    malloc_trim_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="The writer returns the heap's free pages to the system (malloc_trim) "
+        "after every checkpoint and each time this many bytes of spans have been committed "
+        "since the last time (about 15 s of full-speed ingest; a trim takes milliseconds). "
+        "0: never.",
+    )
+    arrow_memory_pool: str = Field(
+        default="system",
+        pattern="^(system|default|jemalloc|mimalloc)$",
+        description="pyarrow's memory pool in the server: 'system' (malloc, so the settings "
+        "above apply to Arrow batches too), 'default' (pyarrow's choice, mimalloc in its "
+        "wheels: it kept about twice the batches it built), 'jemalloc' or 'mimalloc'.",
     )
     store_reopen_attempts: int = Field(
         default=5,
@@ -445,6 +505,11 @@ class Settings(BaseSettings):
     )
     calibration_min_kappa: float = Field(
         default=0.60, ge=-1, le=1, description="Cohen's kappa a judge needs to pass."
+    )
+    calibration_min_pairs: int = Field(
+        default=10,
+        ge=1,
+        description="Targets labelled by people (and judged) a calibration needs at least.",
     )
 
     def for_import(self) -> Settings:

@@ -18,6 +18,7 @@ what is allowed; the store runs both before it writes anything of a batch.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -371,3 +372,39 @@ def config_summary(config: AnnotationConfig) -> str:
     if config.direction is not Direction.NONE:
         text += f", {config.direction.lower()}"
     return text
+
+
+# -- what a judge's annotations record ----------------------------------------------------------
+
+#: Hex digits of a judge definition hash in its annotator string.
+JUDGE_VERSION_CHARS = 12
+_VERSION = re.compile(rf"@([0-9a-f]{{{JUDGE_VERSION_CHARS}}})$")
+#: SQL (DuckDB) over an ``annotations`` row aliased ``a``: the 12-hex judge version its
+#: annotator ends with when an LLM judge wrote it, else NULL.
+JUDGE_VERSION_SQL = (
+    "CASE WHEN a.annotator_kind = 'LLM' THEN "
+    f"nullif(regexp_extract(a.annotator, '@([0-9a-f]{{{JUDGE_VERSION_CHARS}}})$', 1), '') END"
+)
+
+
+def hash_version(definition_hash: str) -> str:
+    """The short version of a judge definition hash (``sha256:0123…`` → its first 12 hex
+    digits); a version passes through unchanged."""
+    return definition_hash.removeprefix("sha256:")[:JUDGE_VERSION_CHARS]
+
+
+def judge_annotator(name: str, definition_hash: str) -> str:
+    """What an annotation written by judge ``name`` records as its annotator (kind ``LLM``):
+    ``name@version``, the version being the first 12 hex digits of the
+    :attr:`~traceproof.evals.judge.JudgeDefinition.definition_hash` (what calibrations record;
+    not the config table's hash). The full hash goes in the annotation's metadata
+    (``definition_hash``)."""
+    return f"{name}@{hash_version(definition_hash)}"
+
+
+def judge_version_of(annotator_kind: str, annotator: str) -> str | None:
+    """The judge version an annotation's annotator ends with (LLM annotations), else None."""
+    if str(annotator_kind).upper() != AnnotatorKind.LLM:
+        return None
+    found = _VERSION.search(annotator)
+    return found.group(1) if found else None

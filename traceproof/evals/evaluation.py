@@ -38,7 +38,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from traceproof.errors import ErrorCode, TraceproofError
-from traceproof.evals.annotations import AnnotationInput, AnnotatorKind, TargetKind
+from traceproof.evals.annotations import (
+    AnnotationInput,
+    AnnotatorKind,
+    TargetKind,
+    hash_version,
+    judge_annotator,
+)
 from traceproof.evals.builtin import BUILTINS, evaluate_builtin
 from traceproof.evals.config import (
     BuiltinEvaluatorConfig,
@@ -114,12 +120,11 @@ def prepare(definition: EvaluatorDefinition) -> Prepared:
     if isinstance(definition, JudgeConfig):
         judge_definition = JudgeDefinition.from_config(definition.name, definition.table)
         digest = judge_definition.definition_hash
-        version = digest.removeprefix("sha256:")[:12]
         return Prepared(
             name=definition.name,
             kind="judge",
-            version=version,
-            annotator=f"{definition.name}@{version}",
+            version=hash_version(digest),
+            annotator=judge_annotator(definition.name, digest),
             definition_hash=digest,
             annotator_kind=AnnotatorKind.LLM,
             config=definition,

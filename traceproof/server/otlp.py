@@ -153,7 +153,11 @@ def _decode(
     """Decode a body and build its Arrow batch (off the event loop: both are CPU-bound)."""
     try:
         decoded = decode(body, default_project=default_project)
-        return decoded, (decoded.rows.table() if len(decoded.rows) else None)
+        table = decoded.rows.table() if len(decoded.rows) else None
+        # The reply needs only the counts and reasons: free the decoded Python values now, not
+        # after the batch waited for its commit (they held about as much as the batch again).
+        decoded.rows = decoded.rows.like()
+        return decoded, table
     except MalformedRequest:
         raise
     except Exception as exc:

@@ -21,6 +21,7 @@ from typing import Any
 import uvicorn
 
 from traceproof.ingest.otlp import decode_protobuf
+from traceproof.memory import configure_server
 from traceproof.server.app import create_app
 from traceproof.settings import Settings
 from traceproof.storage import Store, owner
@@ -30,13 +31,17 @@ log = logging.getLogger(__name__)
 
 def load_demo(store: Store, settings: Settings, now: datetime | None = None) -> int:
     """Write the demo project, ending just before ``now`` (default: the current time), through
-    the OTLP protobuf ingest path; returns new spans (0 when the store already holds it)."""
+    the OTLP protobuf ingest path, then its judgments (people's labels, a judge's recorded
+    verdicts and its calibration: :mod:`traceproof.demo_judgments`); returns new spans (0 when
+    the store already holds it)."""
     from traceproof.demo import demo_requests
+    from traceproof.demo_judgments import load_demo_judgments
 
     added = 0
     for body in demo_requests(now):
         decoded = decode_protobuf(body, default_project=settings.default_project)
         added += store.write(decoded.rows.table()).added
+    load_demo_judgments(store)
     return added
 
 
@@ -52,6 +57,7 @@ def serve(
     stops the start with its ``[invalid_config]`` error."""
     from traceproof.projectconfig import apply_annotation_configs, describe, project_config
 
+    configure_server(settings)  # before the store and the server start their threads
     project = project_config(settings)
     store = Store.open(settings.db, settings)
     try:

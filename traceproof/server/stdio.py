@@ -35,6 +35,7 @@ import uvicorn
 from mcp.server.mcpserver import MCPServer
 
 from traceproof.errors import ErrorCode
+from traceproof.memory import configure_server
 from traceproof.remote import RemoteStore
 from traceproof.server.app import create_app
 from traceproof.server.mcp import (
@@ -68,6 +69,7 @@ def serve_mcp(
     announce: Callable[[str], Any] = _stderr,
 ) -> None:
     """Serve MCP over stdio until the client closes stdin (or SIGTERM/SIGINT)."""
+    configure_server(settings)  # before the store and the server start their threads
     try:
         store = Store.open(settings.db, settings)
     except StoreLocked as exc:

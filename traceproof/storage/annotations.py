@@ -1,4 +1,6 @@
-"""Annotation writes and reads, evaluator definitions and calibrations.
+"""Annotation writes and reads, and annotation configs.
+
+Evaluator definitions and calibrations are in :mod:`traceproof.storage.judges`.
 
 Every write here runs on the store's single writer (:meth:`Store.run_write`): one transaction,
 acknowledged after COMMIT, all or nothing. :func:`write_annotations` checks a whole batch before
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,8 @@ import pyarrow as pa
 
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.evals.annotations import (
+    JUDGE_VERSION_CHARS,
+    JUDGE_VERSION_SQL,
     AnnotationConfig,
     AnnotationInput,
     ConfigKind,
@@ -476,18 +480,29 @@ def get_configs(reader: Reader, names: Sequence[str] | None = None) -> dict[str,
 
 def span_marks(reader: Reader, trace_id: str, project: str | None = None) -> dict[str, str]:
     """Span id → its annotations as a compact mark, ``correctness=fail,tone=0.8``: per name
-    the distinct labels (else scores) of every annotator, ``|``-joined when they disagree."""
-    sql = (
-        "SELECT span_id, name, string_agg(DISTINCT coalesce(label, CAST(round(score, 3) "
-        "AS VARCHAR), '…'), '|' ORDER BY coalesce(label, CAST(round(score, 3) AS VARCHAR), '…')) "
-        "FROM annotations WHERE target_kind = 'span' AND trace_id = ?"
+    the distinct labels (else scores) of every annotator, ``|``-joined when they disagree. A
+    value an LLM judge gave whose definition has no passing calibration ends with ``?``
+    (``helpfulness=fail?``)."""
+    value = "coalesce(a.label, CAST(round(a.score, 3) AS VARCHAR), '…')"
+    uncalibrated = (
+        f"{JUDGE_VERSION_SQL} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM calibrations c "
+        f"WHERE c.passed AND left(replace(c.judge_hash, 'sha256:', ''), "
+        f"{JUDGE_VERSION_CHARS}) = {JUDGE_VERSION_SQL})"
+    )
+    inner = (
+        f"SELECT a.span_id, a.name, {value} || CASE WHEN {uncalibrated} THEN '?' ELSE '' END "
+        "AS v FROM annotations a WHERE a.target_kind = 'span' AND a.trace_id = ?"
     )
     params: list[Any] = [trace_id]
     if project is not None:
-        sql += " AND project = ?"
+        inner += " AND a.project = ?"
         params.append(project)
+    sql = (
+        f"SELECT span_id, name, string_agg(DISTINCT v, '|' ORDER BY v) FROM ({inner}) "
+        "GROUP BY span_id, name ORDER BY name"
+    )
     marks: dict[str, list[str]] = {}
-    for span_id, name, values in reader.rows(sql + " GROUP BY span_id, name ORDER BY name", params):
+    for span_id, name, values in reader.rows(sql, params):
         marks.setdefault(span_id, []).append(f"{name}={values}")
     return {span_id: ",".join(parts) for span_id, parts in marks.items()}
 
@@ -536,120 +551,6 @@ def target_spans(
         sql += " AND project = ?"
         params.append(project)
     return reader.dicts(sql + " ORDER BY start_time, span_id", params)
-
-
-# -- evaluator definitions and calibrations ---------------------------------------------------
-
-
-def save_evaluator_definition(
-    store: Store, *, hash: str, name: str, kind: str, definition: dict[str, Any]
-) -> bool:
-    """Store a definition under its content hash; True when it was new (a stored hash is kept
-    as it is: same hash, same content)."""
-    text = orjson.dumps(definition, option=orjson.OPT_SORT_KEYS).decode()
-
-    def run(cursor: duckdb.DuckDBPyConnection) -> bool:
-        if cursor.execute("SELECT 1 FROM evaluator_definitions WHERE hash = ?", [hash]).fetchone():
-            return False
-        cursor.execute(
-            "INSERT INTO evaluator_definitions VALUES (?, ?, ?, ?, ?)",
-            [hash, name, kind, text, _now()],
-        )
-        return True
-
-    return store.run_write(run)
-
-
-def get_evaluator_definition(reader: Reader, hash: str) -> dict[str, Any] | None:
-    """A stored definition (``definition`` parsed), or None."""
-    rows = reader.dicts("SELECT * FROM evaluator_definitions WHERE hash = ?", [hash])
-    if not rows:
-        return None
-    return rows[0] | {"definition": orjson.loads(rows[0]["definition"])}
-
-
-def list_evaluator_definitions(reader: Reader, name: str | None = None) -> list[dict[str, Any]]:
-    """Stored definitions, newest first (of one name when given)."""
-    sql = "SELECT * FROM evaluator_definitions"
-    params: list[Any] = []
-    if name is not None:
-        sql += " WHERE name = ?"
-        params.append(name)
-    rows = reader.dicts(sql + " ORDER BY created_at DESC, hash", params)
-    return [row | {"definition": orjson.loads(row["definition"])} for row in rows]
-
-
-@dataclass(frozen=True)
-class Calibration:
-    judge_name: str
-    judge_hash: str
-    human_name: str
-    n: int
-    metrics: dict[str, Any]
-    passed: bool
-    thresholds: dict[str, Any]
-    id: str = ""
-    created_at: datetime | None = None
-
-
-def save_calibration(store: Store, calibration: Calibration) -> Calibration:
-    """Store a calibration; returns it with its id and time."""
-    stored = replace(calibration, id=calibration.id or uuid.uuid4().hex, created_at=_now())
-
-    def run(cursor: duckdb.DuckDBPyConnection) -> None:
-        cursor.execute(
-            "INSERT INTO calibrations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                stored.id,
-                stored.judge_name,
-                stored.judge_hash,
-                stored.human_name,
-                stored.n,
-                orjson.dumps(stored.metrics, default=str).decode(),
-                stored.passed,
-                orjson.dumps(stored.thresholds, default=str).decode(),
-                stored.created_at,
-            ],
-        )
-
-    store.run_write(run)
-    return stored
-
-
-def list_calibrations(
-    reader: Reader, *, judge_name: str | None = None, judge_hash: str | None = None
-) -> list[Calibration]:
-    """Stored calibrations, newest first, optionally of one judge (name or definition hash)."""
-    sql = "SELECT * FROM calibrations WHERE TRUE"
-    params: list[Any] = []
-    if judge_name is not None:
-        sql += " AND judge_name = ?"
-        params.append(judge_name)
-    if judge_hash is not None:
-        sql += " AND judge_hash = ?"
-        params.append(judge_hash)
-    rows = reader.dicts(sql + " ORDER BY created_at DESC, id", params)
-    return [
-        Calibration(
-            **(
-                row
-                | {
-                    "metrics": orjson.loads(row["metrics"]),
-                    "thresholds": orjson.loads(row["thresholds"]),
-                }
-            )
-        )
-        for row in rows
-    ]
-
-
-def is_calibrated(reader: Reader, judge_hash: str) -> bool:
-    """Whether the judge definition ``judge_hash`` has a passing calibration."""
-    return bool(
-        reader.scalar(
-            "SELECT count(*) FROM calibrations WHERE judge_hash = ? AND passed", [judge_hash]
-        )
-    )
 
 
 # -- configs, in bulk (traceproof.toml, `traceproof annotation-config`) -------------------------

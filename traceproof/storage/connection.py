@@ -69,6 +69,9 @@ def duckdb_config(
         "checkpoint_threshold": settings.duckdb_checkpoint_threshold,
         "temp_directory": str(temp_directory(path, settings)),
         "max_temp_directory_size": settings.duckdb_max_temp_directory_size,
+        "allocator_flush_threshold": settings.duckdb_allocator_flush_threshold,
+        "allocator_background_threads": settings.duckdb_allocator_background_threads,
+        "max_vacuum_tasks": settings.duckdb_max_vacuum_tasks,
     }
     return config
 

@@ -14,7 +14,8 @@ Memory: writes not yet checkpointed stay in DuckDB's buffer pool (and cannot be 
 writer checkpoints when the write-ahead log reaches ``duckdb_checkpoint_threshold`` (DuckDB
 does that at commit) and also as soon as ingest has been idle for
 ``duckdb_idle_checkpoint_seconds``; queries then get the pool, and spill to the store's private
-temp directory beyond it.
+temp directory beyond it. After each checkpoint (and every ``malloc_trim_bytes`` of committed
+spans) the writer returns the C heap's free pages to the system (:mod:`traceproof.memory`).
 
 Failures: when DuckDB reports that it cannot continue (a fatal error, an invalidated database,
 a failed rollback), :meth:`health` turns unhealthy, reads and new writes get
@@ -42,6 +43,7 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
+from traceproof.memory import Trimmer
 from traceproof.settings import Settings
 from traceproof.storage.columns import SPAN_COLUMNS, SPAN_SCHEMA
 from traceproof.storage.connection import CATALOG, open_connection
@@ -120,6 +122,8 @@ class Store:
         self._reopen_cause: BaseException | None = None  # a reader saw a fatal error
         self._dirty = False  # committed since the last checkpoint
         self._wcursor: duckdb.DuckDBPyConnection | None = None
+        #: Returns freed heap pages to the system (writer thread only; see traceproof.memory).
+        self._trimmer = Trimmer(settings.malloc_trim_bytes)
         #: Test seam: see :data:`traceproof.storage.writes.FaultHook`.
         self._fault: FaultHook | None = None
         self._writer = threading.Thread(target=self._run_writer, name="traceproof-writer")
@@ -361,6 +365,7 @@ class Store:
         self._dirty = True
         for item, result in zip(group, results, strict=True):
             item.future.set_result(result)
+        self._trimmer.add(sum(item.nbytes for item in group))
 
     def _run_job(self, job: _Job) -> None:
         if self._wcursor is None:
@@ -414,6 +419,9 @@ class Store:
                 self._recover(exc)
             else:
                 log.info("checkpoint skipped: %s", first_line(exc))
+        # A checkpoint frees what recent writes held (and the idle one ends a burst of ingest):
+        # give the heap's free pages back too.
+        self._trimmer.now()
 
     def _idle_checkpoint(self) -> None:
         """Ingest went idle: checkpoint once the write-ahead log holds enough to matter, so
@@ -428,6 +436,7 @@ class Store:
             self._checkpoint()
         else:
             self._dirty = False
+            self._trimmer.now()
 
     # -- failure and recovery -------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from traceproof.evals.annotations import (
 from traceproof.settings import Settings
 from traceproof.storage import Reader, Store
 from traceproof.storage.annotations import get_configs, write_annotations
+from traceproof.storage.judges import uncalibrated
 from traceproof.tools.common import (
     Cursor,
     JsonValue,
@@ -265,6 +266,9 @@ class AnnotationRow(BaseModel):
     version: int
     updated_at: UtcTime
     current: bool = Field(description="False: an earlier version (history).")
+    uncalibrated: bool | None = Field(
+        default=None, description="True: an LLM judge's verdict, no passing calibration."
+    )
 
 
 class AnnotationList(BaseModel):
@@ -398,12 +402,13 @@ def read_annotations(
             untrusted=untrusted,
         )
         configs = get_configs(reader, sorted({row[0] for row in grouped}))
+        flags = uncalibrated(reader, rows[:limit])
     counts = _counts(grouped)
     shown = {c.name for c in counts[:COUNT_GROUPS]}
     shown_configs = {n: config_summary(c) for n, c in configs.items() if n in shown}
     total = sum(c.n for c in counts)
     more = len(rows) > limit
-    made = [_row(r) for r in rows[:limit]]
+    made = [_row(r, flag) for r, flag in zip(rows[:limit], flags, strict=True)]
 
     def build(n: int) -> AnnotationList:
         cut = n < len(made) or more
@@ -442,10 +447,15 @@ def _counts(grouped: list[tuple[Any, ...]]) -> list[LabelCount]:
     return out
 
 
-def _row(row: dict[str, Any]) -> AnnotationRow:
+def _row(row: dict[str, Any], uncalibrated: bool = False) -> AnnotationRow:
     text, cut = clip(row["explanation"], EXPLANATION_CHARS)
     metadata = orjson.loads(row["metadata"]) if row["metadata"] else None
     return AnnotationRow(
         **{k: row[k] for k in AnnotationRow.model_fields if k in row and k != "metadata"}
-        | {"explanation": text, "explanation_cut": cut, "metadata": metadata}
+        | {
+            "explanation": text,
+            "explanation_cut": cut,
+            "metadata": metadata,
+            "uncalibrated": True if uncalibrated else None,
+        }
     )

@@ -25,7 +25,7 @@ from traceproof.evals.evaluation import Prepared, Tally, TargetRef
 from traceproof.evals.llm import LLMClient
 from traceproof.jobs import Job, JobStatus, jobs_for, report_progress
 from traceproof.storage import Reader, Store
-from traceproof.storage.annotations import is_calibrated, save_evaluator_definition
+from traceproof.storage.judges import is_calibrated, save_evaluator_definition
 from traceproof.tools.common import MaxChars, ToolFailure, budget, size
 from traceproof.tools.filters import (
     SPANS_WITH_TRACE,

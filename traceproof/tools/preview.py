@@ -95,7 +95,8 @@ def get_trace_preview(
     """One trace as a compact tree. Start here to see what a trace did and where time or errors
     went.
     Line: name KIND span_id +start dur [self] [%] model|tool tokens in:/out: (^ = parent's);
-    * critical path; N× folded run; … hidden → call shown; [name=label] annotations."""  # noqa: RUF002
+    * critical path; N× folded run; … hidden → call shown; [name=label] annotations
+    (label? = uncalibrated judge)."""  # noqa: RUF002
     limit = budget(max_chars, store.settings)
     with store.reader() as reader:
         summary = _summary(reader, trace_id, project)

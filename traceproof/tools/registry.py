@@ -27,6 +27,7 @@ from traceproof.tools import (
     traces,
 )
 from traceproof.tools import annotations as annotation_tools
+from traceproof.tools import calibrate as calibrate_tools
 
 #: Tool families (DESIGN.md's tool surface), the units a host asks for with ``--toolsets``
 #: (``TRACEPROOF_TOOLSETS``): trace inspection, judgment (annotations, evaluators), proof
@@ -65,6 +66,7 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(annotation_tools.get_annotations, family="judgment"),
     ToolSpec(errors.categorize_errors, read_only=False, family="judgment"),
     ToolSpec(evaluate.evaluate, read_only=False, family="judgment"),
+    ToolSpec(calibrate_tools.calibrate_judge, read_only=False, family="judgment"),
 )
 
 TOOLS_BY_NAME: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}

@@ -21,6 +21,7 @@ from traceproof.errors import ErrorCode
 from traceproof.evals.annotations import TargetKind
 from traceproof.storage import Store
 from traceproof.storage.annotations import target_annotations
+from traceproof.storage.judges import uncalibrated
 from traceproof.tools.common import JsonValue, MaxChars, ToolFailure, budget, size
 from traceproof.tools.filters import SPANS_WITH_TRACE
 from traceproof.tools.spandoc import SELECT_COLUMNS, Leaf, dumps, leaves, path_matcher, suggest
@@ -103,7 +104,8 @@ def get_span_data(
     return _whole(ident, _said_once(items), limit, call)
 
 
-#: Fields of each annotation a span's document shows, as ``annotations.<i>.<field>``.
+#: Fields of each annotation a span's document shows, as ``annotations.<i>.<field>`` (and
+#: ``uncalibrated: true`` for a verdict of a judge with no passing calibration).
 ANNOTATION_FIELDS = ("name", "label", "score", "explanation", "annotator_kind", "annotator")
 
 
@@ -111,11 +113,12 @@ def _annotation_leaves(store: Store, span_id: str, trace_id: str) -> list[Leaf]:
     """The span's current annotations, after its own fields."""
     with store.reader() as reader:
         found = target_annotations(reader, TargetKind.SPAN, span_id, trace_id)
+        flags = uncalibrated(reader, found)
     return [
-        Leaf(f"annotations.{i}.{key}", row[key])
-        for i, row in enumerate(found)
-        for key in ANNOTATION_FIELDS
-        if row[key] is not None
+        Leaf(f"annotations.{i}.{key}", value)
+        for i, (row, flag) in enumerate(zip(found, flags, strict=True))
+        for key, value in [*((k, row[k]) for k in ANNOTATION_FIELDS), ("uncalibrated", flag)]
+        if value is not None and value is not False
     ]
 
 
