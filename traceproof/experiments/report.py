@@ -1,0 +1,836 @@
+"""The self-contained HTML report of a comparison (:func:`render_html`).
+
+One file, no network and no external assets: inline CSS and vanilla JavaScript, the data
+embedded as JSON in a ``<script type="application/json">`` block. The page shows the verdict
+with its reasons, each evaluator's score delta with its interval (an inline SVG), the
+operational deltas, the per-example table (regressions first, as the comparison orders them;
+filters by change and by text) and, for the selected example, the latency waterfalls of its
+baseline and candidate traces.
+
+Safety: every value from the comparison reaches the page as text. The server-rendered parts
+are HTML-escaped; the embedded JSON has ``<``, ``>`` and ``&`` written as ``\\u003c``-style
+escapes (so ``</script>`` in an output cannot end the block); the script builds the waterfall
+with ``textContent`` only. A Content-Security-Policy allows exactly the page's own script and
+style (by hash) and no request of any kind.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from traceproof.storage.reports import MAX_WATERFALL_SPANS, read_waterfalls, run_trace_ids
+
+if TYPE_CHECKING:
+    from traceproof.storage.store import Store
+
+__all__ = [
+    "MAX_OUTPUT_CHARS",
+    "MAX_REPORT_SPANS",
+    "MAX_TABLE_CHARS",
+    "comparison_data",
+    "render_html",
+    "write_report",
+]
+
+#: An output or input preview is embedded up to this many characters (the rest is counted).
+MAX_OUTPUT_CHARS = 4_000
+#: A cell of the per-example table shows this many characters of a value.
+MAX_TABLE_CHARS = 160
+
+#: A report embeds at most this many spans in all; the waterfalls of later examples (the
+#: comparison lists regressions first) are left out beyond it, and the report says so.
+MAX_REPORT_SPANS = 50_000
+#: Trace ids read from the store at a time while filling the span budget.
+_READ_CHUNK = 200
+
+#: Operational metrics where a lower candidate value is the better one (all the known ones).
+_LOWER_IS_BETTER = frozenset(
+    {
+        "latency_p50_ms",
+        "latency_p95_ms",
+        "tokens",
+        "cost_usd",
+        "tool_calls",
+        "errors",
+        "timeouts",
+    }
+)
+_CHANGES = ("regressed", "improved", "flaky", "mixed", "unchanged")
+
+
+def render_html(
+    comparison: Mapping[str, Any],
+    traces: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    span_totals: Mapping[str, int] | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """The report page for ``comparison`` (PROOF.md's comparison object, as JSON data).
+
+    ``traces`` maps a trace id to its waterfall spans (``span_id``, ``parent_span_id``,
+    ``name``, ``span_kind``, ``status``, ``start_ms``, ``duration_ms``); ``span_totals`` gives
+    a trace's full span count when its list was cut; ``notes`` are shown under the title (for
+    example which traces were left out)."""
+    comp = _finite(dict(comparison))
+    examples: list[dict[str, Any]] = list(comp.get("examples") or [])
+    evaluators: list[dict[str, Any]] = list(comp.get("evaluators") or [])
+    names = [str(e.get("name")) for e in evaluators]
+    for ex in examples:
+        for name in ex.get("evaluators") or {}:
+            if name not in names:
+                names.append(str(name))
+    totals = dict(span_totals or {})
+    data = {
+        "evaluators": names,
+        "examples": [_example_data(ex) for ex in examples],
+        "traces": {
+            str(tid): {
+                "spans": [_span_data(s) for s in spans],
+                "total": max(int(totals.get(tid, len(spans))), len(spans)),
+            }
+            for tid, spans in traces.items()
+        },
+    }
+    title = _title(comp)
+    body = "\n".join(
+        [
+            f"<header><h1>{_e(title)}</h1>{_runs(comp)}{_notes(notes)}</header>",
+            "<main>",
+            _verdict(comp.get("verdict")),
+            _evaluators(evaluators),
+            _operational(list(comp.get("operational") or [])),
+            _examples(examples, names),
+            _detail(),
+            "</main>",
+        ]
+    )
+    style_hash = _csp_hash(_STYLE)
+    script_hash = _csp_hash(_SCRIPT)
+    csp = (
+        "default-src 'none'; img-src data:; "
+        f"style-src '{style_hash}'; script-src '{script_hash}'; "
+        "base-uri 'none'; form-action 'none'"
+    )
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{_e(csp)}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<link rel="icon" href="data:,">\n'
+        f"<title>{_e(title)}</title>\n"
+        f"<style>{_STYLE}</style>\n</head>\n<body>\n{body}\n"
+        f'<script type="application/json" id="report-data">{_script_json(data)}</script>\n'
+        f"<script>{_SCRIPT}</script>\n</body>\n</html>\n"
+    )
+
+
+def comparison_data(comparison: Any) -> dict[str, Any]:
+    """The comparison as JSON data: a mapping as it is, a pydantic model dumped."""
+    if isinstance(comparison, Mapping):
+        return dict(comparison)
+    dump = getattr(comparison, "model_dump", None)
+    if callable(dump):
+        data = dump(mode="json")
+        if isinstance(data, dict):
+            return data
+    raise TypeError(f"not a comparison: {type(comparison).__name__}")
+
+
+def write_report(
+    store: Store,
+    comparison: Any,
+    path: Path | str,
+    *,
+    max_spans_per_trace: int = MAX_WATERFALL_SPANS,
+    max_report_spans: int = MAX_REPORT_SPANS,
+) -> Path:
+    """Write the HTML report of ``comparison`` (the comparison object, as a dict or its
+    pydantic model) to ``path``, with the waterfalls of the compared runs' traces read from
+    ``store``. A run the comparison names no trace for gets its first recorded trace. The file
+    is written whole (a temporary file renamed over ``path``)."""
+    comp = comparison_data(comparison)
+    examples = [dict(ex) for ex in comp.get("examples") or [] if isinstance(ex, Mapping)]
+    with store.reader() as reader:
+        missing = [
+            ex.get(f"{side}_run_id")
+            for ex in examples
+            for side in ("baseline", "candidate")
+            if not ex.get(f"{side}_trace_id") and ex.get(f"{side}_run_id")
+        ]
+        if missing:
+            found = run_trace_ids(reader, (str(r) for r in missing))
+            for ex in examples:
+                for side in ("baseline", "candidate"):
+                    run_id = ex.get(f"{side}_run_id")
+                    if not ex.get(f"{side}_trace_id") and run_id in found:
+                        ex[f"{side}_trace_id"] = found[str(run_id)][0]
+        wanted = list(
+            dict.fromkeys(
+                str(ex[key])
+                for ex in examples
+                for key in ("baseline_trace_id", "candidate_trace_id")
+                if ex.get(key)
+            )
+        )
+        traces: dict[str, list[dict[str, Any]]] = {}
+        totals: dict[str, int] = {}
+        kept = 0
+        left_out = 0
+        for at in range(0, len(wanted), _READ_CHUNK):
+            chunk = wanted[at : at + _READ_CHUNK]
+            if kept >= max_report_spans:
+                left_out += len(chunk)
+                continue
+            spans, counts = read_waterfalls(reader, chunk, max_spans=max_spans_per_trace)
+            for trace_id in chunk:
+                if trace_id not in spans:
+                    continue
+                if kept + len(spans[trace_id]) > max_report_spans:
+                    left_out += 1
+                    kept = max_report_spans
+                    continue
+                traces[trace_id] = spans[trace_id]
+                totals[trace_id] = counts[trace_id]
+                kept += len(spans[trace_id])
+    notes = []
+    cut = sum(1 for t, spans in traces.items() if totals[t] > len(spans))
+    if cut:
+        notes.append(
+            f"{cut:,} trace(s) have more than {max_spans_per_trace:,} spans: their waterfalls "
+            f"show the first {max_spans_per_trace:,} by start time."
+        )
+    if left_out:
+        notes.append(
+            f"The waterfalls of {left_out:,} trace(s) are left out: the report holds at most "
+            f"{max_report_spans:,} spans (the earliest examples in the table come first)."
+        )
+    comp["examples"] = examples
+    page = render_html(comp, traces, span_totals=totals, notes=notes)
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8", errors="replace")
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as None (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _clip(value: Any, limit: int) -> str:
+    text = _text(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
+def _example_data(ex: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "example_id": _text(ex.get("example_id")),
+        "change": _text(ex.get("change")),
+        "evaluators": ex.get("evaluators") or {},
+        "input_preview": _clip(ex.get("input_preview"), MAX_OUTPUT_CHARS),
+        "baseline_output": _clip(ex.get("baseline_output"), MAX_OUTPUT_CHARS),
+        "candidate_output": _clip(ex.get("candidate_output"), MAX_OUTPUT_CHARS),
+        "baseline_trace_id": ex.get("baseline_trace_id"),
+        "candidate_trace_id": ex.get("candidate_trace_id"),
+        "baseline_run_id": ex.get("baseline_run_id"),
+        "candidate_run_id": ex.get("candidate_run_id"),
+    }
+
+
+def _span_data(span: Mapping[str, Any]) -> dict[str, Any]:
+    def ms(key: str) -> float:
+        value = span.get(key)
+        return float(value) if isinstance(value, int | float) and math.isfinite(value) else 0.0
+
+    return {
+        "span_id": _text(span.get("span_id")),
+        "parent_span_id": span.get("parent_span_id"),
+        "name": _text(span.get("name")),
+        "span_kind": _text(span.get("span_kind")),
+        "status": _text(span.get("status")),
+        "start_ms": ms("start_ms"),
+        "duration_ms": max(0.0, ms("duration_ms")),
+    }
+
+
+def _script_json(data: Any) -> str:
+    """JSON that cannot end its ``<script>`` block: ASCII only, ``<``, ``>``, ``&`` escaped."""
+    text = json.dumps(data, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _csp_hash(text: str) -> str:
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return "sha256-" + base64.b64encode(digest).decode("ascii")
+
+
+# -- formatting ---------------------------------------------------------------------------------
+
+
+def _e(value: Any) -> str:
+    return html.escape(_text(value), quote=True)
+
+
+def _num(value: Any, *, signed: bool = False) -> str:
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return "—" if value is None else _e(value)
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    if signed and value > 0:
+        text = "+" + text
+    return text.replace("-", "−")
+
+
+def _p(value: Any) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "—"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def _title(comp: Mapping[str, Any]) -> str:
+    def label(side: Any) -> str:
+        if not isinstance(side, Mapping):
+            return "?"
+        return _text(side.get("name") or side.get("id") or "?")
+
+    return f"Experiment comparison: {label(comp.get('baseline'))} → {label(comp.get('candidate'))}"
+
+
+def _runs(comp: Mapping[str, Any]) -> str:
+    rows = []
+    for role in ("baseline", "candidate"):
+        side = comp.get(role)
+        if not isinstance(side, Mapping):
+            continue
+        prov = side.get("provenance") if isinstance(side.get("provenance"), Mapping) else {}
+        assert isinstance(prov, Mapping)
+        commit = _text(prov.get("git_commit"))[:12]
+        dirty = " (dirty)" if prov.get("git_dirty") else ""
+        rows.append(
+            f"<tr><th scope='row'>{role}</th><td><code>{_e(side.get('id'))}</code></td>"
+            f"<td>{_e(side.get('name'))}</td><td>{_e(side.get('created_at'))}</td>"
+            f"<td><code>{_e(commit)}</code>{_e(dirty)}</td></tr>"
+        )
+    compared = comp.get("examples_compared")
+    return (
+        "<table class='runs'><caption>Experiments compared"
+        + (f" on {_num(compared)} examples" if compared is not None else "")
+        + "</caption><thead><tr><th scope='col'>role</th><th scope='col'>id</th>"
+        "<th scope='col'>name</th><th scope='col'>created</th><th scope='col'>commit</th>"
+        "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
+
+
+def _notes(notes: Sequence[str]) -> str:
+    if not notes:
+        return ""
+    return "<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+
+
+def _verdict(verdict: Any) -> str:
+    if not isinstance(verdict, Mapping):
+        return (
+            "<section id='verdict' class='verdict none' aria-labelledby='verdict-h'>"
+            "<h2 id='verdict-h'>Verdict: <span class='status'>no gate</span></h2>"
+            "<p>No gate was given, so no verdict.</p></section>"
+        )
+    status = _text(verdict.get("status")) or "inconclusive"
+    cls = status if status in ("pass", "fail", "inconclusive") else "inconclusive"
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in verdict.get("reasons") or [])
+    checks = "".join(
+        f"<tr class='{_e(_cls(c.get('status')))}'><td><code>{_e(c.get('rule'))}</code></td>"
+        f"<td><span class='badge {_e(_cls(c.get('status')))}'>{_e(c.get('status'))}</span></td>"
+        f"<td>{_e(c.get('detail'))}</td></tr>"
+        for c in verdict.get("checks") or []
+        if isinstance(c, Mapping)
+    )
+    gate = verdict.get("gate")
+    parts = [
+        f"<section id='verdict' class='verdict {cls}' aria-labelledby='verdict-h'>",
+        f"<h2 id='verdict-h'>Verdict: <span class='status'>{_e(status)}</span></h2>",
+        f"<p>Gate: <code>{_e(gate)}</code></p>" if gate else "",
+        f"<ul class='reasons'>{reasons}</ul>" if reasons else "",
+    ]
+    if checks:
+        parts.append(
+            "<table class='checks'><caption>Gate checks</caption><thead><tr>"
+            "<th scope='col'>rule</th><th scope='col'>status</th><th scope='col'>detail</th>"
+            f"</tr></thead><tbody>{checks}</tbody></table>"
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _cls(status: Any) -> str:
+    text = _text(status)
+    return text if text in ("pass", "fail", "inconclusive", *_CHANGES) else "other"
+
+
+def _interval_svg(ev: Mapping[str, Any]) -> str:
+    """The delta as a dot, its interval as a bar, on an axis centred on zero."""
+    width, height, pad = 240, 28, 10
+    delta, low, high = ev.get("delta"), ev.get("ci_low"), ev.get("ci_high")
+    values = [abs(v) for v in (delta, low, high) if isinstance(v, int | float)]
+    span = max([*values, 0.05]) * 1.1
+    if ev.get("kind") == "binary":
+        span = min(span, 1.0)
+
+    def x(v: float) -> float:
+        return round(pad + (v + span) / (2 * span) * (width - 2 * pad), 2)
+
+    have_ci = isinstance(low, int | float) and isinstance(high, int | float)
+    if have_ci and low > 0:  # type: ignore[operator]
+        tone = "better"
+    elif have_ci and high < 0:  # type: ignore[operator]
+        tone = "worse"
+    else:
+        tone = "neutral"
+    label = f"delta {_num(delta, signed=True)}"
+    if have_ci:
+        label += f", interval {_num(low)} to {_num(high)}"
+    parts = [
+        f"<svg class='interval {tone}' width='{width}' height='{height}' "
+        f"viewBox='0 0 {width} {height}' role='img' aria-label='{_e(label)}'>",
+        f"<title>{_e(label)}</title>",
+        f"<line class='axis' x1='{pad}' y1='{height / 2}' x2='{width - pad}' y2='{height / 2}'/>",
+        f"<line class='zero' x1='{x(0)}' y1='3' x2='{x(0)}' y2='{height - 3}'/>",
+    ]
+    if have_ci:
+        lo, hi = x(float(low)), x(float(high))  # type: ignore[arg-type]
+        parts.append(
+            f"<rect class='ci' x='{min(lo, hi)}' y='{height / 2 - 5}' "
+            f"width='{max(1.0, abs(hi - lo))}' height='10' rx='2'/>"
+        )
+    if isinstance(delta, int | float):
+        parts.append(f"<circle class='dot' cx='{x(float(delta))}' cy='{height / 2}' r='4'/>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _evaluators(evaluators: list[dict[str, Any]]) -> str:
+    if not evaluators:
+        return (
+            "<section aria-labelledby='ev-h'><h2 id='ev-h'>Scores</h2>"
+            "<p>No evaluators.</p></section>"
+        )
+    rows = []
+    for ev in evaluators:
+        flags = (
+            " <span class='badge uncalibrated'>uncalibrated</span>"
+            if ev.get("uncalibrated")
+            else ""
+        )
+        ci = (
+            f"[{_num(ev.get('ci_low'))}, {_num(ev.get('ci_high'))}]"
+            if ev.get("ci_low") is not None and ev.get("ci_high") is not None
+            else "—"
+        )
+        rows.append(
+            "<tr>"
+            f"<th scope='row'>{_e(ev.get('name'))}{flags}<div class='sub'>{_e(ev.get('kind'))}"
+            f"</div></th>"
+            f"<td class='n'>{_num(ev.get('baseline_mean'))}</td>"
+            f"<td class='n'>{_num(ev.get('candidate_mean'))}</td>"
+            f"<td class='n'><strong>{_num(ev.get('delta'), signed=True)}</strong></td>"
+            f"<td class='n'>{ci}</td>"
+            f"<td>{_interval_svg(ev)}</td>"
+            f"<td class='n'>{_p(ev.get('p_value'))}<div class='sub'>adj. "
+            f"{_p(ev.get('p_adjusted'))}</div><div class='sub'>{_e(ev.get('test'))}</div></td>"
+            f"<td class='n'>{_num(ev.get('mde'))}</td>"
+            f"<td class='n'>{_num(ev.get('improved'))} / {_num(ev.get('regressed'))} / "
+            f"{_num(ev.get('unchanged'))} / {_num(ev.get('flaky'))}</td>"
+            "</tr>"
+        )
+    return (
+        "<section aria-labelledby='ev-h'><h2 id='ev-h'>Scores</h2>"
+        "<table class='evaluators'><thead><tr><th scope='col'>evaluator</th>"
+        "<th scope='col'>baseline</th><th scope='col'>candidate</th><th scope='col'>delta</th>"
+        "<th scope='col'>95% interval</th><th scope='col'>delta and interval (0 marked)</th>"
+        "<th scope='col'>p</th><th scope='col'>min. detectable</th>"
+        "<th scope='col'>improved / regressed / unchanged / flaky</th>"
+        "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></section>"
+    )
+
+
+def _operational(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    body = []
+    for row in rows:
+        metric = _text(row.get("metric"))
+        delta = row.get("delta")
+        tone = ""
+        if isinstance(delta, int | float) and delta and metric in _LOWER_IS_BETTER:
+            tone = "better" if delta < 0 else "worse"
+        pct = row.get("delta_pct")
+        pct_text = f"{_num(pct, signed=True)}%" if isinstance(pct, int | float) else "—"
+        word = f" <span class='sub'>({tone})</span>" if tone else ""
+        body.append(
+            f"<tr class='{tone}'><th scope='row'>{_e(metric)}</th>"
+            f"<td class='n'>{_num(row.get('baseline'))}</td>"
+            f"<td class='n'>{_num(row.get('candidate'))}</td>"
+            f"<td class='n'>{_num(delta, signed=True)}{word}</td>"
+            f"<td class='n'>{pct_text}</td></tr>"
+        )
+    return (
+        "<section aria-labelledby='op-h'><h2 id='op-h'>Operational</h2>"
+        "<table class='operational'><thead><tr><th scope='col'>metric</th>"
+        "<th scope='col'>baseline</th><th scope='col'>candidate</th><th scope='col'>delta</th>"
+        "<th scope='col'>delta %</th></tr></thead><tbody>" + "".join(body) + "</tbody></table>"
+        "</section>"
+    )
+
+
+def _score(value: Any) -> str:
+    if not isinstance(value, Mapping):
+        return "<td class='n'>—</td>"
+    change = _cls(value.get("change"))
+    return (
+        f"<td class='n {change}'>{_num(value.get('baseline'))} → "
+        f"{_num(value.get('candidate'))}</td>"
+    )
+
+
+def _examples(examples: list[dict[str, Any]], names: list[str]) -> str:
+    counts = {c: 0 for c in _CHANGES}
+    for ex in examples:
+        change = _text(ex.get("change"))
+        counts[change] = counts.get(change, 0) + 1
+    options = "".join(
+        f"<option value='{_e(c)}'>{_e(c)} ({n})</option>" for c, n in counts.items() if n
+    )
+    head = "".join(f"<th scope='col'>{_e(n)}</th>" for n in names)
+    rows = []
+    for i, ex in enumerate(examples):
+        change = _text(ex.get("change"))
+        scores = ex.get("evaluators") if isinstance(ex.get("evaluators"), Mapping) else {}
+        assert isinstance(scores, Mapping)
+        cells = "".join(_score(scores.get(n)) for n in names)
+        rows.append(
+            f"<tr class='example' data-index='{i}' data-change='{_e(change)}'>"
+            f"<td><button type='button' class='show' aria-controls='detail' "
+            f"aria-label='Show traces of example {_e(ex.get('example_id'))}'>{i + 1}</button></td>"
+            f"<td><span class='badge {_cls(change)}'>{_e(change)}</span></td>"
+            f"<td><code>{_e(ex.get('example_id'))}</code></td>{cells}"
+            f"<td class='text'>{_e(_clip(ex.get('input_preview'), MAX_TABLE_CHARS))}</td>"
+            f"<td class='text'>{_e(_clip(ex.get('baseline_output'), MAX_TABLE_CHARS))}</td>"
+            f"<td class='text'>{_e(_clip(ex.get('candidate_output'), MAX_TABLE_CHARS))}</td>"
+            "</tr>"
+        )
+    return (
+        "<section aria-labelledby='ex-h'><h2 id='ex-h'>Examples</h2>"
+        "<p class='sub'>Regressions first. Select a row to see its traces.</p>"
+        "<div class='filters' role='search'>"
+        "<label>Change <select id='filter-change'><option value=''>all "
+        f"({len(examples)})</option>{options}</select></label> "
+        "<label>Search <input id='filter-text' type='search' "
+        "placeholder='id, input or output text'></label> "
+        f"<span id='filter-count' role='status' aria-live='polite'>{len(examples)} of "
+        f"{len(examples)} shown</span></div>"
+        "<div class='scroll'><table id='examples' class='examples'><thead><tr>"
+        "<th scope='col'>#</th><th scope='col'>change</th><th scope='col'>example</th>"
+        f"{head}<th scope='col'>input</th><th scope='col'>baseline output</th>"
+        "<th scope='col'>candidate output</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></div></section>"
+    )
+
+
+def _detail() -> str:
+    return (
+        "<section id='detail' aria-labelledby='detail-h' tabindex='-1'>"
+        "<h2 id='detail-h'>Traces</h2>"
+        "<p id='detail-empty'>Select an example above to see its input, outputs and the latency "
+        "waterfalls of its baseline and candidate traces.</p>"
+        "<div id='detail-body' hidden></div>"
+        "<noscript><p>The waterfalls need JavaScript.</p></noscript></section>"
+    )
+
+
+_STYLE = """
+:root{--fg:#1b1f24;--muted:#57606a;--bg:#fff;--line:#d0d7de;--pass:#1a7f37;--fail:#cf222e;
+--inc:#9a6700;--bar:#0969da;--err:#cf222e;--soft:#f6f8fa}
+*{box-sizing:border-box}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);
+background:var(--bg);margin:0 auto;padding:16px 24px;max-width:1400px}
+h1{font-size:20px;margin:0 0 8px}h2{font-size:17px;margin:24px 0 8px}
+table{border-collapse:collapse;margin:4px 0 8px}
+th,td{border-bottom:1px solid var(--line);padding:4px 8px;text-align:left;vertical-align:top}
+thead th{background:var(--soft);font-weight:600}
+caption{text-align:left;color:var(--muted);padding:2px 0}
+td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.sub{color:var(--muted);font-size:12px;font-weight:normal}
+code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace}
+.verdict{border:2px solid var(--line);border-radius:6px;padding:8px 16px;margin-top:16px}
+.verdict h2{margin:4px 0}
+.verdict.pass{border-color:var(--pass)}.verdict.pass .status{color:var(--pass)}
+.verdict.fail{border-color:var(--fail)}.verdict.fail .status{color:var(--fail)}
+.verdict.inconclusive{border-color:var(--inc)}.verdict.inconclusive .status{color:var(--inc)}
+.status{text-transform:uppercase}
+.badge{display:inline-block;padding:0 6px;border-radius:10px;font-size:12px;border:1px solid}
+.badge.pass,.badge.improved{color:var(--pass)}.badge.fail,.badge.regressed{color:var(--fail)}
+.badge.inconclusive,.badge.flaky,.badge.mixed,.badge.uncalibrated{color:var(--inc)}
+.badge.unchanged,.badge.other{color:var(--muted)}
+td.regressed{color:var(--fail)}td.improved{color:var(--pass)}
+tr.worse td{color:var(--fail)}tr.better td{color:var(--pass)}
+svg.interval .axis{stroke:var(--line)}svg.interval .zero{stroke:var(--muted);stroke-width:1}
+svg.interval .ci{fill:#8c959f;opacity:.45}svg.interval .dot{fill:#57606a}
+svg.interval.better .ci,svg.interval.better .dot{fill:var(--pass)}
+svg.interval.worse .ci,svg.interval.worse .dot{fill:var(--fail)}
+.filters{display:flex;gap:16px;align-items:center;flex-wrap:wrap;margin:8px 0}
+.filters input,.filters select{font:inherit;padding:2px 4px}
+.scroll{overflow-x:auto}
+table.examples td.text{max-width:260px;overflow-wrap:anywhere;white-space:pre-wrap}
+tr.example{cursor:pointer}tr.example:hover{background:var(--soft)}
+tr.example.selected{background:#ddf4ff}
+button.show{font:inherit;min-width:2.2em}
+#detail{border-top:2px solid var(--line);margin-top:16px}
+#detail:focus{outline:none}
+.io{display:grid;grid-template-columns:repeat(3,1fr);gap:12px}
+.io pre{white-space:pre-wrap;overflow-wrap:anywhere;background:var(--soft);padding:8px;
+margin:0;max-height:240px;overflow:auto;font:12px ui-monospace,Menlo,monospace}
+.wf{margin:8px 0 16px}.wf h3{font-size:15px;margin:8px 0 4px}
+.wf-row{display:grid;column-gap:8px;grid-template-columns:minmax(180px,30%) 1fr 90px;
+align-items:center;min-height:20px;border-bottom:1px solid var(--soft)}
+.wf-label{white-space:nowrap;overflow:hidden;text-overflow:ellipsis;font-size:12px}
+.wf-kind{color:var(--muted);font-size:11px;margin-left:4px}
+.wf-track{position:relative;height:14px;background:var(--soft)}
+.wf-bar{position:absolute;top:1px;height:12px;min-width:2px;background:var(--bar);
+border-radius:2px}
+.wf-bar.wf-error{background:var(--err);outline:2px solid #82071e}
+.wf-flag{color:var(--err);font-weight:600;font-size:11px;margin-left:4px}
+.wf-dur{text-align:right;font-size:12px;font-variant-numeric:tabular-nums}
+.wf-axis{display:grid;column-gap:8px;grid-template-columns:minmax(180px,30%) 1fr 90px;
+font-size:11px;color:var(--muted)}.wf-axis .ends{display:flex;justify-content:space-between}
+.notes{color:var(--inc)}
+@media (max-width:800px){.io{grid-template-columns:1fr}}
+"""
+
+_SCRIPT = r"""
+(function () {
+  "use strict";
+  var data = JSON.parse(document.getElementById("report-data").textContent);
+  var rows = Array.prototype.slice.call(document.querySelectorAll("#examples tr.example"));
+  var changeSel = document.getElementById("filter-change");
+  var textInput = document.getElementById("filter-text");
+  var count = document.getElementById("filter-count");
+  var haystacks = rows.map(function (row) {
+    var ex = data.examples[Number(row.getAttribute("data-index"))];
+    return [ex.example_id, ex.input_preview, ex.baseline_output, ex.candidate_output,
+            ex.baseline_run_id || "", ex.candidate_run_id || ""].join("\n").toLowerCase();
+  });
+
+  function applyFilters() {
+    var change = changeSel.value;
+    var needle = textInput.value.trim().toLowerCase();
+    var shown = 0;
+    rows.forEach(function (row, i) {
+      var ok = (!change || row.getAttribute("data-change") === change) &&
+               (!needle || haystacks[i].indexOf(needle) !== -1);
+      row.hidden = !ok;
+      if (ok) { shown += 1; }
+    });
+    count.textContent = shown + " of " + rows.length + " shown";
+  }
+  changeSel.addEventListener("change", applyFilters);
+  textInput.addEventListener("input", applyFilters);
+
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) { node.className = cls; }
+    if (text !== undefined && text !== null) { node.textContent = String(text); }
+    return node;
+  }
+  function fmtMs(ms) {
+    if (ms >= 1000) { return (ms / 1000).toFixed(ms >= 10000 ? 1 : 2) + " s"; }
+    return (ms >= 10 ? ms.toFixed(0) : ms.toFixed(1)) + " ms";
+  }
+  function fmtScore(v) { return v === null || v === undefined ? "\u2014" : String(v); }
+
+  // Spans in tree order (children after their parent, siblings by start), with their depth.
+  function ordered(spans) {
+    var byId = {};
+    spans.forEach(function (s) { byId[s.span_id] = s; });
+    var kids = {};
+    var roots = [];
+    spans.forEach(function (s) {
+      var p = s.parent_span_id;
+      if (p && byId[p] && p !== s.span_id) {
+        (kids[p] = kids[p] || []).push(s);
+      } else {
+        roots.push(s);
+      }
+    });
+    function byStart(a, b) { return a.start_ms - b.start_ms || (a.span_id < b.span_id ? -1 : 1); }
+    var out = [];
+    var seen = {};
+    function walk(s, depth) {
+      if (seen[s.span_id]) { return; }
+      seen[s.span_id] = true;
+      out.push({span: s, depth: depth});
+      (kids[s.span_id] || []).sort(byStart).forEach(function (c) { walk(c, depth + 1); });
+    }
+    roots.sort(byStart).forEach(function (r) { walk(r, 0); });
+    spans.forEach(function (s) { if (!seen[s.span_id]) { walk(s, 0); } });  // cycles
+    return out;
+  }
+
+  function extent(trace) {
+    var end = 0;
+    if (trace) {
+      trace.spans.forEach(function (s) { end = Math.max(end, s.start_ms + s.duration_ms); });
+    }
+    return end;
+  }
+
+  function waterfall(role, traceId, scale) {
+    var box = el("section", "wf");
+    box.setAttribute("data-role", role);
+    var title = role + " trace";
+    box.appendChild(el("h3", null, title));
+    if (!traceId) {
+      box.appendChild(el("p", "sub", "This run recorded no trace."));
+      return box;
+    }
+    var trace = data.traces[traceId];
+    var idLine = el("p", "sub");
+    idLine.appendChild(document.createTextNode("trace "));
+    idLine.appendChild(el("code", null, traceId));
+    box.appendChild(idLine);
+    if (!trace || !trace.spans.length) {
+      box.appendChild(el("p", "sub", "No spans of this trace are in the report."));
+      return box;
+    }
+    if (trace.total > trace.spans.length) {
+      box.appendChild(el("p", "notes", "Showing the first " + trace.spans.length + " of " +
+                         trace.total + " spans (by start time)."));
+    }
+    var axis = el("div", "wf-axis");
+    axis.setAttribute("aria-hidden", "true");
+    axis.appendChild(el("span", null, "span"));
+    var ends = el("span", "ends");
+    ends.appendChild(el("span", null, "0"));
+    ends.appendChild(el("span", null, fmtMs(scale)));
+    axis.appendChild(ends);
+    axis.appendChild(el("span", null, "duration"));
+    box.appendChild(axis);
+    var list = el("div", "wf-list");
+    list.setAttribute("role", "list");
+    list.setAttribute("aria-label", title + " spans");
+    ordered(trace.spans).forEach(function (item) {
+      var s = item.span;
+      var error = s.status === "ERROR";
+      var row = el("div", "wf-row");
+      row.setAttribute("role", "listitem");
+      row.setAttribute("data-span-id", s.span_id);
+      var label = el("span", "wf-label");
+      label.style.paddingLeft = (item.depth * 14) + "px";
+      label.appendChild(el("span", "wf-name", s.name));
+      label.appendChild(el("span", "wf-kind", s.span_kind));
+      if (error) { label.appendChild(el("span", "wf-flag", "error")); }
+      label.title = s.name + " (" + s.span_kind + ", " + s.status + ")";
+      var track = el("span", "wf-track");
+      var bar = el("span", "wf-bar" + (error ? " wf-error" : ""));
+      bar.style.left = (scale > 0 ? Math.max(0, s.start_ms) / scale * 100 : 0) + "%";
+      bar.style.width = (scale > 0 ? s.duration_ms / scale * 100 : 0) + "%";
+      bar.title = s.name + ": starts at " + fmtMs(s.start_ms) + ", lasts " + fmtMs(s.duration_ms);
+      track.appendChild(bar);
+      row.appendChild(label);
+      row.appendChild(track);
+      row.appendChild(el("span", "wf-dur", fmtMs(s.duration_ms)));
+      list.appendChild(row);
+    });
+    box.appendChild(list);
+    return box;
+  }
+
+  var detailBody = document.getElementById("detail-body");
+  var detailEmpty = document.getElementById("detail-empty");
+  var detail = document.getElementById("detail");
+
+  function show(index) {
+    var ex = data.examples[index];
+    rows.forEach(function (row) {
+      var on = Number(row.getAttribute("data-index")) === index;
+      row.classList.toggle("selected", on);
+      row.setAttribute("aria-selected", on ? "true" : "false");
+    });
+    while (detailBody.firstChild) { detailBody.removeChild(detailBody.firstChild); }
+    var head = el("p");
+    head.appendChild(document.createTextNode("Example "));
+    head.appendChild(el("code", null, ex.example_id));
+    head.appendChild(document.createTextNode(" \u2014 "));
+    head.appendChild(el("span", "badge " + ex.change, ex.change));
+    detailBody.appendChild(head);
+    var scores = el("ul");
+    data.evaluators.forEach(function (name) {
+      var v = (ex.evaluators || {})[name];
+      if (!v) { return; }
+      scores.appendChild(el("li", null, name + ": " + fmtScore(v.baseline) + " \u2192 " +
+                            fmtScore(v.candidate) + " (" + (v.change || "") + ")"));
+    });
+    detailBody.appendChild(scores);
+    var io = el("div", "io");
+    [["input", ex.input_preview], ["baseline output", ex.baseline_output],
+     ["candidate output", ex.candidate_output]].forEach(function (pair) {
+      var cell = el("div");
+      cell.appendChild(el("h3", null, pair[0]));
+      cell.appendChild(el("pre", null, pair[1]));
+      io.appendChild(cell);
+    });
+    detailBody.appendChild(io);
+    var base = data.traces[ex.baseline_trace_id];
+    var cand = data.traces[ex.candidate_trace_id];
+    var scale = Math.max(extent(base), extent(cand));
+    var note = el("p", "sub", "Both waterfalls share one time scale (0 to " + fmtMs(scale) +
+                  "), from each trace's first span.");
+    detailBody.appendChild(note);
+    detailBody.appendChild(waterfall("baseline", ex.baseline_trace_id, scale));
+    detailBody.appendChild(waterfall("candidate", ex.candidate_trace_id, scale));
+    detailEmpty.hidden = true;
+    detailBody.hidden = false;
+  }
+
+  rows.forEach(function (row) {
+    var index = Number(row.getAttribute("data-index"));
+    row.addEventListener("click", function () {
+      show(index);
+    });
+    row.querySelector("button.show").addEventListener("click", function (event) {
+      event.stopPropagation();
+      show(index);
+      detail.focus();
+    });
+  });
+})();
+"""
