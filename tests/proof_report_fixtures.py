@@ -85,6 +85,7 @@ def comparison() -> dict[str, Any]:
         _example(5, "improved", 0.0, 1.0, base_out="unknown", cand_out=HOSTILE[3]),
         _example(6, "flaky", 1.0, 0.5, base_out="shipped", cand_out="shipped (sometimes)"),
     ]
+    examples[1]["candidate_error"] = "timeout: no answer after 30 s"
     examples += [
         _example(n, "unchanged", 1.0, 1.0, base_out="fine", cand_out=HOSTILE[4] if n == 7 else "ok")
         for n in range(7, 11)
@@ -165,6 +166,7 @@ def comparison() -> dict[str, Any]:
             },
         ],
         "examples": examples,
+        "notes": ["1 example only in the baseline was left out"],
         "verdict": {
             "status": "fail",
             "gate": "no_regressions,min:correct>=0.9",

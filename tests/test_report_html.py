@@ -232,6 +232,16 @@ def test_clicking_a_row_shows_both_waterfalls_with_one_bar_per_span(report: Page
     assert "ex00000000000010" in report.page.locator("#detail").inner_text()
 
 
+def test_a_failed_run_shows_its_error_in_the_table_and_the_detail(report: Page) -> None:
+    row = report.rows().nth(1)
+    assert "error: timeout: no answer after 30 s" in row.locator(".run-error").inner_text()
+    row.click()
+    detail = report.page.locator("#detail .io").inner_text()
+    assert "error: timeout: no answer after 30 s" in detail
+    assert report.page.locator("#detail .io .run-error").count() == 1
+    assert "1 example only in the baseline" in report.page.locator("header .notes").inner_text()
+
+
 def test_the_row_button_opens_the_traces_from_the_keyboard(report: Page) -> None:
     button = report.rows().nth(2).locator("button.show")
     button.focus()
@@ -312,6 +322,15 @@ def test_long_outputs_are_clipped_with_the_count_of_what_was_left_out() -> None:
     data = _embedded(render_html(comp, {}))
     assert data["examples"][0]["candidate_output"] == "x" * 4_000 + "… (6,000 more characters)"
     assert data["examples"][0]["baseline_output"] == '{"answer": "structured"}'
+
+
+def test_an_interval_above_zero_is_worse_for_an_evaluator_that_minimizes() -> None:
+    comp = comparison()
+    comp["evaluators"][0] |= {"ci_low": 0.1, "ci_high": 0.3, "delta": 0.2}
+    assert "class='interval better'" in render_html(comp, {})
+    comp["evaluators"][0]["lower_is_better"] = True
+    page = render_html(comp, {})
+    assert "class='interval worse'" in page and "class='interval better'" not in page
 
 
 def test_not_a_number_in_the_comparison_is_shown_as_missing() -> None:

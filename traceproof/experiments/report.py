@@ -100,6 +100,7 @@ def render_html(
         },
     }
     title = _title(comp)
+    notes = [*(_text(n) for n in comp.get("notes") or []), *notes]
     body = "\n".join(
         [
             f"<header><h1>{_e(title)}</h1>{_runs(comp)}{_notes(notes)}</header>",
@@ -265,6 +266,8 @@ def _example_data(ex: Mapping[str, Any]) -> dict[str, Any]:
         "candidate_trace_id": ex.get("candidate_trace_id"),
         "baseline_run_id": ex.get("baseline_run_id"),
         "candidate_run_id": ex.get("candidate_run_id"),
+        "baseline_error": _clip(ex.get("baseline_error"), MAX_OUTPUT_CHARS),
+        "candidate_error": _clip(ex.get("candidate_error"), MAX_OUTPUT_CHARS),
     }
 
 
@@ -336,18 +339,31 @@ def _runs(comp: Mapping[str, Any]) -> str:
         assert isinstance(prov, Mapping)
         commit = _text(prov.get("git_commit"))[:12]
         dirty = " (dirty)" if prov.get("git_dirty") else ""
+        dataset = _text(side.get("dataset_id"))
+        if dataset and side.get("dataset_version") is not None:
+            dataset += f" v{_text(side.get('dataset_version'))}"
         rows.append(
             f"<tr><th scope='row'>{role}</th><td><code>{_e(side.get('id'))}</code></td>"
-            f"<td>{_e(side.get('name'))}</td><td>{_e(side.get('created_at'))}</td>"
+            f"<td>{_e(side.get('name'))}</td><td>{_e(side.get('task'))}</td>"
+            f"<td>{_e(dataset)}</td><td>{_e(side.get('created_at'))}</td>"
             f"<td><code>{_e(commit)}</code>{_e(dirty)}</td></tr>"
         )
     compared = comp.get("examples_compared")
+    caption = "Experiments compared"
+    if compared is not None:
+        caption += f" on {_num(compared)} examples"
+    only = [
+        f"{_num(comp.get(f'examples_only_{role}'))} only in the {role}"
+        for role in ("baseline", "candidate")
+        if comp.get(f"examples_only_{role}")
+    ]
+    if only:
+        caption += f" ({', '.join(only)})"
     return (
-        "<table class='runs'><caption>Experiments compared"
-        + (f" on {_num(compared)} examples" if compared is not None else "")
-        + "</caption><thead><tr><th scope='col'>role</th><th scope='col'>id</th>"
-        "<th scope='col'>name</th><th scope='col'>created</th><th scope='col'>commit</th>"
-        "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+        f"<table class='runs'><caption>{caption}</caption><thead><tr>"
+        "<th scope='col'>role</th><th scope='col'>id</th><th scope='col'>name</th>"
+        "<th scope='col'>task</th><th scope='col'>dataset</th><th scope='col'>created</th>"
+        "<th scope='col'>commit</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
     )
 
 
@@ -409,10 +425,11 @@ def _interval_svg(ev: Mapping[str, Any]) -> str:
         return round(pad + (v + span) / (2 * span) * (width - 2 * pad), 2)
 
     have_ci = isinstance(low, int | float) and isinstance(high, int | float)
+    up, down = ("worse", "better") if ev.get("lower_is_better") else ("better", "worse")
     if have_ci and low > 0:  # type: ignore[operator]
-        tone = "better"
+        tone = up
     elif have_ci and high < 0:  # type: ignore[operator]
-        tone = "worse"
+        tone = down
     else:
         tone = "neutral"
     label = f"delta {_num(delta, signed=True)}"
@@ -543,8 +560,7 @@ def _examples(examples: list[dict[str, Any]], names: list[str]) -> str:
             f"<td><span class='badge {_cls(change)}'>{_e(change)}</span></td>"
             f"<td><code>{_e(ex.get('example_id'))}</code></td>{cells}"
             f"<td class='text'>{_e(_clip(ex.get('input_preview'), MAX_TABLE_CHARS))}</td>"
-            f"<td class='text'>{_e(_clip(ex.get('baseline_output'), MAX_TABLE_CHARS))}</td>"
-            f"<td class='text'>{_e(_clip(ex.get('candidate_output'), MAX_TABLE_CHARS))}</td>"
+            f"{_output_cell(ex, 'baseline')}{_output_cell(ex, 'candidate')}"
             "</tr>"
         )
     return (
@@ -564,6 +580,17 @@ def _examples(examples: list[dict[str, Any]], names: list[str]) -> str:
         + "".join(rows)
         + "</tbody></table></div></section>"
     )
+
+
+def _output_cell(ex: Mapping[str, Any], side: str) -> str:
+    error = ex.get(f"{side}_error")
+    flag = (
+        f"<span class='run-error'>error: {_e(_clip(error, MAX_TABLE_CHARS))}</span> "
+        if error
+        else ""
+    )
+    output = _e(_clip(ex.get(f"{side}_output"), MAX_TABLE_CHARS))
+    return f"<td class='text'>{flag}{output}</td>"
 
 
 def _detail() -> str:
@@ -632,7 +659,7 @@ border-radius:2px}
 .wf-dur{text-align:right;font-size:12px;font-variant-numeric:tabular-nums}
 .wf-axis{display:grid;column-gap:8px;grid-template-columns:minmax(180px,30%) 1fr 90px;
 font-size:11px;color:var(--muted)}.wf-axis .ends{display:flex;justify-content:space-between}
-.notes{color:var(--inc)}
+.notes{color:var(--inc)}.run-error{color:var(--err);font-weight:600}
 @media (max-width:800px){.io{grid-template-columns:1fr}}
 """
 
@@ -801,11 +828,12 @@ _SCRIPT = r"""
     });
     detailBody.appendChild(scores);
     var io = el("div", "io");
-    [["input", ex.input_preview], ["baseline output", ex.baseline_output],
-     ["candidate output", ex.candidate_output]].forEach(function (pair) {
+    [["input", ex.input_preview, ""], ["baseline output", ex.baseline_output, ex.baseline_error],
+     ["candidate output", ex.candidate_output, ex.candidate_error]].forEach(function (item) {
       var cell = el("div");
-      cell.appendChild(el("h3", null, pair[0]));
-      cell.appendChild(el("pre", null, pair[1]));
+      cell.appendChild(el("h3", null, item[0]));
+      if (item[2]) { cell.appendChild(el("p", "run-error", "error: " + item[2])); }
+      cell.appendChild(el("pre", null, item[1]));
       io.appendChild(cell);
     });
     detailBody.appendChild(io);
