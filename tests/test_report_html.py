@@ -210,6 +210,9 @@ def test_clicking_a_row_shows_both_waterfalls_with_one_bar_per_span(report: Page
     )
     assert "error" in error_row.locator(".wf-flag").inner_text()
     assert report.page.locator("#detail .wf[data-role=baseline] .wf-error").count() == 0
+    assert "run exp_cand00000001:ex00000000000001:0, trace tc" in (
+        report.page.locator("#detail .wf[data-role=candidate] p.sub").first.inner_text()
+    )
     # bars sit at start/scale and span duration/scale; the scale is the longer trace (500 ms)
     tool = report.page.locator("#detail .wf[data-role=baseline] .wf-row[data-span-id$='-t']")
     style = tool.locator(".wf-bar").get_attribute("style") or ""

@@ -908,7 +908,7 @@ _SCRIPT = r"""
     return end;
   }
 
-  function waterfall(role, traceId, scale) {
+  function waterfall(role, traceId, runId, scale) {
     var box = el("section", "wf");
     box.setAttribute("data-role", role);
     var title = role + " trace";
@@ -919,6 +919,11 @@ _SCRIPT = r"""
     }
     var trace = data.traces[traceId];
     var idLine = el("p", "sub");
+    if (runId) {
+      idLine.appendChild(document.createTextNode("run "));
+      idLine.appendChild(el("code", null, runId));
+      idLine.appendChild(document.createTextNode(", "));
+    }
     idLine.appendChild(document.createTextNode("trace "));
     idLine.appendChild(el("code", null, traceId));
     box.appendChild(idLine);
@@ -1011,8 +1016,9 @@ _SCRIPT = r"""
     var note = el("p", "sub", "Both waterfalls share one time scale (0 to " + fmtMs(scale) +
                   "), from each trace's first span.");
     detailBody.appendChild(note);
-    detailBody.appendChild(waterfall("baseline", ex.baseline_trace_id, scale));
-    detailBody.appendChild(waterfall("candidate", ex.candidate_trace_id, scale));
+    detailBody.appendChild(waterfall("baseline", ex.baseline_trace_id, ex.baseline_run_id, scale));
+    detailBody.appendChild(
+      waterfall("candidate", ex.candidate_trace_id, ex.candidate_run_id, scale));
     detailEmpty.hidden = true;
     detailBody.hidden = false;
   }
