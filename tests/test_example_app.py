@@ -10,6 +10,7 @@ two runs answer and trace alike.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -28,6 +29,7 @@ from traceproof.evals.builtin import evaluate_builtin, get_builtin
 from traceproof.evals.config import BuiltinEvaluatorConfig, load_config
 from traceproof.evals.evaluation import prepare
 from traceproof.evals.target import EvalTarget, span_dict
+from traceproof.settings import Settings
 
 APP = Path(__file__).resolve().parents[1] / "examples" / "support_agent"
 TOOLS_FILE = Path("support_agent") / "tools.py"
@@ -326,6 +328,7 @@ def evaluate_all(result: dict[str, Any]) -> dict[str, set[str]]:
         ("fix", FIX_LINE, ()),
         ("bad_fix", BAD_FIX_LINE, ("legacy_id",)),
     ],
+    ids=["bug", "fix", "bad_fix"],
 )
 def test_error_spans_and_wrong_answers_fall_exactly_on_the_questions_the_variant_breaks(
     live_server: LiveServer, tmp_path: Path, variant: str, line: str | None, broken: tuple[str, ...]
@@ -436,3 +439,16 @@ def test_traceproof_toml_declares_the_tasks_evaluators_judge_and_annotation_conf
     assert {"correctness", "corrected_answer", "failure_mode", "answer_quality"} <= set(
         config.annotations
     )
+
+
+def test_the_apps_default_endpoint_is_traceproofs_default_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(APP))
+    tracing = importlib.import_module("support_agent.tracing")
+
+    settings = Settings()
+    assert f"http://{settings.host}:{settings.port}" == tracing.DEFAULT_ENDPOINT
+    for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    assert tracing.exporter()._endpoint == f"{tracing.DEFAULT_ENDPOINT}/v1/traces"
