@@ -1,0 +1,1 @@
+"""Proof: datasets, tasks, the experiment runner, comparison, the gate and reports."""
