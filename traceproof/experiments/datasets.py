@@ -238,8 +238,10 @@ class Source:
         if text.startswith("annotation:"):
             name, _, rest = text[len("annotation:") :].partition(".")
             parts = tuple(rest.split(".")) if rest else ("label",)
-            if not name or parts[0] not in _ANNOTATION_FIELDS or (
-                len(parts) > 1 and parts[0] != "metadata"
+            if (
+                not name
+                or parts[0] not in _ANNOTATION_FIELDS
+                or (len(parts) > 1 and parts[0] != "metadata")
             ):
                 raise DatasetError(
                     f"Source {text[:100]!r} is not annotation:NAME[.FIELD]; FIELD is label, "
@@ -258,9 +260,14 @@ class Source:
         else:
             text_path = text
         segments = text_path.split(".")
-        if len(segments) > 1 and segments[0] not in _JSON_ROOTS and segments[0] not in (
-            "input_value",
-            "output_value",
+        if (
+            len(segments) > 1
+            and segments[0] not in _JSON_ROOTS
+            and segments[0]
+            not in (
+                "input_value",
+                "output_value",
+            )
         ):
             segments = ["attributes", *segments]
         return cls("path", text, tuple(segments))
