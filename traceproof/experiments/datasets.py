@@ -454,7 +454,8 @@ def _read_jsonl(text: str, path: str) -> Iterator[Example]:
         try:
             item = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            raise FileError(path, number, f"not JSON ({exc})") from None
+            reason = str(exc).split(": line ")[0]  # the position is within the line
+            raise FileError(path, number, f"not JSON ({reason})") from None
         if not isinstance(item, dict):
             raise FileError(path, number, "not a JSON object")
         try:

@@ -351,8 +351,8 @@ def span_annotations(
     params = ["\x1f".join(k[0] for k in keys), "\x1f".join(k[1] for k in keys), "\x1f".join(names)]
     rows = reader.rows(query, params)
     found: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for trace_id, span_id, name, value in rows:
-        value = dict(value)
+    for trace_id, span_id, name, packed in rows:
+        value = dict(packed)
         if value.get("metadata") is not None:
             value["metadata"] = orjson.loads(value["metadata"])
         found[(name, trace_id, span_id)] = value

@@ -391,19 +391,19 @@ def _examples(
     note = None
     flt = SpanFilter(project=project, where=where)
     if ids is not None or where is not None or (project is not None and not examples):
-        sources = {
+        parsed: dict[str, Source | None] = {
             "input": parse_source(input, "input"),
             "expected": parse_source(expected, "expected") if expected else None,
         }
         meta = {k: parse_source(v, f"metadata.{k}") for k, v in (metadata or {}).items()}
-        rows, matched = _spans(store, ids, flt, limit)
+        rows, matched = choose_spans(store, ids, flt, limit)
         if matched > len(rows):
             note = (
                 f"{matched} spans match; the newest {len(rows)} were used. Raise limit or "
                 "narrow the filters for the rest."
             )
         documents = [span_document(row) for row in rows]
-        names = domain.annotation_names([*sources.values(), *meta.values()])
+        names = domain.annotation_names([*parsed.values(), *meta.values()])
         annotations = {}
         if names:
             with store.reader() as reader:
@@ -413,8 +413,8 @@ def _examples(
         try:
             got = domain.extract(
                 documents,
-                input=sources["input"],
-                expected=sources["expected"],
+                input=parse_source(input, "input"),
+                expected=parsed["expected"],
                 metadata=meta,
                 annotations=annotations,
                 jq=domain.jq_runner(settings.jq_workers, settings.sql_timeout_seconds),
@@ -438,7 +438,7 @@ def _examples(
     return chosen, skipped, note
 
 
-def _spans(
+def choose_spans(
     store: Store, ids: list[str] | None, flt: SpanFilter, limit: int
 ) -> tuple[list[dict[str, Any]], int]:
     with store.reader() as reader:
