@@ -55,7 +55,6 @@ _SPAN_OPTIONS: list[Command] = [
     click.option("--ids", multiple=True, help="A span id (repeat for more); else the filters."),
     click.option("--project", default=None, help="Project name."),
     click.option("--where", default=None, help="SQL over span columns and attribute paths."),
-    click.option("--limit", type=int, default=None, help="Most spans, newest first (1000)."),
 ]
 _SOURCE_OPTIONS: list[Command] = [
     click.option("--input", "input_source", default=None, help="Source of the input."),
@@ -83,12 +82,18 @@ def _change_arguments(options: dict[str, Any]) -> dict[str, Any]:
     sources = _sources(options["input_source"], options["expected"], options["metadata"])
     return {
         "ids": list(options["ids"]) or None,
-        "project": options["project"],
-        "where": options["where"],
-        "limit": options["limit"],
+        "where": _where(options["project"], options["where"]),
         "split": options["split"],
         "sources": sources or None,
     }
+
+
+def _where(project: str | None, where: str | None) -> str | None:
+    """``--project`` and ``--where`` as the one where expression the tools take."""
+    if project is None:
+        return where
+    named = "project = '" + project.replace("'", "''") + "'"
+    return named if where is None else f"{named} AND ({where})"
 
 
 def _print_change(result: dict[str, Any], as_json: bool) -> None:
@@ -181,6 +186,7 @@ def import_command(
 )
 @click.option("--spans", is_flag=True, help="Chat records of spans chosen by the filters.")
 @_with(_SPAN_OPTIONS)
+@click.option("--limit", type=int, default=1000, show_default=True, help="Most spans (--spans).")
 @click.option(
     "-o",
     "--output",
@@ -381,7 +387,7 @@ def _span_records(store: Store, options: dict[str, Any]) -> tuple[list[dict[str,
     from traceproof.tools.jqtool import span_document
 
     flt = SpanFilter(project=options["project"], where=options["where"])
-    rows, _ = choose_spans(store, list(options["ids"]) or None, flt, options["limit"] or 1000)
+    rows, _ = choose_spans(store, list(options["ids"]) or None, flt, options["limit"])
     rows.reverse()  # oldest first
     records = [domain.chat_record(span_document(row)) for row in rows]
     return [r for r in records if r is not None], sum(r is None for r in records)

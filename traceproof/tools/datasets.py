@@ -3,7 +3,7 @@
 
 Thin functions over :mod:`traceproof.experiments.datasets` (examples, sources, splits) and
 :mod:`traceproof.storage.datasets` (versions, one transaction per change). Spans are chosen by
-id or by the shared filters (``project``, ``where``), newest first up to ``limit``;
+id or by the shared ``where`` filter, newest first, at most :data:`SPANS_PER_CALL`;
 each span's input, expected output and metadata come from the sources given (a path, ``jq:`` or
 ``annotation:``). Literal ``examples`` can be given beside them.
 """
@@ -41,27 +41,25 @@ from traceproof.tools.spandoc import SELECT_COLUMNS
 IDS_SHOWN = 10
 #: Rows fetched for one page of get_dataset or list_datasets (then fitted to the budget).
 PAGE_ROWS = 200
-#: Most spans one call turns into examples.
-MAX_SPANS = 10_000
+#: Most spans one call turns into examples (newest first; a note says when more match).
+SPANS_PER_CALL = 1000
 #: Characters of one value (input, expected, metadata) in a get_dataset row.
 VALUE_CHARS = 2_000
 
-DatasetParam = Annotated[str, Field(description="Name or id.")]
-IdsParam = Annotated[list[str] | None, Field()]
+DatasetParam = Annotated[str, Field(description="Name or id")]
+IdsParam = Annotated[list[str] | None, Field(description="Span ids")]
 SourcesParam = Annotated[
     dict[str, str] | None,
-    Field(
-        description="input (default input.value), expected, metadata keys: path, jq:P or "
-        "annotation:N.field"
-    ),
+    Field(description="input=input.value, expected, metadata keys: path|jq:P|annotation:N.field"),
 ]
 ExamplesParam = Annotated[
     list[dict[str, Any]] | None,
     WithJsonSchema({"type": "array"}),
-    Field(description="[{input, expected?, metadata?, split?}]"),
+    Field(description="{input, expected?, metadata?, split?}"),
 ]
-SplitParam = Annotated[str | None, Field(description="Name or hash:train=0.8,test=0.2.")]
-LimitParam = Annotated[int, Field()]
+#: What add_examples says of the parameters create_dataset describes.
+AS_CREATE = "As create_dataset"
+SplitParam = Annotated[str | None, Field(description="Name or hash:train=0.8,test=0.2")]
 
 
 class DatasetChange(BaseModel):
@@ -82,26 +80,24 @@ def create_dataset(
     *,
     name: Annotated[str, Field(min_length=1)],
     ids: IdsParam = None,
-    project: Annotated[str | None, Field()] = None,
     where: FilterRef = None,
     sources: SourcesParam = None,
     examples: ExamplesParam = None,
     split: SplitParam = None,
-    limit: LimitParam = 1000,
+    max_chars: MaxChars = None,
 ) -> DatasetChange:
-    """Make a dataset from spans (ids, or filters as in search_spans) and/or literal
-    examples."""
-    chosen, skipped, note = _examples(store, ids, project, where, sources, examples, split, limit)
+    """Make a dataset from spans (ids, or where as in search_spans) and/or literal examples."""
+    chosen, skipped, note = _examples(store, ids, where, sources, examples, split)
     projects = {e.source_project for e in chosen if e.source_project}
     written = _write(
         lambda: storage.create_dataset(
             store,
             name,
             [c.example for c in chosen],
-            project=project or (projects.pop() if len(projects) == 1 else None),
+            project=projects.pop() if len(projects) == 1 else None,
         )
     )
-    return _answer(written, skipped, note)
+    return _answer(written, skipped, note, budget(max_chars, store.settings))
 
 
 def add_examples(
@@ -109,18 +105,19 @@ def add_examples(
     *,
     dataset: DatasetParam,
     ids: IdsParam = None,
-    project: Annotated[str | None, Field()] = None,
     where: FilterRef = None,
-    sources: Annotated[dict[str, str] | None, Field()] = None,
-    examples: Annotated[list[dict[str, Any]] | None, WithJsonSchema({"type": "array"})] = None,
-    split: Annotated[str | None, Field()] = None,
-    remove: Annotated[list[str] | None, Field(description="Example ids.")] = None,
-    limit: LimitParam = 1000,
+    sources: Annotated[dict[str, str] | None, Field(description=AS_CREATE)] = None,
+    examples: Annotated[
+        list[dict[str, Any]] | None, WithJsonSchema({"type": "array"}), Field(description=AS_CREATE)
+    ] = None,
+    split: Annotated[str | None, Field(description=AS_CREATE)] = None,
+    remove: Annotated[list[str] | None, Field(description="Example ids")] = None,
+    max_chars: MaxChars = None,
 ) -> DatasetChange:
-    """Add examples (as create_dataset) and/or remove some: the dataset's next version."""
+    """Add (as create_dataset; where as in search_spans) or remove examples"""
     with store.reader() as reader:
         found = _resolve(reader, dataset)
-    chosen, skipped, note = _examples(store, ids, project, where, sources, examples, split, limit)
+    chosen, skipped, note = _examples(store, ids, where, sources, examples, split)
     if not chosen and not remove and not skipped:
         raise ToolFailure(
             "Nothing to add or remove. Pass examples, span ids or filters to add, or remove "
@@ -132,7 +129,7 @@ def add_examples(
             store, found["id"], [c.example for c in chosen], remove=remove or ()
         )
     )
-    return _answer(written, skipped, note)
+    return _answer(written, skipped, note, budget(max_chars, store.settings))
 
 
 # -- list and read ------------------------------------------------------------------------------
@@ -222,7 +219,7 @@ def get_dataset(
     *,
     dataset: DatasetParam,
     version: Annotated[int | None, Field(ge=1, description="Default newest.")] = None,
-    split: Annotated[str | None, Field()] = None,
+    split: Annotated[str | None, Field(description="Only this split.")] = None,
     cursor: Cursor = None,
     max_chars: MaxChars = None,
 ) -> DatasetPage:
@@ -322,11 +319,11 @@ def _write(run: Any) -> DatasetWrite:
     return written
 
 
-def _answer(written: DatasetWrite, skipped: int, note: str | None) -> DatasetChange:
+def _answer(written: DatasetWrite, skipped: int, note: str | None, room: int) -> DatasetChange:
     notes = [note] if note else []
     if not written.changed:
         notes.append(f"Nothing new: still version {written.version}.")
-    return DatasetChange(
+    answer = DatasetChange(
         dataset=written.name,
         id=written.id,
         version=written.version,
@@ -338,6 +335,9 @@ def _answer(written: DatasetWrite, skipped: int, note: str | None) -> DatasetCha
         example_ids=written.added_ids[:IDS_SHOWN],
         note=" ".join(notes) or None,
     )
+    while size(answer) > room and answer.example_ids:
+        answer.example_ids.pop()
+    return answer
 
 
 def parse_source(text: str, what: str) -> Source:
@@ -362,21 +362,13 @@ def parse_source(text: str, what: str) -> Source:
 def _examples(
     store: Store,
     ids: list[str] | None,
-    project: str | None,
     where: str | None,
     sources: dict[str, str] | None,
     examples: list[dict[str, Any]] | None,
     split: str | None,
-    limit: int,
 ) -> tuple[list[_Chosen], int, str | None]:
     """The examples a call gives (from spans, then literal ones), their split set; the spans
     skipped (no input) and a note."""
-    if not 1 <= limit <= MAX_SPANS:
-        raise ToolFailure(
-            f"limit={limit} is not 1 to {MAX_SPANS}, the most spans one call reads. Split the "
-            "spans over several calls (add_examples), e.g. by where on start_time.",
-            code=ErrorCode.INVALID_ARGUMENT,
-        )
     given = dict(sources or {})
     input = given.pop("input", "input.value")
     expected = given.pop("expected", None)
@@ -389,18 +381,19 @@ def _examples(
     chosen: list[_Chosen] = []
     skipped = 0
     note = None
-    flt = SpanFilter(project=project, where=where)
-    if ids is not None or where is not None or (project is not None and not examples):
+    flt = SpanFilter(where=where)
+    if ids is not None or where is not None:
         parsed: dict[str, Source | None] = {
             "input": parse_source(input, "input"),
             "expected": parse_source(expected, "expected") if expected else None,
         }
         meta = {k: parse_source(v, f"metadata.{k}") for k, v in (metadata or {}).items()}
-        rows, matched = choose_spans(store, ids, flt, limit)
+        rows, matched = choose_spans(store, ids, flt, SPANS_PER_CALL)
         if matched > len(rows):
             note = (
-                f"{matched} spans match; the newest {len(rows)} were used. Raise limit or "
-                "narrow the filters for the rest."
+                f"{matched} spans match; the newest {len(rows)} were used. For the rest, call "
+                f"add_examples with where narrowed to earlier ones (start_time < "
+                f"'{rows[-1]['start_time'].isoformat()}')."
             )
         documents = [span_document(row) for row in rows]
         names = domain.annotation_names([*parsed.values(), *meta.values()])
@@ -428,8 +421,8 @@ def _examples(
         skipped = got.skipped
     elif sources:
         raise ToolFailure(
-            "sources read spans: choose them with ids or filters "
-            "(project, where), or give literal examples without sources.",
+            "sources read spans: choose them with ids or where (e.g. \"project = 'demo' and "
+            "span_kind = 'LLM'\"), or give literal examples without sources.",
             code=ErrorCode.INVALID_ARGUMENT,
         )
     chosen.extend(_Chosen(e, None) for e in literal)
@@ -446,8 +439,8 @@ def choose_spans(
             wanted = list(dict.fromkeys(ids))
             if len(wanted) > limit:
                 raise ToolFailure(
-                    f"{len(wanted)} span ids is more than limit={limit}. Raise limit (at most "
-                    f"{MAX_SPANS}) or split them into several calls.",
+                    f"{len(wanted)} span ids is more than the {limit} one call reads. Split them "
+                    "over several calls (add_examples).",
                     code=ErrorCode.INVALID_ARGUMENT,
                 )
             cond = "spans.span_id IN (SELECT unnest(string_split(?, chr(31))))"
