@@ -521,3 +521,34 @@ def test_importing_a_bad_file_names_the_line_and_stores_nothing(
     wrong = tmp_path / "data.txt"
     wrong.write_text("x")
     assert "[unsupported_format]" in run("dataset", "import", "w", wrong, "--db", demo_copy).output
+
+
+def test_the_dataset_commands_work_through_a_server_that_holds_the_store(
+    demo_copy: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import ServeProcess
+
+    server = ServeProcess(demo_copy)
+    try:
+        db = ("--db", demo_copy)
+        made = run("dataset", "create", "late", *db, "--where", LATE_LLM, "--json")
+        assert made.exit_code == 0, made.output
+        count = json.loads(made.output)["examples"]
+        rows = tmp_path / "rows.jsonl"
+        rows.write_text('{"input": "a", "expected": "b"}\n{"input": "c"}\n')
+        imported = run("dataset", "import", "late", rows, *db, "--add", "--json")
+        assert json.loads(imported.output)["version"] == 2
+        out = tmp_path / "late.jsonl"
+        exported = run("dataset", "export", "late", *db, "-o", out)
+        assert exported.exit_code == 0, exported.output
+        lines = out.read_text().splitlines()
+        assert len(lines) == count + 2
+        assert {"input": "c", "id": Example(input="c").id} in [json.loads(x) for x in lines]
+        old = run("dataset", "export", "late", *db, "--version", "1", "-o", out)
+        assert old.exit_code == 0 and len(out.read_text().splitlines()) == count
+        chat = run("dataset", "export", "late", *db, "--format", "chat")
+        assert chat.exit_code == 1 and "[not_available]" in chat.output
+        listed = json.loads(run("dataset", "list", *db, "--json").output)
+        assert [(d["name"], d["version"]) for d in listed["datasets"]] == [("late", 2)]
+    finally:
+        server.stop()

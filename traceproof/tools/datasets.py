@@ -43,8 +43,9 @@ IDS_SHOWN = 10
 PAGE_ROWS = 200
 #: Most spans one call turns into examples (newest first; a note says when more match).
 SPANS_PER_CALL = 1000
-#: Characters of one value (input, expected, metadata) in a get_dataset row.
-VALUE_CHARS = 2_000
+#: Fewest characters of one value (input, expected, metadata) in a get_dataset row; a value
+#: may use an eighth of the budget (2,500 of the default 20,000).
+VALUE_CHARS_MIN = 200
 
 DatasetParam = Annotated[str, Field(description="Name or id")]
 IdsParam = Annotated[list[str] | None, Field(description="Span ids")]
@@ -241,7 +242,7 @@ def get_dataset(
             raise ToolFailure(exc.message, code=exc.code) from None
     shown_version = version or found["version"]
     count = splits.get(split, 0) if split is not None else sum(splits.values())
-    cap = max(200, min(VALUE_CHARS, room // 6))
+    cap = max(VALUE_CHARS_MIN, room // 8)
     cuts: list[int] = []
     items: list[ExampleRow] = []
     for row in rows:
