@@ -223,7 +223,14 @@ def test_examples_come_from_span_paths_jq_and_a_persons_annotation(demo_store: S
         explanation="The right answer is: free returns within 30 days.",
         annotator_kind=AnnotatorKind.HUMAN,
     )
-    write_annotations(demo_store, [person])
+    on_trace = AnnotationInput(
+        name="fix",
+        target_kind=TargetKind.TRACE,
+        target_id=spans[1][0],
+        explanation="Ask for the order number first.",
+        annotator_kind=AnnotatorKind.HUMAN,
+    )
+    write_annotations(demo_store, [person, on_trace])
     function = ".attributes.llm.output_messages[0].message.tool_calls[0].tool_call.function"
     made = tools.create_dataset(
         demo_store,
@@ -253,8 +260,9 @@ def test_examples_come_from_span_paths_jq_and_a_persons_annotation(demo_store: S
         assert row["metadata"]["roles"][:2] == ["system", "user"]  # several outputs: an array
         assert row["split"] == "train"
         assert row["id"] == example_id(row["input"], row["expected"])
-    others = [r for r in rows if r["source_span_id"] != fixed[1]]
-    assert all(r["expected"] is None for r in others)  # no annotation: no expected output
+    assert by_span[spans[1][1]]["expected"] == "Ask for the order number first."  # its trace's
+    if spans[2][0] not in (fixed[0], spans[1][0]):
+        assert by_span[spans[2][1]]["expected"] is None  # no annotation: no expected output
     with demo_store.reader() as reader:
         assert storage.resolve_dataset(reader, "llm")["project"] == "demo"
 
