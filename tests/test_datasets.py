@@ -447,6 +447,8 @@ async def test_tool_errors_say_what_to_do(demo_store: Store) -> None:
     assert bad_version.startswith("[not_found]")
     nothing = await error_of(demo_store, "add_examples", {"dataset": "one"})
     assert nothing.startswith("[invalid_argument]")
+    no_match = await error_of(demo_store, "add_examples", {"dataset": "one", "where": "false"})
+    assert no_match.startswith("[invalid_argument]") and "No span matches where" in no_match
     with demo_store.reader() as reader:
         assert storage.resolve_dataset(reader, "one")["version"] == 1
 

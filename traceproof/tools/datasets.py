@@ -121,8 +121,9 @@ def add_examples(
     chosen, skipped, note = _examples(store, ids, where, sources, examples, split)
     if not chosen and not remove and not skipped:
         raise ToolFailure(
-            "Nothing to add or remove. Pass examples, span ids or filters to add, or remove "
-            "with example ids (get_dataset lists them).",
+            f"Nothing to add or remove{': ' + note.rstrip('.') if note else ''}. Pass "
+            "examples, span ids or a where that matches spans to add, or remove example ids "
+            "(get_dataset lists them).",
             code=ErrorCode.INVALID_ARGUMENT,
         )
     written = _write(
@@ -390,7 +391,9 @@ def _examples(
         }
         meta = {k: parse_source(v, f"metadata.{k}") for k, v in (metadata or {}).items()}
         rows, matched = choose_spans(store, ids, flt, SPANS_PER_CALL)
-        if matched > len(rows):
+        if not rows:
+            note = "No span matches where. Check it with search_spans."
+        elif matched > len(rows):
             note = (
                 f"{matched} spans match; the newest {len(rows)} were used. For the rest, call "
                 f"add_examples with where narrowed to earlier ones (start_time < "
