@@ -121,8 +121,8 @@ def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
         ],
         "list_datasets": [{}, {"max_chars": 1000}],
         "get_dataset": [
-            {"dataset": "llm", "max_chars": 2000},
             {"dataset": "literal", "version": 1, "split": "test"},
+            {"dataset": "llm", "max_chars": 2000},
         ],
     }
 
