@@ -248,6 +248,10 @@ def test_every_registered_tool_answers_through_the_api(
         "categorize_errors": {"project": "demo"},
         "evaluate": {"evaluator": "no_errors", "target": "trace"},
         "calibrate_judge": {"judge": "resolved", "human": "resolved"},
+        "create_dataset": {"name": "errors", "where": "status = 'ERROR'"},
+        "add_examples": {"dataset": "errors", "examples": [{"input": "hi"}]},
+        "list_datasets": {},
+        "get_dataset": {"dataset": "errors"},
     }
     assert set(calls) == {spec.name for spec in registry.TOOLS}
     answers = {}
@@ -271,6 +275,10 @@ def test_every_registered_tool_answers_through_the_api(
     assert answers["categorize_errors"]["errors"] == 22
     assert answers["evaluate"]["labels"] == {"pass": 70, "fail": 20}
     assert (answers["calibrate_judge"]["n"], answers["calibrate_judge"]["reused"]) == (30, 30)
+    assert (answers["create_dataset"]["version"], answers["create_dataset"]["examples"]) == (1, 22)
+    assert (answers["add_examples"]["version"], answers["add_examples"]["added"]) == (2, 1)
+    assert answers["list_datasets"]["datasets"][0]["examples"] == 23
+    assert answers["get_dataset"]["examples"] == 23
 
 
 @pytest.mark.parametrize(

@@ -24,8 +24,10 @@ import pytest
 
 from tests.conftest import ServeProcess
 from tests.test_schemas import calls_for, demo_ids, evaluators_config
+from traceproof.experiments.datasets import Example
 from traceproof.settings import Settings
 from traceproof.storage import Store
+from traceproof.storage.datasets import create_dataset
 from traceproof.tools import registry
 
 pytestmark = pytest.mark.slow
@@ -75,6 +77,8 @@ def example_calls(db: Path) -> dict[str, dict[str, Any]]:
     """One valid call of every registered tool on the demo store."""
     with Store.open(db, Settings(db=db)) as store:
         calls = calls_for(demo_ids(store))
+        # The dataset add_examples and get_dataset name (calls run alone, or four at a time).
+        create_dataset(store, "literal", [Example(input="hi", split="test")])
     assert set(calls) == {spec.name for spec in registry.TOOLS}
     return {name: examples[0] for name, examples in calls.items()}
 
@@ -169,4 +173,7 @@ def example_calls_remote(url: str, httpx2: Any) -> dict[str, dict[str, Any]]:
     )
     ids = {"trace": trace, "session": session, "span": span, "big_span": big}
     calls = calls_for(ids)
+    # The dataset add_examples and get_dataset name (the calls run four at a time).
+    literal = {"name": "literal", "examples": [{"input": "hi", "split": "test"}]}
+    httpx2.post(f"{url}/api/v1/tools/create_dataset", json=literal, timeout=30).raise_for_status()
     return {name: examples[0] for name, examples in calls.items()}

@@ -230,9 +230,13 @@ async def test_toolsets_choose_the_families_a_host_gets(demo_store: Store) -> No
     async with Client(create_mcp_server(demo_store, toolsets=["inspect"])) as client:
         inspect_tools = (await client.list_tools()).tools
     async with Client(create_mcp_server(demo_store, toolsets=["proof"])) as client:
-        assert (await client.list_tools()).tools == []
+        proof_tools = {t.name for t in (await client.list_tools()).tools}
         result = await client.call_tool("list_projects", {})
     assert result.is_error
+    assert {"create_dataset", "add_examples", "list_datasets", "get_dataset"} <= proof_tools
+    assert proof_tools == {spec.name for spec in registry.TOOLS if spec.family == "proof"}
+    async with Client(create_mcp_server(demo_store, toolsets=["trajectories"])) as client:
+        assert (await client.list_tools()).tools == []
     assert [t.name for t in inspect_tools] == [
         spec.name for spec in registry.TOOLS if spec.family == "inspect"
     ]

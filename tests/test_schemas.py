@@ -111,6 +111,19 @@ def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
             {"judge": "resolved", "human": "resolved"},
             {"judge": "resolved", "human": "resolved", "target": "trace", "max_chars": 1000},
         ],
+        "create_dataset": [
+            {"name": "llm", "where": "span_kind = 'LLM'", "sources": {"expected": "output.value"}},
+            {"name": "literal", "examples": [{"input": "hi", "split": "test"}]},
+        ],
+        "add_examples": [
+            {"dataset": "literal", "examples": [{"input": "hi"}, {"input": "ho"}]},
+            {"dataset": "literal", "examples": [{"input": "ho"}]},
+        ],
+        "list_datasets": [{}, {"max_chars": 1000}],
+        "get_dataset": [
+            {"dataset": "literal", "version": 1, "split": "test"},
+            {"dataset": "llm", "max_chars": 2000},
+        ],
     }
 
 

@@ -104,6 +104,10 @@ TOOL_COMMANDS = {
     "categorize_errors": "errors",
     "evaluate": "eval run",
     "calibrate_judge": "judge calibrate",
+    "create_dataset": "dataset create",
+    "add_examples": "dataset add",
+    "list_datasets": "dataset list",
+    "get_dataset": "dataset show",
 }
 
 # "Call NAME(args)" / "call NAME" / a bare tool name with an underscore (never a word of text).
