@@ -525,3 +525,61 @@ def run(
     finally:
         if pool is not None:
             pool.close()
+
+
+class TargetJudge:
+    """``prepared`` over targets the caller built itself (an experiment's runs): each call
+    judges a few targets and, unless ``write`` is off, writes their annotations at once. Code
+    evaluators keep their child processes until :meth:`close`."""
+
+    def __init__(
+        self,
+        store: Store,
+        prepared: Prepared,
+        *,
+        tally: Tally,
+        llm: LLMClient | None = None,
+        write: bool = True,
+    ) -> None:
+        self.store, self.prepared, self.tally, self.llm, self.write = (
+            store, prepared, tally, llm, write
+        )  # fmt: skip
+        config = prepared.config
+        self._pool = (
+            _CodePool(config, config.timeout or store.settings.eval_code_timeout_seconds)
+            if isinstance(config, CodeEvaluatorConfig)
+            else None
+        )
+        if prepared.judge is not None and llm is None:
+            raise ValueError("a judge runs with an LLMClient")
+
+    def judge(self, targets: Sequence[EvalTarget], refs: Sequence[TargetRef]) -> list[EvalResult]:
+        """Verdicts (or errors) for ``targets``; ``refs[i]`` names where ``targets[i]``'s
+        annotation goes. The spans a judge is shown are each target's ``trace``."""
+        inner: BatchEvaluator
+        if self.prepared.judge is not None and self.llm is not None:
+            rows = {(str(s.get("trace_id")), str(s.get("span_id"))): s for t in targets
+                    for s in t.trace}  # fmt: skip
+            inner = _Judge(self.prepared.judge, self.llm, rows)
+        elif self._pool is not None:
+            inner = self._pool
+        else:
+            config = self.prepared.config
+            assert isinstance(config, BuiltinEvaluatorConfig)
+            inner = _Builtin(config)
+        results = inner.run_batch(targets)
+        if self.write:
+            limit = self.store.settings.annotation_text_max_chars
+            items = [
+                annotation_for(self.prepared, ref, result, limit)
+                for ref, result in zip(refs, results, strict=True)
+            ]
+            written = write_annotations(self.store, items, partial=True)
+        else:
+            written = AnnotationWrite()
+        self.tally.add(results, written, usage=self.prepared.judge is not None)
+        return results
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()

@@ -1,0 +1,1 @@
+"""Proof: datasets, tasks, experiments, comparisons and their reports."""
