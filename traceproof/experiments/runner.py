@@ -51,8 +51,15 @@ from traceproof.storage import Store
 from traceproof.storage import experiments as db
 from traceproof.storage.judges import is_calibrated, save_evaluator_definition
 
-__all__ = ["ExperimentPlan", "RunResult", "execute", "otlp_endpoint", "plan_experiment",
-           "set_otlp_endpoint"]  # fmt: skip
+__all__ = [
+    "ExperimentPlan",
+    "RunResult",
+    "execute",
+    "otlp_endpoint",
+    "otlp_endpoint_for",
+    "plan_experiment",
+    "set_otlp_endpoint",
+]
 
 #: Characters of an error reason stored with a run.
 ERROR_CHARS = 2000
@@ -71,10 +78,14 @@ def otlp_endpoint(store: Store) -> str:
     found = _ENDPOINTS.get(store)
     if found:
         return found
-    host = store.settings.host
+    return otlp_endpoint_for(store.settings.host, store.settings.port)
+
+
+def otlp_endpoint_for(host: str, port: int) -> str:
+    """The URL a local process reaches a server bound to ``host:port`` at."""
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{store.settings.port}"
+    return f"http://{host}:{port}"
 
 
 def _now() -> datetime:

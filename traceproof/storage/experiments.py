@@ -142,7 +142,12 @@ def runs_by_key(reader: Reader, experiment_id: str) -> dict[tuple[str, int], str
 
 
 def list_runs(
-    reader: Reader, experiment_id: str, *, after: tuple[str, int] | None, limit: int
+    reader: Reader,
+    experiment_id: str,
+    *,
+    after: tuple[str, int] | None,
+    limit: int,
+    status: str | None = None,
 ) -> list[dict[str, Any]]:
     """Runs in (example id, repetition) order after ``after``, at most ``limit``, each with the
     current ``experiment_run`` annotations on it (``scores``: name -> (label, score))."""
@@ -151,6 +156,9 @@ def list_runs(
     if after is not None:
         cond += " AND (r.example_id, r.repetition) > (?, ?)"
         params += [after[0], after[1]]
+    if status is not None:
+        cond += " AND r.status = ?"
+        params.append(status)
     rows = reader.dicts(
         "SELECT r.*, (SELECT list({'name': a.name, 'label': a.label, 'score': a.score, "
         "'error': json_extract_string(a.metadata, '$.error')} ORDER BY a.name) FROM annotations a "

@@ -18,6 +18,7 @@ from traceproof.tools import (
     aggregate,
     errors,
     evaluate,
+    experiments,
     find,
     jqtool,
     preview,
@@ -67,6 +68,9 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(errors.categorize_errors, read_only=False, family="judgment"),
     ToolSpec(evaluate.evaluate, read_only=False, family="judgment"),
     ToolSpec(calibrate_tools.calibrate_judge, read_only=False, family="judgment"),
+    ToolSpec(experiments.run_experiment, read_only=False, family="proof"),
+    ToolSpec(experiments.get_experiment, family="proof"),
+    ToolSpec(experiments.cancel_experiment, read_only=False, family="proof"),
 )
 
 TOOLS_BY_NAME: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}
