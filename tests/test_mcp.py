@@ -60,6 +60,7 @@ async def test_tools_list_offers_every_registered_tool_read_only_with_output_sch
 SELF_EVIDENT = frozenset(
     {"project", "session_id", "user_id", "trace_id", "span_id", "status", "ignore_case"}
     | {"order_by", "limit", "max_matches", "max_chars", "min_latency_ms"}
+    | {"dataset", "split", "repetitions", "concurrency", "name"}
 )
 
 
@@ -229,7 +230,7 @@ def test_schema_titles_go_but_a_property_named_title_stays() -> None:
 async def test_toolsets_choose_the_families_a_host_gets(demo_store: Store) -> None:
     async with Client(create_mcp_server(demo_store, toolsets=["inspect"])) as client:
         inspect_tools = (await client.list_tools()).tools
-    async with Client(create_mcp_server(demo_store, toolsets=["proof"])) as client:
+    async with Client(create_mcp_server(demo_store, toolsets=["trajectories"])) as client:
         assert (await client.list_tools()).tools == []
         result = await client.call_tool("list_projects", {})
     assert result.is_error

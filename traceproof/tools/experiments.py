@@ -24,7 +24,14 @@ from traceproof.experiments.runner import ExperimentPlan, execute, plan_experime
 from traceproof.jobs import Job, JobStatus, jobs_for, report_progress
 from traceproof.storage import Store
 from traceproof.storage import experiments as db
-from traceproof.tools.common import MaxChars, ToolFailure, budget, decode_cursor, encode_cursor
+from traceproof.tools.common import (
+    Cursor,
+    MaxChars,
+    ToolFailure,
+    budget,
+    decode_cursor,
+    encode_cursor,
+)
 from traceproof.tools.paging import largest_fit, next_call
 
 log = logging.getLogger(__name__)
@@ -88,20 +95,20 @@ def _job_of(store: Store, experiment_id: str) -> Job | None:
 def run_experiment(
     store: Store,
     *,
-    task: Annotated[str | None, Field(description="[tasks.NAME] of traceproof.toml.")] = None,
+    task: Annotated[str | None, Field(description="traceproof.toml task.")] = None,
     dataset: str | None = None,
-    evaluators: list[str] | None = None,
-    version: int | None = None,
+    evaluators: Annotated[list[str] | None, Field(description="Names.")] = None,
+    version: Annotated[int | None, Field(description="Default newest.")] = None,
     split: str | None = None,
-    repetitions: int = 1,
+    repetitions: int | None = None,
     concurrency: int | None = None,
-    timeout: Annotated[float | None, Field(description="Seconds per run.")] = None,
+    timeout: Annotated[float | None, Field(description="Per run, s.")] = None,
     name: str | None = None,
-    dry_run: Annotated[bool, Field(description="Few examples; records nothing.")] = False,
+    dry_run: Annotated[bool, Field(description="Records nothing.")] = False,
     resume: Annotated[str | None, Field(description="Id: rerun missing/failed.")] = None,
     wait: Annotated[int, Field(description="Seconds.")] = 20,
 ) -> ExperimentStatus:
-    """Run a task on a dataset's examples, score each run; background past wait."""
+    """Run a task over a dataset, score each run; background past wait."""
     settings = store.settings
     _check_numbers(version=version, repetitions=repetitions, concurrency=concurrency,
                    timeout=timeout, wait=wait)  # fmt: skip
@@ -118,7 +125,7 @@ def run_experiment(
         version=version,
         split=split,
         evaluators=evaluators or [],
-        repetitions=repetitions,
+        repetitions=repetitions or 1,
         concurrency=concurrency,
         timeout=timeout,
         name=name,
@@ -216,7 +223,7 @@ def get_experiment(
     id: Annotated[str, Field(description="Experiment id.")],
     status: Annotated[str | None, Field(description="Only runs of this status.")] = None,
     limit: Annotated[int, Field(ge=0, le=1000, description="Runs per page.")] = 50,
-    cursor: str | None = None,
+    cursor: Cursor = None,
     max_chars: MaxChars = None,
 ) -> Experiment:
     """An experiment: status, provenance, summary, runs with their scores (paged)."""
