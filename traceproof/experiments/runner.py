@@ -17,7 +17,8 @@ experiment with its provenance; :func:`execute` runs it:
   latency, tokens, cost, tool calls) and runs every evaluator on it (a target of kind
   ``experiment_run``: the example's input, expected and metadata, the run's output, its spans
   as the trace), writing the annotations at once. Every run is evaluated, failed ones too
-  (their output is None), so a candidate that fails more cannot score better;
+  (their output is None; an evaluator that needs an output records an error there, which is
+  not a verdict): the summary counts runs by status, so failures are never silently dropped;
 - a cancel kills every running process group; the experiment is then ``cancelled``. Re-running
   with ``resume`` runs again only the runs that are missing, did not end ``ok``, or lack a
   verdict of an evaluator;
