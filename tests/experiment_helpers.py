@@ -72,3 +72,17 @@ def write_config(folder: Path, text: str) -> Path:
     path = folder / "traceproof.toml"
     path.write_text(text)
     return path
+
+
+def stored_experiment(store: Store, root: Path) -> str:
+    """Dataset ``qa`` (2 examples) and one finished experiment of ``echo`` on it, scored by
+    ``same`` (the tables of :data:`ECHO_TOML`); its id."""
+    from traceproof.evals.config import parse_config
+    from traceproof.experiments import runner
+
+    add_dataset(store, "qa", qa_examples(2))
+    plan = runner.plan_experiment(
+        store, parse_config(ECHO_TOML, root=root), task="echo", dataset="qa", evaluators=["same"]
+    )
+    runner.execute(store, plan)
+    return plan.id

@@ -16,6 +16,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from tests.conftest import LiveServer
+from tests.experiment_helpers import ECHO_TOML, stored_experiment
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.remote import RemoteStore
 from traceproof.storage import Busy, QueryTimeout, Store
@@ -229,8 +230,9 @@ def test_every_registered_tool_answers_through_the_api(
 ) -> None:
     ids = demo_ids(demo_store)
     config = tmp_path / "traceproof.toml"  # the evaluator that evaluate names
-    config.write_text('[evaluators.no_errors]\nevaluator = "no_error"\n')
+    config.write_text('[evaluators.no_errors]\nevaluator = "no_error"\n' + ECHO_TOML)
     demo_store.settings.config = config
+    experiment = stored_experiment(demo_store, tmp_path)
     calls: dict[str, dict[str, Any]] = {
         "list_projects": {},
         "search_traces": {"status": "ERROR", "limit": 100},
@@ -248,6 +250,9 @@ def test_every_registered_tool_answers_through_the_api(
         "categorize_errors": {"project": "demo"},
         "evaluate": {"evaluator": "no_errors", "target": "trace"},
         "calibrate_judge": {"judge": "resolved", "human": "resolved"},
+        "run_experiment": {"task": "echo", "dataset": "qa", "evaluators": ["same"], "wait": 60},
+        "get_experiment": {"id": experiment},
+        "cancel_experiment": {"id": experiment},
     }
     assert set(calls) == {spec.name for spec in registry.TOOLS}
     answers = {}
@@ -271,6 +276,9 @@ def test_every_registered_tool_answers_through_the_api(
     assert answers["categorize_errors"]["errors"] == 22
     assert answers["evaluate"]["labels"] == {"pass": 70, "fail": 20}
     assert (answers["calibrate_judge"]["n"], answers["calibrate_judge"]["reused"]) == (30, 30)
+    assert answers["run_experiment"]["summary"]["evaluators"]["same"]["labels"] == {"pass": 2}
+    assert [r["scores"] for r in answers["get_experiment"]["runs"]] == [{"same": "pass"}] * 2
+    assert answers["cancel_experiment"]["status"] == "done"
 
 
 @pytest.mark.parametrize(

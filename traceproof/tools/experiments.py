@@ -31,6 +31,7 @@ from traceproof.tools.common import (
     budget,
     decode_cursor,
     encode_cursor,
+    size,
 )
 from traceproof.tools.paging import largest_fit, next_call
 
@@ -98,24 +99,26 @@ def run_experiment(
     task: Annotated[str | None, Field(description="traceproof.toml task.")] = None,
     dataset: str | None = None,
     evaluators: Annotated[list[str] | None, Field(description="Names.")] = None,
-    version: Annotated[int | None, Field(description="Default newest.")] = None,
+    version: Annotated[int | None, Field(description="Else newest.")] = None,
     split: str | None = None,
     repetitions: int | None = None,
     concurrency: int | None = None,
     timeout: Annotated[float | None, Field(description="Per run, s.")] = None,
     name: str | None = None,
-    dry_run: Annotated[bool, Field(description="Records nothing.")] = False,
+    dry_run: Annotated[bool, Field(description="No records.")] = False,
     resume: Annotated[str | None, Field(description="Id: rerun missing/failed.")] = None,
     wait: Annotated[int, Field(description="Seconds.")] = 20,
+    max_chars: MaxChars = None,
 ) -> ExperimentStatus:
     """Run a task over a dataset, score each run; background past wait."""
     settings = store.settings
+    room = budget(max_chars, settings)
     _check_numbers(version=version, repetitions=repetitions, concurrency=concurrency,
                    timeout=timeout, wait=wait)  # fmt: skip
     if resume is not None:
         running = _job_of(store, resume)
         if running is not None and not running.finished:
-            return _answer(running, min(float(wait), settings.eval_wait_max_seconds))
+            return _answer(running, min(float(wait), settings.eval_wait_max_seconds), room)
     config = load_config(settings.config)
     plan = plan_experiment(
         store,
@@ -157,7 +160,7 @@ def run_experiment(
     job = jobs_for(store).start(
         "experiment", work, total=len(plan.todo), key=_job_key(plan.id), meta=plan
     )
-    return _answer(job, min(float(wait), settings.eval_wait_max_seconds))
+    return _answer(job, min(float(wait), settings.eval_wait_max_seconds), room)
 
 
 #: Bounds of run_experiment's numbers (kept out of its schema: tools/list is paid every turn).
@@ -175,7 +178,7 @@ def _check_numbers(**given: float | None) -> None:
             )
 
 
-def _answer(job: Job, wait: float) -> ExperimentStatus:
+def _answer(job: Job, wait: float, room: int) -> ExperimentStatus:
     job.wait(wait, on_progress=report_progress)
     plan = job.meta
     assert isinstance(plan, ExperimentPlan)
@@ -200,10 +203,30 @@ def _answer(job: Job, wait: float) -> ExperimentStatus:
         status = "done"
         if plan.dry_run:
             note = "Dry run: nothing was recorded."
-    summary = job.result if isinstance(job.result, dict) else None
-    return ExperimentStatus(
+    summary = dict(job.result) if isinstance(job.result, dict) else None
+    answer = ExperimentStatus(
         id=plan.id, status=status, done=job.done, total=job.total, summary=summary, note=note
     )
+    return _fit(answer, room)
+
+
+def _fit(answer: ExperimentStatus, room: int) -> ExperimentStatus:
+    """Within ``room``: a dry run's outputs as previews, then fewer of them, then no summary."""
+    summary = answer.summary
+    if summary is None or size(answer) <= room:
+        return answer
+    runs = summary.get("dry_runs")
+    if isinstance(runs, list):
+        summary["dry_runs"] = runs = [
+            r | {"output": _preview(r.get("output")), "error": _preview(r.get("error"))}
+            for r in runs
+        ]
+        while runs and size(answer) > room:
+            runs.pop()
+    if size(answer) > room:
+        answer.summary = None
+        answer.note = (answer.note or "") + " The summary did not fit; get_experiment shows it."
+    return answer
 
 
 def _preview(value: Any) -> str | None:
@@ -307,9 +330,13 @@ def _row(run: dict[str, Any]) -> RunRow:
 
 
 def cancel_experiment(
-    store: Store, *, id: Annotated[str, Field(description="Experiment id.")]
+    store: Store,
+    *,
+    id: Annotated[str, Field(description="Experiment id.")],
+    max_chars: MaxChars = None,
 ) -> ExperimentStatus:
     """Stop a running experiment and kill its processes; what it stored stays."""
+    budget(max_chars, store.settings)  # the answer is small; an over-ceiling wish is refused
     job = _job_of(store, id)
     if job is not None and not job.finished:
         job.cancel()
