@@ -507,3 +507,40 @@ def test_the_runs_environment_names_the_experiment_example_and_repetition(
     )
     assert seen["TRACEPARENT"].startswith("00-") and seen["TRACEPARENT"].endswith("-01")
     assert seen["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://127.0.0.1:4318"
+
+
+# -- the CLI ----------------------------------------------------------------------------------
+
+
+def test_cli_experiment_run_serves_otlp_meanwhile_and_exits_0_when_it_ran_3_when_it_could_not(
+    tmp_path: Path,
+) -> None:
+    from click.testing import CliRunner
+
+    from traceproof.cli import cli
+
+    db = tmp_path / "store.duckdb"
+    settings = Settings(db=db)
+    with Store.open(db, settings) as store:
+        add_dataset(store, "agentic", [{"input": {"tools": ["search"]}, "expected": None}])
+    (tmp_path / "app.py").write_text(TRACED_APP.replace("time.sleep(0.5)", "pass"))
+    config = write_config(tmp_path, TRACED_TOML)
+    base = ["--db", str(db), "--config", str(config), "--port", "0"]
+    ran = CliRunner().invoke(
+        cli,
+        ["experiment", "run", "agent", "--dataset", "agentic", "--evaluator", "searched",
+         "--json", *base],
+    )  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    answer = json.loads(ran.stdout)
+    assert answer["summary"]["evaluators"]["searched"]["labels"] == {"pass": 1}
+    assert answer["summary"]["tool_calls"] == 1  # the spans reached the in-process receiver
+    shown = CliRunner().invoke(cli, ["experiment", "show", answer["id"], "--db", str(db),
+                                     "--json"])  # fmt: skip
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["runs"][0]["scores"] == {
+        "searched": "pass"
+    }
+    unknown = CliRunner().invoke(cli, ["experiment", "run", "nope", "--dataset", "agentic", *base])
+    assert unknown.exit_code == 3 and "[invalid_config]" in unknown.output
+    cancel = CliRunner().invoke(cli, ["experiment", "cancel", answer["id"], "--db", str(db)])
+    assert cancel.exit_code == 0 and "already ended" in cancel.output

@@ -104,6 +104,9 @@ TOOL_COMMANDS = {
     "categorize_errors": "errors",
     "evaluate": "eval run",
     "calibrate_judge": "judge calibrate",
+    "run_experiment": "experiment run",
+    "get_experiment": "experiment show",
+    "cancel_experiment": "experiment cancel",
 }
 
 # "Call NAME(args)" / "call NAME" / a bare tool name with an underscore (never a word of text).

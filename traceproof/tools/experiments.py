@@ -76,6 +76,8 @@ class Experiment(BaseModel):
     finished_at: str | None = None
     provenance: dict[str, Any]
     summary: dict[str, Any] | None = None
+    done: int | None = Field(default=None, description="Runs done, while it runs.")
+    total: int | None = None
     runs: list[RunRow] = Field(default_factory=list)
     next_cursor: str | None = None
     next_call: str | None = None
@@ -210,6 +212,15 @@ def _answer(job: Job, wait: float, room: int) -> ExperimentStatus:
     return _fit(answer, room)
 
 
+def follow(store: Store, experiment_id: str, wait: float) -> ExperimentStatus | None:
+    """The answer of the job running ``experiment_id`` in this process after waiting up to
+    ``wait`` seconds for it (progress to the listener), or None when no job runs it here."""
+    job = _job_of(store, experiment_id)
+    if job is None:
+        return None
+    return _answer(job, wait, budget(None, store.settings))
+
+
 def _fit(answer: ExperimentStatus, room: int) -> ExperimentStatus:
     """Within ``room``: a dry run's outputs as previews, then fewer of them, then no summary."""
     summary = answer.summary
@@ -275,8 +286,7 @@ def get_experiment(
     if state == "running" and (job is None or job.finished):
         state = "interrupted"
         note = f"Interrupted (no job runs it); run_experiment(resume='{id}') runs what is missing."
-    elif job is not None and not job.finished:
-        note = f"{job.done} of {job.total} runs done."
+    live = job is not None and not job.finished
     more = len(runs) > limit
     rows = [_row(r) for r in runs[:limit]]
 
@@ -296,6 +306,8 @@ def get_experiment(
             finished_at=_iso(row["finished_at"]),
             provenance=row["provenance"],
             summary=row["summary"],
+            done=job.done if live and job else None,
+            total=job.total if live and job else None,
             runs=rows[:n],
             next_cursor=encode_cursor(
                 "get_experiment", fingerprint, [last.example_id, last.repetition]
