@@ -28,6 +28,7 @@ experiment with its provenance; :func:`execute` runs it:
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 import uuid
@@ -41,6 +42,7 @@ from typing import Any
 
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.evals import evaluation
+from traceproof.evals.annotations import AnnotationInput
 from traceproof.evals.config import ProjectConfig
 from traceproof.evals.evaluation import Prepared, Tally, TargetJudge, TargetRef
 from traceproof.evals.llm import LLMClient
@@ -50,6 +52,7 @@ from traceproof.experiments.tasks import Processes, RunOutcome, Task, new_tracep
 from traceproof.experiments.tasks import task_of as _task_of
 from traceproof.storage import Store
 from traceproof.storage import experiments as db
+from traceproof.storage.annotations import write_annotations
 from traceproof.storage.judges import is_calibrated, save_evaluator_definition
 
 __all__ = [
@@ -62,6 +65,8 @@ __all__ = [
     "set_otlp_endpoint",
 ]
 
+#: Most runs stored in one batch.
+BATCH_RUNS = 500
 #: Characters of an error reason stored with a run.
 ERROR_CHARS = 2000
 
@@ -320,6 +325,64 @@ def _verdicts(store: Store, prepared: Sequence[Prepared], experiment_id: str) ->
 # -- executing --------------------------------------------------------------------------------
 
 
+class _Batcher:
+    """Stores finished runs and their annotations from one thread, in batches: what finished
+    while the last batch was written goes in the next one (a write transaction per run would
+    make the store's single writer the bottleneck). Runs go first: an annotation of a run is
+    resolved against its stored row."""
+
+    def __init__(
+        self,
+        store: Store,
+        stored: Callable[[int], None],
+        failed: Callable[[BaseException], None],
+        *,
+        write: bool,
+    ) -> None:
+        self.store, self.stored, self.failed, self.write = store, stored, failed, write
+        self._queue: queue.SimpleQueue[tuple[dict[str, Any], list[AnnotationInput]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="traceproof-store")
+        self._thread.start()
+
+    def put(self, run: dict[str, Any], items: list[AnnotationInput]) -> None:
+        self._queue.put((run, items))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        broken = False
+        while True:
+            first = self._queue.get()
+            batch = [] if first is None else [first]
+            done = first is None
+            while not done and len(batch) < BATCH_RUNS:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    done = True
+                else:
+                    batch.append(more)
+            if batch and not broken:
+                try:
+                    if self.write:
+                        db.upsert_runs(self.store, [run for run, _ in batch])
+                        items = [item for _, found in batch for item in found]
+                        if items:
+                            write_annotations(self.store, items, partial=True)
+                    self.stored(len(batch))
+                except BaseException as exc:
+                    broken = True
+                    self.failed(exc)
+            if done:
+                return
+
+
 class _Counts:
     def __init__(self) -> None:
         self.done = 0
@@ -344,8 +407,7 @@ def execute(
     processes = Processes()
     tallies = {p.name: Tally() for p in plan.evaluators}
     judges = [
-        TargetJudge(store, p, tally=tallies[p.name], llm=llm, write=not plan.dry_run)
-        for p in plan.evaluators
+        TargetJudge(store, p, tally=tallies[p.name], llm=llm, write=False) for p in plan.evaluators
     ]
     counts = _Counts()
     results: list[RunResult] = []
@@ -363,30 +425,39 @@ def execute(
     watcher.start()
     failure: list[BaseException] = []
 
-    def finalize(example: dict[str, Any], rep: int, outcome: RunOutcome, trace_id: str,
-                 started: datetime, ended: datetime) -> None:  # fmt: skip
-        try:
-            result = _finish_run(store, plan, judges, example, rep, outcome, trace_id, started,
-                                 ended)  # fmt: skip
-        except BaseException as exc:
-            failure.append(exc)
-            processes.kill_all()
-            return
+    def stored(n: int) -> None:
         with counts.lock:
-            counts.done += 1
-            counts.status[outcome.status] += 1
-            if plan.dry_run:
-                results.append(result)
+            counts.done += n
             done = counts.done
         if progress is not None:
             progress(done, todo)
+
+    def failed(exc: BaseException) -> None:
+        failure.append(exc)
+        processes.kill_all()
+
+    batcher = _Batcher(store, stored, failed, write=not plan.dry_run)
+
+    def finalize(example: dict[str, Any], rep: int, outcome: RunOutcome, trace_id: str,
+                 started: datetime, ended: datetime) -> None:  # fmt: skip
+        try:
+            result, row, items = _finish_run(store, plan, judges, example, rep, outcome,
+                                             trace_id, started, ended)  # fmt: skip
+        except BaseException as exc:
+            failed(exc)
+            return
+        with counts.lock:
+            counts.status[outcome.status] += 1
+            if plan.dry_run:
+                results.append(result)
+        batcher.put(row, items)
 
     finishing: list[Future[None]] = []
     finish_lock = threading.Lock()
     with (
         ThreadPoolExecutor(plan.concurrency, thread_name_prefix="traceproof-run") as runs,
         ThreadPoolExecutor(
-            max(2, plan.concurrency * 2), thread_name_prefix="traceproof-link"
+            _linkers(plan.concurrency), thread_name_prefix="traceproof-link"
         ) as linking,
     ):
 
@@ -428,6 +499,7 @@ def execute(
             f.result()
         for g in list(finishing):
             g.result()
+    batcher.close()
     stop.set()
     for j in judges:
         j.close()
@@ -442,6 +514,12 @@ def execute(
         summary = db.experiment_summary(reader, plan.id, plan.evaluator_info)
     db.set_status(store, plan.id, status, summary=summary)
     return summary
+
+
+def _linkers(concurrency: int) -> int:
+    """Threads that wait for finished runs' spans: mostly asleep in the quiet period, so many
+    (a run's quiet wait must not slow the runs behind it)."""
+    return min(256, max(4, concurrency * 16))
 
 
 def _resource(task: Task, ours: str) -> str:
@@ -489,7 +567,7 @@ def _finish_run(
     trace_id: str,
     started: datetime,
     ended: datetime,
-) -> RunResult:
+) -> tuple[RunResult, dict[str, Any], list[AnnotationInput]]:
     example_id = str(example["example_id"])
     rows = _wait_for_spans(store, plan, example_id, rep, trace_id, started - timedelta(minutes=5))
     spans = [span_dict(r) for r in rows]
@@ -518,8 +596,6 @@ def _finish_run(
         "started_at": started,
         "finished_at": ended,
     }
-    if not plan.dry_run:
-        db.upsert_runs(store, [run])
     root = spans[0] if spans else {}
     metadata = example.get("metadata")
     target = EvalTarget(
@@ -536,13 +612,16 @@ def _finish_run(
     )
     ref = TargetRef("experiment_run", run_id, plan.project)
     scores: dict[str, Any] = {}
+    items = []
+    limit = store.settings.annotation_text_max_chars
     for judge in judges:
         result = judge.judge([target], [ref])[0]
+        items.append(evaluation.annotation_for(judge.prepared, ref, result, limit))
         scores[judge.prepared.name] = (
             {"error": result.error} if result.error else {"label": result.label,
                                                           "score": result.score}
         )  # fmt: skip
-    return RunResult(example_id, rep, outcome, trace_ids, scores)
+    return RunResult(example_id, rep, outcome, trace_ids, scores), run, items
 
 
 def _cost(span: dict[str, Any]) -> float | None:
