@@ -11,7 +11,7 @@ prints nothing, emits no spans) run twice at the same concurrency:
   the wait for spans with the default quiet period, storing each run, an ``exact_match``
   evaluator on every run and its annotation, the summary).
 
-Overhead per example = (runner wall − direct wall) / examples. Memory: the peak RSS of this
+Overhead per example = (runner wall - direct wall) / examples. Memory: the peak RSS of this
 process (children excluded) before and after the runner. Prints a table, writes
 benchmarks/results/experiment_overhead.json, exits 1 when the overhead is above the target
 (20 ms).
@@ -33,11 +33,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.experiment_helpers import add_dataset  # noqa: E402
-from traceproof.evals.config import parse_config  # noqa: E402
-from traceproof.experiments import runner  # noqa: E402
-from traceproof.settings import Settings  # noqa: E402
-from traceproof.storage import Store  # noqa: E402
+from tests.experiment_helpers import add_dataset
+from traceproof.evals.config import parse_config
+from traceproof.experiments import runner
+from traceproof.settings import Settings
+from traceproof.storage import Store
 
 RESULTS = Path(__file__).parent / "results" / "experiment_overhead.json"
 TARGET_MS = 20.0
@@ -55,11 +55,16 @@ def main() -> None:
     true = shutil.which("true") or "/bin/true"
     work = Path(tempfile.mkdtemp(prefix="traceproof-exp-bench-"))
     settings = Settings(db=work / "store.duckdb", port=0)
-    toml = f'[tasks.noop]\ncommand = ["{true}"]\n\n[evaluators.empty]\nevaluator = "exact_match"\nvalue = ""\n'
+    toml = (
+        f'[tasks.noop]\ncommand = ["{true}"]\n\n'
+        '[evaluators.empty]\nevaluator = "exact_match"\nvalue = ""\n'
+    )
     config = parse_config(toml, root=work)
 
     def direct_one(_: int) -> None:
-        subprocess.run([true], input=b"{}", capture_output=True, start_new_session=True)
+        subprocess.run(
+            [true], check=False, input=b"{}", capture_output=True, start_new_session=True
+        )
 
     started = time.perf_counter()
     with ThreadPoolExecutor(args.concurrency) as pool:
@@ -71,8 +76,10 @@ def main() -> None:
                                      for i in range(args.examples)])  # fmt: skip
         rss_before = peak_rss_mb()
         started = time.perf_counter()
-        plan = runner.plan_experiment(store, config, task="noop", dataset="bench",
-                                      evaluators=["empty"], concurrency=args.concurrency)  # fmt: skip
+        plan = runner.plan_experiment(
+            store, config, task="noop", dataset="bench", evaluators=["empty"],
+            concurrency=args.concurrency,
+        )  # fmt: skip
         summary = runner.execute(store, plan)
         wall = time.perf_counter() - started
         rss_after = peak_rss_mb()
