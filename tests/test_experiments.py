@@ -544,3 +544,24 @@ def test_cli_experiment_run_serves_otlp_meanwhile_and_exits_0_when_it_ran_3_when
     assert unknown.exit_code == 3 and "[invalid_config]" in unknown.output
     cancel = CliRunner().invoke(cli, ["experiment", "cancel", answer["id"], "--db", str(db)])
     assert cancel.exit_code == 0 and "already ended" in cancel.output
+
+
+def test_a_resume_runs_failed_runs_again_and_replaces_them(fast: Store, tmp_path: Path) -> None:
+    code = "import json, os, sys; q = json.load(sys.stdin)['q']; "
+    code += "broken = os.path.exists('broken') and q.endswith('1'); "
+    code += "sys.exit('broken') if broken else print(json.dumps(q))"
+    toml = command_task(code, extra="").replace("tasks.t", "tasks.flaky")
+    toml += '\n[evaluators.same]\nevaluator = "exact_match"\n'
+    (tmp_path / "broken").write_text("")
+    add_dataset(fast, "qa", qa_examples(3))
+    exp_id, first = experiment(fast, toml, tmp_path, task="flaky", dataset="qa",
+                               evaluators=["same"])  # fmt: skip
+    assert first["status"] == {"error": 1, "ok": 2}
+    (tmp_path / "broken").unlink()
+    config = parse_config(toml, root=tmp_path)
+    plan = runner.plan_experiment(fast, config, task=None, dataset=None, resume=exp_id)
+    assert len(plan.todo) == 1 and plan.todo[0][0]["input"] == {"q": "question 1"}
+    summary = runner.execute(fast, plan)
+    assert summary["status"] == {"ok": 3}
+    assert summary["evaluators"]["same"]["labels"] == {"pass": 3}
+    assert [r["status"] for r in runs_of(fast, exp_id)] == ["ok"] * 3

@@ -41,6 +41,7 @@ python task's module source when found): the experiment's provenance records it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import ipaddress
@@ -54,6 +55,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,12 +289,15 @@ def new_traceparent() -> tuple[str, str]:
 
 
 class Processes:
-    """The process groups of an experiment's running tasks, so a cancel can kill them all."""
+    """The process groups of an experiment's running tasks, so a cancel can kill them all (and
+    so does the exit of this process: task groups are sessions of their own, which nothing
+    else would end)."""
 
     def __init__(self) -> None:
         self._live: set[int] = set()
         self._lock = threading.Lock()
         self.cancelled = threading.Event()
+        _ALL.add(self)
 
     def add(self, pid: int) -> None:
         with self._lock:
@@ -311,6 +316,15 @@ class Processes:
             live = list(self._live)
         for pid in live:
             _killpg(pid)
+
+
+_ALL: weakref.WeakSet[Processes] = weakref.WeakSet()
+
+
+@atexit.register
+def _kill_left_over() -> None:
+    for processes in list(_ALL):
+        processes.kill_all()
 
 
 def _killpg(pid: int) -> None:
