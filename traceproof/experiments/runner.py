@@ -437,12 +437,13 @@ def execute(
         processes.kill_all()
 
     batcher = _Batcher(store, stored, failed, write=not plan.dry_run)
+    span_counts = _SpanCounts(store, plan.id, _now() - timedelta(minutes=5))
 
     def finalize(example: dict[str, Any], rep: int, outcome: RunOutcome, trace_id: str,
                  started: datetime, ended: datetime) -> None:  # fmt: skip
         try:
-            result, row, items = _finish_run(store, plan, judges, example, rep, outcome,
-                                             trace_id, started, ended)  # fmt: skip
+            result, row, items = _finish_run(store, plan, judges, span_counts, example, rep,
+                                             outcome, trace_id, started, ended)  # fmt: skip
         except BaseException as exc:
             failed(exc)
             return
@@ -530,37 +531,77 @@ def _resource(task: Task, ours: str) -> str:
     return ",".join([*parts, ours])
 
 
+class _SpanCounts:
+    """The span counts of an experiment's waiting runs, from one grouped query that every run
+    asking at about the same time shares (a query per run and poll would load the store as
+    much as the runs themselves). A run asks for counts taken after it asked."""
+
+    def __init__(self, store: Store, experiment_id: str, since: datetime) -> None:
+        self.store, self.experiment_id, self.since = store, experiment_id, since
+        self._lock = threading.Lock()
+        self._taken = 0.0
+        self._by_run: dict[tuple[str, str], int] = {}
+        self._by_trace: dict[str, int] = {}
+        self._waiting: Counter[str] = Counter()
+        self._waiting_lock = threading.Lock()
+
+    def wait_on(self, trace_id: str, delta: int) -> None:
+        with self._waiting_lock:
+            self._waiting[trace_id] += delta
+            if self._waiting[trace_id] <= 0:
+                del self._waiting[trace_id]
+
+    def count(self, example_id: str, rep: int, trace_id: str) -> int:
+        asked = time.monotonic()
+        with self._lock:
+            if self._taken <= asked:
+                self._taken = time.monotonic()
+                with self._waiting_lock:
+                    traces = list(self._waiting)
+                with self.store.reader() as reader:
+                    self._by_run, self._by_trace = db.span_counts(
+                        reader, experiment_id=self.experiment_id, since=self.since,
+                        trace_ids=traces,
+                    )  # fmt: skip
+            return self._by_run.get((example_id, str(rep)), 0) + self._by_trace.get(trace_id, 0)
+
+
 def _wait_for_spans(
-    store: Store, plan: ExperimentPlan, example_id: str, rep: int, trace_id: str, since: datetime
+    store: Store,
+    plan: ExperimentPlan,
+    counts: _SpanCounts,
+    example_id: str,
+    rep: int,
+    trace_id: str,
 ) -> list[dict[str, Any]]:
     settings = store.settings
     deadline = time.monotonic() + settings.experiment_span_wait_seconds
     quiet = settings.experiment_span_quiet_seconds
-
-    def spans(reader: Any, count_only: bool = False) -> list[dict[str, Any]]:
-        return db.run_spans(
-            reader, trace_id=trace_id, experiment_id=plan.id, example_id=example_id,
-            repetition=rep, since=since, count_only=count_only,
-        )  # fmt: skip
-
-    last = -1
-    while True:
-        with store.reader() as reader:
-            count = int(spans(reader, count_only=True)[0]["n"])
-        if count == last or time.monotonic() >= deadline:
-            break
-        last = count
-        time.sleep(quiet)
+    counts.wait_on(trace_id, 1)
+    try:
+        last = -1
+        while True:
+            count = counts.count(example_id, rep, trace_id)
+            if count == last or time.monotonic() >= deadline:
+                break
+            last = count
+            time.sleep(quiet)
+    finally:
+        counts.wait_on(trace_id, -1)
     if not count:
         return []
     with store.reader() as reader:
-        return spans(reader)
+        return db.run_spans(
+            reader, trace_id=trace_id, experiment_id=plan.id, example_id=example_id,
+            repetition=rep, since=counts.since,
+        )  # fmt: skip
 
 
 def _finish_run(
     store: Store,
     plan: ExperimentPlan,
     judges: Sequence[TargetJudge],
+    span_counts: _SpanCounts,
     example: dict[str, Any],
     rep: int,
     outcome: RunOutcome,
@@ -569,7 +610,7 @@ def _finish_run(
     ended: datetime,
 ) -> tuple[RunResult, dict[str, Any], list[AnnotationInput]]:
     example_id = str(example["example_id"])
-    rows = _wait_for_spans(store, plan, example_id, rep, trace_id, started - timedelta(minutes=5))
+    rows = _wait_for_spans(store, plan, span_counts, example_id, rep, trace_id)
     spans = [span_dict(r) for r in rows]
     trace_ids = list(dict.fromkeys(str(s["trace_id"]) for s in spans))
     tokens = sum(

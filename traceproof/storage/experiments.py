@@ -42,6 +42,7 @@ __all__ = [
     "runs_by_key",
     "set_baseline",
     "set_status",
+    "span_counts",
     "upsert_runs",
 ]
 
@@ -196,6 +197,32 @@ def run_spans(
     if count_only:
         sql = "SELECT count(*) AS n FROM (" + sql.replace(" ORDER BY start_time, span_id", ")")
     return reader.dicts(sql, [trace_id, since, experiment_id, example_id, str(repetition)])
+
+
+def span_counts(
+    reader: Reader, *, experiment_id: str, since: datetime, trace_ids: Sequence[str]
+) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
+    """Spans stored for an experiment's runs: by (example id, repetition as text) from their
+    resource attributes, and by trace id for ``trace_ids`` (the runs' ``TRACEPARENT`` traces).
+    One grouped query each, shared by every run waiting for its spans."""
+    by_run: dict[tuple[str, str], int] = {}
+    for example_id, repetition, n in reader.rows(
+        "SELECT json_extract_string(resource, '$.traceproof.example.id'), "
+        "json_extract_string(resource, '$.traceproof.run.repetition'), count(*) FROM spans "
+        "WHERE start_time >= ? AND "
+        "json_extract_string(resource, '$.traceproof.experiment.id') = ? GROUP BY 1, 2",
+        [since, experiment_id],
+    ):
+        by_run[(str(example_id), str(repetition))] = int(n)
+    by_trace: dict[str, int] = {}
+    if trace_ids:
+        for trace_id, n in reader.rows(
+            "SELECT trace_id, count(*) FROM spans WHERE trace_id IN "
+            "(SELECT unnest(string_split(?, ','))) GROUP BY trace_id",
+            [",".join(trace_ids)],
+        ):
+            by_trace[str(trace_id)] = int(n)
+    return by_run, by_trace
 
 
 def experiment_summary(
