@@ -565,3 +565,16 @@ def test_a_resume_runs_failed_runs_again_and_replaces_them(fast: Store, tmp_path
     assert summary["status"] == {"ok": 3}
     assert summary["evaluators"]["same"]["labels"] == {"pass": 3}
     assert [r["status"] for r in runs_of(fast, exp_id)] == ["ok"] * 3
+
+
+def test_a_baseline_is_kept_per_task_and_dataset(fast: Store) -> None:
+    from traceproof.storage import experiments as db
+
+    with fast.reader() as reader:
+        assert db.get_baseline(reader, "echo", "ds_1") is None
+    db.set_baseline(fast, "echo", "ds_1", "exp_a")
+    db.set_baseline(fast, "echo", "ds_1", "exp_b")
+    db.set_baseline(fast, "echo", "ds_2", "exp_c")
+    with fast.reader() as reader:
+        found = (db.get_baseline(reader, "echo", "ds_1"), db.get_baseline(reader, "echo", "ds_2"))
+    assert found == ("exp_b", "exp_c")
