@@ -578,3 +578,22 @@ def test_a_baseline_is_kept_per_task_and_dataset(fast: Store) -> None:
     with fast.reader() as reader:
         found = (db.get_baseline(reader, "echo", "ds_1"), db.get_baseline(reader, "echo", "ds_2"))
     assert found == ("exp_b", "exp_c")
+
+
+def test_a_custom_code_evaluator_scores_runs_in_its_child_process(
+    fast: Store, tmp_path: Path
+) -> None:
+    (tmp_path / "checks.py").write_text(
+        "def right(output, expected, input):\n"
+        "    return {'score': float(output == expected), 'explanation': input['q']}\n"
+    )
+    toml = ECHO_TOML + '\n[evaluators.right]\nfunction = "checks:right"\n'
+    add_dataset(fast, "qa", qa_examples(3))
+    _, summary = experiment(fast, toml, tmp_path, task="echo", dataset="qa",
+                            evaluators=["right"])  # fmt: skip
+    assert summary["evaluators"]["right"]["mean"] == 1.0
+    with fast.reader() as reader:
+        explanations = reader.rows(
+            "SELECT explanation FROM annotations WHERE name = 'right' ORDER BY explanation"
+        )
+    assert explanations == [("question 0",), ("question 1",), ("question 2",)]

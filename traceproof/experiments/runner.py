@@ -406,9 +406,7 @@ def execute(
         llm = LLMClient(settings)  # [llm_unavailable] before anything runs
     processes = Processes()
     tallies = {p.name: Tally() for p in plan.evaluators}
-    judges = [
-        TargetJudge(store, p, tally=tallies[p.name], llm=llm, write=False) for p in plan.evaluators
-    ]
+    judges = [TargetJudge(store, p, tally=tallies[p.name], llm=llm) for p in plan.evaluators]
     counts = _Counts()
     results: list[RunResult] = []
     endpoint = otlp_endpoint(store)
@@ -656,7 +654,7 @@ def _finish_run(
     items = []
     limit = store.settings.annotation_text_max_chars
     for judge in judges:
-        result = judge.judge([target], [ref])[0]
+        result = judge.judge([target])[0]
         items.append(evaluation.annotation_for(judge.prepared, ref, result, limit))
         scores[judge.prepared.name] = (
             {"error": result.error} if result.error else {"label": result.label,
