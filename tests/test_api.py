@@ -16,6 +16,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from tests.conftest import LiveServer
+from tests.experiment_helpers import ECHO_TOML, stored_experiment
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.remote import RemoteStore
 from traceproof.storage import Busy, QueryTimeout, Store
@@ -229,8 +230,9 @@ def test_every_registered_tool_answers_through_the_api(
 ) -> None:
     ids = demo_ids(demo_store)
     config = tmp_path / "traceproof.toml"  # the evaluator that evaluate names
-    config.write_text('[evaluators.no_errors]\nevaluator = "no_error"\n')
+    config.write_text('[evaluators.no_errors]\nevaluator = "no_error"\n' + ECHO_TOML)
     demo_store.settings.config = config
+    experiment = stored_experiment(demo_store, tmp_path)
     calls: dict[str, dict[str, Any]] = {
         "list_projects": {},
         "search_traces": {"status": "ERROR", "limit": 100},
@@ -252,6 +254,9 @@ def test_every_registered_tool_answers_through_the_api(
         "add_examples": {"dataset": "errors", "examples": [{"input": "hi"}]},
         "list_datasets": {},
         "get_dataset": {"dataset": "errors"},
+        "run_experiment": {"task": "echo", "dataset": "qa", "evaluators": ["same"], "wait": 60},
+        "get_experiment": {"id": experiment},
+        "cancel_experiment": {"id": experiment},
     }
     assert set(calls) == {spec.name for spec in registry.TOOLS}
     answers = {}
@@ -279,6 +284,9 @@ def test_every_registered_tool_answers_through_the_api(
     assert (answers["add_examples"]["version"], answers["add_examples"]["added"]) == (2, 1)
     assert answers["list_datasets"]["datasets"][0]["examples"] == 23
     assert answers["get_dataset"]["examples"] == 23
+    assert answers["run_experiment"]["summary"]["evaluators"]["same"]["labels"] == {"pass": 2}
+    assert [r["scores"] for r in answers["get_experiment"]["runs"]] == [{"same": "pass"}] * 2
+    assert answers["cancel_experiment"]["status"] == "done"
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServeProcess
+from tests.experiment_helpers import stored_experiment
 from tests.test_schemas import calls_for, demo_ids, evaluators_config
 from traceproof.experiments.datasets import Example
 from traceproof.settings import Settings
@@ -76,7 +77,8 @@ def demo_copy(demo_db: Path, tmp_path: Path) -> Path:
 def example_calls(db: Path) -> dict[str, dict[str, Any]]:
     """One valid call of every registered tool on the demo store."""
     with Store.open(db, Settings(db=db)) as store:
-        calls = calls_for(demo_ids(store))
+        ids = demo_ids(store) | {"experiment": stored_experiment(store, db.parent)}
+        calls = calls_for(ids)
         # The dataset add_examples and get_dataset name (calls run alone, or four at a time).
         create_dataset(store, "literal", [Example(input="hi", split="test")])
     assert set(calls) == {spec.name for spec in registry.TOOLS}
@@ -136,6 +138,8 @@ def test_the_inspector_accepts_every_tool_over_stdio(inspector: Path, demo_copy:
 
 @pytest.fixture
 def served(demo_copy: Path) -> Iterator[ServeProcess]:
+    with Store.open(demo_copy, Settings(db=demo_copy)) as store:  # the experiment the calls read
+        stored_experiment(store, demo_copy.parent)
     server = ServeProcess(demo_copy, None, "--config", str(evaluators_config(demo_copy.parent)))
     try:
         yield server
@@ -171,7 +175,9 @@ def example_calls_remote(url: str, httpx2: Any) -> dict[str, dict[str, Any]]:
     ((big,),) = sql(
         "SELECT span_id FROM spans ORDER BY length(input_value) DESC NULLS LAST LIMIT 1"
     )
-    ids = {"trace": trace, "session": session, "span": span, "big_span": big}
+    ((experiment,),) = sql("SELECT id FROM experiments LIMIT 1")
+    ids = {"trace": trace, "session": session, "span": span, "big_span": big,
+           "experiment": experiment}  # fmt: skip
     calls = calls_for(ids)
     # The dataset add_examples and get_dataset name (the calls run four at a time).
     literal = {"name": "literal", "examples": [{"input": "hi", "split": "test"}]}

@@ -60,6 +60,7 @@ async def test_tools_list_offers_every_registered_tool_read_only_with_output_sch
 SELF_EVIDENT = frozenset(
     {"project", "session_id", "user_id", "trace_id", "span_id", "status", "ignore_case"}
     | {"order_by", "limit", "max_matches", "max_chars", "min_latency_ms"}
+    | {"dataset", "split", "repetitions", "concurrency", "name"}
 )
 
 

@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
 
+from tests.experiment_helpers import ECHO_TOML, stored_experiment
 from traceproof.server.mcp import create_mcp_server
 from traceproof.storage import Store
 from traceproof.tools import registry
@@ -124,20 +125,31 @@ def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
             {"dataset": "literal", "version": 1, "split": "test"},
             {"dataset": "llm", "max_chars": 2000},
         ],
+        "run_experiment": [
+            {"task": "echo", "dataset": "qa", "evaluators": ["same"], "wait": 60},
+            {"task": "echo", "dataset": "qa", "dry_run": True, "wait": 60},
+        ],
+        "get_experiment": [
+            {"id": ids["experiment"]},
+            {"id": ids["experiment"], "limit": 1, "max_chars": 1000},
+        ],
+        "cancel_experiment": [{"id": ids["experiment"]}],
     }
 
 
 def evaluators_config(folder: Path) -> Path:
-    """A traceproof.toml declaring the evaluator that evaluate's example calls name."""
+    """A traceproof.toml declaring the evaluator that evaluate's example calls name, and the
+    task and evaluator of the experiment calls."""
     config = folder / "traceproof.toml"
-    config.write_text('[evaluators.no_errors]\nevaluator = "no_error"\n')
+    config.write_text('[evaluators.no_errors]\nevaluator = "no_error"\n' + ECHO_TOML)
     return config
 
 
 @pytest.fixture
 def calls(demo_store: Store, tmp_path: Path) -> Iterator[dict[str, list[dict[str, Any]]]]:
     demo_store.settings.config = evaluators_config(tmp_path)
-    found = calls_for(demo_ids(demo_store))
+    ids = demo_ids(demo_store) | {"experiment": stored_experiment(demo_store, tmp_path)}
+    found = calls_for(ids)
     assert set(found) == {spec.name for spec in registry.TOOLS}, (
         "give every registered tool an example call in calls_for"
     )

@@ -108,6 +108,9 @@ TOOL_COMMANDS = {
     "add_examples": "dataset add",
     "list_datasets": "dataset list",
     "get_dataset": "dataset show",
+    "run_experiment": "experiment run",
+    "get_experiment": "experiment show",
+    "cancel_experiment": "experiment cancel",
 }
 
 # "Call NAME(args)" / "call NAME" / a bare tool name with an underscore (never a word of text).

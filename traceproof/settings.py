@@ -455,6 +455,38 @@ class Settings(BaseSettings):
         "memory; older ones are forgotten (their results are annotations in the store).",
     )
 
+    # Experiments (traceproof/experiments/).
+    experiment_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="Time limit of one run of a task unless the task or the call sets one; "
+        "past it the run's whole process group is killed and the run records a timeout.",
+    )
+    experiment_concurrency: int = Field(
+        default=4, ge=1, le=64, description="Runs of an experiment at once unless the call sets it."
+    )
+    experiment_output_max_bytes: int = Field(
+        default=1_000_000,
+        ge=1_000,
+        description="Bytes of a run's output kept; a longer output is clipped and the run "
+        "records bad_output (the rest is read and dropped, never held).",
+    )
+    experiment_span_wait_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="Longest a finished run waits for its spans to be stored before it is "
+        "evaluated.",
+    )
+    experiment_span_quiet_seconds: float = Field(
+        default=0.2,
+        ge=0,
+        description="A run's spans are taken as all stored once no new one arrived for this "
+        "long after the task ended.",
+    )
+    experiment_dry_run_examples: int = Field(
+        default=3, ge=1, description="Examples a dry run runs (it records nothing)."
+    )
+
     # -- the LLM client and the judge (traceproof/evals/llm.py, judge.py, calibration.py) ------
     llm_model: str = Field(
         default="claude-sonnet-5-5",

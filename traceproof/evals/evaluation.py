@@ -62,7 +62,17 @@ from traceproof.storage import Store
 from traceproof.storage.annotations import AnnotationWrite, write_annotations
 from traceproof.storage.evaluations import session_trace_ids, stored_verdicts, trace_rows
 
-__all__ = ["Plan", "Prepared", "Tally", "TargetRef", "plan", "prepare", "run"]
+__all__ = [
+    "Plan",
+    "Prepared",
+    "Tally",
+    "TargetJudge",
+    "TargetRef",
+    "annotation_for",
+    "plan",
+    "prepare",
+    "run",
+]
 
 #: Example target ids kept per label, and error examples kept.
 EXAMPLES = 3
@@ -525,3 +535,45 @@ def run(
     finally:
         if pool is not None:
             pool.close()
+
+
+class TargetJudge:
+    """``prepared`` over targets the caller built itself (an experiment's runs): each call
+    judges a few targets and counts them in ``tally``; the caller writes their annotations
+    (:func:`annotation_for`), batched as it likes. Code evaluators keep their child processes
+    until :meth:`close`."""
+
+    def __init__(
+        self, store: Store, prepared: Prepared, *, tally: Tally, llm: LLMClient | None = None
+    ) -> None:
+        self.store, self.prepared, self.tally, self.llm = store, prepared, tally, llm
+        config = prepared.config
+        self._pool = (
+            _CodePool(config, config.timeout or store.settings.eval_code_timeout_seconds)
+            if isinstance(config, CodeEvaluatorConfig)
+            else None
+        )
+        if prepared.judge is not None and llm is None:
+            raise ValueError("a judge runs with an LLMClient")
+
+    def judge(self, targets: Sequence[EvalTarget]) -> list[EvalResult]:
+        """Verdicts (or errors) for ``targets``. The spans a judge is shown are each target's
+        ``trace``."""
+        inner: BatchEvaluator
+        if self.prepared.judge is not None and self.llm is not None:
+            rows = {(str(s.get("trace_id")), str(s.get("span_id"))): s for t in targets
+                    for s in t.trace}  # fmt: skip
+            inner = _Judge(self.prepared.judge, self.llm, rows)
+        elif self._pool is not None:
+            inner = self._pool
+        else:
+            config = self.prepared.config
+            assert isinstance(config, BuiltinEvaluatorConfig)
+            inner = _Builtin(config)
+        results = inner.run_batch(targets)
+        self.tally.add(results, AnnotationWrite(), usage=self.prepared.judge is not None)
+        return results
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()

@@ -49,6 +49,10 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
         transport_security=security,
     )
     receiver = OtlpReceiver(store, settings)
+    if settings.port:  # experiments' runs export their spans here
+        from traceproof.experiments.runner import otlp_endpoint_for, set_otlp_endpoint
+
+        set_otlp_endpoint(store, otlp_endpoint_for(settings.host, settings.port))
 
     async def traces(request: Request) -> Response:
         return await receiver(request)

@@ -18,6 +18,7 @@ from traceproof.tools import (
     aggregate,
     errors,
     evaluate,
+    experiments,
     find,
     jqtool,
     preview,
@@ -72,6 +73,9 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(dataset_tools.add_examples, read_only=False, family="proof"),
     ToolSpec(dataset_tools.list_datasets, family="proof"),
     ToolSpec(dataset_tools.get_dataset, family="proof"),
+    ToolSpec(experiments.run_experiment, read_only=False, family="proof"),
+    ToolSpec(experiments.get_experiment, family="proof"),
+    ToolSpec(experiments.cancel_experiment, read_only=False, family="proof"),
 )
 
 TOOLS_BY_NAME: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}
