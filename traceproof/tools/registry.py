@@ -28,6 +28,7 @@ from traceproof.tools import (
 )
 from traceproof.tools import annotations as annotation_tools
 from traceproof.tools import calibrate as calibrate_tools
+from traceproof.tools import compare as compare_tools
 
 #: Tool families (DESIGN.md's tool surface), the units a host asks for with ``--toolsets``
 #: (``TRACEPROOF_TOOLSETS``): trace inspection, judgment (annotations, evaluators), proof
@@ -67,6 +68,8 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(errors.categorize_errors, read_only=False, family="judgment"),
     ToolSpec(evaluate.evaluate, read_only=False, family="judgment"),
     ToolSpec(calibrate_tools.calibrate_judge, read_only=False, family="judgment"),
+    # read_only=False: set_baseline=true writes the baseline.
+    ToolSpec(compare_tools.compare_experiments, read_only=False, family="proof"),
 )
 
 TOOLS_BY_NAME: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}

@@ -1,0 +1,1 @@
+"""Proof: datasets, tasks, the experiment runner, comparisons, the gate and reports."""
