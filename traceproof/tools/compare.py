@@ -13,6 +13,7 @@ mixed, improved, flaky; unchanged examples are counted, not listed), with previe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -135,12 +136,13 @@ def _fit(
     key: str,
 ) -> ComparisonAnswer:
     """``answer`` with the changed examples from ``offset`` that fit in ``chars``: when even
-    none fit, the provenance, then the operational deltas, then evaluators are left out."""
+    none fit, the provenance, the operational deltas, evaluators, then the checks that passed
+    are left out (the verdict and its reasons stay)."""
     rest = changed[offset:]
 
-    def build(n: int) -> ComparisonAnswer:
+    def build(n: int, base: ComparisonAnswer | None = None) -> ComparisonAnswer:
         more = offset + n < len(changed)
-        return answer.model_copy(
+        return (base or answer).model_copy(
             update={
                 "examples": rest[:n],
                 "truncated": more,
@@ -151,20 +153,31 @@ def _fit(
         )
 
     if size(build(0)) > chars:
-        answer = _shrink(answer, chars, build)
-    return build(largest_fit(build, len(rest), chars) if rest else 0)
+        answer = _shrink(answer, lambda a: size(build(0, a)) > chars)
+    n = largest_fit(build, len(rest), chars) if rest else 0
+    if n == 1 and size(build(1)) > chars:  # one example always goes out: its previews cut
+        bare = rest[0].model_copy(
+            update={"input_preview": None, "baseline_output": None, "candidate_output": None}
+        )
+        rest = [bare, *rest[1:]]
+    return build(n)
 
 
-def _shrink(answer: ComparisonAnswer, chars: int, build: object) -> ComparisonAnswer:
-    note = "max_chars is too small for the whole comparison; parts are left out: ask for more."
-    answer = answer.model_copy(update={"notes": [note]})
+def _shrink(
+    answer: ComparisonAnswer, too_big: Callable[[ComparisonAnswer], bool]
+) -> ComparisonAnswer:
+    note = "max_chars too small: parts left out."
+    answer = answer.model_copy(deep=True, update={"notes": [note]})
     for ref in (answer.baseline, answer.candidate):
-        if ref is not None:
-            ref.provenance = {}
-    if size(answer.model_copy(update={"examples": []})) > chars:
+        if ref is not None:  # the id and status; get_experiment has the rest
+            ref.provenance, ref.name, ref.task, ref.dataset_id = {}, None, None, None
+            ref.dataset_version = ref.created_at = None
+    if too_big(answer):
         answer.operational = []
-    while answer.evaluators and size(answer.model_copy(update={"examples": []})) > chars:
+    while answer.evaluators and too_big(answer):
         answer.evaluators = answer.evaluators[:-1]
+    if answer.verdict is not None and too_big(answer):
+        answer.verdict.checks = [c for c in answer.verdict.checks if c.status != "pass"]
     return answer
 
 
