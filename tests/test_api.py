@@ -16,6 +16,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from tests.conftest import LiveServer
+from tests.proof_fixtures import insert_comparison
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.remote import RemoteStore
 from traceproof.storage import Busy, QueryTimeout, Store
@@ -228,6 +229,7 @@ def test_every_registered_tool_answers_through_the_api(
     demo_store: Store, demo_server: LiveServer, tmp_path: Path
 ) -> None:
     ids = demo_ids(demo_store)
+    insert_comparison(demo_store)  # the experiments compare_experiments compares
     config = tmp_path / "traceproof.toml"  # the evaluator that evaluate names
     config.write_text('[evaluators.no_errors]\nevaluator = "no_error"\n')
     demo_store.settings.config = config
@@ -248,6 +250,7 @@ def test_every_registered_tool_answers_through_the_api(
         "categorize_errors": {"project": "demo"},
         "evaluate": {"evaluator": "no_errors", "target": "trace"},
         "calibrate_judge": {"judge": "resolved", "human": "resolved"},
+        "compare_experiments": {"candidate": "exp_cand"},
     }
     assert set(calls) == {spec.name for spec in registry.TOOLS}
     answers = {}
@@ -271,6 +274,7 @@ def test_every_registered_tool_answers_through_the_api(
     assert answers["categorize_errors"]["errors"] == 22
     assert answers["evaluate"]["labels"] == {"pass": 70, "fail": 20}
     assert (answers["calibrate_judge"]["n"], answers["calibrate_judge"]["reused"]) == (30, 30)
+    assert answers["compare_experiments"]["verdict"]["status"] == "fail"
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator
 from mcp import Client
 from mcp_types import CallToolResult, TextContent
 
+from tests.proof_fixtures import insert_comparison
 from traceproof.server.mcp import create_mcp_server
 from traceproof.storage import Store
 from traceproof.tools import registry
@@ -111,6 +112,11 @@ def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
             {"judge": "resolved", "human": "resolved"},
             {"judge": "resolved", "human": "resolved", "target": "trace", "max_chars": 1000},
         ],
+        "compare_experiments": [
+            {"candidate": "exp_cand"},
+            {"candidate": "exp_cand", "baseline": "exp_base", "gate": "significant:correct"},
+            {"candidate": "exp_cand", "max_chars": 1000},
+        ],
     }
 
 
@@ -124,6 +130,7 @@ def evaluators_config(folder: Path) -> Path:
 @pytest.fixture
 def calls(demo_store: Store, tmp_path: Path) -> Iterator[dict[str, list[dict[str, Any]]]]:
     demo_store.settings.config = evaluators_config(tmp_path)
+    insert_comparison(demo_store)  # the experiments compare_experiments compares
     found = calls_for(demo_ids(demo_store))
     assert set(found) == {spec.name for spec in registry.TOOLS}, (
         "give every registered tool an example call in calls_for"
