@@ -507,3 +507,32 @@ def test_finish_run_returns_the_exit_code_for_experiment_run(store: Store, tmp_p
     assert finish_run(store, "exp_nope", None, None, None, None) == 3
     set_stored_baseline(store, "qa", "ds_000000000001", "exp_cand")
     assert finish_run(store, "exp_cand", None, None, None, None) == 3  # its own baseline
+
+
+def test_finish_run_through_the_server_holding_the_store_reads_every_page(
+    store: Store, tmp_path: Path
+) -> None:
+    from tests.conftest import LiveServer
+    from traceproof.remote import RemoteStore
+
+    insert_comparison(store, examples=60)
+    summary = tmp_path / "s.md"
+    with LiveServer(store, store.settings) as server:
+        remote = RemoteStore(server.url)
+        assert finish_run(remote, "exp_cand", None, None, summary, None) == 1
+        assert finish_run(remote, "exp_cand", "exp_base", "min:quality>=0.6", None, None) == 0
+        assert finish_run(remote, "exp_nope", None, None, None, None) == 3
+    assert "### Regressions (1)" in summary.read_text()
+
+
+def test_the_markdown_summary_escapes_what_would_break_its_tables() -> None:
+    from traceproof.experiments.summary import summary_markdown
+
+    comparison = synthetic()
+    comparison.examples[0].input_preview = "a | b\nc `code`"
+    comparison.verdict = evaluate_gate(comparison, "no_regressions")
+    text = summary_markdown(comparison)
+    assert text.startswith("## traceproof: ❌ FAIL\n")
+    assert "| a \\| b c 'code' |" in text
+    assert "| latency_p95_ms | 100 | 108 | – | – |" in text
+    assert "| tokens |" not in text  # recorded by neither
