@@ -536,3 +536,14 @@ def test_the_markdown_summary_escapes_what_would_break_its_tables() -> None:
     assert "| a \\| b c 'code' |" in text
     assert "| latency_p95_ms | 100 | 108 | – | – |" in text
     assert "| tokens |" not in text  # recorded by neither
+
+
+def test_without_a_baseline_the_cli_says_how_to_set_one(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = insert_dataset(store, ["a"])
+    insert_experiment(store, "exp_one", {"ok": {ids[0]: [1.0]}})
+    assert finish_run(store, "exp_one", "auto", None, None, None) == 3
+    said = " ".join(capsys.readouterr().err.split())
+    assert "[not_found] No baseline is set for task 'qa' on dataset ds_000000000001." in said
+    assert "`traceproof experiment baseline TASK --dataset DATASET --set EXPERIMENT_ID`" in said

@@ -55,6 +55,12 @@ class _Command(click.Command):
 
 def _say_error(exc: TraceproofError | str) -> None:
     text = error_for_people(exc) if isinstance(exc, TraceproofError) else exc
+    if isinstance(exc, TraceproofError) and exc.message.startswith("No baseline is set"):
+        failed = exc.message.partition(" Pass baseline=")[0]
+        text = (
+            f"[{exc.code}] {failed} Pass --baseline EXPERIMENT_ID, or set one: `traceproof "
+            "experiment baseline TASK --dataset DATASET --set EXPERIMENT_ID`."
+        )
     err.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
 
 
