@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServeProcess
+from tests.proof_fixtures import insert_comparison
 from tests.test_schemas import calls_for, demo_ids, evaluators_config
 from traceproof.settings import Settings
 from traceproof.storage import Store
@@ -68,6 +69,8 @@ def inspector() -> Path:
 def demo_copy(demo_db: Path, tmp_path: Path) -> Path:
     path = tmp_path / "demo.duckdb"
     shutil.copyfile(demo_db, path)
+    with Store.open(path, Settings(db=path)) as store:
+        insert_comparison(store)  # the experiments compare_experiments compares
     return path
 
 
