@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from tests.conftest import LiveServer
 from tests.experiment_helpers import ECHO_TOML, stored_experiment
+from tests.proof_fixtures import insert_comparison
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.remote import RemoteStore
 from traceproof.storage import Busy, QueryTimeout, Store
@@ -229,6 +230,7 @@ def test_every_registered_tool_answers_through_the_api(
     demo_store: Store, demo_server: LiveServer, tmp_path: Path
 ) -> None:
     ids = demo_ids(demo_store)
+    insert_comparison(demo_store)  # the experiments compare_experiments compares
     config = tmp_path / "traceproof.toml"  # the evaluator that evaluate names
     config.write_text('[evaluators.no_errors]\nevaluator = "no_error"\n' + ECHO_TOML)
     demo_store.settings.config = config
@@ -257,6 +259,7 @@ def test_every_registered_tool_answers_through_the_api(
         "run_experiment": {"task": "echo", "dataset": "qa", "evaluators": ["same"], "wait": 60},
         "get_experiment": {"id": experiment},
         "cancel_experiment": {"id": experiment},
+        "compare_experiments": {"candidate": "exp_cand"},
     }
     assert set(calls) == {spec.name for spec in registry.TOOLS}
     answers = {}
@@ -287,6 +290,7 @@ def test_every_registered_tool_answers_through_the_api(
     assert answers["run_experiment"]["summary"]["evaluators"]["same"]["labels"] == {"pass": 2}
     assert [r["scores"] for r in answers["get_experiment"]["runs"]] == [{"same": "pass"}] * 2
     assert answers["cancel_experiment"]["status"] == "done"
+    assert answers["compare_experiments"]["verdict"]["status"] == "fail"
 
 
 @pytest.mark.parametrize(

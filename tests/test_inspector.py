@@ -24,6 +24,7 @@ import pytest
 
 from tests.conftest import ServeProcess
 from tests.experiment_helpers import stored_experiment
+from tests.proof_fixtures import insert_comparison
 from tests.test_schemas import calls_for, demo_ids, evaluators_config
 from traceproof.experiments.datasets import Example
 from traceproof.settings import Settings
@@ -71,6 +72,8 @@ def inspector() -> Path:
 def demo_copy(demo_db: Path, tmp_path: Path) -> Path:
     path = tmp_path / "demo.duckdb"
     shutil.copyfile(demo_db, path)
+    with Store.open(path, Settings(db=path)) as store:
+        insert_comparison(store)  # the experiments compare_experiments compares
     return path
 
 

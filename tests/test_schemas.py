@@ -18,6 +18,7 @@ from mcp import Client
 from mcp_types import CallToolResult, TextContent
 
 from tests.experiment_helpers import ECHO_TOML, stored_experiment
+from tests.proof_fixtures import insert_comparison
 from traceproof.server.mcp import create_mcp_server
 from traceproof.storage import Store
 from traceproof.tools import registry
@@ -134,6 +135,11 @@ def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
             {"id": ids["experiment"], "limit": 1, "max_chars": 1000},
         ],
         "cancel_experiment": [{"id": ids["experiment"]}],
+        "compare_experiments": [
+            {"candidate": "exp_cand"},
+            {"candidate": "exp_cand", "baseline": "exp_base", "gate": "significant:correct"},
+            {"candidate": "exp_cand", "max_chars": 1000},
+        ],
     }
 
 
@@ -150,6 +156,8 @@ def calls(demo_store: Store, tmp_path: Path) -> Iterator[dict[str, list[dict[str
     demo_store.settings.config = evaluators_config(tmp_path)
     ids = demo_ids(demo_store) | {"experiment": stored_experiment(demo_store, tmp_path)}
     found = calls_for(ids)
+    insert_comparison(demo_store)  # the experiments compare_experiments compares
+    found = calls_for(demo_ids(demo_store))
     assert set(found) == {spec.name for spec in registry.TOOLS}, (
         "give every registered tool an example call in calls_for"
     )

@@ -345,6 +345,7 @@ def _print_stats(result: StoreStats) -> None:
 
 
 # The read commands (traces, trace, span, find, jq, agg, sql…) register themselves on `cli`.
+import traceproof.cli_compare  # noqa: E402
 import traceproof.cli_configs  # noqa: E402
 import traceproof.cli_datasets  # noqa: E402
 import traceproof.cli_experiments  # noqa: E402

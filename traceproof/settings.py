@@ -544,6 +544,28 @@ class Settings(BaseSettings):
         description="Targets labelled by people (and judged) a calibration needs at least.",
     )
 
+    # -- proof: comparing experiments ----------------------------------------------------------
+    gate_default: str = Field(
+        default="no_regressions,calibrated_judges",
+        description="Gate applied by compare_experiments and `traceproof experiment compare` "
+        "when none is given (rules: README, Gates).",
+    )
+    compare_alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="Significance level of a comparison's tests (Holm-adjusted) and its MDE.",
+    )
+    compare_power: float = Field(
+        default=0.8, gt=0, lt=1, description="Power the minimal detectable effect is stated at."
+    )
+    compare_bootstrap_resamples: int = Field(
+        default=10_000,
+        ge=100,
+        le=1_000_000,
+        description="Resamples of the paired bootstrap interval (seeded: reproducible).",
+    )
+
     def for_import(self) -> Settings:
         """These settings for a bulk import that holds the store alone (no concurrent readers,
         so the small row groups' optimistic writes are safe): a smaller memory footprint."""
