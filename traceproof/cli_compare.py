@@ -92,21 +92,18 @@ def _write(path: Path, text: str) -> None:
 
 
 def _report(store: Store | RemoteStore, comparison: Comparison, path: Path) -> None:
-    """The HTML report (the report helper's :mod:`traceproof.experiments.report`)."""
-    try:
-        from traceproof.experiments import report  # type: ignore[attr-defined, unused-ignore]
-    except ImportError:
+    """The HTML report (:mod:`traceproof.experiments.report`): it reads the runs' traces from
+    the store itself, so not through a server."""
+    from traceproof.experiments.report import write_report
+
+    if isinstance(store, RemoteStore):
         raise TraceproofError(
-            "This build cannot write HTML reports yet. Leave out --report-html.",
-            code=ErrorCode.NOT_AVAILABLE,
-        ) from None
-    writer = getattr(report, "write_report", None)
-    if writer is None:
-        raise TraceproofError(
-            "This build cannot write HTML reports yet. Leave out --report-html.",
+            f"A server at {store.url} holds the store, and the HTML report reads the runs' traces "
+            "from the store itself. Write it where the store is (stop the server, or run "
+            "`traceproof experiment report` after it stops); --summary-md works through a server.",
             code=ErrorCode.NOT_AVAILABLE,
         )
-    writer(store, comparison, path)
+    write_report(store, comparison, path)
 
 
 def finish_run(
@@ -146,6 +143,14 @@ def finish_run(
     return EXIT_CODES[comparison.verdict.status]
 
 
+_HTML_OPTION = click.option(
+    "--report-html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the self-contained HTML report to FILE.",
+)
+
+
 @experiment.command("compare", cls=_Command)
 @click.argument("candidate")
 @db_option
@@ -169,6 +174,7 @@ def finish_run(
     default=None,
     help="Write a Markdown summary (CI job summary, PR comment) to FILE.",
 )
+@_HTML_OPTION
 def compare_command(
     candidate: str,
     db: Path | None,
@@ -176,15 +182,48 @@ def compare_command(
     gate: str | None,
     as_json: bool,
     summary_md: Path | None,
+    report_html: Path | None,
 ) -> None:
     """Compare CANDIDATE with its baseline; exit 0 pass, 1 fail, 2 inconclusive, 3 not run."""
     settings = _settings(db)
     try:
         with _store_or_remote(settings) as store:
-            code = finish_run(store, candidate, baseline, gate, summary_md, None, as_json=as_json)
+            code = finish_run(
+                store, candidate, baseline, gate, summary_md, report_html, as_json=as_json
+            )
     except TraceproofError as exc:
         _say_error(exc)
         code = NOT_RUN
+    sys.exit(code)
+
+
+@experiment.command("report", cls=_Command)
+@click.argument("baseline")
+@click.argument("candidate")
+@db_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("report.html"),
+    show_default=True,
+    help="The HTML file to write.",
+)
+@click.option("--gate", default=None, metavar="SPEC", help="Gate rules (README: Gates).")
+def report_command(
+    baseline: str, candidate: str, db: Path | None, output: Path, gate: str | None
+) -> None:
+    """Write the HTML report comparing CANDIDATE with BASELINE (one self-contained file); exit
+    as `compare` does: 0 pass, 1 fail, 2 inconclusive, 3 not run."""
+    settings = _settings(db)
+    try:
+        with _store_or_remote(settings) as store:
+            code = finish_run(store, candidate, baseline, gate, None, output)
+    except TraceproofError as exc:
+        _say_error(exc)
+        code = NOT_RUN
+    if code != NOT_RUN:
+        err.print(f"wrote {escape(str(output))}", highlight=False)
     sys.exit(code)
 
 

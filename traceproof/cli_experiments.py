@@ -175,8 +175,9 @@ def _run_remote(store: RemoteStore, arguments: dict[str, Any], bar: bool) -> dic
 
 
 def _exit_status(answer: dict[str, Any], options: dict[str, Any]) -> int:
-    """The command's exit status once the experiment ended. The compare commands extend this:
-    with ``--baseline`` / ``--gate`` the verdict decides (0 pass, 1 fail, 2 inconclusive)."""
+    """The command's exit status once the experiment ended: 0 when it ran, else 3 (with
+    ``--baseline`` / ``--gate`` the comparison's verdict decides next, in
+    :func:`traceproof.cli_compare.finish_run`)."""
     if answer.get("status") in ("done",):
         return 0
     return EXIT_NOT_RUN
@@ -227,16 +228,42 @@ def _print_summary(answer: dict[str, Any]) -> None:
 @click.option("--dry-run", is_flag=True, help="Run a few examples once; record nothing.")
 @click.option("--resume", default=None, help="Run what an experiment is missing (its id).")
 @click.option("--port", type=int, default=None, help="OTLP port served meanwhile (no server).")
+@click.option(
+    "--baseline", default=None, help="Compare with this experiment id, or auto (the stored one)."
+)
+@click.option("--gate", default=None, metavar="SPEC", help="Gate rules (README: Gates).")
+@click.option(
+    "--summary-md",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the comparison's Markdown summary to FILE.",
+)
+@click.option(
+    "--report-html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the comparison's HTML report to FILE.",
+)
 @db_option
 @config_option
 @json_option
 def experiment_run(
-    db: Path | None, config: Path | None, as_json: bool, port: int | None, **options: Any
+    db: Path | None,
+    config: Path | None,
+    as_json: bool,
+    port: int | None,
+    baseline: str | None,
+    gate: str | None,
+    summary_md: Path | None,
+    report_html: Path | None,
+    **options: Any,
 ) -> None:
     """Run TASK on every example of --dataset, score each run with --evaluator; exit 0 when it
-    ran, 3 when it could not."""
+    ran, 3 when it could not. With --baseline or --gate the comparison's verdict decides: 0
+    pass, 1 fail, 2 inconclusive."""
     if options["resume"] is None and (options["task"] is None or options["dataset"] is None):
         raise click.UsageError("Give TASK and --dataset (or --resume ID).")
+    compare = any(v is not None for v in (baseline, gate, summary_md, report_html))
     arguments = {
         k: (list(v) if isinstance(v, tuple) else v)
         for k, v in options.items()
@@ -249,13 +276,20 @@ def experiment_run(
                 answer = _run_remote(store, arguments, bar)
             else:
                 answer = _run_local(store, arguments, bar)
+            if not as_json:
+                _print_summary(answer)
+            code = _exit_status(answer, options)
+            if compare and code == 0 and not options.get("dry_run"):
+                from traceproof.cli_compare import finish_run
+
+                code = finish_run(
+                    store, answer["id"], baseline, gate, summary_md, report_html, as_json=as_json
+                )
+            elif as_json:
+                click.echo(json.dumps(answer, indent=2, ensure_ascii=False))
     except TraceproofError as exc:
         _not_run(error_for_people(exc))
-    if as_json:
-        click.echo(json.dumps(answer, indent=2, ensure_ascii=False))
-    else:
-        _print_summary(answer)
-    sys.exit(_exit_status(answer, options))
+    sys.exit(code)
 
 
 @experiment.command("show")

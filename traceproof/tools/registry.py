@@ -29,8 +29,8 @@ from traceproof.tools import (
 )
 from traceproof.tools import annotations as annotation_tools
 from traceproof.tools import calibrate as calibrate_tools
-from traceproof.tools import datasets as dataset_tools
 from traceproof.tools import compare as compare_tools
+from traceproof.tools import datasets as dataset_tools
 
 #: Tool families (DESIGN.md's tool surface), the units a host asks for with ``--toolsets``
 #: (``TRACEPROOF_TOOLSETS``): trace inspection, judgment (annotations, evaluators), proof
