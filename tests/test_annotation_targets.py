@@ -34,7 +34,9 @@ def verdicts(store: Store) -> dict[str, str]:
 def spans_of(store: Store, traces: set[str]) -> int:
     with store.reader() as reader:
         return int(
-            reader.scalar("SELECT count(*) FROM spans WHERE list_contains(?, trace_id)", [sorted(traces)])
+            reader.scalar(
+                "SELECT count(*) FROM spans WHERE list_contains(?, trace_id)", [sorted(traces)]
+            )
         )
 
 
@@ -139,7 +141,10 @@ def test_aggregate_groups_traces_and_spans_by_the_traces_verdicts(demo_store: St
         None: len(_all_traces(demo_store)) - len(people),
     }
     scores = aggregate(
-        demo_store, over="traces", group_by=["annotation.resolved"], metrics=["avg(annotation.resolved.score)"]
+        demo_store,
+        over="traces",
+        group_by=["annotation.resolved"],
+        metrics=["avg(annotation.resolved.score)"],
     )
     means = {row[0]: row[1] for row in scores.rows}
     assert means["pass"] is not None and means["fail"] is not None

@@ -517,7 +517,9 @@ def trace_marks(
     if project is not None:
         where += " AND a.project = ?"
         params.append(project)
-    inner = f"SELECT a.target_kind AS kind, a.name, {_MARK_VALUE} AS v FROM annotations a WHERE {where}"
+    inner = (
+        f"SELECT a.target_kind AS kind, a.name, {_MARK_VALUE} AS v FROM annotations a WHERE {where}"
+    )
     sql = (
         f"SELECT kind, name, string_agg(DISTINCT v, '|' ORDER BY v) FROM ({inner}) "
         "GROUP BY kind, name ORDER BY kind DESC, name"

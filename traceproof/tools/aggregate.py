@@ -19,12 +19,12 @@ from traceproof.errors import ErrorCode
 from traceproof.storage import SPAN_NUMERIC_COLUMNS, Store
 from traceproof.tools.common import JsonValue, MaxChars, ToolFailure, budget, size
 from traceproof.tools.filters import (
+    ANNOTATION_ROOT,
     FilterRef,
     ProjectParam,
     SessionParam,
     SpanFilter,
     StatusParam,
-    ANNOTATION_ROOT,
     field_sql,
     span_source,
     trace_source,
@@ -305,8 +305,7 @@ def _query(
         if condition != "TRUE":
             spans = span_source(condition)
             condition = (
-                f"(project, trace_id) IN (SELECT project, trace_id FROM {spans} "
-                f"WHERE {condition})"
+                f"(project, trace_id) IN (SELECT project, trace_id FROM {spans} WHERE {condition})"
             )
         table = trace_source(*selected)
     elif table == "spans":

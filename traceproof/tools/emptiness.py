@@ -105,7 +105,7 @@ def _age(moment: datetime, now: datetime | None) -> str:
 
 def annotation_note(reader: Reader, where: str | None) -> str | None:
     """For a ``where`` that reads annotations: which it read and what those names annotate in
-    the store (``'resolved' annotates traces here (60)``), so a filter that found nothing is
+    the store (``'resolved' annotates traces (60) here``), so a filter that found nothing is
     not mistaken for "no verdicts"."""
     from traceproof.tools.filters import annotation_names  # filters imports nothing from here
 
@@ -126,7 +126,8 @@ def annotation_note(reader: Reader, where: str | None) -> str | None:
         else f"no annotation is named {name!r} here"
         for name in names
     ]
+    quoted = ", ".join(repr(name) for name in names)
     return (
-        "annotation.<name> read a span's own verdict, else its trace's, else its session's "
-        f"(a trace: its own or any of its spans'); {'; '.join(said)}."
+        f"The where read annotation {quoted} as a span's own, else its trace's, else its "
+        f"session's (a trace matches by its own or any of its spans'); {'; '.join(said)}."
     )

@@ -78,9 +78,7 @@ def span_source(*sql: str) -> str:
             "spans.* REPLACE (coalesce(spans.session_id, trace_index.session_id) AS session_id, "
             "coalesce(spans.user_id, trace_index.user_id) AS user_id)"
         )
-    picked = ", ".join(
-        f"coalesce(sv.{c}, tv.{c}) AS {c}" for c in _annotation_columns(wanted)
-    )
+    picked = ", ".join(f"coalesce(sv.{c}, tv.{c}) AS {c}" for c in _annotation_columns(wanted))
     return (
         f"(SELECT {columns}, {picked} FROM {base} "
         f"LEFT JOIN ({_verdicts(wanted, 'span')}) sv ON sv.project = spans.project "
@@ -269,9 +267,7 @@ def annotation_names(expression: str | None) -> list[str]:
 
 
 def _annotation_columns(names: list[str]) -> list[str]:
-    return [
-        f"__annotation_{c}_{n.encode().hex()}" for n in names for c in ("label", "score")
-    ]
+    return [f"__annotation_{c}_{n.encode().hex()}" for n in names for c in ("label", "score")]
 
 
 def _quote(text: str) -> str:
@@ -299,9 +295,7 @@ def _verdicts(names: list[str], kind: str) -> str:
 
 def _trace_verdicts(names: list[str]) -> str:
     """Per trace with one, the trace's own verdict columns of ``names``, else its session's."""
-    picked = ", ".join(
-        f"coalesce(ov.{c}, nv.{c}) AS {c}" for c in _annotation_columns(names)
-    )
+    picked = ", ".join(f"coalesce(ov.{c}, nv.{c}) AS {c}" for c in _annotation_columns(names))
     return (
         f"SELECT ti.project, ti.trace_id, {picked} FROM trace_index ti "
         f"LEFT JOIN ({_verdicts(names, 'trace')}) ov ON ov.project = ti.project "

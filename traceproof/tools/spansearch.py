@@ -245,7 +245,7 @@ def _why_empty(
         count=count,
     )
     read = annotation_note(reader, spec.where)
-    return f"{note} {read[0].upper()}{read[1:]}" if read else note
+    return f"{note} {read}" if read else note
 
 
 def _cursor_key(cursor: str, digest: str, order: tuple[tuple[str, str], ...]) -> list[Any]:

@@ -462,7 +462,7 @@ def _why_empty(reader: Reader, query: _TraceQuery) -> str:
         count=count,
     )
     read = annotation_note(reader, query.where)
-    return f"{note} {read[0].upper()}{read[1:]}" if read else note
+    return f"{note} {read}" if read else note
 
 
 def _keyset_sql(keys: list[tuple[str, str]], after: list[Any] | None) -> tuple[str, list[Any]]:
