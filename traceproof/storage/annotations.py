@@ -478,20 +478,24 @@ def get_configs(reader: Reader, names: Sequence[str] | None = None) -> dict[str,
 # -- reads ------------------------------------------------------------------------------------
 
 
+#: An annotation's value as a mark shows it: its label, else its score, with ``?`` when an LLM
+#: judge whose definition has no passing calibration gave it.
+_MARK_VALUE = (
+    "coalesce(a.label, CAST(round(a.score, 3) AS VARCHAR), '…') || CASE WHEN "
+    f"{JUDGE_VERSION_SQL} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM calibrations c "
+    f"WHERE c.passed AND left(replace(c.judge_hash, 'sha256:', ''), "
+    f"{JUDGE_VERSION_CHARS}) = {JUDGE_VERSION_SQL}) THEN '?' ELSE '' END"
+)
+
+
 def span_marks(reader: Reader, trace_id: str, project: str | None = None) -> dict[str, str]:
     """Span id → its annotations as a compact mark, ``correctness=fail,tone=0.8``: per name
     the distinct labels (else scores) of every annotator, ``|``-joined when they disagree. A
     value an LLM judge gave whose definition has no passing calibration ends with ``?``
     (``helpfulness=fail?``)."""
-    value = "coalesce(a.label, CAST(round(a.score, 3) AS VARCHAR), '…')"
-    uncalibrated = (
-        f"{JUDGE_VERSION_SQL} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM calibrations c "
-        f"WHERE c.passed AND left(replace(c.judge_hash, 'sha256:', ''), "
-        f"{JUDGE_VERSION_CHARS}) = {JUDGE_VERSION_SQL})"
-    )
     inner = (
-        f"SELECT a.span_id, a.name, {value} || CASE WHEN {uncalibrated} THEN '?' ELSE '' END "
-        "AS v FROM annotations a WHERE a.target_kind = 'span' AND a.trace_id = ?"
+        f"SELECT a.span_id, a.name, {_MARK_VALUE} AS v FROM annotations a "
+        "WHERE a.target_kind = 'span' AND a.trace_id = ?"
     )
     params: list[Any] = [trace_id]
     if project is not None:
@@ -505,6 +509,33 @@ def span_marks(reader: Reader, trace_id: str, project: str | None = None) -> dic
     for span_id, name, values in reader.rows(sql, params):
         marks.setdefault(span_id, []).append(f"{name}={values}")
     return {span_id: ",".join(parts) for span_id, parts in marks.items()}
+
+
+def trace_marks(
+    reader: Reader, trace_id: str, session_id: str | None, project: str | None = None
+) -> str | None:
+    """A trace's own annotations, then its session's, as the marks of :func:`span_marks`
+    read: ``trace: [resolved=fail|pass?] session: [csat=4]`` (None when it has neither)."""
+    where = (
+        "((a.target_kind = 'trace' AND a.trace_id = ?) "
+        "OR (a.target_kind = 'session' AND a.target_id = ?))"
+    )
+    params: list[Any] = [trace_id, session_id]
+    if project is not None:
+        where += " AND a.project = ?"
+        params.append(project)
+    inner = (
+        f"SELECT a.target_kind AS kind, a.name, {_MARK_VALUE} AS v FROM annotations a WHERE {where}"
+    )
+    sql = (
+        f"SELECT kind, name, string_agg(DISTINCT v, '|' ORDER BY v) FROM ({inner}) "
+        "GROUP BY kind, name ORDER BY kind DESC, name"
+    )
+    parts: dict[str, list[str]] = {}
+    for kind, name, values in reader.rows(sql, params):
+        parts.setdefault(kind, []).append(f"{name}={values}")
+    shown = [f"{kind}: [{','.join(marks)}]" for kind, marks in parts.items()]
+    return " ".join(shown) or None
 
 
 def target_annotations(

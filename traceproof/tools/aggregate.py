@@ -19,6 +19,7 @@ from traceproof.errors import ErrorCode
 from traceproof.storage import SPAN_NUMERIC_COLUMNS, Store
 from traceproof.tools.common import JsonValue, MaxChars, ToolFailure, budget, size
 from traceproof.tools.filters import (
+    ANNOTATION_ROOT,
     FilterRef,
     ProjectParam,
     SessionParam,
@@ -26,6 +27,7 @@ from traceproof.tools.filters import (
     StatusParam,
     field_sql,
     span_source,
+    trace_source,
     where_errors,
 )
 from traceproof.tools.paging import tidy_cell
@@ -255,6 +257,8 @@ def _metric_sql(text: str, source: _Source) -> tuple[str, str]:
 def _field(name: str, source: _Source, *, numeric: bool, role: str) -> str:
     if name in source.columns:
         return f"TRY_CAST({name} AS DOUBLE)" if numeric and name not in source.numeric else name
+    if name.startswith(ANNOTATION_ROOT + "."):
+        return field_sql(name, numeric=numeric)  # annotations: over spans and traces alike
     if not source.paths:
         raise _bad(f"{role} {name!r} is not a column of {source.table}", f"Use {source.allowed()}")
     try:
@@ -297,11 +301,13 @@ def _query(
     selected = [f"{sql} AS g{i}" for i, (_, sql) in enumerate(groups)]
     selected += [f"{sql} AS m{i}" for i, (_, sql) in enumerate(measures)]
     table = source.table
-    if table == "traces" and condition != "TRUE":
-        spans = span_source(condition)
-        condition = (
-            f"(project, trace_id) IN (SELECT project, trace_id FROM {spans} WHERE {condition})"
-        )
+    if table == "traces":
+        if condition != "TRUE":
+            spans = span_source(condition)
+            condition = (
+                f"(project, trace_id) IN (SELECT project, trace_id FROM {spans} WHERE {condition})"
+            )
+        table = trace_source(*selected)
     elif table == "spans":
         table = span_source(condition, *selected)
     # Ties broken by the group keys so a page is the same on every call.

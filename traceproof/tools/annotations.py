@@ -36,7 +36,6 @@ from traceproof.tools.common import (
     encode_cursor,
 )
 from traceproof.tools.filters import (
-    SPANS_WITH_TRACE,
     FilterRef,
     SpanFilter,
     span_source,
@@ -91,7 +90,7 @@ def _chosen(
     reader: Reader, kind: TargetKind, flt: SpanFilter, limit: int
 ) -> tuple[int, list[tuple[str, str | None, str | None]]]:
     cond, params = flt.sql()
-    src = SPANS_WITH_TRACE if kind is TargetKind.SESSION else span_source(cond)
+    src = span_source(cond, "session_id") if kind is TargetKind.SESSION else span_source(cond)
     sql = _CHOOSE[kind].format(src=src, cond=cond)
     with where_errors(flt.where):
         ((total,),) = reader.rows(f"SELECT count(*) FROM ({sql})", params, untrusted=flt.untrusted)
@@ -317,7 +316,7 @@ def _conditions(
             "trace": f"(a.project, a.trace_id) IN (SELECT project, trace_id FROM {src} "
             f"WHERE {cond})",
             "session": f"(a.project, a.session_id) IN (SELECT project, session_id FROM "
-            f"{SPANS_WITH_TRACE} WHERE {cond})",
+            f"{span_source(cond, 'session_id')} WHERE {cond})",
         }
         chosen = [k for k in branches if target is None or k == target]
         conds.append(

@@ -101,3 +101,33 @@ def _age(moment: datetime, now: datetime | None) -> str:
             amount = int(seconds // length)
             return f"{amount} {unit}{'s' if amount != 1 else ''}"
     return "less than a minute"
+
+
+def annotation_note(reader: Reader, where: str | None) -> str | None:
+    """For a ``where`` that reads annotations: which it read and what those names annotate in
+    the store (``'resolved' annotates traces (60) here``), so a filter that found nothing is
+    not mistaken for "no verdicts"."""
+    from traceproof.tools.filters import annotation_names  # filters imports nothing from here
+
+    names = annotation_names(where)
+    if not names:
+        return None
+    rows = reader.rows(
+        "SELECT name, target_kind, count(*) FROM annotations WHERE list_contains(?, name) "
+        "GROUP BY ALL ORDER BY name, target_kind",
+        [names],
+    )
+    kinds: dict[str, list[str]] = {}
+    for name, kind, count in rows:
+        kinds.setdefault(name, []).append(f"{kind}s ({count:,})")
+    said = [
+        f"{name!r} annotates {' and '.join(kinds[name])} here"
+        if name in kinds
+        else f"no annotation is named {name!r} here"
+        for name in names
+    ]
+    quoted = ", ".join(repr(name) for name in names)
+    return (
+        f"The where read annotation {quoted} as a span's own, else its trace's, else its "
+        f"session's (a trace matches by its own or any of its spans'); {'; '.join(said)}."
+    )

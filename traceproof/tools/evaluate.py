@@ -28,7 +28,6 @@ from traceproof.storage import Reader, Store
 from traceproof.storage.judges import is_calibrated, save_evaluator_definition
 from traceproof.tools.common import MaxChars, ToolFailure, budget, size
 from traceproof.tools.filters import (
-    SPANS_WITH_TRACE,
     FilterRef,
     ProjectParam,
     SpanFilter,
@@ -292,7 +291,7 @@ def choose(
                 )
             return _by_id(reader, kind, list(dict.fromkeys(ids)), flt.project, cap)
         cond, params = flt.sql()
-        src = SPANS_WITH_TRACE if kind == "session" else span_source(cond)
+        src = span_source(cond, "session_id") if kind == "session" else span_source(cond)
         with where_errors(flt.where):
             matched = reader.rows(
                 _COUNT[kind].format(src=src, cond=cond), params, untrusted=flt.untrusted

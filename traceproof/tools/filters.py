@@ -61,8 +61,45 @@ _TRACE_OWNED = re.compile(r"\b(session_id|user_id)\b", re.IGNORECASE)
 def span_source(*sql: str) -> str:
     """What to read spans FROM for a query whose conditions, groups or columns are ``sql``:
     :data:`SPANS_WITH_TRACE` when they name a session or user (the join is only paid then),
-    else the ``spans`` table itself."""
-    return SPANS_WITH_TRACE if any(_TRACE_OWNED.search(text) for text in sql) else "spans"
+    else the ``spans`` table itself; with the annotation columns they name
+    (:func:`annotation_sql`) joined in once, when they name any."""
+    trace = any(_TRACE_OWNED.search(text) for text in sql)
+    wanted = annotation_refs(*sql)
+    if not wanted:
+        return SPANS_WITH_TRACE if trace else "spans"
+    base = "spans"
+    columns = "spans.*"
+    if trace:
+        base += (
+            " LEFT JOIN trace_index ON trace_index.project = spans.project "
+            "AND trace_index.trace_id = spans.trace_id"
+        )
+        columns = (
+            "spans.* REPLACE (coalesce(spans.session_id, trace_index.session_id) AS session_id, "
+            "coalesce(spans.user_id, trace_index.user_id) AS user_id)"
+        )
+    picked = ", ".join(f"coalesce(sv.{c}, tv.{c}) AS {c}" for c in _annotation_columns(wanted))
+    return (
+        f"(SELECT {columns}, {picked} FROM {base} "
+        f"LEFT JOIN ({_verdicts(wanted, 'span')}) sv ON sv.project = spans.project "
+        "AND sv.trace_id = spans.trace_id AND sv.span_id = spans.span_id "
+        f"LEFT JOIN ({_trace_verdicts(wanted)}) tv ON tv.project = spans.project "
+        "AND tv.trace_id = spans.trace_id) AS spans"
+    )
+
+
+def trace_source(*sql: str) -> str:
+    """What to read the ``traces`` view FROM for groups or columns ``sql``: the view itself,
+    or with the annotation columns they name joined in once (a trace's own verdict, else its
+    session's)."""
+    wanted = annotation_refs(*sql)
+    if not wanted:
+        return "traces"
+    picked = ", ".join(f"tv.{c}" for c in _annotation_columns(wanted))
+    return (
+        f"(SELECT traces.*, {picked} FROM traces LEFT JOIN ({_trace_verdicts(wanted)}) tv "
+        "ON tv.project = traces.project AND tv.trace_id = traces.trace_id) AS traces"
+    )
 
 
 #: since, until, span_kind, name or where in a tool whose own description says "filters as in
@@ -181,14 +218,26 @@ def field_sql(name: str, *, numeric: bool = False, alias: str = "") -> str:
     return f"TRY_CAST({text} AS DOUBLE)" if numeric else text
 
 
-#: ``annotation.<name>`` (its label) and ``annotation.<name>.score`` read a span's annotations.
+#: ``annotation.<name>`` (its label) and ``annotation.<name>.score`` read annotations.
 ANNOTATION_ROOT = "annotation"
+
+#: The column an annotation field compiles to: ``__annotation_label_<hex of the name>`` (or
+#: ``_score_``); hex keeps any name a plain identifier, and names differing in case apart.
+_ANNOTATION_COLUMN = re.compile(r"\b__annotation_(label|score)_([0-9a-f]+)\b")
+
+#: Which verdict counts when several annotators gave one for the same target: a person's
+#: (HUMAN) latest, else the latest of any.
+_PRECEDENCE = "(annotator_kind = 'HUMAN', updated_at)"
 
 
 def annotation_sql(segments: list[str], text: str, *, alias: str = "") -> str:
-    """The span's current verdict for annotation ``segments[0]``: its label, or its score with
-    ``.score``. With several annotators a person's (HUMAN) latest verdict wins, else the latest
-    of any; a span without one reads NULL. A correlated lookup on ``annotations``."""
+    """The current verdict for annotation ``segments[0]``: its label, or its score with
+    ``.score``. Over spans: the span's own, else its trace's, else its session's (the nearest
+    target that gives one); over traces: the trace's own, else its session's. Per target a
+    person's (HUMAN) latest verdict wins, else the latest of any; none reads NULL.
+
+    It compiles to a column that :func:`span_source` / :func:`trace_source` join in, once per
+    query (not a lookup per row)."""
     if len(segments) not in (1, 2) or (len(segments) == 2 and segments[1] != "score"):
         raise ToolFailure(
             f"{text!r} is not an annotation field. Use annotation.<name> (its label) or "
@@ -196,12 +245,64 @@ def annotation_sql(segments: list[str], text: str, *, alias: str = "") -> str:
             code=ErrorCode.INVALID_FILTER,
         )
     column = "score" if len(segments) == 2 else "label"
-    outer = alias or "spans."
-    name = segments[0].replace("'", "''")
+    return f"{alias}__annotation_{column}_{segments[0].encode().hex()}"
+
+
+def annotation_refs(*sql: str) -> list[str]:
+    """The annotation names the SQL texts read (through :func:`annotation_sql`), sorted."""
+    names = {
+        bytes.fromhex(m.group(2)).decode(errors="replace")
+        for text in sql
+        for m in _ANNOTATION_COLUMN.finditer(text)
+        if len(m.group(2)) % 2 == 0
+    }
+    return sorted(names)
+
+
+def annotation_names(expression: str | None) -> list[str]:
+    """The annotation names an agent's ``where`` expression reads (for notes)."""
+    if not expression:
+        return []
+    return annotation_refs(where_sql(expression))
+
+
+def _annotation_columns(names: list[str]) -> list[str]:
+    return [f"__annotation_{c}_{n.encode().hex()}" for n in names for c in ("label", "score")]
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _verdicts(names: list[str], kind: str) -> str:
+    """Per target of ``kind`` (span, trace, session) the verdict columns of ``names``: one
+    grouped pass over the annotations of those names."""
+    keys = {"span": "project, trace_id, span_id", "trace": "project, trace_id"}.get(
+        kind, "project, session_id"
+    )
+    aggregates = ", ".join(
+        f"arg_max({c}, {_PRECEDENCE}) FILTER (WHERE name = {_quote(n)} AND {c} IS NOT NULL) "
+        f"AS __annotation_{c}_{n.encode().hex()}"
+        for n in names
+        for c in ("label", "score")
+    )
+    listed = ", ".join(_quote(n) for n in names)
     return (
-        f"(SELECT arg_max(a.{column}, (a.annotator_kind = 'HUMAN', a.updated_at)) "
-        f"FROM annotations a WHERE a.target_kind = 'span' AND a.trace_id = {outer}trace_id "
-        f"AND a.span_id = {outer}span_id AND a.name = '{name}' AND a.{column} IS NOT NULL)"
+        f"SELECT {keys}, {aggregates} FROM annotations WHERE target_kind = '{kind}' "
+        f"AND name IN ({listed}) GROUP BY {keys}"
+    )
+
+
+def _trace_verdicts(names: list[str]) -> str:
+    """Per trace with one, the trace's own verdict columns of ``names``, else its session's."""
+    picked = ", ".join(f"coalesce(ov.{c}, nv.{c}) AS {c}" for c in _annotation_columns(names))
+    return (
+        f"SELECT ti.project, ti.trace_id, {picked} FROM trace_index ti "
+        f"LEFT JOIN ({_verdicts(names, 'trace')}) ov ON ov.project = ti.project "
+        "AND ov.trace_id = ti.trace_id "
+        f"LEFT JOIN ({_verdicts(names, 'session')}) nv ON nv.project = ti.project "
+        "AND nv.session_id = ti.session_id "
+        "WHERE ov.project IS NOT NULL OR nv.project IS NOT NULL"
     )
 
 

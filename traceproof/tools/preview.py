@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field
 
 from traceproof.errors import ErrorCode
 from traceproof.storage import Reader, Store
-from traceproof.storage.annotations import span_marks
-from traceproof.tools.common import MaxChars, ToolFailure, UtcTime, budget, size
+from traceproof.storage.annotations import span_marks, trace_marks
+from traceproof.tools.common import MaxChars, ToolFailure, UtcTime, budget, one_line, size
 from traceproof.tools.filters import ProjectParam
 from traceproof.tools.layout import CollapsedSpans, Frame, Layout
 from traceproof.tools.paging import tidy
@@ -33,6 +33,8 @@ ERROR_TEXT_CHARS = 300
 #: Most critical-path span ids listed (the tree marks them all; a sequential trace has
 #: every span on its path).
 CRITICAL_PATH_MAX = 20
+#: Longest the trace's (and session's) annotation marks are shown.
+TRACE_MARK_CHARS = 200
 
 _SPAN_SQL = f"""
 SELECT span_id, parent_span_id, name, span_kind, status = 'ERROR',
@@ -69,6 +71,11 @@ class TracePreview(BaseModel):
     error_count: int = Field(description="Spans with status ERROR.")
     total_tokens: int = Field(description="LLM tokens over all spans.")
     session_id: str | None = Field(description="Its session, if any.")
+    annotations: str | None = Field(
+        default=None,
+        description="The trace's own annotations, then its session's, marked as spans are: "
+        "trace: [resolved=fail|pass?] session: [...].",
+    )
     span_id: str | None = Field(description="The span whose subtree is shown (None: all).")
     tree: list[str] = Field(description="One line per span, run of similar spans, or hidden part.")
     critical_path: list[str] = Field(
@@ -101,6 +108,7 @@ def get_trace_preview(
     with store.reader() as reader:
         summary = _summary(reader, trace_id, project)
         spans = _spans(reader, trace_id, project)
+        marks = trace_marks(reader, trace_id, summary["session_id"], project)
     top, nodes = build_forest(spans)
     if span_id is not None:
         if span_id not in nodes:
@@ -116,6 +124,7 @@ def get_trace_preview(
     layout = Layout(order, top, frame, max_depth)
     result = TracePreview(
         **summary,
+        annotations=one_line(marks, TRACE_MARK_CHARS),
         trace_id=trace_id,
         span_id=span_id,
         tree=[],

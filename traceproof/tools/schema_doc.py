@@ -229,6 +229,14 @@ EXAMPLES: tuple[Example, ...] = (
         "ORDER BY hour",
     ),
     Example(
+        question="Failed traces by people's verdict (target_kind span/trace/session; in where, "
+        "annotation.resolved reads a span's own, else its trace's, else its session's, a "
+        "HUMAN's latest first)",
+        sql="SELECT a.trace_id, a.label, a.explanation FROM annotations a WHERE "
+        "a.target_kind = 'trace' AND a.name = 'resolved' AND a.annotator_kind = 'HUMAN' "
+        "AND a.label = 'fail' LIMIT 20",
+    ),
+    Example(
         question="LLM spans with their correctness verdicts (NULL: not judged yet)",
         sql="SELECT s.trace_id, s.span_id, s.name, a.label, a.annotator_kind, a.annotator "
         "FROM spans s LEFT JOIN annotations a ON a.target_kind = 'span' "

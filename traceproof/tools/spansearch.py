@@ -31,7 +31,7 @@ from traceproof.tools.common import (
     one_line,
     size,
 )
-from traceproof.tools.emptiness import explain_empty
+from traceproof.tools.emptiness import annotation_note, explain_empty
 from traceproof.tools.filters import (
     NameParam,
     ProjectParam,
@@ -232,7 +232,7 @@ def _why_empty(
         sql, params = _condition(spans, subset.get("trace_id"), subset.get("pattern"), ignore_case)
         return int(reader.scalar(f"SELECT count(*) FROM {span_source(sql)} WHERE {sql}", params))
 
-    return explain_empty(
+    note = explain_empty(
         reader,
         noun="spans",
         table="spans",
@@ -244,6 +244,8 @@ def _why_empty(
         filters=filters,
         count=count,
     )
+    read = annotation_note(reader, spec.where)
+    return f"{note} {read}" if read else note
 
 
 def _cursor_key(cursor: str, digest: str, order: tuple[tuple[str, str], ...]) -> list[Any]:

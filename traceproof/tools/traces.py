@@ -31,7 +31,7 @@ from traceproof.tools.common import (
     one_line,
     size,
 )
-from traceproof.tools.emptiness import explain_empty
+from traceproof.tools.emptiness import annotation_note, explain_empty
 from traceproof.tools.filters import (
     FilterRef,
     ProjectParam,
@@ -449,7 +449,7 @@ def _why_empty(reader: Reader, query: _TraceQuery) -> str:
         window = {k: getattr(query, k) for k in ("project", "since", "until", "ignore_case")}
         return _TraceQuery(**window, **subset)._count(reader)
 
-    return explain_empty(
+    note = explain_empty(
         reader,
         noun="traces",
         table="traces",
@@ -461,6 +461,8 @@ def _why_empty(reader: Reader, query: _TraceQuery) -> str:
         filters=filters,
         count=count,
     )
+    read = annotation_note(reader, query.where)
+    return f"{note} {read}" if read else note
 
 
 def _keyset_sql(keys: list[tuple[str, str]], after: list[Any] | None) -> tuple[str, list[Any]]:
