@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
+from collections.abc import Iterator
 
 import httpx2
 
@@ -115,13 +117,31 @@ def _replay(request: httpx2.Request) -> httpx2.Response:
     return httpx2.Response(200, json=message)
 
 
+#: Where the replayed judge "calls": no host (``.invalid`` never resolves), nothing leaves.
+REPLAY_URL = "http://recorded-demo.invalid"
+
+
 def replay_client(settings: Settings) -> LLMClient:
     """An LLM client whose provider is the recorded answers (no network, no key needed)."""
     return LLMClient(
         settings,
         api_key="demo-replay",
-        http_client=httpx2.Client(transport=httpx2.MockTransport(_replay)),
+        base_url=REPLAY_URL,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(_replay), base_url=REPLAY_URL),
     )
+
+
+@contextlib.contextmanager
+def _quiet_replay() -> Iterator[None]:
+    """No ``httpx2`` request lines while the recorded answers are replayed: they would read as
+    calls to a live provider."""
+    logger = logging.getLogger("httpx2")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def load_demo_judgments(store: Store) -> int:
@@ -157,7 +177,7 @@ def load_demo_judgments(store: Store) -> int:
         return 0
     written = write_annotations(store, items)
     # Settings may refuse it (calibration_min_pairs above the labels): then labels only.
-    with contextlib.suppress(TraceproofError):
+    with contextlib.suppress(TraceproofError), _quiet_replay():
         run_calibration(
             store,
             DEMO_JUDGE,
