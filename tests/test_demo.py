@@ -289,3 +289,18 @@ def test_the_demos_recorded_verdicts_do_not_look_like_calls_to_a_provider(
     assert "anthropic.com" not in caplog.text
     assert REPLAY_URL.endswith(".invalid")
     assert str(replay_client(settings)._client().base_url).startswith(REPLAY_URL)
+
+
+def test_the_demos_resolved_labels_have_a_pass_fail_config(demo_db: Path) -> None:
+    from traceproof.tools.annotations import get_annotations
+
+    with Store.open(demo_db, Settings(db=demo_db)) as store:
+        with store.reader() as reader:
+            (config,) = reader.rows(
+                "SELECT kind, labels, direction FROM annotation_configs WHERE name = 'resolved'"
+            )
+        answer = get_annotations(store, name="resolved", limit=1)
+    kind, labels, direction = config
+    assert (kind, direction) == ("CATEGORICAL", "MAXIMIZE")
+    assert json.loads(labels) == [{"label": "pass", "score": 1.0}, {"label": "fail", "score": 0.0}]
+    assert answer.configs is not None and "pass" in answer.configs["resolved"]
