@@ -49,10 +49,28 @@ def call(
 
                 apply_annotation_configs(store, project_config(settings))
             if isinstance(store, RemoteStore):
-                return store.call_tool(name, given)
-            return run_tool(store, name, given).model_dump(mode="json")
+                return notes_for_people(store.call_tool(name, given))
+            return notes_for_people(run_tool(store, name, given).model_dump(mode="json"))
     except TraceproofError as exc:
         _exit(exc)
+
+
+#: A tool's parameter as a note names it -> the CLI's option.
+CLI_OPTIONS = {"confirm=true": "--confirm"}
+
+
+def notes_for_people(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the notes it holds (at any depth: ``saved.note`` of categorize_errors)
+    naming the CLI's options, not the tool's parameters ("Call again with --confirm")."""
+    out: dict[str, Any] = {}
+    for key, value in result.items():
+        if isinstance(value, dict):
+            value = notes_for_people(value)
+        elif key == "note" and isinstance(value, str):
+            for said, option in CLI_OPTIONS.items():
+                value = value.replace(said, option)
+        out[key] = value
+    return out
 
 
 #: Tools that write annotations: the CLI stores the project's annotation configs before them.

@@ -1,0 +1,40 @@
+"""The judgment commands as a person types them: `traceproof annotate` and `traceproof errors`
+on a copy of the demo store, through click's runner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from traceproof.cli import cli
+from traceproof.settings import Settings
+from traceproof.storage import Store
+
+
+def run(*args: str | Path) -> Result:
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def demo(demo_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # no traceproof.toml of the checkout's
+    db = tmp_path / "demo.duckdb"
+    shutil.copy(demo_db, db)
+    return db
+
+
+def test_a_write_past_the_confirm_setting_asks_for_the_confirm_option(demo: Path) -> None:
+    many = ("--where", "status='ERROR'")  # the demo's 22 error spans: more than 20
+    for args in (
+        ("annotate", "--name", "notes", "--explanation", "x", *many),
+        ("errors", "--save"),
+    ):
+        said = run(*args, "--db", demo, "--json")
+        assert said.exit_code == 0, said.output
+        answer = json.loads(said.stdout)
+        note = answer["note"] if "note" in answer else answer["saved"]["note"]
+        assert "Call again with --confirm" in note and "confirm=true" not in note
