@@ -11,8 +11,6 @@ import pytest
 from click.testing import CliRunner, Result
 
 from traceproof.cli import cli
-from traceproof.settings import Settings
-from traceproof.storage import Store
 
 
 def run(*args: str | Path) -> Result:

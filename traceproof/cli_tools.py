@@ -64,12 +64,13 @@ def notes_for_people(result: dict[str, Any]) -> dict[str, Any]:
     naming the CLI's options, not the tool's parameters ("Call again with --confirm")."""
     out: dict[str, Any] = {}
     for key, value in result.items():
+        said = value
         if isinstance(value, dict):
-            value = notes_for_people(value)
+            said = notes_for_people(value)
         elif key == "note" and isinstance(value, str):
-            for said, option in CLI_OPTIONS.items():
-                value = value.replace(said, option)
-        out[key] = value
+            for tool_words, option in CLI_OPTIONS.items():
+                said = said.replace(tool_words, option)
+        out[key] = said
     return out
 
 
