@@ -36,3 +36,14 @@ def test_a_write_past_the_confirm_setting_asks_for_the_confirm_option(demo: Path
         answer = json.loads(said.stdout)
         note = answer["note"] if "note" in answer else answer["saved"]["note"]
         assert "Call again with --confirm" in note and "confirm=true" not in note
+
+
+@pytest.mark.parametrize("label", [None, "fail"])
+def test_a_nan_score_is_refused_as_not_finite_with_or_without_a_label(
+    demo: Path, label: str | None
+) -> None:
+    labelled = ("--label", label) if label else ()
+    said = run("annotate", "--name", "tone", "--score", "NaN", *labelled, "--where", "TRUE",
+               "--db", demo)  # fmt: skip
+    assert said.exit_code == 1
+    assert "The score of 'tone' is nan. Give a finite number." in said.stderr

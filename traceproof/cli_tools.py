@@ -13,6 +13,7 @@ this module.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -441,6 +442,12 @@ def annotate_command(db: Path | None, as_json: bool, config: Path | None, **opti
     """Label, score or explain spans, traces or sessions (by --id or by --where)."""
     import getpass
 
+    score = options["score"]
+    if score is not None and not math.isfinite(score):  # JSON (a server's API) has no NaN
+        _fail(
+            f"[invalid_argument] The score of {options['name']!r} is {score}. Give a finite "
+            "number."
+        )
     if options["annotator"] is None and options["annotator_kind"] == "HUMAN":
         options["annotator"] = getpass.getuser()
     emit(call(db, "annotate", options, config=config), as_json)
