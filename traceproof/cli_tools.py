@@ -445,8 +445,7 @@ def annotate_command(db: Path | None, as_json: bool, config: Path | None, **opti
     score = options["score"]
     if score is not None and not math.isfinite(score):  # JSON (a server's API) has no NaN
         _fail(
-            f"[invalid_argument] The score of {options['name']!r} is {score}. Give a finite "
-            "number."
+            f"[invalid_argument] The score of {options['name']!r} is {score}. Give a finite number."
         )
     if options["annotator"] is None and options["annotator_kind"] == "HUMAN":
         options["annotator"] = getpass.getuser()
