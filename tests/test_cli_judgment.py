@@ -47,3 +47,25 @@ def test_a_nan_score_is_refused_as_not_finite_with_or_without_a_label(
                "--db", demo)  # fmt: skip
     assert said.exit_code == 1
     assert "The score of 'tone' is nan. Give a finite number." in said.stderr
+
+
+def test_annotate_writes_an_identifier_and_metadata(demo: Path) -> None:
+    from traceproof.settings import Settings
+    from traceproof.storage import Store
+
+    with Store.open(demo, Settings(db=demo)) as store, store.reader() as reader:
+        (span_id,) = reader.rows("SELECT span_id FROM spans ORDER BY span_id LIMIT 1")[0]
+    said = run("annotate", "--name", "tone", "--label", "warm", "--id", span_id,
+               "--identifier", "second-look", "--metadata", '{"round": 2}', "--db", demo,
+               "--json")  # fmt: skip
+    assert said.exit_code == 0, said.output
+    assert json.loads(said.stdout)["created"] == 1
+    with Store.open(demo, Settings(db=demo)) as store, store.reader() as reader:
+        rows = reader.rows(
+            "SELECT identifier, metadata FROM annotations WHERE name = 'tone' AND target_id = ?",
+            [span_id],
+        )
+    assert [(i, json.loads(m)) for i, m in rows] == [("second-look", {"round": 2})]
+    bad = run("annotate", "--name", "tone", "--label", "x", "--id", span_id, "--metadata", "[1]",
+              "--db", demo)  # fmt: skip
+    assert bad.exit_code == 1 and "--metadata is not a JSON object" in bad.stderr

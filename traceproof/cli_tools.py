@@ -435,6 +435,8 @@ def session(db: Path | None, as_json: bool, **options: Any) -> None:
     help="Who judges.",
 )
 @click.option("--annotator", default=None, help="Who you are (default: $USER).")
+@click.option("--identifier", default=None, help="Keeps this annotation apart from others.")
+@click.option("--metadata", default=None, help="A JSON object kept with the annotation.")
 @click.option("--confirm", is_flag=True, help="Write to more targets than the confirm setting.")
 @config_option
 @json_option
@@ -449,7 +451,68 @@ def annotate_command(db: Path | None, as_json: bool, config: Path | None, **opti
         )
     if options["annotator"] is None and options["annotator_kind"] == "HUMAN":
         options["annotator"] = getpass.getuser()
-    emit(call(db, "annotate", options, config=config), as_json)
+    identifier, metadata = options.pop("identifier"), options.pop("metadata")
+    if identifier is None and metadata is None:
+        emit(call(db, "annotate", options, config=config), as_json)
+        return
+    emit(_annotate_with_fields(db, config, options, identifier, metadata), as_json)
+
+
+def _annotate_with_fields(
+    db: Path | None,
+    config: Path | None,
+    options: dict[str, Any],
+    identifier: str | None,
+    metadata: str | None,
+) -> dict[str, Any]:
+    """``traceproof annotate`` with ``--identifier`` / ``--metadata``: fields the MCP tool does
+    not take, written through :func:`~traceproof.tools.annotations.annotate_targets` on the
+    store itself."""
+    from traceproof.tools.annotations import annotate_targets
+    from traceproof.tools.filters import SpanFilter
+
+    fields: Any = None
+    if metadata is not None:
+        try:
+            fields = json.loads(metadata)
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict):
+            _fail(
+                "[invalid_argument] --metadata is not a JSON object. Give one, e.g. '{\"k\": 1}'."
+            )
+    settings = _settings(db, config=config)
+    try:
+        with _store_or_remote(settings) as store:
+            if isinstance(store, RemoteStore):
+                raise TraceproofError(
+                    f"A server at {store.url} holds the store, and --identifier and --metadata "
+                    "are written on the store itself. Stop the server, or annotate without them.",
+                    code=ErrorCode.INVALID_ARGUMENT,
+                )
+            from traceproof.projectconfig import apply_annotation_configs, project_config
+
+            apply_annotation_configs(store, project_config(settings))
+            ids = options.get("ids") or None
+            where = options.get("where")
+            result = annotate_targets(
+                store,
+                name=options["name"],
+                label=options.get("label"),
+                score=options.get("score"),
+                explanation=options.get("explanation"),
+                target=options.get("target") or "span",
+                ids=list(ids) if ids else None,
+                flt=SpanFilter(where=where) if where is not None else None,
+                annotator_kind=options["annotator_kind"],
+                annotator=options.get("annotator"),
+                identifier=identifier or "",
+                metadata=fields,
+                confirm=bool(options.get("confirm")),
+            )
+            return notes_for_people(result.model_dump(mode="json"))
+    except TraceproofError as exc:
+        _exit(exc)
 
 
 @cli.command("annotations")
