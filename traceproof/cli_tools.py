@@ -603,10 +603,30 @@ def eval_run(
                     "--config, or stop the server.",
                     code=ErrorCode.INVALID_ARGUMENT,
                 )
-            result = _follow(store, arguments, bar=not as_json and Console(stderr=True).is_terminal)
+            try:
+                result = _follow(
+                    store, arguments, bar=not as_json and Console(stderr=True).is_terminal
+                )
+            except TraceproofError as exc:
+                if isinstance(store, RemoteStore) and exc.code == ErrorCode.UNKNOWN_EVALUATOR:
+                    raise _server_config(exc, store.url) from None
+                raise
     except TraceproofError as exc:
         _exit(exc)
     emit(result, as_json)
+
+
+def _server_config(exc: TraceproofError, url: str) -> TraceproofError:
+    """``[unknown_evaluator]`` from a server: it read its own traceproof.toml (of the directory
+    it started in, or its --config), not the one of this command's directory."""
+    failed = exc.message.split(" (none in ")[0].split(". ")[0].rstrip(".")
+    here = Path.cwd() / "traceproof.toml"
+    return TraceproofError(
+        f"{failed}: the server at {url} that holds the store reads its own traceproof.toml (of "
+        f"the directory it started in, or its --config), not {here}. Restart the server in "
+        f"this directory, or pass --config {here} to it.",
+        code=exc.code,
+    )
 
 
 def _quoted(value: str) -> str:
