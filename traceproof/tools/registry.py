@@ -40,6 +40,8 @@ class ToolSpec:
     fn: Callable[..., BaseModel]
     read_only: bool = True
     family: str = "inspect"
+    #: Reaches outside the store: an LLM (a judge, ``llm=true``) when asked.
+    open_world: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -64,9 +66,9 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(traces.get_session),
     ToolSpec(annotation_tools.annotate, read_only=False, family="judgment"),
     ToolSpec(annotation_tools.get_annotations, family="judgment"),
-    ToolSpec(errors.categorize_errors, read_only=False, family="judgment"),
-    ToolSpec(evaluate.evaluate, read_only=False, family="judgment"),
-    ToolSpec(calibrate_tools.calibrate_judge, read_only=False, family="judgment"),
+    ToolSpec(errors.categorize_errors, read_only=False, family="judgment", open_world=True),
+    ToolSpec(evaluate.evaluate, read_only=False, family="judgment", open_world=True),
+    ToolSpec(calibrate_tools.calibrate_judge, read_only=False, family="judgment", open_world=True),
 )
 
 TOOLS_BY_NAME: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}
