@@ -114,7 +114,11 @@ def test_configs_are_stored_in_one_transaction_and_an_unchanged_file_writes_noth
     removed = set_configs(demo_store, [], remove=["tone", "never_there"])
     assert removed.removed == ("tone",)
     with demo_store.reader() as reader:
-        assert sorted(get_configs(reader)) == ["correctness", "helpful"]
+        assert sorted(get_configs(reader)) == [
+            "correctness",
+            "helpful",
+            "resolved",
+        ]  # the demo's own
 
 
 def test_a_write_that_breaks_a_declared_config_is_refused_and_nothing_of_the_batch_is_stored(
@@ -173,7 +177,10 @@ def test_get_annotations_shows_the_config_of_each_name_it_counts(
         demo_store, [span(s1, "correctness", label="fail"), span(s1, "free", label="x")]
     )
     found = read_annotations(demo_store)
-    assert found.configs == {"correctness": "categorical pass=1|fail=0, maximize"}
+    assert found.configs == {  # and the demo's own, for its people's and judge's verdicts
+        "correctness": "categorical pass=1|fail=0, maximize",
+        "resolved": "categorical pass=1|fail=0, maximize",
+    }
     assert read_annotations(demo_store, name="free").configs is None
 
 
@@ -220,13 +227,13 @@ def test_cli_annotate_applies_the_project_configs_before_it_writes(
 def test_cli_sets_lists_and_removes_configs_and_leaves_the_files_names_to_the_file(
     demo: Path, project: Path
 ) -> None:
-    empty = run("annotation-config", "--db", demo)
-    assert empty.exit_code == 0 and "No annotation configs in the store" in empty.stdout
-    listed = run("annotation-config", "--db", demo, "--config", project, "--json")
-    assert json.loads(listed.stdout) == {
-        "configs": [],
-        "not_applied": ["correctness", "helpful", "tone"],
-    }
+    own = run("annotation-config", "--db", demo)  # the demo's own: its people's verdicts
+    assert own.exit_code == 0 and "resolved" in own.stdout and "pass=1|fail=0" in own.stdout
+    listed = json.loads(
+        run("annotation-config", "--db", demo, "--config", project, "--json").stdout
+    )
+    assert [c["name"] for c in listed["configs"]] == ["resolved"]
+    assert listed["not_applied"] == ["correctness", "helpful", "tone"]
     result = run("annotation-config", "--db", demo, "--config", project, "--name", "severity",
                  "--categorical", "low=0", "high=1", "unknown", "--direction", "minimize",
                  "--json")  # fmt: skip
@@ -333,7 +340,7 @@ def test_a_server_stores_the_project_configs_when_it_starts_and_enforces_them(
     served: ServeProcess, demo: Path
 ) -> None:
     listed = httpx2.get(served.url + "/api/v1/annotation-configs").json()["configs"]
-    assert [c["name"] for c in listed] == ["correctness", "helpful", "tone"]
+    assert [c["name"] for c in listed] == ["correctness", "helpful", "resolved", "tone"]
     assert listed[0]["labels"] == [
         {"label": "pass", "score": 1.0},
         {"label": "fail", "score": 0.0},

@@ -170,7 +170,11 @@ def test_bad_writes_are_refused_whole_with_their_codes(demo_store: Store) -> Non
     nothing = refused(lambda: write_annotations(demo_store, [AnnotationInput(SPAN, span_id, "x")]))
     assert nothing.code == ErrorCode.INVALID_ARGUMENT
     assert stored(demo_store) == []
-    assert set(get_configs_of(demo_store)) == {"correctness", "quality"}
+    assert set(get_configs_of(demo_store)) == {
+        "correctness",
+        "quality",
+        "resolved",
+    }  # and the demo's
 
 
 def get_configs_of(store: Store) -> dict[str, AnnotationConfig]:
@@ -207,14 +211,14 @@ def test_trace_and_session_targets_record_their_trace_and_session(demo_store: St
         demo_store,
         [
             AnnotationInput(TargetKind.TRACE, trace_id, "helpful", label="yes"),
-            AnnotationInput(TargetKind.SESSION, session_id, "resolved", score=1),
+            AnnotationInput(TargetKind.SESSION, session_id, "escalated", score=1),
         ],
     )
     rows = {r["name"]: r for r in stored(demo_store)}
     assert rows["helpful"]["trace_id"] == trace_id
     assert rows["helpful"]["session_id"] == session_id
-    assert rows["resolved"]["trace_id"] is None
-    assert rows["resolved"]["session_id"] == session_id
+    assert rows["escalated"]["trace_id"] is None
+    assert rows["escalated"]["session_id"] == session_id
     with demo_store.reader() as reader:
         spans = target_spans(reader, TargetKind.SESSION, session_id)
         trace_spans = target_spans(reader, "trace", trace_id)

@@ -208,6 +208,10 @@ async def test_the_demo_judge_is_calibrated_from_its_recorded_verdicts_without_a
     with store.reader() as reader:
         assert len(list_calibrations(reader)) == before + 1
         assert is_calibrated(reader, DEMO_JUDGE.definition_hash)
+    again = await report(store, judge="resolved", human="resolved")
+    assert again["calibration_id"] == found["calibration_id"]  # the same measure: no new row
+    with store.reader() as reader:
+        assert len(list_calibrations(reader)) == before + 1
 
 
 async def test_verdicts_missing_are_judged_written_then_reused_and_rerun_judges_again(
@@ -367,9 +371,13 @@ def test_the_cli_prints_the_report_and_writes_the_disagreements_as_the_judges_ne
     assert JudgeDefinition.from_config("resolved", same).definition_hash == (
         DEMO_JUDGE.definition_hash
     )
+    strict = {"TRACEPROOF_CALIBRATION_MIN_AGREEMENT": "0.99"}  # 28 of 30 agree: it fails
+    failed = runner.invoke(cli, ["judge", "calibrate", "resolved", "--human", "resolved",
+                                 "--db", str(db), "--json"], env=strict)  # fmt: skip
+    assert failed.exit_code == 1 and json.loads(failed.stdout)["passed"] is False
     listed = runner.invoke(cli, ["judge", "calibrations", "resolved", "--db", str(db), "--json"])
     assert listed.exit_code == 0, listed.output
     rows = json.loads(listed.output)["rows"]
-    assert len(rows) == 2 and {row[1] for row in rows} == {"resolved"}
+    assert len(rows) == 3 and {row[1] for row in rows} == {"resolved"}  # demo, shown, failed
     missing = runner.invoke(cli, ["judge", "calibrate", "nobody", "--human", "x", "--db", str(db)])
     assert missing.exit_code == 1 and "[unknown_evaluator]" in missing.output

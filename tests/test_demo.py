@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -267,3 +268,39 @@ def test_demo_has_a_reviewers_labels_a_judges_verdicts_and_a_passing_calibration
     digest = DEMO_JUDGE.definition_hash
     assert calibrations == [(f"demo-{digest.removeprefix('sha256:')}", digest, 30, True)]
     assert definitions == [("resolved", "judge", digest)]
+
+
+def test_the_demos_recorded_verdicts_do_not_look_like_calls_to_a_provider(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The judge's verdicts are replayed through a mock transport: no `HTTP Request: POST
+    https://api.anthropic.com/...` lines that a new user would read as live, paid calls."""
+    from traceproof.demo_judgments import REPLAY_URL, replay_client
+
+    path = tmp_path / "fresh.duckdb"
+    settings = Settings(db=path)
+    with caplog.at_level(logging.DEBUG), Store.open(path, settings) as store:
+        load_demo(store, settings, now=REFERENCE_NOW)
+        with store.reader() as reader:
+            verdicts = reader.scalar("SELECT count(*) FROM annotations WHERE annotator_kind='LLM'")
+    assert verdicts == 30  # the replay ran
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("httpx")]
+    assert said == []
+    assert "anthropic.com" not in caplog.text
+    assert REPLAY_URL.endswith(".invalid")
+    assert str(replay_client(settings)._client().base_url).startswith(REPLAY_URL)
+
+
+def test_the_demos_resolved_labels_have_a_pass_fail_config(demo_db: Path) -> None:
+    from traceproof.tools.annotations import get_annotations
+
+    with Store.open(demo_db, Settings(db=demo_db)) as store:
+        with store.reader() as reader:
+            (config,) = reader.rows(
+                "SELECT kind, labels, direction FROM annotation_configs WHERE name = 'resolved'"
+            )
+        answer = get_annotations(store, name="resolved", limit=1)
+    kind, labels, direction = config
+    assert (kind, direction) == ("CATEGORICAL", "MAXIMIZE")
+    assert json.loads(labels) == [{"label": "pass", "score": 1.0}, {"label": "fail", "score": 0.0}]
+    assert answer.configs is not None and "pass" in answer.configs["resolved"]

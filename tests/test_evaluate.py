@@ -538,6 +538,13 @@ def test_a_judge_runs_through_the_servers_api_and_the_cli_follows_it(
             assert found["skipped"] >= 3 - first["errors"]
             assert len(fake.requests) == 3 + found["total"]
 
+            elsewhere = runner.invoke(cli, ["eval", "run", "not_on_server", "--db", str(db)])
+            assert elsewhere.exit_code == 1  # the server reads its own file, not this one
+            said = " ".join(elsewhere.stderr.split())
+            assert "[unknown_evaluator] No evaluator 'not_on_server'" in said
+            assert "reads its own traceproof.toml" in said and "pass --config" in said
+            assert "Add an [evaluators" not in said
+
             bad = httpx2.post(
                 f"{server.url}/api/v1/tools/evaluate", json={"job": "nope"}, timeout=30
             )

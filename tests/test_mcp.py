@@ -48,12 +48,21 @@ async def test_tools_list_offers_every_registered_tool_read_only_with_output_sch
     for tool, spec in zip(tools, registry.TOOLS, strict=True):
         assert tool.annotations is not None
         assert tool.annotations.read_only_hint is spec.read_only
-        assert tool.annotations.open_world_hint is False
+        assert tool.annotations.open_world_hint is spec.open_world
         assert tool.output_schema is not None and tool.output_schema["type"] == "object"
         assert tool.description and tool.description == (spec.fn.__doc__ or "").strip().replace(
             "\n    ", "\n"
         )
         assert "store" not in tool.input_schema.get("properties", {})
+
+
+async def test_the_tools_that_may_call_an_llm_say_they_reach_an_open_world(
+    demo_store: Store,
+) -> None:
+    async with Client(create_mcp_server(demo_store)) as client:
+        tools = (await client.list_tools()).tools
+    open_world = {t.name for t in tools if t.annotations and t.annotations.open_world_hint}
+    assert open_world == {"evaluate", "calibrate_judge", "categorize_errors"}
 
 
 #: Parameters whose name and type say all a model needs (a description would be noise).

@@ -76,6 +76,8 @@ def calibrate(
         emit(report, True)
     else:
         show(report, Console())
+    if not report.get("passed"):  # a failing verdict fails the command (a CI gate)
+        raise SystemExit(1)
 
 
 @judge.command("calibrations")

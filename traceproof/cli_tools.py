@@ -13,6 +13,7 @@ this module.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -49,10 +50,29 @@ def call(
 
                 apply_annotation_configs(store, project_config(settings))
             if isinstance(store, RemoteStore):
-                return store.call_tool(name, given)
-            return run_tool(store, name, given).model_dump(mode="json")
+                return notes_for_people(store.call_tool(name, given))
+            return notes_for_people(run_tool(store, name, given).model_dump(mode="json"))
     except TraceproofError as exc:
         _exit(exc)
+
+
+#: A tool's parameter as a note names it -> the CLI's option.
+CLI_OPTIONS = {"confirm=true": "--confirm"}
+
+
+def notes_for_people(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the notes it holds (at any depth: ``saved.note`` of categorize_errors)
+    naming the CLI's options, not the tool's parameters ("Call again with --confirm")."""
+    out: dict[str, Any] = {}
+    for key, value in result.items():
+        said = value
+        if isinstance(value, dict):
+            said = notes_for_people(value)
+        elif key == "note" and isinstance(value, str):
+            for tool_words, option in CLI_OPTIONS.items():
+                said = said.replace(tool_words, option)
+        out[key] = said
+    return out
 
 
 #: Tools that write annotations: the CLI stores the project's annotation configs before them.
@@ -422,6 +442,8 @@ def session(db: Path | None, as_json: bool, **options: Any) -> None:
     help="Who judges.",
 )
 @click.option("--annotator", default=None, help="Who you are (default: $USER).")
+@click.option("--identifier", default=None, help="Keeps this annotation apart from others.")
+@click.option("--metadata", default=None, help="A JSON object kept with the annotation.")
 @click.option("--confirm", is_flag=True, help="Write to more targets than the confirm setting.")
 @config_option
 @json_option
@@ -429,9 +451,75 @@ def annotate_command(db: Path | None, as_json: bool, config: Path | None, **opti
     """Label, score or explain spans, traces or sessions (by --id or by --where)."""
     import getpass
 
+    score = options["score"]
+    if score is not None and not math.isfinite(score):  # JSON (a server's API) has no NaN
+        _fail(
+            f"[invalid_argument] The score of {options['name']!r} is {score}. Give a finite number."
+        )
     if options["annotator"] is None and options["annotator_kind"] == "HUMAN":
         options["annotator"] = getpass.getuser()
-    emit(call(db, "annotate", options, config=config), as_json)
+    identifier, metadata = options.pop("identifier"), options.pop("metadata")
+    if identifier is None and metadata is None:
+        emit(call(db, "annotate", options, config=config), as_json)
+        return
+    emit(_annotate_with_fields(db, config, options, identifier, metadata), as_json)
+
+
+def _annotate_with_fields(
+    db: Path | None,
+    config: Path | None,
+    options: dict[str, Any],
+    identifier: str | None,
+    metadata: str | None,
+) -> dict[str, Any]:
+    """``traceproof annotate`` with ``--identifier`` / ``--metadata``: fields the MCP tool does
+    not take, written through :func:`~traceproof.tools.annotations.annotate_targets` on the
+    store itself."""
+    from traceproof.tools.annotations import annotate_targets
+    from traceproof.tools.filters import SpanFilter
+
+    fields: Any = None
+    if metadata is not None:
+        try:
+            fields = json.loads(metadata)
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict):
+            _fail(
+                "[invalid_argument] --metadata is not a JSON object. Give one, e.g. '{\"k\": 1}'."
+            )
+    settings = _settings(db, config=config)
+    try:
+        with _store_or_remote(settings) as store:
+            if isinstance(store, RemoteStore):
+                raise TraceproofError(
+                    f"A server at {store.url} holds the store, and --identifier and --metadata "
+                    "are written on the store itself. Stop the server, or annotate without them.",
+                    code=ErrorCode.INVALID_ARGUMENT,
+                )
+            from traceproof.projectconfig import apply_annotation_configs, project_config
+
+            apply_annotation_configs(store, project_config(settings))
+            ids = options.get("ids") or None
+            where = options.get("where")
+            result = annotate_targets(
+                store,
+                name=options["name"],
+                label=options.get("label"),
+                score=options.get("score"),
+                explanation=options.get("explanation"),
+                target=options.get("target") or "span",
+                ids=list(ids) if ids else None,
+                flt=SpanFilter(where=where) if where is not None else None,
+                annotator_kind=options["annotator_kind"],
+                annotator=options.get("annotator"),
+                identifier=identifier or "",
+                metadata=fields,
+                confirm=bool(options.get("confirm")),
+            )
+            return notes_for_people(result.model_dump(mode="json"))
+    except TraceproofError as exc:
+        _exit(exc)
 
 
 @cli.command("annotations")
@@ -522,10 +610,30 @@ def eval_run(
                     "--config, or stop the server.",
                     code=ErrorCode.INVALID_ARGUMENT,
                 )
-            result = _follow(store, arguments, bar=not as_json and Console(stderr=True).is_terminal)
+            try:
+                result = _follow(
+                    store, arguments, bar=not as_json and Console(stderr=True).is_terminal
+                )
+            except TraceproofError as exc:
+                if isinstance(store, RemoteStore) and exc.code == ErrorCode.UNKNOWN_EVALUATOR:
+                    raise _server_config(exc, store.url) from None
+                raise
     except TraceproofError as exc:
         _exit(exc)
     emit(result, as_json)
+
+
+def _server_config(exc: TraceproofError, url: str) -> TraceproofError:
+    """``[unknown_evaluator]`` from a server: it read its own traceproof.toml (of the directory
+    it started in, or its --config), not the one of this command's directory."""
+    failed = exc.message.split(" (none in ")[0].split(". ")[0].rstrip(".")
+    here = Path.cwd() / "traceproof.toml"
+    return TraceproofError(
+        f"{failed}: the server at {url} that holds the store reads its own traceproof.toml (of "
+        f"the directory it started in, or its --config), not {here}. Restart the server in "
+        f"this directory, or pass --config {here} to it.",
+        code=exc.code,
+    )
 
 
 def _quoted(value: str) -> str:

@@ -20,18 +20,28 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
+from collections.abc import Iterator
 
 import httpx2
 
 from traceproof.demo import DEMO_PROJECT
 from traceproof.errors import TraceproofError
-from traceproof.evals.annotations import AnnotationInput, AnnotatorKind, TargetKind
+from traceproof.evals.annotations import (
+    AnnotationConfig,
+    AnnotationInput,
+    AnnotatorKind,
+    ConfigKind,
+    Direction,
+    LabelChoice,
+    TargetKind,
+)
 from traceproof.evals.judge import TOOL_NAME, JudgeDefinition
 from traceproof.evals.llm import LLMClient
 from traceproof.settings import Settings
 from traceproof.storage import Store
-from traceproof.storage.annotations import write_annotations
+from traceproof.storage.annotations import get_configs, set_config, write_annotations
 
 __all__ = ["DEMO_HUMAN", "DEMO_JUDGE", "LABELLED_TRACES", "load_demo_judgments"]
 
@@ -115,13 +125,40 @@ def _replay(request: httpx2.Request) -> httpx2.Response:
     return httpx2.Response(200, json=message)
 
 
+#: What ``resolved`` may say: pass or fail, scored 1 and 0, higher is better.
+DEMO_CONFIG = AnnotationConfig(
+    name=DEMO_HUMAN,
+    kind=ConfigKind.CATEGORICAL,
+    labels=(LabelChoice("pass", 1.0), LabelChoice("fail", 0.0)),
+    direction=Direction.MAXIMIZE,
+    description="Did the turn resolve the customer's request?",
+)
+
+#: Where the replayed judge "calls": no host (``.invalid`` never resolves), nothing leaves.
+REPLAY_URL = "http://recorded-demo.invalid"
+
+
 def replay_client(settings: Settings) -> LLMClient:
     """An LLM client whose provider is the recorded answers (no network, no key needed)."""
     return LLMClient(
         settings,
         api_key="demo-replay",
-        http_client=httpx2.Client(transport=httpx2.MockTransport(_replay)),
+        base_url=REPLAY_URL,
+        http_client=httpx2.Client(transport=httpx2.MockTransport(_replay), base_url=REPLAY_URL),
     )
+
+
+@contextlib.contextmanager
+def _quiet_replay() -> Iterator[None]:
+    """No ``httpx2`` request lines while the recorded answers are replayed: they would read as
+    calls to a live provider."""
+    logger = logging.getLogger("httpx2")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def load_demo_judgments(store: Store) -> int:
@@ -155,9 +192,13 @@ def load_demo_judgments(store: Store) -> int:
         )
     if not items:
         return 0
+    with store.reader() as reader:
+        configured = get_configs(reader, [DEMO_HUMAN])
+    if not configured:  # a project's own [annotations.resolved] stays as it is
+        set_config(store, DEMO_CONFIG)
     written = write_annotations(store, items)
     # Settings may refuse it (calibration_min_pairs above the labels): then labels only.
-    with contextlib.suppress(TraceproofError):
+    with contextlib.suppress(TraceproofError), _quiet_replay():
         run_calibration(
             store,
             DEMO_JUDGE,

@@ -64,6 +64,13 @@ READ_ONLY = ToolAnnotations(
 WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
 
 
+def annotations_of(spec: ToolSpec) -> ToolAnnotations:
+    """The MCP annotations of ``spec``: read-only or a write, and open-world when it may call
+    an LLM."""
+    base = READ_ONLY if spec.read_only else WRITES
+    return base.model_copy(update={"open_world_hint": True}) if spec.open_world else base
+
+
 class Backend(Protocol):
     """Where the tools run. ``call`` is synchronous and may block: it runs in a worker thread."""
 
@@ -160,7 +167,7 @@ def sdk_tool(spec: ToolSpec, backend: Backend, notice: str | None = None) -> SDK
         name=spec.name,
         description=description(spec),
         context_kwarg=CONTEXT_KWARG,
-        annotations=READ_ONLY if spec.read_only else WRITES,
+        annotations=annotations_of(spec),
     )
     tool.parameters = compact_input(tool.parameters)
     metadata = tool.fn_metadata

@@ -67,7 +67,8 @@ def serve(
         if demo:
             added = load_demo(store, settings)
             announce(
-                f"demo project loaded ({added:,} new spans)"
+                f"demo project loaded ({added:,} new spans; its judge verdicts are recorded "
+                "answers replayed offline, no LLM is called)"
                 if added
                 else "demo project already in the store: it keeps the times of its first load "
                 "(pass another --db for a fresh one)"

@@ -127,6 +127,13 @@ def save_calibration(store: Store, calibration: Calibration) -> Calibration:
         ).fetchone()
         if found:
             return replace(stored, created_at=found[0])
+        newest = cursor.execute(
+            "SELECT id, n, metrics, passed, thresholds, created_at FROM calibrations "
+            "WHERE judge_hash = ? AND human_name = ? ORDER BY created_at DESC, id LIMIT 1",
+            [stored.judge_hash, stored.human_name],
+        ).fetchone()
+        if newest is not None and _same_measure(newest, stored):
+            return replace(stored, id=newest[0], created_at=newest[5])
         cursor.execute(
             "INSERT INTO calibrations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -144,6 +151,20 @@ def save_calibration(store: Store, calibration: Calibration) -> Calibration:
         return stored
 
     return store.run_write(run)
+
+
+def _same_measure(row: tuple[Any, ...], new: Calibration) -> bool:
+    """Whether the stored calibration ``row`` measured what ``new`` does: the same n, metrics,
+    verdict and thresholds (then ``new`` is not stored again: a repeated call adds no row)."""
+    _, n, metrics, passed, thresholds, _ = row
+    as_stored = orjson.loads(orjson.dumps(new.metrics, default=str))
+    limits = orjson.loads(orjson.dumps(new.thresholds, default=str))
+    return bool(
+        n == new.n
+        and passed == new.passed
+        and orjson.loads(metrics) == as_stored
+        and orjson.loads(thresholds) == limits
+    )
 
 
 def list_calibrations(

@@ -34,6 +34,7 @@ from traceproof.tools.common import (
     clip,
     decode_cursor,
     encode_cursor,
+    size,
 )
 from traceproof.tools.filters import (
     FilterRef,
@@ -276,6 +277,7 @@ class AnnotationList(BaseModel):
     configs: dict[str, str] | None = Field(
         default=None, description="What each counted name may say, when it has a config."
     )
+    counts_cut: int = Field(default=0, description="Count groups left out (budget).")
     rows: list[AnnotationRow]
     truncated: bool
     next_cursor: str | None = None
@@ -402,25 +404,48 @@ def read_annotations(
         )
         configs = get_configs(reader, sorted({row[0] for row in grouped}))
         flags = uncalibrated(reader, rows[:limit])
-    counts = _counts(grouped)
-    shown = {c.name for c in counts[:COUNT_GROUPS]}
-    shown_configs = {n: config_summary(c) for n, c in configs.items() if n in shown}
-    total = sum(c.n for c in counts)
+    every_count = _counts(grouped)
+    counts = every_count[:COUNT_GROUPS]
+    every_config = {n: config_summary(c) for n, c in configs.items()}
+    total = sum(c.n for c in every_count)
     more = len(rows) > limit
     made = [_row(r, flag) for r, flag in zip(rows[:limit], flags, strict=True)]
 
-    def build(n: int) -> AnnotationList:
+    def build(n: int, groups: int = len(counts)) -> AnnotationList:
         cut = n < len(made) or more
+        shown = {c.name for c in counts[:groups]}
         return AnnotationList(
             total=total,
-            counts=counts[:COUNT_GROUPS],
-            configs=shown_configs or None,
+            counts=counts[:groups],
+            configs={k: v for k, v in every_config.items() if k in shown} or None,
+            counts_cut=len(every_count) - groups,
             rows=made[:n],
             truncated=cut,
             next_cursor=encode_cursor("get_annotations", key, [offset + n]) if cut else None,
         )
 
-    return build(largest_fit(build, len(made), chars))
+    # The count groups go first, but never crowd out the one row that moves paging on.
+    groups = len(counts)
+    least = min(1, len(made))
+    while groups and size(build(least, groups)) > chars:
+        groups -= 1
+    if made and size(build(1, groups)) > chars:
+        made[0] = _shrunk(made[0], size(build(1, groups)) - chars)
+    return build(largest_fit(lambda n: build(n, groups), len(made), chars), groups)
+
+
+def _shrunk(row: AnnotationRow, over: int) -> AnnotationRow:
+    """``row`` with ``over`` characters (and a margin for escapes) fewer: from its explanation,
+    then its metadata dropped."""
+    text = row.explanation or ""
+    keep = max(0, len(text) - over - 8)
+    update: dict[str, Any] = {
+        "explanation": text[:keep] or None,
+        "explanation_cut": row.explanation_cut + len(text) - keep,
+    }
+    if over > len(text):
+        update["metadata"] = None
+    return row.model_copy(update=update)
 
 
 def _counts(grouped: list[tuple[Any, ...]]) -> list[LabelCount]:

@@ -67,6 +67,7 @@ from traceproof.tools.common import (
     clip,
     decode_cursor,
     encode_cursor,
+    size,
 )
 from traceproof.tools.paging import largest_fit
 
@@ -469,7 +470,30 @@ def _fit(report: CalibrationReport, chars: int, offset: int, key: str) -> Calibr
             }
         )
 
-    return build(largest_fit(build, len(rest), chars))
+    fitted = build(largest_fit(build, len(rest), chars))
+    over = size(fitted) - chars
+    if over > 0 and fitted.disagreements:
+        # The one disagreement that moves paging on: its explanations cut to fit.
+        first = fitted.disagreements[0]
+        human, judge = first.human_explanation or "", first.judge_explanation or ""
+        keep = max(0, (len(human) + len(judge) - over - 16) // 2)
+        shorter = first.model_copy(
+            update={
+                "human_explanation": _cut(human, keep),
+                "judge_explanation": _cut(judge, keep),
+            }
+        )
+        fitted = fitted.model_copy(update={"disagreements": [shorter]})
+    while size(fitted) > chars and (fitted.notes or fitted.reasons):
+        field = "notes" if fitted.notes else "reasons"
+        fitted = fitted.model_copy(update={field: getattr(fitted, field)[:-1]})
+    return fitted
+
+
+def _cut(text: str, keep: int) -> str | None:
+    if len(text) <= keep:
+        return text or None
+    return text[: max(0, keep - 1)] + "…" if keep > 1 else None
 
 
 def _resume(store: Store, cursor: str, key: str) -> tuple[StoredCalibration, int]:

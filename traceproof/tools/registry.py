@@ -43,6 +43,8 @@ class ToolSpec:
     fn: Callable[..., BaseModel]
     read_only: bool = True
     family: str = "inspect"
+    #: Reaches outside the store: an LLM (a judge, ``llm=true``) when asked.
+    open_world: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -67,14 +69,15 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(traces.get_session),
     ToolSpec(annotation_tools.annotate, read_only=False, family="judgment"),
     ToolSpec(annotation_tools.get_annotations, family="judgment"),
-    ToolSpec(errors.categorize_errors, read_only=False, family="judgment"),
-    ToolSpec(evaluate.evaluate, read_only=False, family="judgment"),
-    ToolSpec(calibrate_tools.calibrate_judge, read_only=False, family="judgment"),
+    ToolSpec(errors.categorize_errors, read_only=False, family="judgment", open_world=True),
+    ToolSpec(evaluate.evaluate, read_only=False, family="judgment", open_world=True),
+    ToolSpec(calibrate_tools.calibrate_judge, read_only=False, family="judgment", open_world=True),
     ToolSpec(dataset_tools.create_dataset, read_only=False, family="proof"),
     ToolSpec(dataset_tools.add_examples, read_only=False, family="proof"),
     ToolSpec(dataset_tools.list_datasets, family="proof"),
     ToolSpec(dataset_tools.get_dataset, family="proof"),
-    ToolSpec(experiments.run_experiment, read_only=False, family="proof"),
+    # open_world: a task runs the application, which may call anything.
+    ToolSpec(experiments.run_experiment, read_only=False, family="proof", open_world=True),
     ToolSpec(experiments.get_experiment, family="proof"),
     ToolSpec(experiments.cancel_experiment, read_only=False, family="proof"),
     # read_only=False: set_baseline=true writes the baseline.
