@@ -222,6 +222,7 @@ def write_report(
     comp["examples"] = examples
     page = render_html(comp, traces, span_totals=totals, notes=notes)
     target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(page, encoding="utf-8", errors="replace")
