@@ -359,7 +359,7 @@ def test_a_server_stores_the_project_configs_when_it_starts_and_enforces_them(
     assert json.loads(result.stdout)["changed"] == ["speed"]
     names = [c["name"] for c in httpx2.get(served.url + "/api/v1/annotation-configs").json()[
         "configs"]]  # fmt: skip
-    assert names == ["correctness", "helpful", "speed", "tone"]
+    assert names == ["correctness", "helpful", "resolved", "speed", "tone"]
     bad = httpx2.post(served.url + "/api/v1/annotation-configs", json={"set": [{"name": "x"}]})
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_argument"
 
