@@ -60,7 +60,7 @@ def test_ingest_detects_eval_results_in_jsonl_csv_and_parquet(
     pacsv.write_csv(pa.table({"trace_id": [t1], "name": ["helpful"], "label": ["yes"]}), csv)
     parquet = tmp_path / "sessions.parquet"
     pq.write_table(
-        pa.table({"session_id": [session], "name": ["resolved"], "score": [0.5]}), parquet
+        pa.table({"session_id": [session], "name": ["escalated"], "score": [0.5]}), parquet
     )
     assert all(is_eval_file(p) for p in (jsonl, csv, parquet))
     result = CliRunner().invoke(
@@ -75,7 +75,7 @@ def test_ingest_detects_eval_results_in_jsonl_csv_and_parquet(
             ("span", s1, "correctness", "pass", 1.0, "LLM"),
             ("span", s2, "correctness", "fail", 0.0, "HUMAN"),
             ("trace", t1, "helpful", "yes", None, "LLM"),
-            ("session", session, "resolved", None, 0.5, "LLM"),
+            ("session", session, "escalated", None, 0.5, "LLM"),
         ],
         key=lambda r: (r[2], r[1]),
     )

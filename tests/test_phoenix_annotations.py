@@ -70,7 +70,7 @@ def test_phoenix_client_logs_span_trace_and_session_annotations(
         session_annotations=[
             {
                 "session_id": session_id,
-                "name": "resolved",
+                "name": "escalated",
                 "annotator_kind": "CODE",
                 "result": {"score": 1.0},
             }
@@ -89,7 +89,7 @@ def test_phoenix_client_logs_span_trace_and_session_annotations(
         ]
     )
     assert _rows(demo_store) == [
-        ("session", session_id, "resolved", None, 1.0, None, "CODE", "code", "", 1),
+        ("session", session_id, "escalated", None, 1.0, None, "CODE", "code", "", 1),
         ("span", span_id, "correctness", "fail", 0.0, "wrong refund", "LLM", "judge@1", "", 1),
         ("span", span_id, "correctness", "pass", None, "refund was right", "HUMAN", "human", "", 1),
         ("trace", trace_id, "helpful", "yes", None, None, "HUMAN", "human", "alice", 1),
