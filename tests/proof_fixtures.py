@@ -160,12 +160,16 @@ def set_stored_baseline(store: Store, task: str, dataset_id: str, experiment_id:
     )
 
 
-def insert_comparison(store: Store, *, examples: int = 10) -> dict[str, Any]:
+def insert_comparison(
+    store: Store, *, examples: int = 10, dataset_name: str = "qa"
+) -> dict[str, Any]:
     """A dataset of ``examples`` questions; baseline ``exp_base`` (the stored baseline of task
     ``qa``) and candidate ``exp_cand``, scored by ``correct`` (pass/fail) and ``quality``
     (0-1): the candidate fixes examples 0 and 1, breaks example 2 (``correct`` 1 → 0), and the
     baseline's two repetitions of example 3 disagree (flaky). What was written, by name."""
-    ids = insert_dataset(store, [{"question": f"q{i}?"} for i in range(examples)])
+    ids = insert_dataset(
+        store, [{"question": f"q{i}?"} for i in range(examples)], name=dataset_name
+    )
     base_correct = {e: [1.0, 1.0] for e in ids}
     cand_correct = {e: [1.0, 1.0] for e in ids}
     base_correct[ids[0]] = base_correct[ids[1]] = [0.0, 0.0]

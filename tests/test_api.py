@@ -230,7 +230,7 @@ def test_every_registered_tool_answers_through_the_api(
     demo_store: Store, demo_server: LiveServer, tmp_path: Path
 ) -> None:
     ids = demo_ids(demo_store)
-    insert_comparison(demo_store)  # the experiments compare_experiments compares
+    insert_comparison(demo_store, dataset_name="compared")  # what compare_experiments compares
     config = tmp_path / "traceproof.toml"  # the evaluator that evaluate names
     config.write_text('[evaluators.no_errors]\nevaluator = "no_error"\n' + ECHO_TOML)
     demo_store.settings.config = config

@@ -73,7 +73,7 @@ def demo_copy(demo_db: Path, tmp_path: Path) -> Path:
     path = tmp_path / "demo.duckdb"
     shutil.copyfile(demo_db, path)
     with Store.open(path, Settings(db=path)) as store:
-        insert_comparison(store)  # the experiments compare_experiments compares
+        insert_comparison(store, dataset_name="compared")  # what compare_experiments compares
     return path
 
 

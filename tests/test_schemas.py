@@ -155,9 +155,8 @@ def evaluators_config(folder: Path) -> Path:
 def calls(demo_store: Store, tmp_path: Path) -> Iterator[dict[str, list[dict[str, Any]]]]:
     demo_store.settings.config = evaluators_config(tmp_path)
     ids = demo_ids(demo_store) | {"experiment": stored_experiment(demo_store, tmp_path)}
+    insert_comparison(demo_store, dataset_name="compared")  # what compare_experiments compares
     found = calls_for(ids)
-    insert_comparison(demo_store)  # the experiments compare_experiments compares
-    found = calls_for(demo_ids(demo_store))
     assert set(found) == {spec.name for spec in registry.TOOLS}, (
         "give every registered tool an example call in calls_for"
     )
