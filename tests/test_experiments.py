@@ -568,7 +568,7 @@ def test_a_resume_runs_failed_runs_again_and_replaces_them(fast: Store, tmp_path
 
 
 def test_a_baseline_is_kept_per_task_and_dataset(fast: Store) -> None:
-    from traceproof.storage import experiments as db
+    from traceproof.storage import comparison as db
 
     with fast.reader() as reader:
         assert db.get_baseline(reader, "echo", "ds_1") is None

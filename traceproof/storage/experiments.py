@@ -1,4 +1,5 @@
-"""Experiments in the store: the experiment rows, their runs, summaries and baselines.
+"""Experiments in the store: the experiment rows, their runs and summaries (baselines:
+:mod:`traceproof.storage.comparison`).
 
 - :func:`create_experiment`, :func:`set_status`, :func:`get_experiment`: one row per experiment
   (migration 3 in :mod:`.schema`); JSON columns come back parsed.
@@ -9,7 +10,6 @@
   set or by the trace id of its ``TRACEPARENT``.
 - :func:`experiment_summary`: per evaluator counts and mean (from the runs' current
   ``experiment_run`` annotations), runs by status, latency p50/p95, tokens, cost, tool calls.
-- :func:`get_baseline` / :func:`set_baseline`: the baseline of each (task, dataset).
 - :func:`examples_of`: a dataset version's examples (until :mod:`.datasets` offers it).
 
 Writes run on the store's single writer (:meth:`Store.run_write`), one transaction each.
@@ -33,14 +33,12 @@ __all__ = [
     "create_experiment",
     "examples_of",
     "experiment_summary",
-    "get_baseline",
     "get_experiment",
     "list_experiments",
     "list_runs",
     "resolve_dataset_id",
     "run_spans",
     "runs_by_key",
-    "set_baseline",
     "set_status",
     "span_counts",
     "upsert_runs",
@@ -270,28 +268,6 @@ def experiment_summary(
         k: (round(v, 3) if isinstance(v, float) else v) for k, v in ops.items() if v is not None
     }
     return {"runs": rounded.pop("runs", 0), "status": status, **rounded, "evaluators": scored}
-
-
-# -- baselines --------------------------------------------------------------------------------
-
-
-def get_baseline(reader: Reader, task: str, dataset_id: str) -> str | None:
-    """The baseline experiment id of (task, dataset), or None."""
-    value = reader.scalar(
-        "SELECT experiment_id FROM experiment_baselines WHERE task = ? AND dataset_id = ?",
-        [task, dataset_id],
-    )
-    return None if value is None else str(value)
-
-
-def set_baseline(store: Store, task: str, dataset_id: str, experiment_id: str) -> None:
-    def run(cursor: duckdb.DuckDBPyConnection) -> None:
-        cursor.execute(
-            "INSERT OR REPLACE INTO experiment_baselines VALUES (?, ?, ?, ?)",
-            [task, dataset_id, experiment_id, _now()],
-        )
-
-    store.run_write(run)
 
 
 # -- datasets (until storage/datasets.py offers them) -------------------------------------------
