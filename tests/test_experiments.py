@@ -21,11 +21,13 @@ from tests.experiment_helpers import ECHO_TOML, PY, add_dataset, qa_examples, wr
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.evals.config import parse_config
 from traceproof.experiments import runner
+from traceproof.experiments.datasets import Example
 from traceproof.experiments.provenance import git_state
 from traceproof.experiments.tasks import run_task, task_of
 from traceproof.server.mcp import create_mcp_server
 from traceproof.settings import Settings
 from traceproof.storage import Store
+from traceproof.storage.datasets import add_examples, create_dataset
 from traceproof.tools.experiments import cancel_experiment, get_experiment, run_experiment
 
 
@@ -597,3 +599,30 @@ def test_a_custom_code_evaluator_scores_runs_in_its_child_process(
             "SELECT explanation FROM annotations WHERE name = 'right' ORDER BY explanation"
         )
     assert explanations == [("question 0",), ("question 1",), ("question 2",)]
+
+
+def test_an_unknown_dataset_or_version_is_not_found_naming_the_known_datasets(
+    fast: Store, tmp_path: Path
+) -> None:
+    add_dataset(fast, "qa", qa_examples(3))
+    config = parse_config(ECHO_TOML, root=tmp_path)
+    with pytest.raises(TraceproofError) as unknown:
+        runner.plan_experiment(fast, config, task="echo", dataset="nope", dry_run=True)
+    assert unknown.value.code == ErrorCode.NOT_FOUND and "'qa'" in str(unknown.value)
+    with pytest.raises(TraceproofError) as version:
+        runner.plan_experiment(fast, config, task="echo", dataset="qa", version=2, dry_run=True)
+    assert version.value.code == ErrorCode.NOT_FOUND and "versions 1 to 1" in str(version.value)
+
+
+def test_runs_are_planned_in_example_id_order_across_versions(fast: Store, tmp_path: Path) -> None:
+    examples = [Example(input={"q": f"question {i}"}) for i in range(8)]
+    first, later = examples[:4], examples[4:]
+    # Version 2 adds an example whose id sorts before some of version 1's.
+    if min(e.id for e in later) > max(e.id for e in first):
+        first, later = later, first
+    made = create_dataset(fast, "two", first)
+    add_examples(fast, made.id, later)
+    config = parse_config(ECHO_TOML, root=tmp_path)
+    plan = runner.plan_experiment(fast, config, task="echo", dataset="two")
+    ids = [example["id"] for example, _ in plan.todo]
+    assert ids == sorted(e.id for e in examples)

@@ -51,6 +51,7 @@ from traceproof.experiments.provenance import provenance
 from traceproof.experiments.tasks import Processes, RunOutcome, Task, new_traceparent, run_task
 from traceproof.experiments.tasks import task_of as _task_of
 from traceproof.storage import Store
+from traceproof.storage import datasets as datasets_db
 from traceproof.storage import experiments as db
 from traceproof.storage.annotations import write_annotations
 from traceproof.storage.judges import is_calibrated, save_evaluator_definition
@@ -133,22 +134,11 @@ class RunResult:
 
 
 def _resolve_dataset(store: Store, dataset: str, version: int | None) -> tuple[str, int]:
+    """The id of the dataset named (or with id) ``dataset`` and ``version`` checked (None: the
+    newest); ``[not_found]`` for an unknown dataset or version."""
     with store.reader() as reader:
-        found = db.resolve_dataset_id(reader, dataset)
-    if found is None:
-        raise TraceproofError(
-            f"No dataset {dataset[:80]!r} in the store. list_datasets names them; "
-            "create_dataset makes one.",
-            code=ErrorCode.NOT_FOUND,
-        )
-    dataset_id, newest = found
-    if version is not None and not 1 <= version <= newest:
-        raise TraceproofError(
-            f"Dataset {dataset!r} has versions 1 to {newest}; pass one of them (or none for the "
-            "newest).",
-            code=ErrorCode.INVALID_ARGUMENT,
-        )
-    return dataset_id, version or newest
+        dataset_id = str(datasets_db.resolve_dataset(reader, dataset)["id"])
+        return dataset_id, datasets_db.dataset_version(reader, dataset_id, version)
 
 
 def plan_experiment(
@@ -206,7 +196,11 @@ def plan_experiment(
             if p.judge is not None:
                 entry["calibrated"] = is_calibrated(reader, p.definition_hash)
             info.append(entry)
-        examples = db.examples_of(reader, dataset_id, version_n, split)
+        # In example id order: runs (and a dry run's first few) go in the order list_runs reads.
+        examples = sorted(
+            datasets_db.dataset_examples(reader, dataset_id, version_n, split),
+            key=lambda e: str(e["id"]),
+        )
         done_runs = db.runs_by_key(reader, resume) if resume else {}
     if stored is not None:
         if stored["task_hash"] != the_task.content_hash:
@@ -244,8 +238,8 @@ def plan_experiment(
         verdicts = _verdicts(store, prepared, resume)
         todo = [
             (ex, rep) for ex, rep in all_runs
-            if done_runs.get((ex["example_id"], rep)) != "ok"
-            or any(f"{resume}:{ex['example_id']}:{rep}" not in v for v in verdicts)
+            if done_runs.get((ex["id"], rep)) != "ok"
+            or any(f"{resume}:{ex['id']}:{rep}" not in v for v in verdicts)
         ]  # fmt: skip
     prov = provenance(
         config.root,
@@ -466,7 +460,7 @@ def execute(
             traceparent, trace_id = new_traceparent()
             resource = (
                 f"traceproof.experiment.id={plan.id},"
-                f"traceproof.example.id={example['example_id']},"
+                f"traceproof.example.id={example['id']},"
                 f"traceproof.run.repetition={rep}"
             )
             env = {
@@ -607,7 +601,7 @@ def _finish_run(
     started: datetime,
     ended: datetime,
 ) -> tuple[RunResult, dict[str, Any], list[AnnotationInput]]:
-    example_id = str(example["example_id"])
+    example_id = str(example["id"])
     rows = _wait_for_spans(store, plan, span_counts, example_id, rep, trace_id)
     spans = [span_dict(r) for r in rows]
     trace_ids = list(dict.fromkeys(str(s["trace_id"]) for s in spans))

@@ -270,7 +270,9 @@ def _in_version(version: int) -> tuple[str, list[Any]]:
     )
 
 
-def _version_of(reader: Reader, dataset_id: str, version: int | None) -> int:
+def dataset_version(reader: Reader, dataset_id: str, version: int | None = None) -> int:
+    """``version`` checked against the dataset's (None: its newest). ``[not_found]`` when the
+    dataset or the version does not exist."""
     newest = reader.scalar(
         "SELECT max(version) FROM dataset_versions WHERE dataset_id = ?", [dataset_id]
     )
@@ -298,7 +300,7 @@ def dataset_examples(
     order (the version that added them, then the id): dicts of ``id``, ``input``,
     ``expected``, ``metadata`` (parsed JSON), ``split``, ``source_trace_id``,
     ``source_span_id``, ``added_version``."""
-    version = _version_of(reader, dataset_id, version)
+    version = dataset_version(reader, dataset_id, version)
     cond, params = _in_version(version)
     if split is not None:
         cond, params = cond + " AND split = ?", [*params, split]
@@ -318,7 +320,7 @@ def dataset_examples(
 
 def split_counts(reader: Reader, dataset_id: str, version: int | None = None) -> dict[str, int]:
     """Examples per split in a version (``""``: those without a split)."""
-    version = _version_of(reader, dataset_id, version)
+    version = dataset_version(reader, dataset_id, version)
     cond, params = _in_version(version)
     rows = reader.rows(
         f"SELECT coalesce(split, ''), count(*) FROM dataset_examples WHERE dataset_id = ? AND "

@@ -10,7 +10,6 @@
   set or by the trace id of its ``TRACEPARENT``.
 - :func:`experiment_summary`: per evaluator counts and mean (from the runs' current
   ``experiment_run`` annotations), runs by status, latency p50/p95, tokens, cost, tool calls.
-- :func:`examples_of`: a dataset version's examples (until :mod:`.datasets` offers it).
 
 Writes run on the store's single writer (:meth:`Store.run_write`), one transaction each.
 """
@@ -31,12 +30,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "create_experiment",
-    "examples_of",
     "experiment_summary",
     "get_experiment",
     "list_experiments",
     "list_runs",
-    "resolve_dataset_id",
     "run_spans",
     "runs_by_key",
     "set_status",
@@ -268,36 +265,3 @@ def experiment_summary(
         k: (round(v, 3) if isinstance(v, float) else v) for k, v in ops.items() if v is not None
     }
     return {"runs": rounded.pop("runs", 0), "status": status, **rounded, "evaluators": scored}
-
-
-# -- datasets (until storage/datasets.py offers them) -------------------------------------------
-
-
-def resolve_dataset_id(reader: Reader, name_or_id: str) -> tuple[str, int] | None:
-    """The id and newest version of the dataset named (or with id) ``name_or_id``."""
-    rows = reader.rows(
-        "SELECT d.id, max(v.version) FROM datasets d LEFT JOIN dataset_versions v "
-        "ON v.dataset_id = d.id WHERE d.id = ? OR d.name = ? GROUP BY d.id",
-        [name_or_id, name_or_id],
-    )
-    return (str(rows[0][0]), int(rows[0][1] or 0)) if rows else None
-
-
-def examples_of(
-    reader: Reader, dataset_id: str, version: int, split: str | None = None
-) -> list[dict[str, Any]]:
-    """The examples of ``version`` (and ``split``), in example id order, JSON parsed."""
-    sql = (
-        "SELECT example_id, input, expected, metadata, split FROM dataset_examples "
-        "WHERE dataset_id = ? AND added_version <= ? AND (removed_version IS NULL OR "
-        "removed_version > ?)"
-    )
-    params: list[Any] = [dataset_id, version, version]
-    if split is not None:
-        sql += " AND split = ?"
-        params.append(split)
-    rows = reader.dicts(sql + " ORDER BY example_id", params)
-    for row in rows:
-        for key in ("input", "expected", "metadata"):
-            row[key] = _loads(row[key])
-    return rows
