@@ -1,14 +1,27 @@
-"""The Markdown summary of a comparison, read back by a real CommonMark parser (markdown-it-py,
-with GitHub's tables) to check what a CI job summary or a pull request comment would show."""
+"""The Markdown summary of a comparison (what ``--summary-md`` writes), read back by a real
+CommonMark parser (markdown-it-py, with GitHub's tables) to check what a CI job summary or a pull
+request comment would show."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from markdown_it import MarkdownIt
 
 from tests.proof_report_fixtures import HOSTILE, comparison, with_verdict
-from traceproof.experiments.report import render_markdown
+from traceproof.experiments.compare import Comparison
+from traceproof.experiments.summary import summary_markdown
+
+
+def _model(data: dict[str, Any]) -> Comparison:
+    """PROOF.md's comparison object (the report fixtures) as the model the summary takes: an
+    evaluator the fixture gives no p-value is one without a difference."""
+    for evaluator in data["evaluators"]:
+        evaluator.setdefault("examples", data["examples_compared"])
+        for key in ("p_value", "p_adjusted"):
+            evaluator[key] = 1.0 if evaluator[key] is None else evaluator[key]
+    return Comparison.model_validate(data)
 
 
 def _html(text: str) -> str:
@@ -24,43 +37,45 @@ def _rows(html: str) -> list[list[str]]:
 
 
 def test_the_summary_leads_with_the_verdict_and_its_reasons() -> None:
-    text = render_markdown(comparison())
-    assert text.splitlines()[0] == "## ❌ Experiment gate: FAIL"
+    text = summary_markdown(_model(comparison()))
+    assert text.splitlines()[0] == "## traceproof: ❌ FAIL"
     html = _html(text)
     assert "<li>2 examples regressed on correct</li>" in html
-    assert "Gate: no_regressions,min:correct&gt;=0.9" in html
-    assert render_markdown(with_verdict(comparison(), "pass")).startswith(
-        "## ✅ Experiment gate: PASS"
-    )
+    assert "Gate <code>no_regressions,min:correct&gt;=0.9</code>:" in html
+    passed = summary_markdown(_model(with_verdict(comparison(), "pass")))
+    assert passed.startswith("## traceproof: ✅ PASS")
     no_gate = comparison()
     no_gate["verdict"] = None
-    assert render_markdown(no_gate).startswith("## Experiment comparison (no gate)")
+    assert summary_markdown(_model(no_gate)).startswith("## traceproof: no verdict")
 
 
-def test_the_tables_hold_one_row_per_evaluator_metric_and_notable_example() -> None:
-    rows = _rows(_html(render_markdown(comparison())))
-    widths = {len(r) for r in rows}
-    assert widths == {8, 5}  # evaluators: 8 columns; operational and examples: 5 each
-    evaluators = [r for r in rows if len(r) == 8]
-    assert [r[0] for r in evaluators] == ["evaluator", "correct", "helpful (uncalibrated)"]
-    assert evaluators[1][3:5] == ["<strong>+0.1</strong>", "[-0.2, 0.4]"]
-    examples = [r for r in rows if len(r) == 5 and r[1] in ("regressed", "flaky")]
-    assert [r[0] for r in examples] == ["ex00000000000001", "ex00000000000002", "ex00000000000006"]
-    assert examples[1][4].startswith("error: timeout: no answer after 30 s ")
+def test_the_tables_hold_one_row_per_evaluator_metric_and_regression() -> None:
+    rows = _rows(_html(summary_markdown(_model(comparison()))))
+    assert {len(r) for r in rows} == {10, 5, 6}  # evaluators, operational, regressions
+    evaluators = [r for r in rows if len(r) == 10]
+    assert [r[0] for r in evaluators] == ["evaluator", "correct", "helpful ⚠️ uncalibrated"]
+    assert evaluators[1][3:5] == ["+0.1", "[-0.2, +0.4]"]
+    assert [r[0] for r in rows if len(r) == 5][1:] == ["latency_p50_ms", "errors", "cost_usd"]
+    regressions = [r for r in rows if len(r) == 6][1:]
+    assert [r[0] for r in regressions] == [
+        "<code>ex00000000000001</code>",
+        "<code>ex00000000000002</code>",
+    ]
+    assert regressions[1][4] == "timeout: no answer after 30 s"
 
 
 def test_hostile_outputs_stay_text_and_cannot_break_the_table() -> None:
     comp = comparison()
     comp["examples"][0]["candidate_output"] = HOSTILE[0] + " | a | b |\n| --- |\n`code` **bold**"
-    html = _html(render_markdown(comp))
-    assert "<script" not in html and "<img" not in html and "<strong>bold" not in html
-    cell = _rows(html)[-3][4]  # the first regression's candidate output
+    html = _html(summary_markdown(_model(comp)))
+    assert "<script" not in html and "<img" not in html and "<code>code" not in html
+    regressions = [r for r in _rows(html) if len(r) == 6][1:]
+    cell = regressions[0][4]  # the first regression's candidate output
     assert cell.startswith("&lt;/script&gt;&lt;script&gt;window.__pwned = 1&lt;/script&gt; | a")
-    assert "`code` **bold**" in cell
+    assert len(regressions) == 2 and all(len(r) == 6 for r in regressions)
 
 
-def test_at_most_max_examples_are_listed_and_the_rest_counted() -> None:
-    text = render_markdown(comparison(), max_examples=1)
-    examples = [r for r in _rows(_html(text)) if len(r) == 5 and r[1] in ("regressed", "flaky")]
-    assert len(examples) == 1
-    assert "… and 2 more (the HTML report lists every example)." in text
+def test_at_most_top_regressions_are_listed_and_the_rest_counted() -> None:
+    text = summary_markdown(_model(comparison()), top=1)
+    assert len([r for r in _rows(_html(text)) if len(r) == 6]) == 2  # the header and one
+    assert "… and 1 more (`traceproof experiment compare --json`)." in text

@@ -4,8 +4,8 @@
 an experiment with its baseline (on the store, or through the server that holds it) and exits
 with the verdict: 0 pass, 1 fail, 2 inconclusive, 3 when it could not run (no such experiment,
 no baseline, a bad gate spec or option, a store error). ``--json`` prints the comparison with
-its verdict; ``--summary-md`` writes the Markdown summary (:mod:`traceproof.experiments.summary`)
-for a CI job summary or a PR comment.
+its verdict; ``--summary-md`` writes the Markdown summary
+(:func:`traceproof.experiments.summary.summary_markdown`) for a CI job summary or a PR comment.
 
 ``baseline TASK --dataset D [--set ID]`` shows (or sets) the baseline of a task on a dataset.
 

@@ -1,6 +1,6 @@
-"""Reports of a comparison: the self-contained HTML page (:func:`render_html`, written with the
-traces' waterfalls by :func:`write_report`) and a Markdown summary for a CI job summary or a pull
-request comment (:func:`render_markdown`).
+"""The HTML report of a comparison: a self-contained page (:func:`render_html`, written with the
+traces' waterfalls by :func:`write_report`). The Markdown summary for a CI job summary or a pull
+request comment is :func:`traceproof.experiments.summary.summary_markdown`.
 
 One file, no network and no external assets: inline CSS and vanilla JavaScript, the data
 embedded as JSON in a ``<script type="application/json">`` block. The page shows the verdict
@@ -42,7 +42,6 @@ __all__ = [
     "SPAN_FIELDS",
     "comparison_data",
     "render_html",
-    "render_markdown",
     "write_report",
 ]
 
@@ -230,148 +229,6 @@ def write_report(
     finally:
         tmp.unlink(missing_ok=True)
     return target
-
-
-_VERDICT_MARK = {"pass": "✅", "fail": "❌", "inconclusive": "⚠️"}
-_MD_SPECIAL = str.maketrans(
-    {
-        **{c: "\\" + c for c in "\\`*_[]|#~!"},
-        "<": "&lt;",
-        ">": "&gt;",
-        "&": "&amp;",
-        "\n": " ",
-        "\r": " ",
-        "\u2028": " ",
-        "\u2029": " ",
-    }
-)
-
-
-def _md(value: Any, limit: int = 200) -> str:
-    """Text that Markdown (and GitHub's HTML in it) shows as it is, on one line."""
-    return _clip(value, limit).translate(_MD_SPECIAL)
-
-
-def _md_num(value: Any, *, signed: bool = False) -> str:
-    return _num(value, signed=signed).replace("−", "-")
-
-
-def render_markdown(comparison: Any, *, max_examples: int = 20) -> str:
-    """A short Markdown summary: the verdict and its reasons, the evaluators' deltas with
-    intervals, the operational deltas, and the first ``max_examples`` regressed (then flaky and
-    mixed) examples. Every value from the comparison is escaped."""
-    comp = _finite(comparison_data(comparison))
-    verdict = comp.get("verdict") if isinstance(comp.get("verdict"), Mapping) else None
-    lines: list[str] = []
-    if verdict is None:
-        lines.append("## Experiment comparison (no gate)")
-    else:
-        status = _text(verdict.get("status"))
-        mark = _VERDICT_MARK.get(status, "⚠️")
-        lines.append(f"## {mark} Experiment gate: {_md(status.upper())}")
-    sides = []
-    for role in ("baseline", "candidate"):
-        side = comp.get(role)
-        if not isinstance(side, Mapping):
-            sides.append(f"no {role}")
-            continue
-        prov = side.get("provenance") if isinstance(side.get("provenance"), Mapping) else {}
-        assert isinstance(prov, Mapping)
-        commit = _text(prov.get("git_commit"))[:12]
-        extra = (
-            f", commit {_md(commit)}{' dirty' if prov.get('git_dirty') else ''}" if commit else ""
-        )
-        label = _md(side.get("name") or side.get("id"), 80)
-        sides.append(f"{role} **{label}** ({_md(side.get('id'), 60)}{extra})")
-    lines.append("")
-    lines.append(
-        f"{sides[0]} → {sides[1]}, {_md_num(comp.get('examples_compared') or 0)} examples compared."
-    )
-    if verdict is not None:
-        if verdict.get("gate"):
-            lines += ["", f"Gate: {_md(verdict.get('gate'))}"]
-        lines.append("")
-        lines.extend(f"- {_md(r, 300)}" for r in verdict.get("reasons") or [])
-    for note in comp.get("notes") or []:
-        lines.append(f"- _{_md(note, 300)}_")
-    evaluators = [e for e in comp.get("evaluators") or [] if isinstance(e, Mapping)]
-    if evaluators:
-        lines += [
-            "",
-            "| evaluator | baseline | candidate | delta | 95% interval | p (adjusted) | "
-            "min. detectable | improved / regressed / unchanged / flaky |",
-            "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
-        ]
-        for ev in evaluators:
-            flag = " (uncalibrated)" if ev.get("uncalibrated") else ""
-            ci = (
-                f"[{_md_num(ev.get('ci_low'))}, {_md_num(ev.get('ci_high'))}]"
-                if ev.get("ci_low") is not None and ev.get("ci_high") is not None
-                else "—"
-            )
-            lines.append(
-                f"| {_md(ev.get('name'), 80)}{flag} | {_md_num(ev.get('baseline_mean'))} | "
-                f"{_md_num(ev.get('candidate_mean'))} | "
-                f"**{_md_num(ev.get('delta'), signed=True)}** | {ci} | "
-                f"{_p(ev.get('p_value'))} ({_p(ev.get('p_adjusted'))}) | "
-                f"{_md_num(ev.get('mde'))} | {_md_num(ev.get('improved'))} / "
-                f"{_md_num(ev.get('regressed'))} / {_md_num(ev.get('unchanged'))} / "
-                f"{_md_num(ev.get('flaky'))} |"
-            )
-    operational = [o for o in comp.get("operational") or [] if isinstance(o, Mapping)]
-    if operational:
-        lines += [
-            "",
-            "| metric | baseline | candidate | delta | delta % |",
-            "| --- | ---: | ---: | ---: | ---: |",
-        ]
-        for op in operational:
-            pct = op.get("delta_pct")
-            pct_text = f"{_md_num(pct, signed=True)}%" if isinstance(pct, int | float) else "—"
-            lines.append(
-                f"| {_md(op.get('metric'), 40)} | {_md_num(op.get('baseline'))} | "
-                f"{_md_num(op.get('candidate'))} | {_md_num(op.get('delta'), signed=True)} | "
-                f"{pct_text} |"
-            )
-    examples = [e for e in comp.get("examples") or [] if isinstance(e, Mapping)]
-    order = {"regressed": 0, "flaky": 1, "mixed": 2}
-    notable = sorted(
-        (e for e in examples if e.get("change") in order),
-        key=lambda e: order[_text(e.get("change"))],
-    )
-    if notable:
-        regressed = sum(1 for e in notable if e.get("change") == "regressed")
-        lines += [
-            "",
-            f"### Examples that regressed ({regressed}) or changed unsteadily "
-            f"({len(notable) - regressed})",
-            "",
-            "| example | change | scores | baseline output | candidate output |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for ex in notable[: max(0, max_examples)]:
-            scores = ex.get("evaluators") if isinstance(ex.get("evaluators"), Mapping) else {}
-            assert isinstance(scores, Mapping)
-            cells = ", ".join(
-                f"{_md(name, 40)} {_md_num(v.get('baseline'))} → {_md_num(v.get('candidate'))}"
-                for name, v in scores.items()
-                if isinstance(v, Mapping) and v.get("change") != "unchanged"
-            )
-            outputs = []
-            for side in ("baseline", "candidate"):
-                error = ex.get(f"{side}_error")
-                text = _md(ex.get(f"{side}_output"), 80)
-                outputs.append(f"error: {_md(error, 80)} {text}".strip() if error else text)
-            lines.append(
-                f"| {_md(ex.get('example_id'), 40)} | {_md(ex.get('change'), 20)} | {cells} | "
-                f"{outputs[0]} | {outputs[1]} |"
-            )
-        if len(notable) > max_examples:
-            lines.append("")
-            lines.append(
-                f"… and {len(notable) - max_examples:,} more (the HTML report lists every example)."
-            )
-    return "\n".join(lines) + "\n"
 
 
 # -- data ---------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """A comparison as Markdown, fit for a CI job summary (``$GITHUB_STEP_SUMMARY``) or a PR
 comment: the verdict and its reasons, the per-evaluator table (means, delta, 95% interval,
 p-values, MDE, example counts), the operational deltas and the top regressions with their
-trace and run ids. GitHub-flavoured tables; cells escaped so an output cannot break them.
+trace and run ids. GitHub-flavoured tables; cells escaped so an output cannot break them and
+shows as text (``<``, ``>`` and ``&`` as entities: no HTML of an output reaches the page).
 """
 
 from __future__ import annotations
@@ -15,16 +16,21 @@ TOP_REGRESSIONS = 10
 #: Characters of an input or output preview in a table cell.
 CELL_CHARS = 120
 
+_ESCAPES = {"\\": "\\\\", "|": "\\|", "`": "'"}
+_CODE_SPECIAL = str.maketrans(_ESCAPES)
+_CELL_SPECIAL = str.maketrans(_ESCAPES | {"<": "&lt;", ">": "&gt;", "&": "&amp;"})
 _BADGE = {"pass": "✅ PASS", "fail": "❌ FAIL", "inconclusive": "⚠️ INCONCLUSIVE"}
 
 
-def _cell(value: object, limit: int = CELL_CHARS) -> str:
+def _cell(value: object, limit: int = CELL_CHARS, *, code: bool = False) -> str:
+    """``value`` on one line, at most ``limit`` characters, escaped for a table cell (``code``:
+    for inside a code span, where Markdown shows entities as they are written)."""
     if value is None:
         return "–"
     text = " ".join(str(value).split())
     if len(text) > limit:
         text = text[: limit - 1] + "…"
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("`", "'") or "–"
+    return text.translate(_CODE_SPECIAL if code else _CELL_SPECIAL) or "–"
 
 
 def _number(value: float | None, signed: bool = False) -> str:
@@ -56,7 +62,7 @@ def summary_markdown(comparison: Comparison, *, top: int = TOP_REGRESSIONS) -> s
         f"{comparison.examples_compared} examples compared."
     )
     if verdict is not None:
-        lines += ["", f"Gate `{_cell(verdict.gate, 300)}`:", ""]
+        lines += ["", f"Gate `{_cell(verdict.gate, 300, code=True)}`:", ""]
         lines += [f"- {_cell(reason, 400)}" for reason in verdict.reasons]
     if comparison.evaluators:
         lines += [
