@@ -350,6 +350,7 @@ import traceproof.cli_configs  # noqa: E402
 import traceproof.cli_datasets  # noqa: E402
 import traceproof.cli_experiments  # noqa: E402
 import traceproof.cli_judge  # noqa: E402
+import traceproof.cli_judgment  # noqa: E402
 import traceproof.cli_proof  # noqa: E402
 import traceproof.cli_tools  # noqa: E402, F401
 
