@@ -1,8 +1,7 @@
 """Running an experiment: a task over a dataset version's examples, every run evaluated.
 
-:func:`plan_experiment` resolves what to run (the task and evaluators of the project's
-traceproof.toml, the dataset version, the examples times repetitions still to run) and records the
-experiment with its provenance; :func:`execute` runs it:
+:func:`traceproof.experiments.plan.plan_experiment` (re-exported here) resolves what to run and
+records the experiment; :func:`execute` runs it:
 
 - runs go through a pool of ``concurrency`` threads, each driving one task process (or HTTP
   call) at a time; a run's environment points its tracing at this server
@@ -30,31 +29,25 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
-import uuid
 import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.evals import evaluation
 from traceproof.evals.annotations import AnnotationInput
-from traceproof.evals.config import ProjectConfig
-from traceproof.evals.evaluation import Prepared, Tally, TargetJudge, TargetRef
+from traceproof.evals.evaluation import Tally, TargetJudge, TargetRef
 from traceproof.evals.llm import LLMClient
 from traceproof.evals.target import EvalTarget, span_dict
-from traceproof.experiments.provenance import provenance
+from traceproof.experiments.plan import ExperimentPlan, plan_experiment
+from traceproof.experiments.spanwait import SpanCounts, wait_for_spans
 from traceproof.experiments.tasks import Processes, RunOutcome, Task, new_traceparent, run_task
-from traceproof.experiments.tasks import task_of as _task_of
 from traceproof.storage import Store
-from traceproof.storage import datasets as datasets_db
 from traceproof.storage import experiments as db
 from traceproof.storage.annotations import write_annotations
-from traceproof.storage.judges import is_calibrated, save_evaluator_definition
 
 __all__ = [
     "ExperimentPlan",
@@ -100,29 +93,6 @@ def _now() -> datetime:
 
 
 @dataclass
-class ExperimentPlan:
-    """What :func:`execute` runs."""
-
-    id: str
-    task: Task
-    project: str
-    dataset_id: str
-    dataset_version: int
-    split: str | None
-    evaluators: list[Prepared]
-    evaluator_info: list[dict[str, Any]]
-    repetitions: int
-    concurrency: int
-    timeout: float
-    dry_run: bool
-    examples: int
-    total: int
-    todo: list[tuple[dict[str, Any], int]]
-    resumed: bool = False
-    provenance: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class RunResult:
     """One finished run, as a dry run reports it."""
 
@@ -131,189 +101,6 @@ class RunResult:
     outcome: RunOutcome
     trace_ids: list[str]
     scores: dict[str, Any]
-
-
-def _resolve_dataset(store: Store, dataset: str, version: int | None) -> tuple[str, int]:
-    """The id of the dataset named (or with id) ``dataset`` and ``version`` checked (None: the
-    newest); ``[not_found]`` for an unknown dataset or version."""
-    with store.reader() as reader:
-        dataset_id = str(datasets_db.resolve_dataset(reader, dataset)["id"])
-        return dataset_id, datasets_db.dataset_version(reader, dataset_id, version)
-
-
-def plan_experiment(
-    store: Store,
-    config: ProjectConfig,
-    *,
-    task: str | None,
-    dataset: str | None,
-    version: int | None = None,
-    split: str | None = None,
-    evaluators: Sequence[str] = (),
-    repetitions: int = 1,
-    concurrency: int | None = None,
-    timeout: float | None = None,
-    name: str | None = None,
-    dry_run: bool = False,
-    resume: str | None = None,
-) -> ExperimentPlan:
-    """Resolve an experiment and, unless ``dry_run``, record it (status ``running``). With
-    ``resume`` the stored experiment's task, dataset version, split, evaluators and
-    repetitions are used, and only what is missing or failed is planned."""
-    settings = store.settings
-    stored: dict[str, Any] | None = None
-    if resume is not None:
-        with store.reader() as reader:
-            stored = db.get_experiment(reader, resume)
-        if stored is None:
-            raise TraceproofError(
-                f"No experiment {resume[:60]!r} to resume; get_experiment or `traceproof "
-                "experiment show` name the stored ones.",
-                code=ErrorCode.NOT_FOUND,
-            )
-        task = str(stored["task"])
-        dataset_id, version_n = str(stored["dataset_id"]), int(stored["dataset_version"])
-        split = stored["split"]
-        evaluators = [str(e["name"]) for e in stored["evaluators"]]
-        repetitions = int(stored["repetitions"])
-        concurrency = concurrency or int(stored["concurrency"])
-        timeout = timeout or float(stored["timeout_s"])
-    else:
-        if task is None or dataset is None:
-            raise TraceproofError(
-                "Name the task (a [tasks.NAME] of traceproof.toml) and the dataset, or pass "
-                "resume with an experiment id.",
-                code=ErrorCode.INVALID_ARGUMENT,
-            )
-        dataset_id, version_n = _resolve_dataset(store, dataset, version)
-    the_task = _task_of(config, task)
-    prepared = [evaluation.prepare(config.evaluator(e)) for e in dict.fromkeys(evaluators)]
-    info = []
-    with store.reader() as reader:
-        for p in prepared:
-            entry: dict[str, Any] = {"name": p.name, "kind": p.kind, "hash": p.definition_hash,
-                                     "annotator": p.annotator}  # fmt: skip
-            if p.judge is not None:
-                entry["calibrated"] = is_calibrated(reader, p.definition_hash)
-            info.append(entry)
-        # In example id order: runs (and a dry run's first few) go in the order list_runs reads.
-        examples = sorted(
-            datasets_db.dataset_examples(reader, dataset_id, version_n, split),
-            key=lambda e: str(e["id"]),
-        )
-        done_runs = db.runs_by_key(reader, resume) if resume else {}
-    if stored is not None:
-        if stored["task_hash"] != the_task.content_hash:
-            raise TraceproofError(
-                f"tasks.{task} changed since experiment {resume} started (its definition hash "
-                "differs): resuming would mix two tasks. Start a new experiment instead.",
-                code=ErrorCode.INVALID_ARGUMENT,
-            )
-        before = {e["name"]: e["hash"] for e in stored["evaluators"]}
-        changed = [e["name"] for e in info if before.get(e["name"]) != e["hash"]]
-        if changed:
-            raise TraceproofError(
-                f"Evaluator(s) {', '.join(changed)} changed since experiment {resume} started; "
-                "start a new experiment instead.",
-                code=ErrorCode.INVALID_ARGUMENT,
-            )
-    if not examples:
-        where = f" split {split!r}" if split else ""
-        raise TraceproofError(
-            f"Dataset version {version_n}{where} has no examples; add_examples adds some.",
-            code=ErrorCode.INVALID_ARGUMENT,
-        )
-    if dry_run:
-        examples = examples[: settings.experiment_dry_run_examples]
-        repetitions = 1
-    run_timeout = float(timeout or the_task.timeout or settings.experiment_timeout_seconds)
-    workers = int(concurrency or settings.experiment_concurrency)
-    project = the_task.project or settings.default_project
-    experiment_id = ("dry_" if dry_run else "exp_") + uuid.uuid4().hex[:12]
-    if resume is not None:
-        experiment_id = resume
-    all_runs = [(ex, rep) for ex in examples for rep in range(1, repetitions + 1)]
-    todo = all_runs
-    if resume is not None:
-        verdicts = _verdicts(store, prepared, resume)
-        todo = [
-            (ex, rep) for ex, rep in all_runs
-            if done_runs.get((ex["id"], rep)) != "ok"
-            or any(f"{resume}:{ex['id']}:{rep}" not in v for v in verdicts)
-        ]  # fmt: skip
-    prov = provenance(
-        config.root,
-        dataset_id=dataset_id,
-        dataset_version=version_n,
-        task=the_task.name,
-        task_hash=the_task.content_hash,
-        evaluators=info,
-    )
-    plan = ExperimentPlan(
-        id=experiment_id,
-        task=the_task,
-        project=project if stored is None else str(stored["project"]),
-        dataset_id=dataset_id,
-        dataset_version=version_n,
-        split=split,
-        evaluators=prepared,
-        evaluator_info=info,
-        repetitions=repetitions,
-        concurrency=workers,
-        timeout=run_timeout,
-        dry_run=dry_run,
-        examples=len(examples),
-        total=len(all_runs),
-        todo=todo,
-        resumed=resume is not None,
-        provenance=prov if stored is None else dict(stored["provenance"]),
-    )
-    if dry_run:
-        return plan
-    for p in prepared:
-        save_evaluator_definition(
-            store, hash=p.definition_hash, name=p.name, kind=p.kind,
-            definition=p.stored_definition(),
-        )  # fmt: skip
-    if stored is None:
-        db.create_experiment(
-            store,
-            {
-                "id": experiment_id,
-                "name": name,
-                "project": project,
-                "task": the_task.name,
-                "task_hash": the_task.content_hash,
-                "dataset_id": dataset_id,
-                "dataset_version": version_n,
-                "split": split,
-                "evaluators": info,
-                "repetitions": repetitions,
-                "concurrency": workers,
-                "timeout_s": run_timeout,
-                "status": "running",
-                "provenance": prov,
-                "summary": None,
-            },
-        )
-    else:
-        db.set_status(store, experiment_id, "running")
-    return plan
-
-
-def _verdicts(store: Store, prepared: Sequence[Prepared], experiment_id: str) -> list[set[str]]:
-    """Per evaluator, the run ids of this experiment it has a verdict on."""
-    out = []
-    with store.reader() as reader:
-        for p in prepared:
-            rows = reader.rows(
-                "SELECT target_id FROM annotations WHERE target_kind = 'experiment_run' AND "
-                "name = ? AND annotator = ? AND identifier = '' AND starts_with(target_id, ?) "
-                "AND (metadata IS NULL OR json_extract(metadata, '$.error') IS NULL)",
-                [p.name, p.annotator, experiment_id + ":"],
-            )
-            out.append({str(r[0]) for r in rows})
-    return out
 
 
 # -- executing --------------------------------------------------------------------------------
@@ -429,7 +216,7 @@ def execute(
         processes.kill_all()
 
     batcher = _Batcher(store, stored, failed, write=not plan.dry_run)
-    span_counts = _SpanCounts(store, plan.id, _now() - timedelta(minutes=5))
+    span_counts = SpanCounts(store, plan.id, _now() - timedelta(minutes=5))
 
     def finalize(example: dict[str, Any], rep: int, outcome: RunOutcome, trace_id: str,
                  started: datetime, ended: datetime) -> None:  # fmt: skip
@@ -523,77 +310,11 @@ def _resource(task: Task, ours: str) -> str:
     return ",".join([*parts, ours])
 
 
-class _SpanCounts:
-    """The span counts of an experiment's waiting runs, from one grouped query that every run
-    asking at about the same time shares (a query per run and poll would load the store as
-    much as the runs themselves). A run asks for counts taken after it asked."""
-
-    def __init__(self, store: Store, experiment_id: str, since: datetime) -> None:
-        self.store, self.experiment_id, self.since = store, experiment_id, since
-        self._lock = threading.Lock()
-        self._taken = 0.0
-        self._by_run: dict[tuple[str, str], int] = {}
-        self._by_trace: dict[str, int] = {}
-        self._waiting: Counter[str] = Counter()
-        self._waiting_lock = threading.Lock()
-
-    def wait_on(self, trace_id: str, delta: int) -> None:
-        with self._waiting_lock:
-            self._waiting[trace_id] += delta
-            if self._waiting[trace_id] <= 0:
-                del self._waiting[trace_id]
-
-    def count(self, example_id: str, rep: int, trace_id: str) -> int:
-        asked = time.monotonic()
-        with self._lock:
-            if self._taken <= asked:
-                self._taken = time.monotonic()
-                with self._waiting_lock:
-                    traces = list(self._waiting)
-                with self.store.reader() as reader:
-                    self._by_run, self._by_trace = db.span_counts(
-                        reader, experiment_id=self.experiment_id, since=self.since,
-                        trace_ids=traces,
-                    )  # fmt: skip
-            return self._by_run.get((example_id, str(rep)), 0) + self._by_trace.get(trace_id, 0)
-
-
-def _wait_for_spans(
-    store: Store,
-    plan: ExperimentPlan,
-    counts: _SpanCounts,
-    example_id: str,
-    rep: int,
-    trace_id: str,
-) -> list[dict[str, Any]]:
-    settings = store.settings
-    deadline = time.monotonic() + settings.experiment_span_wait_seconds
-    quiet = settings.experiment_span_quiet_seconds
-    counts.wait_on(trace_id, 1)
-    try:
-        last = -1
-        while True:
-            count = counts.count(example_id, rep, trace_id)
-            if count == last or time.monotonic() >= deadline:
-                break
-            last = count
-            time.sleep(quiet)
-    finally:
-        counts.wait_on(trace_id, -1)
-    if not count:
-        return []
-    with store.reader() as reader:
-        return db.run_spans(
-            reader, trace_id=trace_id, experiment_id=plan.id, example_id=example_id,
-            repetition=rep, since=counts.since,
-        )  # fmt: skip
-
-
 def _finish_run(
     store: Store,
     plan: ExperimentPlan,
     judges: Sequence[TargetJudge],
-    span_counts: _SpanCounts,
+    span_counts: SpanCounts,
     example: dict[str, Any],
     rep: int,
     outcome: RunOutcome,
@@ -602,7 +323,7 @@ def _finish_run(
     ended: datetime,
 ) -> tuple[RunResult, dict[str, Any], list[AnnotationInput]]:
     example_id = str(example["id"])
-    rows = _wait_for_spans(store, plan, span_counts, example_id, rep, trace_id)
+    rows = wait_for_spans(store, plan.id, span_counts, example_id, rep, trace_id)
     spans = [span_dict(r) for r in rows]
     trace_ids = list(dict.fromkeys(str(s["trace_id"]) for s in spans))
     tokens = sum(
