@@ -1,6 +1,6 @@
-"""Annotation writes and reads, and annotation configs.
-
-Evaluator definitions and calibrations are in :mod:`traceproof.storage.judges`.
+"""Annotation writes. Configs are in :mod:`traceproof.storage.annotation_configs`, the reads
+the tools make in :mod:`traceproof.storage.annotation_reads` (both re-exported here), evaluator
+definitions and calibrations in :mod:`traceproof.storage.judges`.
 
 Every write here runs on the store's single writer (:meth:`Store.run_write`): one transaction,
 acknowledged after COMMIT, all or nothing. :func:`write_annotations` checks a whole batch before
@@ -16,7 +16,6 @@ same content again changes nothing. Different annotators are different rows.
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,23 +28,47 @@ import pyarrow as pa
 
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.evals.annotations import (
-    JUDGE_VERSION_CHARS,
-    JUDGE_VERSION_SQL,
-    AnnotationConfig,
     AnnotationInput,
-    ConfigKind,
-    Direction,
     InvalidAnnotation,
-    LabelChoice,
     TargetKind,
     check_config,
     check_input,
 )
+from traceproof.storage.annotation_configs import (
+    ConfigChanges,
+    _configs,
+    get_configs,
+    outside_config,
+    set_config,
+    set_configs,
+)
+from traceproof.storage.annotation_reads import (
+    span_marks,
+    target_annotations,
+    target_spans,
+    trace_marks,
+)
 from traceproof.storage.exceptions import NotFound
-from traceproof.storage.reader import Reader
 
 if TYPE_CHECKING:
     from traceproof.storage.store import Store
+
+__all__ = [
+    "ANNOTATION_COLUMNS",
+    "AnnotationWrite",
+    "ConfigChanges",
+    "Rejected",
+    "UnknownTarget",
+    "get_configs",
+    "outside_config",
+    "set_config",
+    "set_configs",
+    "span_marks",
+    "target_annotations",
+    "target_spans",
+    "trace_marks",
+    "write_annotations",
+]
 
 #: Columns of ``annotations`` in table order.
 ANNOTATION_COLUMNS = (
@@ -401,279 +424,3 @@ def _existing(
         )
         out[key] = row
     return out
-
-
-# -- configs ----------------------------------------------------------------------------------
-
-
-def _config_of(row: tuple[Any, ...]) -> AnnotationConfig:
-    name, kind, labels, low, high, direction, description = row
-    choices = tuple(
-        LabelChoice(str(c["label"]), None if c.get("score") is None else float(c["score"]))
-        for c in (orjson.loads(labels) if labels else [])
-    )
-    return AnnotationConfig(
-        name=name,
-        kind=ConfigKind(kind),
-        labels=choices,
-        lower_bound=low,
-        upper_bound=high,
-        direction=Direction(direction),
-        description=description,
-    )
-
-
-_CONFIG_COLUMNS = "name, kind, labels, lower_bound, upper_bound, direction, description"
-
-
-def _configs(cursor: duckdb.DuckDBPyConnection, names: set[str]) -> dict[str, AnnotationConfig]:
-    if not names:
-        return {}
-    rows = cursor.execute(
-        f"SELECT {_CONFIG_COLUMNS} FROM annotation_configs WHERE list_contains(?, name)",
-        [sorted(names)],
-    ).fetchall()
-    return {row[0]: _config_of(row) for row in rows}
-
-
-def set_config(store: Store, config: AnnotationConfig) -> None:
-    """Store ``config`` (replacing one of the same name). Annotations already written are not
-    checked again; later writes are."""
-    labels = orjson.dumps([{"label": c.label, "score": c.score} for c in config.labels]).decode()
-
-    def run(cursor: duckdb.DuckDBPyConnection) -> None:
-        now = _now()
-        created = cursor.execute(
-            "SELECT created_at FROM annotation_configs WHERE name = ?", [config.name]
-        ).fetchone()
-        cursor.execute("DELETE FROM annotation_configs WHERE name = ?", [config.name])
-        cursor.execute(
-            "INSERT INTO annotation_configs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                config.name,
-                str(config.kind),
-                labels if config.kind is ConfigKind.CATEGORICAL else None,
-                config.lower_bound,
-                config.upper_bound,
-                str(config.direction),
-                config.description,
-                created[0] if created else now,
-                now,
-            ],
-        )
-
-    store.run_write(run)
-
-
-def get_configs(reader: Reader, names: Sequence[str] | None = None) -> dict[str, AnnotationConfig]:
-    """Stored configs by name (all of them when ``names`` is None)."""
-    sql = f"SELECT {_CONFIG_COLUMNS} FROM annotation_configs"
-    params: list[Any] = []
-    if names is not None:
-        sql += " WHERE list_contains(?, name)"
-        params.append(list(names))
-    return {row[0]: _config_of(row) for row in reader.rows(sql + " ORDER BY name", params)}
-
-
-# -- reads ------------------------------------------------------------------------------------
-
-
-#: An annotation's value as a mark shows it: its label, else its score, with ``?`` when an LLM
-#: judge whose definition has no passing calibration gave it.
-_MARK_VALUE = (
-    "coalesce(a.label, CAST(round(a.score, 3) AS VARCHAR), '…') || CASE WHEN "
-    f"{JUDGE_VERSION_SQL} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM calibrations c "
-    f"WHERE c.passed AND left(replace(c.judge_hash, 'sha256:', ''), "
-    f"{JUDGE_VERSION_CHARS}) = {JUDGE_VERSION_SQL}) THEN '?' ELSE '' END"
-)
-
-
-def span_marks(reader: Reader, trace_id: str, project: str | None = None) -> dict[str, str]:
-    """Span id → its annotations as a compact mark, ``correctness=fail,tone=0.8``: per name
-    the distinct labels (else scores) of every annotator, ``|``-joined when they disagree. A
-    value an LLM judge gave whose definition has no passing calibration ends with ``?``
-    (``helpfulness=fail?``)."""
-    inner = (
-        f"SELECT a.span_id, a.name, {_MARK_VALUE} AS v FROM annotations a "
-        "WHERE a.target_kind = 'span' AND a.trace_id = ?"
-    )
-    params: list[Any] = [trace_id]
-    if project is not None:
-        inner += " AND a.project = ?"
-        params.append(project)
-    sql = (
-        f"SELECT span_id, name, string_agg(DISTINCT v, '|' ORDER BY v) FROM ({inner}) "
-        "GROUP BY span_id, name ORDER BY name"
-    )
-    marks: dict[str, list[str]] = {}
-    for span_id, name, values in reader.rows(sql, params):
-        marks.setdefault(span_id, []).append(f"{name}={values}")
-    return {span_id: ",".join(parts) for span_id, parts in marks.items()}
-
-
-def trace_marks(
-    reader: Reader, trace_id: str, session_id: str | None, project: str | None = None
-) -> str | None:
-    """A trace's own annotations, then its session's, as the marks of :func:`span_marks`
-    read: ``trace: [resolved=fail|pass?] session: [csat=4]`` (None when it has neither)."""
-    where = (
-        "((a.target_kind = 'trace' AND a.trace_id = ?) "
-        "OR (a.target_kind = 'session' AND a.target_id = ?))"
-    )
-    params: list[Any] = [trace_id, session_id]
-    if project is not None:
-        where += " AND a.project = ?"
-        params.append(project)
-    inner = (
-        f"SELECT a.target_kind AS kind, a.name, {_MARK_VALUE} AS v FROM annotations a WHERE {where}"
-    )
-    sql = (
-        f"SELECT kind, name, string_agg(DISTINCT v, '|' ORDER BY v) FROM ({inner}) "
-        "GROUP BY kind, name ORDER BY kind DESC, name"
-    )
-    parts: dict[str, list[str]] = {}
-    for kind, name, values in reader.rows(sql, params):
-        parts.setdefault(kind, []).append(f"{name}={values}")
-    shown = [f"{kind}: [{','.join(marks)}]" for kind, marks in parts.items()]
-    return " ".join(shown) or None
-
-
-def target_annotations(
-    reader: Reader, kind: TargetKind | str, target_id: str, trace_id: str | None = None
-) -> list[dict[str, Any]]:
-    """The current annotations of one target, by name then annotator."""
-    sql = "SELECT * FROM annotations WHERE target_kind = ? AND target_id = ?"
-    params: list[Any] = [str(kind), target_id]
-    if trace_id is not None:
-        sql += " AND trace_id = ?"
-        params.append(trace_id)
-    return reader.dicts(sql + " ORDER BY name, annotator, identifier", params)
-
-
-def target_spans(
-    reader: Reader,
-    kind: TargetKind | str,
-    target_id: str,
-    *,
-    trace_id: str | None = None,
-    project: str | None = None,
-) -> list[dict[str, Any]]:
-    """The spans an evaluator reads for a target, as stored (every column): the span itself;
-    every span of a trace; every span of a session's traces. Ordered by start time. Empty when
-    the target is not stored."""
-    kind = TargetKind(str(kind))
-    conditions = {
-        TargetKind.SPAN: "span_id = ?",
-        TargetKind.TRACE: "trace_id = ?",
-        TargetKind.SESSION: (
-            "trace_id IN (SELECT trace_id FROM trace_index WHERE session_id = ?"
-            + (" AND project = ?" if project is not None else "")
-            + ")"
-        ),
-    }
-    params: list[Any] = [target_id]
-    if kind is TargetKind.SESSION and project is not None:
-        params.append(project)
-    sql = f"SELECT * FROM spans WHERE {conditions[kind]}"
-    if trace_id is not None and kind is TargetKind.SPAN:
-        sql += " AND trace_id = ?"
-        params.append(trace_id)
-    if project is not None:
-        sql += " AND project = ?"
-        params.append(project)
-    return reader.dicts(sql + " ORDER BY start_time, span_id", params)
-
-
-# -- configs, in bulk (traceproof.toml, `traceproof annotation-config`) -------------------------
-
-
-@dataclass(frozen=True)
-class ConfigChanges:
-    """What :func:`set_configs` and :func:`delete_configs` did, by name."""
-
-    changed: tuple[str, ...] = ()
-    unchanged: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-
-
-def set_configs(
-    store: Store, configs: Sequence[AnnotationConfig], *, remove: Sequence[str] = ()
-) -> ConfigChanges:
-    """Store ``configs`` and delete the configs named in ``remove``, as one transaction on the
-    writer: all of it or none. A config equal to the stored one is left as it is (its
-    ``updated_at`` too), so applying the same file again writes nothing. Annotations already
-    written are not checked again; later writes are."""
-    wanted = {config.name: config for config in configs}
-
-    def run(cursor: duckdb.DuckDBPyConnection) -> ConfigChanges:
-        now = _now()
-        names = sorted({*wanted, *remove})
-        stored = {
-            row[0]: (_config_of(row[:7]), row[7])
-            for row in cursor.execute(
-                f"SELECT {_CONFIG_COLUMNS}, created_at FROM annotation_configs "
-                "WHERE list_contains(?, name)",
-                [names],
-            ).fetchall()
-        }
-        changed, unchanged = [], []
-        for name, config in wanted.items():
-            old = stored.get(name)
-            if old is not None and old[0].as_dict() == config.as_dict():
-                unchanged.append(name)
-                continue
-            labels = orjson.dumps([{"label": c.label, "score": c.score} for c in config.labels])
-            cursor.execute("DELETE FROM annotation_configs WHERE name = ?", [name])
-            cursor.execute(
-                "INSERT INTO annotation_configs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    name,
-                    str(config.kind),
-                    labels.decode() if config.kind is ConfigKind.CATEGORICAL else None,
-                    config.lower_bound,
-                    config.upper_bound,
-                    str(config.direction),
-                    config.description,
-                    old[1] if old is not None else now,
-                    now,
-                ],
-            )
-            changed.append(name)
-        removed = [n for n in dict.fromkeys(remove) if n in stored and n not in wanted]
-        if removed:
-            cursor.execute("DELETE FROM annotation_configs WHERE list_contains(?, name)", [removed])
-        return ConfigChanges(tuple(changed), tuple(unchanged), tuple(removed))
-
-    if not wanted and not remove:
-        return ConfigChanges()
-    return store.run_write(run)
-
-
-#: An annotation that gives a label or a score (what a config constrains).
-_SAYS = "(label IS NOT NULL OR score IS NOT NULL)"
-
-
-def outside_config(reader: Reader, config: AnnotationConfig) -> int:
-    """How many current annotations named ``config.name`` it would refuse (written before it
-    was set, or under another config)."""
-    if config.kind is ConfigKind.FREEFORM:
-        return 0
-    if config.kind is ConfigKind.CATEGORICAL:
-        return int(
-            reader.scalar(
-                f"SELECT count(*) FROM annotations WHERE name = ? AND {_SAYS} AND (label IS "
-                "NULL OR NOT list_contains(?, label))",
-                [config.name, [c.label for c in config.labels]],
-            )
-            or 0
-        )
-    low = -math.inf if config.lower_bound is None else config.lower_bound
-    high = math.inf if config.upper_bound is None else config.upper_bound
-    return int(
-        reader.scalar(
-            f"SELECT count(*) FROM annotations WHERE name = ? AND {_SAYS} AND (score IS NULL "
-            "OR score < ? OR score > ?)",
-            [config.name, low, high],
-        )
-        or 0
-    )
