@@ -17,17 +17,14 @@ from mcp import Client
 from traceproof.cli import cli
 from traceproof.errors import TraceproofError
 from traceproof.evals.annotations import AnnotationInput, AnnotatorKind, TargetKind
+from traceproof.experiments.dataset_files import chat_record, read_examples, write_csv, write_jsonl
 from traceproof.experiments.datasets import (
     DatasetError,
     Example,
     FileError,
     Source,
     SplitRule,
-    chat_record,
     example_id,
-    read_examples,
-    write_csv,
-    write_jsonl,
 )
 from traceproof.server.mcp import create_mcp_server
 from traceproof.settings import Settings

@@ -25,6 +25,7 @@ from traceproof.cli_proof import dataset
 from traceproof.cli_render import render_table
 from traceproof.cli_tools import call, emit, json_option
 from traceproof.errors import ErrorCode, TraceproofError
+from traceproof.experiments import dataset_files as files
 from traceproof.experiments import datasets as domain
 from traceproof.remote import RemoteStore
 from traceproof.storage import Store
@@ -151,9 +152,9 @@ def import_command(
 ) -> None:
     """Import FILE (.jsonl, or .csv with JSON cells) as dataset NAME, all or nothing."""
     try:
-        fmt = domain.file_format(file.name)
+        fmt = files.file_format(file.name)
         text = file.read_text(encoding="utf-8")
-        examples = domain.read_examples(text, fmt, str(file))
+        examples = files.read_examples(text, fmt, str(file))
     except UnicodeDecodeError:
         _fail(TraceproofError(f"{file}: not UTF-8 text.", code=ErrorCode.INVALID_INPUT))
         return
@@ -364,8 +365,8 @@ def _write_rows(rows: Iterator[dict[str, Any]], fmt: str, output: Path | None) -
     stream = _open(output)
     try:
         if fmt == "csv":
-            return domain.write_csv(listed, stream)
-        return domain.write_jsonl(listed, stream)
+            return files.write_csv(listed, stream)
+        return files.write_jsonl(listed, stream)
     finally:
         if output is not None:
             stream.close()
@@ -375,7 +376,7 @@ def _write_lines(records: tuple[list[dict[str, Any]], int], output: Path | None)
     found, skipped = records
     stream = _open(output)
     try:
-        return domain.write_jsonl(found, stream), skipped
+        return files.write_jsonl(found, stream), skipped
     finally:
         if output is not None:
             stream.close()
@@ -389,7 +390,7 @@ def _span_records(store: Store, options: dict[str, Any]) -> tuple[list[dict[str,
     flt = SpanFilter(project=options["project"], where=options["where"])
     rows, _ = choose_spans(store, list(options["ids"]) or None, flt, options["limit"])
     rows.reverse()  # oldest first
-    records = [domain.chat_record(span_document(row)) for row in rows]
+    records = [files.chat_record(span_document(row)) for row in rows]
     return [r for r in records if r is not None], sum(r is None for r in records)
 
 
@@ -409,7 +410,7 @@ def _dataset_records(
     records = []
     for row in rows:
         doc = documents.get((row.get("source_trace_id") or "", row.get("source_span_id") or ""))
-        record = domain.chat_record(doc) if doc is not None else None
+        record = files.chat_record(doc) if doc is not None else None
         if record is not None:
             records.append(record)
     return records, len(rows) - len(records)
