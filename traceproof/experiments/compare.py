@@ -1,4 +1,6 @@
-"""Baseline against candidate, example by example: the comparison object and its statistics.
+"""Baseline against candidate, example by example. The comparison object's models are in
+:mod:`traceproof.experiments.comparison`, the statistics in
+:mod:`traceproof.experiments.significance` (both re-exported here).
 
 :func:`compare` takes what :mod:`traceproof.storage.comparison` reads of two experiments (their
 rows, runs and the current ``experiment_run`` annotations on the runs) and answers a
@@ -43,14 +45,33 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, Field
-from scipy import stats
 
-from traceproof.tools.common import JsonValue, UtcTime, one_line
+from traceproof.experiments.comparison import (
+    Change,
+    Check,
+    Comparison,
+    EvaluatorComparison,
+    ExampleChange,
+    ExampleComparison,
+    ExampleScore,
+    ExperimentRef,
+    OperationalDelta,
+    Verdict,
+)
+from traceproof.experiments.significance import (
+    BOOTSTRAP_SEED,
+    EPSILON,
+    bootstrap_interval,
+    holm,
+    min_discordant,
+    minimal_detectable_effect,
+    sign_test,
+)
+from traceproof.tools.common import one_line
 from traceproof.tools.paging import tidy
 
 __all__ = [
@@ -72,201 +93,14 @@ __all__ = [
     "sign_test",
 ]
 
-#: Seed of every bootstrap: a comparison is reproducible.
-BOOTSTRAP_SEED = 20261101
 #: Labels read as a pass (1) or a fail (0) when an annotation has no score.
 PASS_LABELS = frozenset({"pass", "passed", "true", "yes", "correct", "ok", "good", "1"})
 FAIL_LABELS = frozenset({"fail", "failed", "false", "no", "incorrect", "wrong", "bad", "0"})
 #: Run statuses counted as errors and as timeouts.
 ERROR_STATUSES = frozenset({"error", "crash", "bad_output"})
 TIMEOUT_STATUSES = frozenset({"timeout"})
-#: Differences smaller than this are equal (float noise of means).
-EPSILON = 1e-9
 #: Order of examples: regressions first.
 CHANGE_ORDER = {"regressed": 0, "mixed": 1, "improved": 2, "flaky": 3, "unchanged": 4}
-
-Change = Literal["improved", "regressed", "unchanged", "flaky"]
-ExampleChange = Literal["regressed", "mixed", "improved", "flaky", "unchanged"]
-
-
-# -- the comparison object (PROOF.md) ---------------------------------------------------------
-
-
-class ExperimentRef(BaseModel):
-    id: str
-    name: str | None = None
-    task: str | None = None
-    dataset_id: str | None = None
-    dataset_version: int | None = None
-    status: str | None = None
-    created_at: UtcTime | None = None
-    provenance: dict[str, JsonValue] = Field(default_factory=dict)
-
-
-class EvaluatorComparison(BaseModel):
-    name: str
-    kind: Literal["binary", "numeric"]
-    lower_is_better: bool | None = Field(default=None, description="Its config says MINIMIZE.")
-    examples: int = Field(description="Examples both experiments scored.")
-    baseline_mean: float
-    candidate_mean: float
-    delta: float = Field(description="candidate_mean - baseline_mean.")
-    ci_low: float | None = Field(default=None, description="95% paired bootstrap interval.")
-    ci_high: float | None = None
-    test: Literal["mcnemar_exact", "bootstrap+sign"]
-    p_value: float
-    p_adjusted: float = Field(description="Holm-corrected across evaluators.")
-    mde: float | None = Field(
-        default=None, description="Smallest effect this dataset detects (None: none)."
-    )
-    improved: int
-    regressed: int
-    unchanged: int
-    flaky: int
-    uncalibrated: bool = Field(default=False, description="A judge without passing calibration.")
-
-
-class OperationalDelta(BaseModel):
-    metric: Literal[
-        "latency_p50_ms", "latency_p95_ms", "tokens", "cost_usd", "tool_calls", "errors", "timeouts"
-    ]
-    baseline: float | None = None
-    candidate: float | None = None
-    delta: float | None = None
-    delta_pct: float | None = None
-
-
-class ExampleScore(BaseModel):
-    baseline: float
-    candidate: float
-    change: Change
-
-
-class ExampleComparison(BaseModel):
-    example_id: str
-    change: ExampleChange
-    evaluators: dict[str, ExampleScore] = Field(default_factory=dict)
-    input_preview: str | None = None
-    baseline_output: str | None = None
-    candidate_output: str | None = None
-    baseline_trace_id: str | None = None
-    candidate_trace_id: str | None = None
-    baseline_run_id: str | None = None
-    candidate_run_id: str | None = None
-    baseline_error: str | None = Field(default=None, description="Status: reason, if it failed.")
-    candidate_error: str | None = None
-
-
-class Check(BaseModel):
-    rule: str
-    status: Literal["pass", "fail", "inconclusive"]
-    detail: str
-
-
-class Verdict(BaseModel):
-    status: Literal["pass", "fail", "inconclusive"]
-    gate: str
-    reasons: list[str] = Field(default_factory=list)
-    checks: list[Check] = Field(default_factory=list)
-
-
-class Comparison(BaseModel):
-    baseline: ExperimentRef | None = None
-    candidate: ExperimentRef
-    examples_compared: int = 0
-    examples_only_baseline: int | None = None
-    examples_only_candidate: int | None = None
-    evaluators: list[EvaluatorComparison] = Field(default_factory=list)
-    operational: list[OperationalDelta] = Field(default_factory=list)
-    examples: list[ExampleComparison] = Field(default_factory=list)
-    verdict: Verdict | None = None
-    notes: list[str] = Field(default_factory=list)
-
-
-# -- statistics -------------------------------------------------------------------------------
-
-
-def sign_test(differences: Sequence[float]) -> float:
-    """Two-sided exact sign test of the non-zero differences (1.0 when there are none): the
-    exact McNemar test when they are discordant pass/fail pairs."""
-    up = sum(1 for d in differences if d > EPSILON)
-    down = sum(1 for d in differences if d < -EPSILON)
-    if up + down == 0:
-        return 1.0
-    return float(stats.binomtest(up, up + down, 0.5).pvalue)
-
-
-def bootstrap_interval(
-    differences: Sequence[float],
-    *,
-    resamples: int = 10_000,
-    confidence: float = 0.95,
-    seed: int = BOOTSTRAP_SEED,
-) -> tuple[float, float]:
-    """Percentile interval of the mean of ``differences``, resampled with replacement."""
-    values = np.asarray(differences, dtype=float)
-    n = len(values)
-    if n == 0:
-        raise ValueError("no differences")
-    if n == 1 or float(values.max() - values.min()) <= EPSILON:
-        return float(values.mean()), float(values.mean())
-    rng = np.random.default_rng(seed)
-    chunk = max(1, 2_000_000 // n)  # bounded memory: chunk x n indices at a time
-    means: list[np.ndarray[Any, np.dtype[np.float64]]] = []
-    left = resamples
-    while left > 0:
-        size = min(chunk, left)
-        picks = rng.integers(0, n, size=(size, n))
-        means.append(values[picks].mean(axis=1))
-        left -= size
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(np.concatenate(means), [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values, in the order given."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-def min_discordant(alpha: float) -> int:
-    """The fewest non-zero differences, all of one sign, an exact two-sided sign test needs
-    to reach ``alpha`` (2·0.5^k ≤ alpha): 6 at 0.05."""
-    k = 1
-    while 2 * 0.5**k > alpha:
-        k += 1
-    return k
-
-
-def minimal_detectable_effect(
-    differences: Sequence[float],
-    baseline: Sequence[float],
-    *,
-    binary: bool,
-    alpha: float = 0.05,
-    power: float = 0.8,
-) -> float | None:
-    """The smallest mean difference this dataset detects (see the module docstring); None
-    when there are too few examples for any significant result."""
-    n = len(differences)
-    k = min_discordant(alpha)
-    if n < k:
-        return None
-    sigma = float(np.std(differences, ddof=1)) if n > 1 else 0.0
-    if sigma <= EPSILON and len(baseline) > 1:
-        sigma = math.sqrt(2) * float(np.std(baseline, ddof=1))
-    z = float(stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))
-    effect = z * sigma / math.sqrt(n)
-    if binary:
-        effect = min(1.0, max(effect, k / n))
-    return effect
 
 
 # -- the input --------------------------------------------------------------------------------
