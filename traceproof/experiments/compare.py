@@ -51,6 +51,7 @@ import numpy as np
 import orjson
 
 from traceproof.experiments.comparison import (
+    OPERATIONAL_METRICS,
     Change,
     Check,
     Comparison,
@@ -426,17 +427,6 @@ def _metric(runs: Sequence[Mapping[str, Any]], metric: str) -> float | None:
     return float(sum(1 for r in runs if r.get("status") in wanted))
 
 
-OPERATIONAL_METRICS = (
-    "latency_p50_ms",
-    "latency_p95_ms",
-    "tokens",
-    "cost_usd",
-    "tool_calls",
-    "errors",
-    "timeouts",
-)
-
-
 def operational(
     baseline: Sequence[Mapping[str, Any]], candidate: Sequence[Mapping[str, Any]]
 ) -> list[OperationalDelta]:
@@ -448,7 +438,7 @@ def operational(
         pct = delta / abs(b) * 100 if delta is not None and b else None
         rows.append(
             OperationalDelta(
-                metric=metric,  # type: ignore[arg-type]
+                metric=metric,
                 baseline=_tidy(b),
                 candidate=_tidy(c),
                 delta=_tidy(delta),

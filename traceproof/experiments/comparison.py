@@ -5,13 +5,14 @@ gives a verdict, as pydantic models (the ``compare_experiments`` tool's output s
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
 from traceproof.tools.common import JsonValue, UtcTime
 
 __all__ = [
+    "OPERATIONAL_METRICS",
     "Change",
     "Check",
     "Comparison",
@@ -21,11 +22,17 @@ __all__ = [
     "ExampleScore",
     "ExperimentRef",
     "OperationalDelta",
+    "OperationalMetric",
     "Verdict",
 ]
 
 Change = Literal["improved", "regressed", "unchanged", "flaky"]
 ExampleChange = Literal["regressed", "mixed", "improved", "flaky", "unchanged"]
+OperationalMetric = Literal[
+    "latency_p50_ms", "latency_p95_ms", "tokens", "cost_usd", "tool_calls", "errors", "timeouts"
+]
+#: The operational metrics, in the order a comparison lists them.
+OPERATIONAL_METRICS: tuple[OperationalMetric, ...] = get_args(OperationalMetric)
 
 
 class ExperimentRef(BaseModel):
@@ -63,9 +70,7 @@ class EvaluatorComparison(BaseModel):
 
 
 class OperationalDelta(BaseModel):
-    metric: Literal[
-        "latency_p50_ms", "latency_p95_ms", "tokens", "cost_usd", "tool_calls", "errors", "timeouts"
-    ]
+    metric: OperationalMetric
     baseline: float | None = None
     candidate: float | None = None
     delta: float | None = None

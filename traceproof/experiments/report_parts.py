@@ -15,23 +15,15 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from traceproof.experiments.comparison import OPERATIONAL_METRICS
+
 #: An output or input preview is embedded up to this many characters (the rest is counted).
 MAX_OUTPUT_CHARS = 4_000
 #: A cell of the per-example table shows this many characters of a value.
 MAX_TABLE_CHARS = 160
 
 #: Operational metrics where a lower candidate value is the better one (all the known ones).
-_LOWER_IS_BETTER = frozenset(
-    {
-        "latency_p50_ms",
-        "latency_p95_ms",
-        "tokens",
-        "cost_usd",
-        "tool_calls",
-        "errors",
-        "timeouts",
-    }
-)
+_LOWER_IS_BETTER = frozenset(OPERATIONAL_METRICS)
 _CHANGES = ("regressed", "improved", "flaky", "mixed", "unchanged")
 
 

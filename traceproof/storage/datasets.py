@@ -14,7 +14,7 @@ nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -125,6 +125,18 @@ def add_examples(
     return store.run_write(run)
 
 
+def _present(cursor: duckdb.DuckDBPyConnection, dataset_id: str, ids: Iterable[str]) -> set[str]:
+    """Which of ``ids`` are in the dataset's newest version."""
+    return {
+        row[0]
+        for row in cursor.execute(
+            "SELECT example_id FROM dataset_examples WHERE dataset_id = ? AND "
+            f"removed_version IS NULL AND example_id IN {_IDS}",
+            [dataset_id, "\x1f".join(ids)],
+        ).fetchall()
+    }
+
+
 def _change(
     cursor: duckdb.DuckDBPyConnection,
     dataset_id: str,
@@ -142,27 +154,11 @@ def _change(
     unique: dict[str, Example] = {}
     for example in examples:
         unique.setdefault(example.id, example)
-    present: set[str] = set()
-    if unique and not first:
-        present = {
-            row[0]
-            for row in cursor.execute(
-                "SELECT example_id FROM dataset_examples WHERE dataset_id = ? AND "
-                f"removed_version IS NULL AND example_id IN {_IDS}",
-                [dataset_id, "\x1f".join(unique)],
-            ).fetchall()
-        }
+    present = _present(cursor, dataset_id, unique) if unique and not first else set()
     fresh = [e for e in unique.values() if e.id not in present]
     gone = list(dict.fromkeys(remove))
     if gone:
-        stored = {
-            row[0]
-            for row in cursor.execute(
-                "SELECT example_id FROM dataset_examples WHERE dataset_id = ? AND "
-                f"removed_version IS NULL AND example_id IN {_IDS}",
-                [dataset_id, "\x1f".join(gone)],
-            ).fetchall()
-        }
+        stored = _present(cursor, dataset_id, gone)
         missing = [i for i in gone if i not in stored]
         if missing:
             shown = ", ".join(repr(i[:40]) for i in missing[:5])
