@@ -38,6 +38,7 @@ INSPECTOR = "@modelcontextprotocol/inspector"
 VERSION = "2.12.0"
 #: Bound on one Inspector run (a node start, a server start for stdio, one call).
 RUN_TIMEOUT = 120
+CONNECT_TIMEOUT_MS = 90_000
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +91,8 @@ def example_calls(db: Path) -> dict[str, dict[str, Any]]:
 
 def run(inspector: Path, target: list[str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(inspector), "--cli", *target, *args],
+        # The Inspector's 15 s connect limit is short for a server starting on 2 busy cores.
+        [str(inspector), "--cli", "--connect-timeout", str(CONNECT_TIMEOUT_MS), *target, *args],
         check=False,
         capture_output=True,
         text=True,

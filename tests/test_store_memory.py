@@ -9,6 +9,8 @@ sandbox turns external access off and locks the configuration.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx2
@@ -156,3 +158,34 @@ def test_when_ingest_goes_idle_the_writer_checkpoints_and_recent_writes_free_mem
             )
             assert reader.scalar("SELECT count(*) FROM spans") == 4_000
         assert pinned == 0
+
+
+def test_no_connection_of_the_store_draws_duckdbs_progress_bar(tmp_path: Path) -> None:
+    """DuckDB draws its progress bar on stdout for any query past 2 s, piped or not: on a
+    4M-span store it went into `traceproof ingest --json`'s output, and over stdio it would go
+    into the JSON-RPC stream. The writer's connection (ingest, checkpoints, the repair check)
+    and the readers' cursors of it have it off, and the locked configuration keeps it off.
+    Checked in a child process, as the CLI runs: under pytest DuckDB's default differs."""
+    script = """
+import sys
+from pathlib import Path
+from traceproof.settings import Settings
+from traceproof.storage import Store
+db = Path(sys.argv[1])
+setting = "SELECT current_setting('enable_progress_bar')"
+with Store.open(db, Settings(db=db)) as store:
+    writer = store._conn
+    print(writer.execute(setting).fetchone()[0])
+    with store.reader() as reader:
+        print(reader.scalar(setting))
+        try:
+            reader.scalar("SET enable_progress_bar = true")
+            print("changed")
+        except Exception:
+            print("refused")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "s.duckdb")],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert out.stdout.split() == ["False", "False", "refused"], out.stderr

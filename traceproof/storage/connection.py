@@ -138,6 +138,10 @@ def _connect(
     conn = duckdb.connect(":memory:", config=config)
     quoted = str(path).replace("'", "''")
     try:
+        # DuckDB draws a progress bar on stdout for any query past 2 s, piped or not: it corrupted
+        # `ingest --json` on a 4M-span store, and over stdio it would corrupt the JSON-RPC stream.
+        # A connection setting (not a global one); cursors inherit it.
+        conn.execute("SET enable_progress_bar = false")
         conn.execute(f"ATTACH '{quoted}' AS {CATALOG} (ROW_GROUP_SIZE {row_group_size})")
         conn.execute(f"USE {CATALOG}")
     except BaseException:
