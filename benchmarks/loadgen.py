@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import psutil
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -227,10 +228,16 @@ def build_store(workdir: Path, pool: Pool, args: Any, log: Callable[[str], None]
         log(f"store: reusing {db}")
         return db
     tmp = workdir / f"building-{key}.duckdb"
-    for stale in (tmp, tmp.with_name(tmp.name + ".wal"), db, meta_path):
-        stale.unlink(missing_ok=True)
+    # An interrupted build resumes: the chunks are deterministic, so the ones the partial store
+    # already holds (whole chunks: each is one ingest) are generated again but not imported.
+    resumed = _stored_spans(tmp) if tmp.exists() and not args.rebuild else 0
+    stale = [db, meta_path] if resumed else [tmp, tmp.with_name(tmp.name + ".wal"), db, meta_path]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if resumed:
+        log(f"store: resuming {tmp} at {resumed:,} spans")
     started, chunks = time.perf_counter(), queue.Queue[tuple[Path, int] | None](maxsize=1)
-    stop = threading.Event()
+    stop, failed = threading.Event(), list[str]()
 
     def produce() -> None:
         source, written, k = replicas(pool, args.seed, "build"), 0, 0
@@ -247,8 +254,17 @@ def build_store(workdir: Path, pool: Pool, args: Any, log: Callable[[str], None]
                         if n >= BUILD_CHUNK_SPANS or written + n >= args.spans:
                             break
                 files += 1
+            if written + n <= resumed:  # in the partial store already
+                shutil.rmtree(folder, ignore_errors=True)
+            elif written < resumed:
+                failed.append(
+                    f"build: the partial store holds {resumed:,} spans, not a whole number of "
+                    "chunks; rerun with --rebuild"
+                )
+                break
+            else:
+                chunks.put((folder, n))
             written, k = written + n, k + 1
-            chunks.put((folder, n))
         chunks.put(None)
 
     producer = threading.Thread(target=produce, daemon=True)
@@ -266,12 +282,15 @@ def build_store(workdir: Path, pool: Pool, args: Any, log: Callable[[str], None]
                 raise RuntimeError(
                     f"traceproof ingest exited {out.returncode}: {out.stderr[-2000:]}"
                 )
-            added = json.loads(out.stdout)["spans_added"]
+            try:
+                added = json.loads(out.stdout)["spans_added"]
+            except (ValueError, KeyError) as exc:
+                raise RuntimeError(f"build: ingest --json printed {out.stdout[:300]!r}") from exc
             if added != n:
                 raise RuntimeError(f"build: chunk of {n} spans added {added} (ids collided?)")
             total += n
             rate = total / (time.perf_counter() - started)
-            log(f"store: {total:,} / {args.spans:,} spans ({rate:,.0f} spans/s)")
+            log(f"store: {resumed + total:,} / {args.spans:,} spans ({rate:,.0f} spans/s)")
     finally:
         stop.set()
         with contextlib.suppress(queue.Empty):
@@ -280,14 +299,26 @@ def build_store(workdir: Path, pool: Pool, args: Any, log: Callable[[str], None]
         producer.join(timeout=60)
         for folder in workdir.glob(f"chunk-{key}-*"):
             shutil.rmtree(folder, ignore_errors=True)
+    if failed:
+        raise RuntimeError(failed[0])
     for suffix in ("", ".wal"):  # a clean close leaves no WAL; should one be there, keep it
         if (part := tmp.with_name(tmp.name + suffix)).exists():
             part.rename(db.with_name(db.name + suffix))
     seconds = time.perf_counter() - started
-    meta = {**pool.facts, "spans": total, "key": key, "build_seconds": seconds,
+    meta = {**pool.facts, "spans": resumed + total, "key": key, "build_seconds": seconds,
             "file_mb": db.stat().st_size / 1e6}  # fmt: skip
     meta_path.write_text(json.dumps(meta, indent=2))
     return db
+
+
+def _stored_spans(db: Path) -> int:
+    """Spans in a partial store (0 when it cannot be read: the build starts over)."""
+    try:
+        with duckdb.connect(str(db), read_only=True) as conn:
+            row = conn.execute("SELECT count(*) FROM spans").fetchone()
+    except duckdb.Error:
+        return 0
+    return int(row[0]) if row else 0
 
 
 def store_meta(workdir: Path, args: Any) -> dict[str, Any]:
