@@ -229,7 +229,8 @@ def build_store(workdir: Path, pool: Pool, args: Any, log: Callable[[str], None]
         return db
     tmp = workdir / f"building-{key}.duckdb"
     # An interrupted build resumes: the chunks are deterministic, so the ones the partial store
-    # already holds (whole chunks: each is one ingest) are generated again but not imported.
+    # already holds are generated again but not imported. A store of fewer spans, renamed to
+    # ``building-<key>.duckdb``, grows the same way (ingest drops the spans it holds).
     resumed = _stored_spans(tmp) if tmp.exists() and not args.rebuild else 0
     stale = [db, meta_path] if resumed else [tmp, tmp.with_name(tmp.name + ".wal"), db, meta_path]
     for path in stale:
@@ -237,7 +238,7 @@ def build_store(workdir: Path, pool: Pool, args: Any, log: Callable[[str], None]
     if resumed:
         log(f"store: resuming {tmp} at {resumed:,} spans")
     started, chunks = time.perf_counter(), queue.Queue[tuple[Path, int] | None](maxsize=1)
-    stop, failed = threading.Event(), list[str]()
+    stop = threading.Event()
 
     def produce() -> None:
         source, written, k = replicas(pool, args.seed, "build"), 0, 0
@@ -256,14 +257,8 @@ def build_store(workdir: Path, pool: Pool, args: Any, log: Callable[[str], None]
                 files += 1
             if written + n <= resumed:  # in the partial store already
                 shutil.rmtree(folder, ignore_errors=True)
-            elif written < resumed:
-                failed.append(
-                    f"build: the partial store holds {resumed:,} spans, not a whole number of "
-                    "chunks; rerun with --rebuild"
-                )
-                break
-            else:
-                chunks.put((folder, n))
+            else:  # a chunk the partial store holds the start of (a smaller N's last) adds the rest
+                chunks.put((folder, written + n - max(written, resumed)))
             written, k = written + n, k + 1
         chunks.put(None)
 
@@ -299,8 +294,6 @@ def build_store(workdir: Path, pool: Pool, args: Any, log: Callable[[str], None]
         producer.join(timeout=60)
         for folder in workdir.glob(f"chunk-{key}-*"):
             shutil.rmtree(folder, ignore_errors=True)
-    if failed:
-        raise RuntimeError(failed[0])
     for suffix in ("", ".wal"):  # a clean close leaves no WAL; should one be there, keep it
         if (part := tmp.with_name(tmp.name + suffix)).exists():
             part.rename(db.with_name(db.name + suffix))
