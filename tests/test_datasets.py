@@ -79,8 +79,8 @@ def test_hash_splits_are_deterministic_by_id_and_follow_the_weights() -> None:
     rule = SplitRule.parse("hash:train=0.8,test=0.2")
     examples = [Example(input={"n": n}) for n in range(2000)]
     first = [rule.split_of(e.id) for e in examples]
-    again = [SplitRule.parse("hash:train=4,test=1").split_of(e.id) for e in examples]
-    assert first == again  # weights are normalised; the same id lands in the same bucket
+    again = [SplitRule.parse("hash: train = 0.8, test = 0.2").split_of(e.id) for e in examples]
+    assert first == again  # the same id lands in the same bucket
     counts = Counter(first)
     assert set(counts) == {"train", "test"}
     assert 1500 < counts["train"] < 1700
@@ -89,9 +89,20 @@ def test_hash_splits_are_deterministic_by_id_and_follow_the_weights() -> None:
     plain = Example(input=2)
     named.apply([own, plain])
     assert (own.split, plain.split) == ("dev", "holdout")
-    for bad in ("hash:train=x", "hash:a=0,b=0", "hash:a=1,a=2", "two words"):
+    for bad in ("hash:train=x", "hash:a=0,b=0", "hash:a=0.5,a=0.5", "two words"):
         with pytest.raises(DatasetError):
             SplitRule.parse(bad)
+
+
+def test_hash_split_weights_must_sum_to_one() -> None:
+    for bad in ("hash:train=0.8,test=0.3", "hash:train=4,test=1", "hash:train=0.5"):
+        with pytest.raises(DatasetError) as caught:
+            SplitRule.parse(bad)
+        assert str(caught.value.code) == "invalid_argument"
+        assert "not 1" in caught.value.message
+    # A float sum a hair off 1 is still 1.
+    assert SplitRule.parse("hash:a=0.7,b=0.2,c=0.1").buckets == (("a", 0.7), ("b", 0.2), ("c", 0.1))
+    assert SplitRule.parse("hash:all=1").split_of("f" * 16) == "all"
 
 
 def test_sources_parse_paths_jq_and_annotations() -> None:
@@ -148,6 +159,18 @@ def test_a_bad_file_is_refused_with_its_line_number(fmt: str, text: str, line: i
 
 
 # -- storage: dedupe and versions ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "text"),
+    [
+        ("csv", 'input,expected\n"""a""","""b"""\n'),
+        ("jsonl", '{"input": "a", "expected": "b"}\n'),
+    ],
+)
+def test_a_files_utf8_byte_order_mark_is_not_part_of_its_first_line(fmt: str, text: str) -> None:
+    (example,) = read_examples("\ufeff" + text, fmt)  # type: ignore[arg-type]
+    assert (example.input, example.expected) == ("a", "b")
 
 
 def test_duplicates_by_content_are_counted_not_stored(store: Store) -> None:
@@ -280,6 +303,10 @@ def test_spans_without_the_input_are_skipped_and_a_bad_program_is_invalid_jq(
         )[0]
     assert 0 < with_it < total
     assert made.skipped == total - with_it
+    assert made.note is not None and (
+        f"The input source 'tool.parameters.properties.amount' gave no value for "
+        f"{total - with_it} of the {total} spans: they were skipped." in made.note
+    )
     assert (made.added, made.duplicates) == (1, with_it - 1)  # the same schema each time
     with pytest.raises(TraceproofError) as bad:
         tools.create_dataset(
@@ -288,6 +315,33 @@ def test_spans_without_the_input_are_skipped_and_a_bad_program_is_invalid_jq(
     assert str(bad.value.code) == "invalid_jq"
     with demo_store.reader() as reader:
         assert [r["name"] for r in storage.list_datasets(reader)] == ["tools"]
+
+
+def test_a_source_that_gives_nothing_for_every_span_is_refused_and_names_it(
+    demo_store: Store,
+) -> None:
+    for sources in (
+        {"input": "nosuch.path"},
+        {"expected": "jq:.nosuch"},
+        {"input": "input.value", "model": "attributes.nosuch"},
+    ):
+        with pytest.raises(TraceproofError) as caught:
+            tools.create_dataset(demo_store, name="x", where="span_kind = 'LLM'", sources=sources)
+        assert str(caught.value.code) == "invalid_argument"
+        (source,) = [v for k, v in sources.items() if "nosuch" in v]
+        assert repr(source) in caught.value.message
+        assert "nothing was stored" in caught.value.message
+    with demo_store.reader() as reader:
+        assert storage.list_datasets(reader) == []  # nothing created: the name is free
+    made = tools.create_dataset(demo_store, name="x", where="span_kind = 'LLM'")
+    with pytest.raises(TraceproofError) as caught:
+        tools.add_examples(
+            demo_store, dataset="x", where="span_kind = 'TOOL'", sources={"input": "nosuch"}
+        )
+    assert str(caught.value.code) == "invalid_argument" and "'nosuch'" in caught.value.message
+    with demo_store.reader() as reader:
+        assert storage.resolve_dataset(reader, "x")["id"] == made.id
+        assert storage.list_datasets(reader)[0]["version"] == 1  # no new version
 
 
 # -- chat export --------------------------------------------------------------------------------
@@ -528,6 +582,44 @@ def test_importing_a_bad_file_names_the_line_and_stores_nothing(
     wrong = tmp_path / "data.txt"
     wrong.write_text("x")
     assert "[unsupported_format]" in run("dataset", "import", "w", wrong, "--db", demo_copy).output
+
+
+def test_import_in_a_fresh_project_creates_its_store_and_a_taken_name_suggests_add(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRACEPROOF_DB", raising=False)
+    sheet = tmp_path / "cases.csv"
+    # As Excel saves "CSV UTF-8": a byte order mark first.
+    sheet.write_text('input,expected\n"""a""","""a"""\n', encoding="utf-8-sig")
+    made = CliRunner().invoke(cli, ["dataset", "import", "d1", str(sheet)])
+    assert made.exit_code == 0, made.output
+    assert "version 1: 1 example; added 1, 0 duplicates" in made.output
+    store = tmp_path / ".traceproof" / "traceproof.duckdb"
+    assert store.exists()  # made as `traceproof ingest` makes it
+    again = CliRunner().invoke(cli, ["dataset", "import", "d1", str(sheet)])
+    assert again.exit_code == 1
+    said = " ".join(again.stderr.split())
+    assert said.startswith("error: [invalid_argument] A dataset named 'd1' exists")
+    assert f"traceproof dataset import d1 {sheet} --add" in said
+    assert "dataset add" not in said.replace("dataset import", "")
+    added = CliRunner().invoke(cli, ["dataset", "import", "d1", str(sheet), "--add"])
+    assert added.exit_code == 0 and "1 duplicate" in added.output
+    with Store.open(store, Settings(db=store)) as opened, opened.reader() as reader:
+        assert [d["name"] for d in storage.list_datasets(reader)] == ["d1"]
+
+
+def test_a_read_command_in_a_fresh_project_names_the_commands_that_make_a_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TRACEPROOF_DB", raising=False)
+    listed = CliRunner().invoke(cli, ["dataset", "list"])
+    assert listed.exit_code == 1
+    said = " ".join(listed.stderr.split())
+    assert "[not_found]" in said and "traceproof dataset import NAME FILE" in said
+    assert "traceproof serve" in said and "traceproof ingest FILE" in said
+    assert list(tmp_path.iterdir()) == []  # reading made nothing
 
 
 def test_the_dataset_commands_work_through_a_server_that_holds_the_store(

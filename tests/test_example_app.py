@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import LiveServer, wait_until
+from tests.conftest import LiveServer, free_port, wait_until
 from traceproof.evals.builtin import evaluate_builtin, get_builtin
 from traceproof.evals.config import BuiltinEvaluatorConfig, load_config
 from traceproof.evals.evaluation import prepare
@@ -452,3 +452,31 @@ def test_the_apps_default_endpoint_is_traceproofs_default_address(
     for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         monkeypatch.delenv(var, raising=False)
     assert tracing.exporter()._endpoint == f"{tracing.DEFAULT_ENDPOINT}/v1/traces"
+
+
+def test_without_a_server_or_an_endpoint_the_app_says_its_spans_are_not_exported(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README's setup step runs the app before any server: it must not spend seconds retrying
+    a closed port (the exporter's backoff), but say in one line that nothing was exported."""
+    import socket
+
+    monkeypatch.syspath_prepend(str(APP))
+    tracing = importlib.import_module("support_agent.tracing")
+    for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    closed = free_port()
+    monkeypatch.setattr(tracing, "DEFAULT_ENDPOINT", f"http://127.0.0.1:{closed}")
+    assert tracing.span_exporter() is None
+    said = capsys.readouterr().err
+    assert f"nothing listens at http://127.0.0.1:{closed}" in said and "traceproof serve" in said
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        monkeypatch.setattr(tracing, "DEFAULT_ENDPOINT", f"http://127.0.0.1:{port}")
+        found = tracing.span_exporter()
+        assert found is not None and found._endpoint == f"http://127.0.0.1:{port}/v1/traces"
+    # An endpoint the environment names (as the experiment runner sets it) is used as is.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{closed}")
+    named = tracing.span_exporter()
+    assert named is not None and named._endpoint == f"http://127.0.0.1:{closed}/v1/traces"
+    assert capsys.readouterr().err == ""

@@ -378,3 +378,71 @@ def test_sigterm_stops_traceproof_mcp_and_closes_the_store(tmp_path: Path) -> No
     assert owner.read(db) is None
     with Store.open(db, Settings(db=db)):
         pass  # the lock is released: the store opens
+
+
+def test_stdio_answers_lines_the_sdk_cannot_read_and_keeps_serving(tmp_path: Path) -> None:
+    """A lone surrogate escape (``"\\ud800"``, which JSON can carry but the SDK's parser
+    refuses) gets a JSON-RPC error for its id naming the argument; a line that is not JSON gets
+    a parse error with a null id; a notification gets nothing; later calls are served."""
+    import json
+    import queue
+    import threading
+
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "raw", "version": "1"},
+        },
+    }
+    lines = [
+        json.dumps(initialize),
+        '{"jsonrpc":"2.0","method":"notifications/initialized"}',
+        '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"create_dataset",'
+        '"arguments":{"name":"s\\ud800","examples":[{"input":1}]}}}',
+        '{"jsonrpc":"2.0","id":3,"method":"tools/list"',
+        '{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"reason":"\\udc00"}}',
+        '{"jsonrpc":"2.0","id":"four","method":"ping","params":{"_meta":{"x":"\\udfff"}}}',
+        '{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"list_datasets",'
+        '"arguments":{}}}',
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "traceproof", "mcp", "--no-otlp", "--db", str(tmp_path / "s.db")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    answers: queue.Queue[dict[str, Any]] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            answers.put(json.loads(raw))
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write("".join(line + "\n" for line in lines).encode())
+        proc.stdin.flush()
+        got: dict[Any, dict[str, Any]] = {}
+        while 5 not in got:
+            answer = answers.get(timeout=60)  # an unanswered id leaves this waiting: a failure
+            got[answer.get("id")] = answer
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert sorted(got, key=str) == sorted([1, 2, None, "four", 5], key=str)
+    assert got[2]["error"]["code"] == -32602
+    assert got[2]["error"]["message"].startswith("[invalid_argument] name holds text")
+    assert got[None]["error"]["code"] == -32700
+    assert got["four"]["error"]["code"] == -32602
+    assert "message.params._meta.x" in got["four"]["error"]["message"]
+    assert got[5]["result"]["isError"] is False
+    assert got[5]["result"]["structuredContent"]["total"] == 0

@@ -92,9 +92,11 @@ def _check_toolsets(settings: Settings, source: str) -> None:
 
 #: What a read command says when there is no store where it looked.
 NO_STORE = (
-    "No store at {path}. Run `traceproof serve --demo` to try traceproof on demo data; to read "
-    "another store pass --db PATH or set TRACEPROOF_DB, or run the command in the project's "
-    "directory (its store is .traceproof/traceproof.duckdb)."
+    "No store at {path}. A new project gets its store from `traceproof serve` (then send the "
+    "application's traces to it), `traceproof ingest FILE` or `traceproof dataset import NAME "
+    "FILE`; `traceproof serve --demo` tries traceproof on demo data. To read another store pass "
+    "--db PATH or set TRACEPROOF_DB, or run the command in the project's directory (its store "
+    "is .traceproof/traceproof.duckdb)."
 )
 
 

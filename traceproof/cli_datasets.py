@@ -23,7 +23,7 @@ from rich.console import Console
 from traceproof.cli import _fail, _settings, _store_or_remote, db_option
 from traceproof.cli_proof import dataset
 from traceproof.cli_render import render_table
-from traceproof.cli_tools import call, emit, json_option
+from traceproof.cli_tools import call, emit, error_for_people, json_option, tool_result
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.experiments import dataset_files as files
 from traceproof.experiments import datasets as domain
@@ -32,6 +32,13 @@ from traceproof.storage import Store
 
 #: Characters of a value in ``dataset show``'s table.
 CELL_CHARS = 80
+#: How the error for a dataset name that is taken starts (storage's ``DatasetExists``).
+EXISTS = "A dataset named "
+
+
+def _count(number: int, noun: str) -> str:
+    """``1 example``, ``2 examples``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _sources(input: str | None, expected: str | None, metadata: tuple[str, ...]) -> dict[str, str]:
@@ -103,13 +110,13 @@ def _print_change(result: dict[str, Any], as_json: bool) -> None:
         return
     line = (
         f"dataset {result['dataset']} ({result['id']}) version {result['version']}: "
-        f"{result['examples']} examples; added {result['added']}, "
-        f"{result['duplicates']} duplicates"
+        f"{_count(result['examples'], 'example')}; added {result['added']}, "
+        f"{_count(result['duplicates'], 'duplicate')}"
     )
     if result.get("removed"):
         line += f", removed {result['removed']}"
     if result.get("skipped"):
-        line += f", {result['skipped']} spans skipped (no input)"
+        line += f", {_count(result['skipped'], 'span')} skipped (no input)"
     click.echo(line)
     if result.get("note"):
         click.echo(result["note"])
@@ -168,7 +175,19 @@ def import_command(
     if into:
         result = call(db, "add_examples", arguments | {"dataset": name})
     else:
-        result = call(db, "create_dataset", arguments | {"name": name})
+        # A fresh project has no store yet: importing its first dataset creates it, as
+        # `traceproof ingest` does.
+        try:
+            result = tool_result(db, "create_dataset", arguments | {"name": name}, create=True)
+        except TraceproofError as exc:
+            if exc.code == ErrorCode.INVALID_ARGUMENT and exc.message.startswith(EXISTS):
+                failed = exc.message.partition(". ")[0]
+                _fail(
+                    f"[{exc.code}] {failed}. Add the file to it with `traceproof dataset import "
+                    f"{name} {file} --add`, or import it under another name."
+                )
+            _fail(error_for_people(exc))
+            return
     _print_change(result, as_json)
 
 
@@ -227,10 +246,10 @@ def export(
                     else _dataset_records(store, str(name), version, split)
                 )
                 written, skipped = _write_lines(records, output)
-                what = "spans" if spans else "examples"
+                what = "span" if spans else "example"
                 click.echo(
-                    f"wrote {written} chat records"
-                    + (f"; {skipped} {what} had no chat messages" if skipped else ""),
+                    f"wrote {_count(written, 'chat record')}"
+                    + (f"; {_count(skipped, what)} had no chat messages" if skipped else ""),
                     err=True,
                 )
                 return
@@ -239,7 +258,7 @@ def export(
     except TraceproofError as exc:
         _fail(exc)
         return
-    click.echo(f"wrote {written} examples", err=True)
+    click.echo(f"wrote {_count(written, 'example')}", err=True)
 
 
 @dataset.command("list")
@@ -292,7 +311,8 @@ def show(
     splits = ", ".join(f"{k} {v}" for k, v in result.get("splits", {}).items())
     click.echo(
         f"dataset {result['dataset']} ({result['id']}) version {result['version']} of "
-        f"{result['newest']}: {result['examples']} examples" + (f" ({splits})" if splits else "")
+        f"{result['newest']}: {_count(result['examples'], 'example')}"
+        + (f" ({splits})" if splits else "")
     )
     table = [
         [r["id"], r.get("split"), _cell(r.get("input")), _cell(r.get("expected"))]

@@ -30,28 +30,46 @@ Command = Callable[..., Any]
 
 
 def call(
-    db: Path | None, name: str, arguments: dict[str, Any], *, config: Path | None = None
+    db: Path | None,
+    name: str,
+    arguments: dict[str, Any],
+    *,
+    config: Path | None = None,
+    create: bool = False,
 ) -> dict[str, Any]:
     """Run tool ``name`` on the store at ``db`` (or the server holding it); its result as JSON.
     Options left unset are not sent, so the tool's own defaults apply. ``config`` (a write's
     ``--config``): the project's annotation configs are stored first (see
-    :mod:`traceproof.projectconfig`)."""
+    :mod:`traceproof.projectconfig`). ``create``: a store that does not exist is created (as
+    ``ingest`` does), for commands that write data. An error exits, as a person reads it."""
+    try:
+        return tool_result(db, name, arguments, config=config, create=create)
+    except TraceproofError as exc:
+        _exit(exc)
+
+
+def tool_result(
+    db: Path | None,
+    name: str,
+    arguments: dict[str, Any],
+    *,
+    config: Path | None = None,
+    create: bool = False,
+) -> dict[str, Any]:
+    """:func:`call`, raising the tool's :class:`TraceproofError` instead of exiting."""
     from traceproof.tools.invoke import run_tool  # the tools load only for the commands using them
 
     given = {k: v for k, v in arguments.items() if v is not None and v != () and v is not False}
     given = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
     settings = _settings(db, config=config)
-    try:
-        with _store_or_remote(settings) as store:
-            if name in WRITES:
-                from traceproof.projectconfig import apply_annotation_configs, project_config
+    with _store_or_remote(settings, create=create) as store:
+        if name in WRITES:
+            from traceproof.projectconfig import apply_annotation_configs, project_config
 
-                apply_annotation_configs(store, project_config(settings))
-            if isinstance(store, RemoteStore):
-                return notes_for_people(store.call_tool(name, given))
-            return notes_for_people(run_tool(store, name, given).model_dump(mode="json"))
-    except TraceproofError as exc:
-        _exit(exc)
+            apply_annotation_configs(store, project_config(settings))
+        if isinstance(store, RemoteStore):
+            return notes_for_people(store.call_tool(name, given))
+        return notes_for_people(run_tool(store, name, given).model_dump(mode="json"))
 
 
 #: A tool's parameter as a note names it -> the CLI's option.

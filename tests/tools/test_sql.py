@@ -270,6 +270,36 @@ def test_schema_of_one_table_and_of_an_unknown_one(demo_store: Store) -> None:
     assert "spans, traces, sessions, projects" in caught.value.message
 
 
+PROOF_TABLES = (
+    "datasets",
+    "dataset_versions",
+    "dataset_examples",
+    "experiments",
+    "experiment_runs",
+    "experiment_baselines",
+)
+
+
+def test_schema_documents_the_proof_tables_within_the_default_budget(store: Store) -> None:
+    description = describe_schema(store)
+    assert description.truncated is False and size(description) <= 20_000
+    documented = {t.name: t for t in description.tables}
+    for name in PROOF_TABLES:
+        assert name in documented and documented[name].columns, name
+        assert all(c.meaning for c in documented[name].columns), name
+    runs = {c.name: c for c in documented["experiment_runs"].columns}
+    # The column is a list named trace_ids (a guess of trace_id fails); the meaning says how
+    # to read it, the table's description where its scores are.
+    assert runs["trace_ids"].type == "VARCHAR[]" and "unnest(trace_ids)" in (
+        runs["trace_ids"].meaning or ""
+    )
+    assert "experiment_run" in documented["experiment_runs"].description
+    (runs_only,) = describe_schema(store, table="experiment_runs").tables
+    assert [c.name for c in runs_only.columns] == list(runs)
+    query = "SELECT id, status, trace_ids[1] AS first_trace, unnest(trace_ids) FROM experiment_runs"
+    assert sql(store, query=query).row_count == 0  # the columns it names exist
+
+
 def test_schema_shrinks_to_a_small_budget_and_says_so(demo_store: Store) -> None:
     small = describe_schema(demo_store, max_chars=1000)
     assert size(small) <= 1000

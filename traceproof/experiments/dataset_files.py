@@ -50,7 +50,9 @@ def file_format(path: str) -> Format:
 
 
 def read_examples(text: str, fmt: Format, path: str = "<input>") -> list[Example]:
-    """Every example of a file's text, or :class:`FileError` at the first bad line."""
+    """Every example of a file's text, or :class:`FileError` at the first bad line. A UTF-8
+    byte order mark at its start (Excel writes one) is not part of the first line."""
+    text = text.removeprefix("\ufeff")
     return list(_read_jsonl(text, path) if fmt == "jsonl" else _read_csv(text, path))
 
 

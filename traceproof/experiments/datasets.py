@@ -8,8 +8,8 @@ metadata, split or source change does not make a new example.
 
 Splits (:class:`SplitRule`): a name (``train``: every example without its own split gets it) or
 a hash rule ``hash:train=0.8,test=0.2``: an example falls in a bucket by its id (the id's first
-13 hex digits as a fraction of 16**13, against the weights' running sums in the order given,
-weights normalised to sum 1). Deterministic: the same example lands in the same split in every
+13 hex digits as a fraction of 16**13, against the weights' running sums in the order given;
+the weights sum to 1, within 1e-9). Deterministic: the same example lands in the same split in every
 dataset and every run. An example's own split (a literal example's ``split``) wins.
 
 Sources (:class:`Source`) say where a span's input, expected output or metadata value comes from:
@@ -45,6 +45,8 @@ from traceproof.errors import ErrorCode, TraceproofError
 EXAMPLE_KEYS = ("id", "input", "expected", "metadata", "split", "source_trace_id", "source_span_id")
 #: Characters of a split name.
 SPLIT_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+#: How far a hash split's weights may sum from 1 (float sums: 0.7 + 0.2 + 0.1).
+WEIGHT_TOLERANCE = 1e-9
 #: Most characters of a jq program's outputs kept for a whole batch of spans.
 JQ_KEEP_CHARS = 256 * 1024 * 1024
 
@@ -175,12 +177,17 @@ class SplitRule:
                 )
             buckets.append((check_split_name(name.strip()), value))
         total = sum(w for _, w in buckets)
-        if not buckets or total <= 0 or len({n for n, _ in buckets}) < len(buckets):
+        if len({n for n, _ in buckets}) < len(buckets):
             raise DatasetError(
-                f"Split rule {text[:100]!r} needs distinct names with weights summing above 0, "
-                "e.g. hash:train=0.8,test=0.2."
+                f"Split rule {text[:100]!r} names a split twice. Give each name once, e.g. "
+                "hash:train=0.8,test=0.2."
             )
-        return cls(buckets=tuple((n, w / total) for n, w in buckets))
+        if abs(total - 1) > WEIGHT_TOLERANCE:
+            raise DatasetError(
+                f"Split rule {text[:100]!r}: its weights sum to {total:g}, not 1. Give each "
+                "split its share, e.g. hash:train=0.8,test=0.2."
+            )
+        return cls(buckets=tuple(buckets))
 
     def split_of(self, example_id: str) -> str:
         if self.name is not None:
@@ -347,6 +354,7 @@ def _one(outputs: list[Any]) -> Any:
 class Extracted:
     examples: list[Example]
     skipped: int  # spans without an input value
+    notes: list[str] = field(default_factory=list)  # sources that gave nothing for some spans
 
 
 def extract(
@@ -360,15 +368,34 @@ def extract(
 ) -> Extracted:
     """Examples from span documents (``span_document`` rows, with ``trace_id`` and
     ``span_id``): each source's value per span. A span whose input is absent is skipped; a
-    metadata value that is absent is left out."""
+    metadata value that is absent is left out. A source that gives no value for any span is a
+    :class:`DatasetError` naming it (a wrong path, not data); one that gives none for some spans
+    is counted in :attr:`Extracted.notes`."""
     columns: dict[str, list[Any]] = {}
     wanted: dict[str, Source] = {"input": input}
     if expected is not None:
         wanted["expected"] = expected
     for key, source in (metadata or {}).items():
         wanted["metadata." + key] = source
+    notes: list[str] = []
     for key, source in wanted.items():
         columns[key] = _values(source, documents, annotations or {}, jq)
+        empty = sum(1 for value in columns[key] if value is None)
+        named = ("jq:" if source.kind == "jq" else "") + source.text
+        if documents and empty == len(documents):
+            raise DatasetError(
+                f"The {key} source {named[:100]!r} gave no value for any of the "
+                f"{len(documents)} spans chosen; nothing was stored. Check it on one of them "
+                "(get_span_data shows a span's columns and attributes): a path such as "
+                "input.value, output.value or llm.input_messages, jq:PROGRAM, or "
+                "annotation:NAME."
+            )
+        if empty:
+            what = ": they were skipped" if key == "input" else ""
+            notes.append(
+                f"The {key} source {named[:100]!r} gave no value for {empty} of the "
+                f"{len(documents)} spans{what}."
+            )
     examples: list[Example] = []
     skipped = 0
     for n, doc in enumerate(documents):
@@ -390,7 +417,7 @@ def extract(
                 source_span_id=doc.get("span_id"),
             )
         )
-    return Extracted(examples, skipped)
+    return Extracted(examples, skipped, notes)
 
 
 def _values(

@@ -46,6 +46,7 @@ from traceproof.server.mcp import (
     create_mcp_server,
     toolset_names,
 )
+from traceproof.server.stdiolines import run_stdio
 from traceproof.settings import Settings
 from traceproof.storage import Store, StoreLocked, owner
 
@@ -246,7 +247,7 @@ async def _serve(
             tg.start_soon(_run_http, http, http_done)
         watcher = anyio.CancelScope()
         tg.start_soon(_leave_on_signal, watcher, http, http_done, leave)
-        await server.run_stdio_async()
+        await run_stdio(server)
         watcher.cancel()
         if http is not None:
             http.should_exit = True

@@ -423,6 +423,7 @@ def _examples(
             key = (example.source_trace_id, example.source_span_id)
             chosen.append(_Chosen(example, by_span.get(key)))
         skipped = got.skipped
+        note = " ".join([*([note] if note else []), *got.notes]) or None
     elif sources:
         raise ToolFailure(
             "sources read spans: choose them with ids or where (e.g. \"project = 'demo' and "

@@ -24,6 +24,14 @@ TABLES: dict[str, str] = {
     "annotator and identifier. A span's: target_kind 'span', join on trace_id + span_id.",
     "annotation_versions": "View: annotations plus their earlier versions (is_current false).",
     "annotation_configs": "Table: what annotations of a name may say.",
+    "datasets": "Table, one row per dataset.",
+    "dataset_versions": "Table, one row per version of a dataset (append-only).",
+    "dataset_examples": "Table, one row per example and version that added it. In version v: "
+    "added_version <= v AND (removed_version IS NULL OR removed_version > v).",
+    "experiments": "Table, one row per experiment (a task run on a dataset version).",
+    "experiment_runs": "Table, one row per run (example × repetition). Its scores are "
+    "annotations: target_kind 'experiment_run', target_id = id.",
+    "experiment_baselines": "Table: the baseline experiment per (task, dataset).",
 }
 
 _SPAN_MEANINGS: dict[str, str] = {
@@ -124,7 +132,7 @@ _ANNOTATION_MEANINGS: dict[str, str] = {
 }
 
 _VERSION_MEANINGS: dict[str, str] = {
-    **_ANNOTATION_MEANINGS,
+    **dict.fromkeys(_ANNOTATION_MEANINGS, "As in annotations."),
     "is_current": "True for the current version.",
     "replaced_at": "When a later version replaced it (NULL if current).",
 }
@@ -141,6 +149,82 @@ _CONFIG_MEANINGS: dict[str, str] = {
     "updated_at": "Last changed, UTC.",
 }
 
+_DATASET_MEANINGS: dict[str, str] = {
+    "id": "Dataset id.",
+    "name": "Unique name.",
+    "project": "Project its spans came from.",
+    "description": "Free text.",
+    "created_at": "UTC.",
+    "updated_at": "UTC.",
+}
+
+_DATASET_VERSION_MEANINGS: dict[str, str] = {
+    "dataset_id": "datasets.id.",
+    "version": "1, 2, …",
+    "examples": "Examples in it.",
+    "added": "Added by it.",
+    "removed": "Removed by it.",
+    "note": "What made it.",
+    "created_at": "UTC.",
+}
+
+_EXAMPLE_MEANINGS: dict[str, str] = {
+    "dataset_id": "datasets.id.",
+    "example_id": "Hash of input + expected.",
+    "added_version": "Version that added it.",
+    "removed_version": "Version that removed it; NULL if current.",
+    "input": "JSON input.",
+    "expected": "JSON expected output.",
+    "metadata": "JSON.",
+    "split": "Split name (train, test…).",
+    "source_trace_id": "Trace it came from.",
+    "source_span_id": "Span it came from.",
+}
+
+_EXPERIMENT_MEANINGS: dict[str, str] = {
+    "id": "Experiment id.",
+    "name": "Name (not unique).",
+    "project": "Project of the runs' spans.",
+    "task": "[tasks.NAME] in traceproof.toml.",
+    "task_hash": "Hash of the task definition.",
+    "dataset_id": "datasets.id.",
+    "dataset_version": "Version it ran on.",
+    "split": "Split it ran on, NULL: all.",
+    "evaluators": "JSON [{name, kind, hash, calibrated}].",
+    "repetitions": "Runs per example.",
+    "concurrency": "Runs at once.",
+    "timeout_s": "Per-run timeout, s.",
+    "status": "running, done, failed, cancelled or interrupted.",
+    "provenance": "JSON: git commit, dirty, diff hash, versions.",
+    "summary": "JSON: counts and scores when finished.",
+    "created_at": "UTC.",
+    "finished_at": "UTC.",
+}
+
+_RUN_MEANINGS: dict[str, str] = {
+    "id": "Run id.",
+    "experiment_id": "experiments.id.",
+    "example_id": "dataset_examples.example_id.",
+    "repetition": "0, 1, …",
+    "status": "ok, error, timeout, crash or bad_output.",
+    "error": "Why it failed.",
+    "output": "JSON output of the task.",
+    "trace_ids": "The run's traces, a list: trace_ids[1], unnest(trace_ids).",
+    "latency_ms": "Run time, ms.",
+    "tokens": "LLM tokens over its traces.",
+    "cost_usd": "Cost, USD.",
+    "tool_calls": "TOOL spans over its traces.",
+    "started_at": "UTC.",
+    "finished_at": "UTC.",
+}
+
+_BASELINE_MEANINGS: dict[str, str] = {
+    "task": "Task name.",
+    "dataset_id": "datasets.id.",
+    "experiment_id": "The baseline, experiments.id.",
+    "set_at": "UTC.",
+}
+
 MEANINGS: dict[str, dict[str, str]] = {
     "spans": _SPAN_MEANINGS,
     "traces": _TRACE_MEANINGS,
@@ -149,6 +233,12 @@ MEANINGS: dict[str, dict[str, str]] = {
     "annotations": _ANNOTATION_MEANINGS,
     "annotation_versions": _VERSION_MEANINGS,
     "annotation_configs": _CONFIG_MEANINGS,
+    "datasets": _DATASET_MEANINGS,
+    "dataset_versions": _DATASET_VERSION_MEANINGS,
+    "dataset_examples": _EXAMPLE_MEANINGS,
+    "experiments": _EXPERIMENT_MEANINGS,
+    "experiment_runs": _RUN_MEANINGS,
+    "experiment_baselines": _BASELINE_MEANINGS,
 }
 
 ATTRIBUTES = (
@@ -196,11 +286,6 @@ EXAMPLES: tuple[Example, ...] = (
         "FROM spans s JOIN traces t USING (project, trace_id) "
         "WHERE s.span_kind = 'TOOL' AND s.status = 'ERROR' AND session IS NOT NULL "
         "GROUP BY session ORDER BY failed_tool_calls DESC",
-    ),
-    Example(
-        question="An attribute as a number: LLM calls with big prompts",
-        sql="SELECT span_id, model, TRY_CAST(attributes->>'$.llm.token_count.prompt' AS INTEGER) "
-        "AS prompt FROM spans WHERE span_kind = 'LLM' ORDER BY prompt DESC NULLS LAST LIMIT 10",
     ),
     Example(
         question="Messages sent to an LLM (first 200 chars of each)",
