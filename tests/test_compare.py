@@ -179,6 +179,60 @@ def test_a_failed_run_without_a_score_counts_as_a_fail_and_a_timeout(store: Stor
     assert [c.status for c in found.verdict.checks] == ["pass", "pass", "fail", "fail"]
 
 
+def test_an_evaluator_error_where_the_baseline_scored_is_a_regression_counted_as_0(
+    store: Store,
+) -> None:
+    ids = insert_dataset(store, ["a", "b", "c", "d"])
+    base = {"correct": {ids[0]: [1.0], ids[1]: [1.0], ids[2]: [0.0], ids[3]: [1.0]}}
+    insert_experiment(store, "exp_a", base)
+    error = "cannot_evaluate: the output has no 'answer'"
+    insert_experiment(store, "exp_b", {"correct": {e: [error] for e in ids}}, minutes=5)
+    found = comparison_for(store, "exp_b", "exp_a")
+    assert not any("one experiment only" in note for note in found.notes), found.notes
+    (correct,) = found.evaluators
+    # every example regressed, the one the baseline failed too: the candidate could not be scored
+    assert (correct.regressed, correct.errors, correct.examples) == (4, 4, 4)
+    assert (correct.baseline_mean, correct.candidate_mean) == (0.75, 0.0)  # errors count as 0
+    assert {x.change for x in found.examples} == {"regressed"}
+    score = found.examples[0].evaluators["correct"]
+    assert score.error == f"evaluator error: {error}"
+    assert found.verdict is not None and found.verdict.status == "fail"
+    assert "evaluator error: cannot_evaluate" in found.verdict.reasons[0]
+    # the same error in both experiments is no change
+    insert_experiment(store, "exp_c", {"correct": {e: [error] for e in ids}}, minutes=10)
+    same = comparison_for(store, "exp_c", "exp_b")
+    assert same.evaluators[0].regressed == 0 and same.evaluators[0].errors == 0
+
+
+def test_a_failure_on_a_lower_is_better_evaluator_is_a_regression_left_out_of_the_means(
+    store: Store,
+) -> None:
+    ids = insert_dataset(store, ["a", "b", "c"])
+    store.run_write(
+        lambda c: c.execute(
+            "INSERT INTO annotation_configs VALUES ('steps', 'CONTINUOUS', NULL, NULL, NULL, "
+            "'MINIMIZE', NULL, now()::TIMESTAMP, now()::TIMESTAMP)"
+        )
+    )
+    insert_experiment(store, "exp_a", {"steps": {ids[0]: [5.0], ids[1]: [5.0], ids[2]: [4.0]}})
+    insert_experiment(
+        store,
+        "exp_b",
+        {"steps": {ids[0]: [3.0], ids[1]: ["timeout: no answer"], ids[2]: [None]}},
+        run_status={(ids[2], 0): "crash"},
+        minutes=5,
+    )
+    found = comparison_for(store, "exp_b", "exp_a")
+    (steps,) = found.evaluators
+    assert (steps.improved, steps.regressed, steps.errors, steps.examples) == (1, 2, 2, 3)
+    assert (steps.baseline_mean, steps.candidate_mean) == (5.0, 3.0)  # the scored example
+    changes = {x.example_id: x.evaluators["steps"] for x in found.examples}
+    assert changes[ids[1]].error == "evaluator error: timeout: no answer"
+    assert changes[ids[2]].error == "crash: crash after 5 s"
+    assert changes[ids[2]].candidate is None and changes[ids[2]].change == "regressed"
+    assert found.verdict is not None and found.verdict.status == "fail"
+
+
 def test_lower_is_better_when_the_annotation_config_says_minimize(store: Store) -> None:
     ids = insert_dataset(store, ["a"])
     store.run_write(

@@ -172,7 +172,7 @@ def _preconditions(comparison: Comparison) -> list[Check]:
     checks = []
     n = comparison.examples_compared
     if n:
-        checks.append(Check(rule="compared", status="pass", detail=f"{n} examples in both"))
+        checks.append(Check(rule="compared", status="pass", detail=f"{_examples(n)} in both"))
     else:
         checks.append(
             Check(rule="compared", status="inconclusive", detail="no example ran in both")
@@ -201,6 +201,10 @@ def _missing(comparison: Comparison, rule: Rule) -> Check:
         status="inconclusive",
         detail=f"no scores named {rule.name!r} in both experiments (compared: {known})",
     )
+
+
+def _examples(n: int) -> str:
+    return "1 example" if n == 1 else f"{n} examples"
 
 
 def _num(value: float) -> str:
@@ -234,7 +238,7 @@ def _check(comparison: Comparison, rule: Rule, alpha: float) -> Check:
         return Check(
             rule=rule.text,
             status="pass" if ok else "inconclusive",
-            detail=f"{n} examples compared ({'≥' if ok else '<'} {need})",
+            detail=f"{_examples(n)} compared ({'≥' if ok else '<'} {need})",
         )
     if kind in ("max_delta", "min_delta"):
         return _delta(comparison, rule)
@@ -256,23 +260,30 @@ def _check(comparison: Comparison, rule: Rule, alpha: float) -> Check:
 def _no_regressions(comparison: Comparison, rule: Rule) -> Check:
     if rule.name is not None and _evaluator(comparison, rule.name) is None:
         return _missing(comparison, rule)
-    regressed = [
-        x.example_id
-        for x in comparison.examples
-        if any(
-            s.change == "regressed"
+    regressed: list[str] = []
+    failures: list[str] = []
+    for x in comparison.examples:
+        scores = [
+            s
             for n, s in x.evaluators.items()
-            if rule.name is None or n == rule.name
-        )
-    ]
+            if s.change == "regressed" and (rule.name is None or n == rule.name)
+        ]
+        if scores:
+            regressed.append(x.example_id)
+            failures += [s.error for s in scores[:1] if s.error]
     on = f" on {rule.name}" if rule.name else ""
     flaky = sum(e.flaky for e in comparison.evaluators if rule.name in (None, e.name))
     if regressed:
         shown = ", ".join(regressed[:5]) + (" …" if len(regressed) > 5 else "")
+        failed = (
+            f" ({len(failures)} failed where the baseline did not, e.g. {failures[0][:160]})"
+            if failures
+            else ""
+        )
         return Check(
             rule=rule.text,
             status="fail",
-            detail=f"{len(regressed)} example(s) regressed{on}: {shown}",
+            detail=f"{_examples(len(regressed))} regressed{on}{failed}: {shown}",
         )
     extra = f" ({flaky} flaky left out)" if flaky else ""
     return Check(rule=rule.text, status="pass", detail=f"no example regressed{on}{extra}")
@@ -313,7 +324,8 @@ def _significant(e: EvaluatorComparison, rule: Rule, alpha: float) -> Check:
         )
     if e.mde is None:
         detail = (
-            f"{e.examples} examples are too few for any significant result "
+            f"{_examples(e.examples)} {'is' if e.examples == 1 else 'are'} too few for any "
+            "significant result "
             f"(needs ≥ {min_discordant(alpha)})"
         )
     else:

@@ -98,9 +98,11 @@ def experiment_runs(reader: Reader, experiment_id: str) -> list[dict[str, Any]]:
 
 def run_scores(reader: Reader, experiment_id: str) -> list[dict[str, Any]]:
     """The current annotations on an experiment's runs: run_id, name, label, score,
-    annotator_kind, annotator, updated_at; by run, name, then newest first."""
+    explanation, error (an evaluator error's kind, ``metadata.error``), annotator_kind,
+    annotator, updated_at; by run, name, then newest first."""
     return reader.dicts(
-        "SELECT a.target_id AS run_id, a.name, a.label, a.score, a.annotator_kind, "
+        "SELECT a.target_id AS run_id, a.name, a.label, a.score, a.explanation, "
+        "json_extract_string(a.metadata, '$.error') AS error, a.annotator_kind, "
         "a.annotator, a.updated_at FROM annotations a "
         "JOIN experiment_runs r ON r.id = a.target_id "
         "WHERE a.target_kind = 'experiment_run' AND r.experiment_id = ? "
