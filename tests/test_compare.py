@@ -411,6 +411,49 @@ def test_nothing_compared_or_an_unfinished_experiment_is_inconclusive() -> None:
     assert "candidate exp_b is running" in verdict.reasons[0]
 
 
+def test_no_regressions_is_inconclusive_when_the_candidate_lacks_evaluators_or_examples() -> None:
+    clean = synthetic(examples=[], evaluators=[evaluator("correct", regressed=0)])
+    assert evaluate_gate(clean, "no_regressions").status == "pass"
+    lacking = clean.model_copy(update={"evaluators_only_baseline": ["has_a"]})
+    for spec in (
+        "no_regressions",
+        "no_regressions,calibrated_judges",
+        "no_significant_regressions",
+    ):
+        verdict = evaluate_gate(lacking, spec)
+        assert verdict.status == "inconclusive", (spec, verdict.reasons)
+        assert "has_a" in verdict.reasons[0]
+    assert evaluate_gate(lacking, "no_regressions:correct").status == "pass"
+    assert evaluate_gate(lacking, "no_regressions:has_a").status == "inconclusive"
+    partial = clean.model_copy(update={"examples_only_baseline": 1})
+    verdict = evaluate_gate(partial, "no_regressions")
+    assert verdict.status == "inconclusive"
+    assert "1 of the baseline's 41 examples" in verdict.reasons[0]
+    assert "min_examples:N" in verdict.reasons[0]  # how to accept fewer
+    assert evaluate_gate(partial, "no_regressions,min_examples:40").status == "pass"
+    assert evaluate_gate(partial, "no_regressions,min_examples:41").status == "inconclusive"
+    # a regression still fails
+    assert evaluate_gate(synthetic(examples_only_baseline=1), "no_regressions").status == "fail"
+
+
+def test_the_default_gate_does_not_pass_a_candidate_without_the_baselines_evaluators(
+    store: Store,
+) -> None:
+    ids = insert_dataset(store, ["a", "b", "c", "d"])
+    insert_experiment(store, "exp_a", {"correct": {e: [1.0] for e in ids}})
+    insert_experiment(
+        store, "exp_b", {"correct": {e: [None] for e in ids}}, evaluators=[], minutes=5
+    )
+    found = comparison_for(store, "exp_b", "exp_a")
+    assert found.evaluators_only_baseline == ["correct"]
+    assert found.verdict is not None and found.verdict.status == "inconclusive"
+    assert "correct" in found.verdict.reasons[0]
+    insert_experiment(store, "exp_c", {"correct": {ids[0]: [1.0]}}, minutes=10)
+    subset = comparison_for(store, "exp_c", "exp_a")
+    assert subset.examples_only_baseline == 3
+    assert subset.verdict is not None and subset.verdict.status == "inconclusive"
+
+
 # -- the tool over MCP ------------------------------------------------------------------------
 
 

@@ -6,10 +6,14 @@ latency_p50, latency_p95, tokens, cost, tool_calls, errors, timeouts (the operat
 
 =================================  ===========================================================
 ``no_regressions[:EVALUATOR]``      fail when an example regressed (on that evaluator); flaky
-                                    examples (the baseline disagrees with itself) never count
+                                    examples (the baseline disagrees with itself) never count;
+                                    else inconclusive when the candidate has no scores of an
+                                    evaluator the baseline ran (without EVALUATOR), or did not
+                                    run some of the baseline's examples (unless the spec has
+                                    ``min_examples:N``, which then decides how many suffice)
 ``no_significant_regressions``      fail when an evaluator got significantly worse (Holm-adjusted
                                     p < alpha); inconclusive when one has too few examples to detect
-                                    anything (MDE None)
+                                    anything (MDE None) or the candidate lacks one the baseline ran
 ``min:EVALUATOR>=X``                the candidate's mean is at least X
 ``max:EVALUATOR<=X``                the candidate's mean is at most X
 ``max_delta:METRIC<=+X[%]``         candidate - baseline at most X (or X percent of the baseline)
@@ -151,7 +155,11 @@ def _rule(text: str) -> Rule:
 def evaluate_gate(comparison: Comparison, spec: str, *, alpha: float = 0.05) -> Verdict:
     """The verdict of ``spec`` on ``comparison`` (see the module docstring)."""
     rules = parse_gate(spec)
-    checks = [*_preconditions(comparison), *(_check(comparison, r, alpha) for r in rules)]
+    counted = any(r.kind == "min_examples" for r in rules)
+    checks = [
+        *_preconditions(comparison),
+        *(_check(comparison, r, alpha, counted=counted) for r in rules),
+    ]
     failed = [c for c in checks if c.status == "fail"]
     unsure = [c for c in checks if c.status == "inconclusive"]
     if failed:
@@ -215,10 +223,39 @@ def _worse(e: EvaluatorComparison) -> bool:
     return e.delta > 0 if e.lower_is_better else e.delta < 0
 
 
-def _check(comparison: Comparison, rule: Rule, alpha: float) -> Check:
+def _unscored(comparison: Comparison, rule: Rule) -> Check | None:
+    """Inconclusive when the candidate lacks evaluators the baseline ran (a rule over every
+    evaluator cannot tell whether they regressed)."""
+    lacking = comparison.evaluators_only_baseline
+    if not lacking:
+        return None
+    return Check(
+        rule=rule.text,
+        status="inconclusive",
+        detail=f"the candidate has no scores of {', '.join(lacking)}, which the baseline ran: "
+        "run it with the same evaluators",
+    )
+
+
+def _uncompared(comparison: Comparison, rule: Rule) -> Check | None:
+    """Inconclusive when the candidate did not run some of the baseline's examples."""
+    left = comparison.examples_only_baseline or 0
+    if not left:
+        return None
+    total = comparison.examples_compared + left
+    return Check(
+        rule=rule.text,
+        status="inconclusive",
+        detail=f"the candidate did not run {left} of the baseline's {_examples(total)}: no "
+        "telling whether they regressed (run it on the same dataset version, or add "
+        "min_examples:N to the gate to accept N compared examples)",
+    )
+
+
+def _check(comparison: Comparison, rule: Rule, alpha: float, *, counted: bool) -> Check:
     kind = rule.kind
     if kind == "no_regressions":
-        return _no_regressions(comparison, rule)
+        return _no_regressions(comparison, rule, counted=counted)
     if kind == "no_significant_regressions":
         return _no_significant_regressions(comparison, rule, alpha)
     if kind == "calibrated_judges":
@@ -257,7 +294,7 @@ def _check(comparison: Comparison, rule: Rule, alpha: float) -> Check:
     return _significant(e, rule, alpha)
 
 
-def _no_regressions(comparison: Comparison, rule: Rule) -> Check:
+def _no_regressions(comparison: Comparison, rule: Rule, *, counted: bool) -> Check:
     if rule.name is not None and _evaluator(comparison, rule.name) is None:
         return _missing(comparison, rule)
     regressed: list[str] = []
@@ -285,6 +322,11 @@ def _no_regressions(comparison: Comparison, rule: Rule) -> Check:
             status="fail",
             detail=f"{_examples(len(regressed))} regressed{on}{failed}: {shown}",
         )
+    unsure = (None if rule.name else _unscored(comparison, rule)) or (
+        None if counted else _uncompared(comparison, rule)
+    )
+    if unsure is not None:
+        return unsure
     extra = f" ({flaky} flaky left out)" if flaky else ""
     return Check(rule=rule.text, status="pass", detail=f"no example regressed{on}{extra}")
 
@@ -296,6 +338,9 @@ def _no_significant_regressions(comparison: Comparison, rule: Rule, alpha: float
             f"{e.name} {_num(e.delta)} (p_adjusted {_num(e.p_adjusted)})" for e in worse
         )
         return Check(rule=rule.text, status="fail", detail=f"significantly worse: {detail}")
+    lacking = _unscored(comparison, rule)
+    if lacking is not None:
+        return lacking
     blind = [e.name for e in comparison.evaluators if e.mde is None]
     if blind or not comparison.evaluators:
         need = min_discordant(alpha)
