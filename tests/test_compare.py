@@ -308,6 +308,33 @@ def test_a_bad_gate_spec_is_refused_listing_the_rule_forms(spec: str) -> None:
     assert "max_delta:METRIC<=+X or +X%" in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("spec", "number"),
+    [("min:correct>=inf", "inf"), ("min:correct>=nan", "nan"), ("max:steps<=-inf", "-inf"),
+     ("max_delta:latency_p95<=+1e999%", "+1e999"), ("min_delta:cost>=1_0", "1_0"),
+     ("min:correct>=high", "high"), ("min_examples:-5", "-5"), ("min_examples:2.5", "2.5")],
+)  # fmt: skip
+def test_an_invalid_number_is_named_with_its_rule(spec: str, number: str) -> None:
+    with pytest.raises(TraceproofError) as refused:
+        parse_gate(f"no_regressions,{spec}")
+    assert refused.value.code == ErrorCode.INVALID_ARGUMENT
+    said = str(refused.value)
+    assert f"The gate rule {spec!r} has an invalid number {number!r}" in said
+    assert "is not one the gate knows" not in said
+
+
+def test_gate_details_count_one_example_in_the_singular() -> None:
+    single = evaluator("correct", examples=1, mde=None, p_adjusted=0.5)
+    one = synthetic(examples_compared=1, evaluators=[single])
+    verdict = evaluate_gate(one, "min_examples:1,significant:correct")
+    details = [c.detail for c in verdict.checks]
+    assert details[0] == "1 example in both"
+    assert details[2] == "1 example compared (≥ 1)"
+    assert details[3].startswith("1 example is too few")
+    regressed = evaluate_gate(one, "no_regressions").checks[2].detail
+    assert regressed.startswith("1 example regressed: e1")
+
+
 def evaluator(name: str, **values: Any) -> EvaluatorComparison:
     row: dict[str, Any] = {
         "name": name,

@@ -87,17 +87,20 @@ METRIC_ALIASES = {
 }
 
 _NAME = r"(?P<name>[^,<>=]+?)"
-_NUMBER = r"(?P<value>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
+#: A threshold as a rule holds it: anything up to the end (or a ``%``), checked by :data:`NUMBER`.
+_VALUE = r"(?P<value>[^%]*?)"
+#: What a valid threshold is: a finite decimal number.
+NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _FORMS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("no_regressions", re.compile(rf"no_regressions(?::{_NAME})?")),
     ("no_significant_regressions", re.compile(r"no_significant_regressions")),
-    ("min", re.compile(rf"min:{_NAME}\s*>=\s*{_NUMBER}")),
-    ("max", re.compile(rf"max:{_NAME}\s*<=\s*{_NUMBER}")),
-    ("max_delta", re.compile(rf"max_delta:{_NAME}\s*<=\s*{_NUMBER}(?P<pct>%)?")),
-    ("min_delta", re.compile(rf"min_delta:{_NAME}\s*>=\s*{_NUMBER}(?P<pct>%)?")),
+    ("min", re.compile(rf"min:{_NAME}\s*>=\s*{_VALUE}")),
+    ("max", re.compile(rf"max:{_NAME}\s*<=\s*{_VALUE}")),
+    ("max_delta", re.compile(rf"max_delta:{_NAME}\s*<=\s*{_VALUE}(?P<pct>%)?")),
+    ("min_delta", re.compile(rf"min_delta:{_NAME}\s*>=\s*{_VALUE}(?P<pct>%)?")),
     ("significant", re.compile(rf"significant:{_NAME}")),
     ("calibrated_judges", re.compile(r"calibrated_judges")),
-    ("min_examples", re.compile(r"min_examples:(?P<value>\d+)")),
+    ("min_examples", re.compile(r"min_examples:\s*(?P<value>.*)")),
 )
 
 
@@ -142,11 +145,27 @@ def _rule(text: str) -> Rule:
             continue
         found = match.groupdict()
         name = (found.get("name") or "").strip() or None
-        value = float(found["value"]) if found.get("value") is not None else None
-        if value is not None and not math.isfinite(value):
-            break
+        value = _value(text, kind, found["value"]) if "value" in found else None
         return Rule(text, kind, name, value, bool(found.get("pct")))
     raise _invalid(f"The gate rule {text[:120]!r} is not one the gate knows.")
+
+
+def _value(text: str, kind: str, written: str) -> float:
+    """The threshold of a rule; ``[invalid_argument]`` naming the rule when it is not a finite
+    number (for ``min_examples``, a whole number of examples, 0 or more)."""
+    written = written.strip()
+    counts = kind == "min_examples"
+    valid = (
+        written.isascii() and written.isdigit() if counts else NUMBER.fullmatch(written) is not None
+    )
+    value = float(written) if valid else math.nan
+    if not math.isfinite(value):
+        want = "a whole number of examples, 0 or more" if counts else "a finite number"
+        raise _invalid(
+            f"The gate rule {text[:120]!r} has an invalid number {written[:40]!r}: "
+            f"{kind} takes {want}."
+        )
+    return value
 
 
 # -- the verdict ------------------------------------------------------------------------------
