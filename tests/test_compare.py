@@ -505,7 +505,8 @@ async def test_compare_experiments_pages_the_changed_examples_within_the_budget(
     assert answer["verdict"]["status"] == "fail"
     assert answer["baseline"]["id"] == "exp_base"  # auto: the stored baseline
     assert answer["examples"][0]["change"] == "mixed"
-    assert answer["examples_listed"] == 40  # quality moved on every example
+    assert answer["examples_changed"] == 40  # quality moved on every example
+    assert answer["examples_listed"] == len(answer["examples"])
     arguments: dict[str, Any] = {"candidate": "exp_cand", "max_chars": 3000}
     async with Client(create_mcp_server(store)) as client:
         seen, pages = await read_pages(client, arguments)
@@ -554,15 +555,62 @@ async def test_compare_experiments_says_what_to_do_without_a_baseline(store: Sto
     assert bad.content[0].text.startswith("[invalid_argument] The gate rule 'min:ok>0.5'")
 
 
-def test_set_baseline_after_a_comparison_replaces_the_baseline(store: Store) -> None:
+def stored_baseline(store: Store) -> Any:
+    with store.reader() as reader:
+        return reader.scalar("SELECT experiment_id FROM experiment_baselines")
+
+
+def test_set_baseline_after_a_comparison_replaces_the_baseline_only_on_pass(
+    store: Store,
+) -> None:
     insert_comparison(store)
-    answer = compare_experiments(store, candidate="exp_cand", set_baseline=True)
+    failed = compare_experiments(store, candidate="exp_cand", set_baseline=True)
+    assert failed.verdict is not None and failed.verdict.status == "fail"
+    assert failed.baseline_set is not None
+    assert failed.baseline_set.startswith("Baseline kept: exp_base (the verdict is fail;")
+    assert stored_baseline(store) == "exp_base"
+    unsure = compare_experiments(
+        store, candidate="exp_cand", gate="min_examples:100", set_baseline=True
+    )
+    assert unsure.baseline_set is not None and "the verdict is inconclusive" in unsure.baseline_set
+    assert stored_baseline(store) == "exp_base"
+    answer = compare_experiments(
+        store, candidate="exp_cand", gate="min:quality>=0.6", set_baseline=True
+    )
     assert answer.baseline is not None and answer.baseline.id == "exp_base"
     assert answer.baseline_set == (
         "exp_cand is the baseline of task 'qa' on dataset ds_000000000001 (was exp_base)."
     )
-    with store.reader() as reader:
-        assert reader.scalar("SELECT experiment_id FROM experiment_baselines") == "exp_cand"
+    assert stored_baseline(store) == "exp_cand"
+    # the candidate as its own baseline: set without comparing, whatever it would say
+    forced = compare_experiments(
+        store, candidate="exp_base", baseline="exp_base", set_baseline=True
+    )
+    assert forced.baseline_set is not None and forced.baseline_set.startswith("exp_base is the")
+    assert stored_baseline(store) == "exp_base"
+
+
+def test_a_name_several_experiments_carry_is_refused_listing_their_ids(store: Store) -> None:
+    insert_comparison(store)
+    store.run_write(lambda c: c.execute("UPDATE experiments SET name = 'nightly'"))
+    for arguments in ({"candidate": "nightly"}, {"candidate": "exp_cand", "baseline": "nightly"}):
+        with pytest.raises(TraceproofError) as refused:
+            compare_experiments(store, **arguments)
+        assert refused.value.code == ErrorCode.INVALID_ARGUMENT
+        assert "'nightly' names 2 experiments: exp_cand, exp_base (newest first)" in str(
+            refused.value
+        )
+    assert compare_experiments(store, candidate="exp_cand").candidate.id == "exp_cand"
+
+
+def test_examples_listed_counts_the_examples_in_the_answer(store: Store) -> None:
+    insert_comparison(store, examples=40)
+    whole = compare_experiments(store, candidate="exp_cand", max_chars=80_000)
+    assert whole.examples_listed == len(whole.examples) == whole.examples_changed == 40
+    for chars in (1000, 3000, 20_000):
+        page = compare_experiments(store, candidate="exp_cand", max_chars=chars)
+        assert page.truncated and page.examples_listed == len(page.examples)
+        assert page.examples_changed == 40
 
 
 # -- the CLI ----------------------------------------------------------------------------------
