@@ -669,6 +669,27 @@ def test_the_cli_exits_with_the_verdict_and_writes_the_markdown_summary(
     assert cli(db, "baseline", "qa", "--dataset", "nope").returncode == 3
 
 
+def test_the_baseline_command_sets_one_through_a_server_and_refuses_an_ambiguous_name(
+    store: Store,
+) -> None:
+    from tests.conftest import LiveServer
+    from traceproof.cli_compare import _baseline
+    from traceproof.remote import RemoteStore
+
+    insert_comparison(store)
+    with LiveServer(store, store.settings) as server:
+        remote = RemoteStore(server.url)
+        moved = _baseline(remote, "qa", "qa", "exp_cand")
+        assert (moved["experiment_id"], moved["previous"]) == ("exp_cand", "exp_base")
+        assert stored_baseline(store) == "exp_cand"  # though exp_cand fails the default gate
+        store.run_write(lambda c: c.execute("UPDATE experiments SET name = 'nightly'"))
+        for where in (remote, store):
+            with pytest.raises(TraceproofError) as refused:
+                _baseline(where, "qa", "qa", "nightly")
+            assert refused.value.code == ErrorCode.INVALID_ARGUMENT
+            assert "'nightly' names 2 experiments: exp_cand, exp_base" in str(refused.value)
+
+
 def test_finish_run_returns_the_exit_code_for_experiment_run(store: Store, tmp_path: Path) -> None:
     insert_comparison(store)
     summary = tmp_path / "s.md"
@@ -695,6 +716,30 @@ def test_finish_run_through_the_server_holding_the_store_reads_every_page(
         assert finish_run(remote, "exp_cand", "exp_base", "min:quality>=0.6", None, None) == 0
         assert finish_run(remote, "exp_nope", None, None, None, None) == 3
     assert "### Regressions (1)" in summary.read_text()
+
+
+def test_the_cli_json_is_the_tools_answer_with_every_field(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import LiveServer
+    from traceproof.remote import RemoteStore
+
+    insert_comparison(store, examples=30)
+    assert finish_run(store, "exp_cand", None, None, None, None, as_json=True) == 1
+    local = json.loads(capsys.readouterr().out)
+    tool = compare_experiments(store, candidate="exp_cand").model_dump(mode="json")
+    assert set(local) == set(tool)
+    for key in ("examples_only_baseline", "examples_only_candidate", "next_cursor"):
+        assert local[key] is None
+    assert local["truncated"] is False
+    assert local["examples_listed"] == len(local["examples"]) == local["examples_changed"] == 30
+    with LiveServer(store, store.settings) as server:
+        remote = RemoteStore(server.url)
+        assert finish_run(remote, "exp_cand", None, None, None, None, as_json=True) == 1
+    through = json.loads(capsys.readouterr().out)
+    assert set(through) == set(local)
+    assert through["examples"] == local["examples"]
+    assert (through["truncated"], through["examples_listed"]) == (False, 30)
 
 
 def test_the_markdown_summary_escapes_what_would_break_its_tables() -> None:
