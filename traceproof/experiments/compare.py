@@ -319,7 +319,7 @@ def compare(
             counted = (
                 "as 0 in the means and the test"
                 if maximize
-                else ("left out of the means and the test (lower is better: no score is the worst)")
+                else "left out of the means and the test (lower is better: no score is the worst)"
             )
             notes.append(
                 f"{name}: the candidate failed on {_count(len(failed), 'example')} the baseline "
@@ -328,30 +328,15 @@ def compare(
         scored = [e for e in both if cand_values[name].get(e)]
         if not scored:
             continue
-        b = [sum(base_values[name][e]) / len(base_values[name][e]) for e in scored]
-        c = [sum(cand_values[name][e]) / len(cand_values[name][e]) for e in scored]
-        every = [v for e in scored for v in (*base_values[name][e], *cand_values[name][e])]
-        binary = all(v in (0.0, 1.0) for v in every)
-        d = [y - x for x, y in zip(b, c, strict=True)]
-        low, high = bootstrap_interval(d, resamples=resamples)
+        pairs = [(base_values[name][e], cand_values[name][e]) for e in scored]
         rows.append(
             EvaluatorComparison(
                 name=name,
-                kind="binary" if binary else "numeric",
                 lower_is_better=None if maximize else True,
                 examples=len(both),
-                baseline_mean=tidy(sum(b) / len(b)),
-                candidate_mean=tidy(sum(c) / len(c)),
-                delta=tidy(sum(d) / len(d)),
-                ci_low=tidy(low),
-                ci_high=tidy(high),
-                test="mcnemar_exact" if binary else "bootstrap+sign",
-                p_value=sign_test(d),
-                p_adjusted=1.0,
-                mde=_tidy(minimal_detectable_effect(d, b, binary=binary, alpha=alpha, power=power)),
                 uncalibrated=name in baseline.uncalibrated or name in candidate.uncalibrated,
                 errors=len(failed),
-                **counts,
+                **(_statistics(pairs, alpha=alpha, power=power, resamples=resamples) | counts),
             )
         )
     for row, adjusted in zip(rows, holm([r.p_value for r in rows]), strict=True):
@@ -388,6 +373,35 @@ def compare(
         notes=notes,
         evaluators_only_baseline=missing,
     )
+
+
+def _statistics(
+    pairs: Sequence[tuple[list[float], list[float]]],
+    *,
+    alpha: float,
+    power: float,
+    resamples: int,
+) -> dict[str, Any]:
+    """Kind, means, delta, interval, test, p-value and MDE of an evaluator over its examples'
+    (baseline scores, candidate scores); ``p_adjusted`` is set once every evaluator has its
+    p-value (Holm)."""
+    b = [sum(base) / len(base) for base, _ in pairs]
+    c = [sum(cand) / len(cand) for _, cand in pairs]
+    binary = all(v in (0.0, 1.0) for base, cand in pairs for v in (*base, *cand))
+    d = [y - x for x, y in zip(b, c, strict=True)]
+    low, high = bootstrap_interval(d, resamples=resamples)
+    return {
+        "kind": "binary" if binary else "numeric",
+        "baseline_mean": tidy(sum(b) / len(b)),
+        "candidate_mean": tidy(sum(c) / len(c)),
+        "delta": tidy(sum(d) / len(d)),
+        "ci_low": tidy(low),
+        "ci_high": tidy(high),
+        "test": "mcnemar_exact" if binary else "bootstrap+sign",
+        "p_value": sign_test(d),
+        "p_adjusted": 1.0,
+        "mde": _tidy(minimal_detectable_effect(d, b, binary=binary, alpha=alpha, power=power)),
+    }
 
 
 def _count(n: int, noun: str) -> str:
