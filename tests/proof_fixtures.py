@@ -58,8 +58,9 @@ def insert_dataset(
 def insert_experiment(
     store: Store,
     experiment_id: str,
-    scores: Mapping[str, Mapping[str, Sequence[float | None]]],
+    scores: Mapping[str, Mapping[str, Sequence[float | str | None]]],
     *,
+    evaluators: Sequence[str] | None = None,
     task: str = "qa",
     dataset_id: str = "ds_000000000001",
     status: str = "done",
@@ -70,7 +71,9 @@ def insert_experiment(
     minutes: int = 0,
 ) -> list[str]:
     """An experiment whose runs carry ``scores``: ``{evaluator: {example_id: [score of each
-    repetition]}}`` (None: no annotation). ``judges`` names evaluators written by an LLM judge,
+    repetition]}}`` (None: no annotation; a string: the evaluator's error, no score, that
+    text as its explanation). ``evaluators``: the evaluators it records (default: the names
+    of ``scores``). ``judges`` names evaluators written by an LLM judge,
     with the 12-hex version its annotator ends with; the others are CODE evaluators.
     ``run_status``: (example, repetition) → a failed run's status. The run ids."""
     judges = judges or {}
@@ -79,9 +82,9 @@ def insert_experiment(
     for by_example in scores.values():
         for eid, values in by_example.items():
             examples[eid] = max(examples.get(eid, 0), len(values))
-    evaluators = [
+    recorded = [
         {"name": n, "kind": "judge" if n in judges else "code", "hash": "", "calibrated": None}
-        for n in scores
+        for n in (scores if evaluators is None else evaluators)
     ]
     created = START + timedelta(minutes=minutes)
     runs: list[tuple[Any, ...]] = []
@@ -116,7 +119,7 @@ def insert_experiment(
                 experiment_id,
                 task,
                 dataset_id,
-                json.dumps(evaluators),
+                json.dumps(recorded),
                 max(examples.values(), default=1),
                 status,
                 json.dumps({"git_commit": "abc123", "git_dirty": False}),
@@ -136,14 +139,19 @@ def insert_experiment(
                 if value is None:
                     continue
                 judge = name in judges
+                said: dict[str, Any] = (
+                    {"explanation": value, "metadata": {"error": "cannot_evaluate"}}
+                    if isinstance(value, str)
+                    else {"score": value}
+                )
                 items.append(
                     AnnotationInput(
                         target_kind=TargetKind.EXPERIMENT_RUN,
                         target_id=f"{experiment_id}:{eid}:{rep}",
                         name=name,
-                        score=value,
                         annotator_kind=AnnotatorKind.LLM if judge else AnnotatorKind.CODE,
                         annotator=f"{name}@{judges[name] if judge else 'code'}",
+                        **said,
                     )
                 )
     if items:

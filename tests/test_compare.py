@@ -179,6 +179,60 @@ def test_a_failed_run_without_a_score_counts_as_a_fail_and_a_timeout(store: Stor
     assert [c.status for c in found.verdict.checks] == ["pass", "pass", "fail", "fail"]
 
 
+def test_an_evaluator_error_where_the_baseline_scored_is_a_regression_counted_as_0(
+    store: Store,
+) -> None:
+    ids = insert_dataset(store, ["a", "b", "c", "d"])
+    base = {"correct": {ids[0]: [1.0], ids[1]: [1.0], ids[2]: [0.0], ids[3]: [1.0]}}
+    insert_experiment(store, "exp_a", base)
+    error = "cannot_evaluate: the output has no 'answer'"
+    insert_experiment(store, "exp_b", {"correct": {e: [error] for e in ids}}, minutes=5)
+    found = comparison_for(store, "exp_b", "exp_a")
+    assert not any("one experiment only" in note for note in found.notes), found.notes
+    (correct,) = found.evaluators
+    # every example regressed, the one the baseline failed too: the candidate could not be scored
+    assert (correct.regressed, correct.errors, correct.examples) == (4, 4, 4)
+    assert (correct.baseline_mean, correct.candidate_mean) == (0.75, 0.0)  # errors count as 0
+    assert {x.change for x in found.examples} == {"regressed"}
+    score = found.examples[0].evaluators["correct"]
+    assert score.error == f"evaluator error: {error}"
+    assert found.verdict is not None and found.verdict.status == "fail"
+    assert "evaluator error: cannot_evaluate" in found.verdict.reasons[0]
+    # the same error in both experiments is no change
+    insert_experiment(store, "exp_c", {"correct": {e: [error] for e in ids}}, minutes=10)
+    same = comparison_for(store, "exp_c", "exp_b")
+    assert same.evaluators[0].regressed == 0 and same.evaluators[0].errors == 0
+
+
+def test_a_failure_on_a_lower_is_better_evaluator_is_a_regression_left_out_of_the_means(
+    store: Store,
+) -> None:
+    ids = insert_dataset(store, ["a", "b", "c"])
+    store.run_write(
+        lambda c: c.execute(
+            "INSERT INTO annotation_configs VALUES ('steps', 'CONTINUOUS', NULL, NULL, NULL, "
+            "'MINIMIZE', NULL, now()::TIMESTAMP, now()::TIMESTAMP)"
+        )
+    )
+    insert_experiment(store, "exp_a", {"steps": {ids[0]: [5.0], ids[1]: [5.0], ids[2]: [4.0]}})
+    insert_experiment(
+        store,
+        "exp_b",
+        {"steps": {ids[0]: [3.0], ids[1]: ["timeout: no answer"], ids[2]: [None]}},
+        run_status={(ids[2], 0): "crash"},
+        minutes=5,
+    )
+    found = comparison_for(store, "exp_b", "exp_a")
+    (steps,) = found.evaluators
+    assert (steps.improved, steps.regressed, steps.errors, steps.examples) == (1, 2, 2, 3)
+    assert (steps.baseline_mean, steps.candidate_mean) == (5.0, 3.0)  # the scored example
+    changes = {x.example_id: x.evaluators["steps"] for x in found.examples}
+    assert changes[ids[1]].error == "evaluator error: timeout: no answer"
+    assert changes[ids[2]].error == "crash: crash after 5 s"
+    assert changes[ids[2]].candidate is None and changes[ids[2]].change == "regressed"
+    assert found.verdict is not None and found.verdict.status == "fail"
+
+
 def test_lower_is_better_when_the_annotation_config_says_minimize(store: Store) -> None:
     ids = insert_dataset(store, ["a"])
     store.run_write(
@@ -252,6 +306,33 @@ def test_a_bad_gate_spec_is_refused_listing_the_rule_forms(spec: str) -> None:
     assert refused.value.code == ErrorCode.INVALID_ARGUMENT
     assert "min:EVALUATOR>=X" in str(refused.value)
     assert "max_delta:METRIC<=+X or +X%" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "number"),
+    [("min:correct>=inf", "inf"), ("min:correct>=nan", "nan"), ("max:steps<=-inf", "-inf"),
+     ("max_delta:latency_p95<=+1e999%", "+1e999"), ("min_delta:cost>=1_0", "1_0"),
+     ("min:correct>=high", "high"), ("min_examples:-5", "-5"), ("min_examples:2.5", "2.5")],
+)  # fmt: skip
+def test_an_invalid_number_is_named_with_its_rule(spec: str, number: str) -> None:
+    with pytest.raises(TraceproofError) as refused:
+        parse_gate(f"no_regressions,{spec}")
+    assert refused.value.code == ErrorCode.INVALID_ARGUMENT
+    said = str(refused.value)
+    assert f"The gate rule {spec!r} has an invalid number {number!r}" in said
+    assert "is not one the gate knows" not in said
+
+
+def test_gate_details_count_one_example_in_the_singular() -> None:
+    single = evaluator("correct", examples=1, mde=None, p_adjusted=0.5)
+    one = synthetic(examples_compared=1, evaluators=[single])
+    verdict = evaluate_gate(one, "min_examples:1,significant:correct")
+    details = [c.detail for c in verdict.checks]
+    assert details[0] == "1 example in both"
+    assert details[2] == "1 example compared (≥ 1)"
+    assert details[3].startswith("1 example is too few")
+    regressed = evaluate_gate(one, "no_regressions").checks[2].detail
+    assert regressed.startswith("1 example regressed: e1")
 
 
 def evaluator(name: str, **values: Any) -> EvaluatorComparison:
@@ -357,6 +438,49 @@ def test_nothing_compared_or_an_unfinished_experiment_is_inconclusive() -> None:
     assert "candidate exp_b is running" in verdict.reasons[0]
 
 
+def test_no_regressions_is_inconclusive_when_the_candidate_lacks_evaluators_or_examples() -> None:
+    clean = synthetic(examples=[], evaluators=[evaluator("correct", regressed=0)])
+    assert evaluate_gate(clean, "no_regressions").status == "pass"
+    lacking = clean.model_copy(update={"evaluators_only_baseline": ["has_a"]})
+    for spec in (
+        "no_regressions",
+        "no_regressions,calibrated_judges",
+        "no_significant_regressions",
+    ):
+        verdict = evaluate_gate(lacking, spec)
+        assert verdict.status == "inconclusive", (spec, verdict.reasons)
+        assert "has_a" in verdict.reasons[0]
+    assert evaluate_gate(lacking, "no_regressions:correct").status == "pass"
+    assert evaluate_gate(lacking, "no_regressions:has_a").status == "inconclusive"
+    partial = clean.model_copy(update={"examples_only_baseline": 1})
+    verdict = evaluate_gate(partial, "no_regressions")
+    assert verdict.status == "inconclusive"
+    assert "1 of the baseline's 41 examples" in verdict.reasons[0]
+    assert "min_examples:N" in verdict.reasons[0]  # how to accept fewer
+    assert evaluate_gate(partial, "no_regressions,min_examples:40").status == "pass"
+    assert evaluate_gate(partial, "no_regressions,min_examples:41").status == "inconclusive"
+    # a regression still fails
+    assert evaluate_gate(synthetic(examples_only_baseline=1), "no_regressions").status == "fail"
+
+
+def test_the_default_gate_does_not_pass_a_candidate_without_the_baselines_evaluators(
+    store: Store,
+) -> None:
+    ids = insert_dataset(store, ["a", "b", "c", "d"])
+    insert_experiment(store, "exp_a", {"correct": {e: [1.0] for e in ids}})
+    insert_experiment(
+        store, "exp_b", {"correct": {e: [None] for e in ids}}, evaluators=[], minutes=5
+    )
+    found = comparison_for(store, "exp_b", "exp_a")
+    assert found.evaluators_only_baseline == ["correct"]
+    assert found.verdict is not None and found.verdict.status == "inconclusive"
+    assert "correct" in found.verdict.reasons[0]
+    insert_experiment(store, "exp_c", {"correct": {ids[0]: [1.0]}}, minutes=10)
+    subset = comparison_for(store, "exp_c", "exp_a")
+    assert subset.examples_only_baseline == 3
+    assert subset.verdict is not None and subset.verdict.status == "inconclusive"
+
+
 # -- the tool over MCP ------------------------------------------------------------------------
 
 
@@ -381,7 +505,8 @@ async def test_compare_experiments_pages_the_changed_examples_within_the_budget(
     assert answer["verdict"]["status"] == "fail"
     assert answer["baseline"]["id"] == "exp_base"  # auto: the stored baseline
     assert answer["examples"][0]["change"] == "mixed"
-    assert answer["examples_listed"] == 40  # quality moved on every example
+    assert answer["examples_changed"] == 40  # quality moved on every example
+    assert answer["examples_listed"] == len(answer["examples"])
     arguments: dict[str, Any] = {"candidate": "exp_cand", "max_chars": 3000}
     async with Client(create_mcp_server(store)) as client:
         seen, pages = await read_pages(client, arguments)
@@ -430,15 +555,62 @@ async def test_compare_experiments_says_what_to_do_without_a_baseline(store: Sto
     assert bad.content[0].text.startswith("[invalid_argument] The gate rule 'min:ok>0.5'")
 
 
-def test_set_baseline_after_a_comparison_replaces_the_baseline(store: Store) -> None:
+def stored_baseline(store: Store) -> Any:
+    with store.reader() as reader:
+        return reader.scalar("SELECT experiment_id FROM experiment_baselines")
+
+
+def test_set_baseline_after_a_comparison_replaces_the_baseline_only_on_pass(
+    store: Store,
+) -> None:
     insert_comparison(store)
-    answer = compare_experiments(store, candidate="exp_cand", set_baseline=True)
+    failed = compare_experiments(store, candidate="exp_cand", set_baseline=True)
+    assert failed.verdict is not None and failed.verdict.status == "fail"
+    assert failed.baseline_set is not None
+    assert failed.baseline_set.startswith("Baseline kept: exp_base (the verdict is fail;")
+    assert stored_baseline(store) == "exp_base"
+    unsure = compare_experiments(
+        store, candidate="exp_cand", gate="min_examples:100", set_baseline=True
+    )
+    assert unsure.baseline_set is not None and "the verdict is inconclusive" in unsure.baseline_set
+    assert stored_baseline(store) == "exp_base"
+    answer = compare_experiments(
+        store, candidate="exp_cand", gate="min:quality>=0.6", set_baseline=True
+    )
     assert answer.baseline is not None and answer.baseline.id == "exp_base"
     assert answer.baseline_set == (
         "exp_cand is the baseline of task 'qa' on dataset ds_000000000001 (was exp_base)."
     )
-    with store.reader() as reader:
-        assert reader.scalar("SELECT experiment_id FROM experiment_baselines") == "exp_cand"
+    assert stored_baseline(store) == "exp_cand"
+    # the candidate as its own baseline: set without comparing, whatever it would say
+    forced = compare_experiments(
+        store, candidate="exp_base", baseline="exp_base", set_baseline=True
+    )
+    assert forced.baseline_set is not None and forced.baseline_set.startswith("exp_base is the")
+    assert stored_baseline(store) == "exp_base"
+
+
+def test_a_name_several_experiments_carry_is_refused_listing_their_ids(store: Store) -> None:
+    insert_comparison(store)
+    store.run_write(lambda c: c.execute("UPDATE experiments SET name = 'nightly'"))
+    for arguments in ({"candidate": "nightly"}, {"candidate": "exp_cand", "baseline": "nightly"}):
+        with pytest.raises(TraceproofError) as refused:
+            compare_experiments(store, **arguments)
+        assert refused.value.code == ErrorCode.INVALID_ARGUMENT
+        assert "'nightly' names 2 experiments: exp_cand, exp_base (newest first)" in str(
+            refused.value
+        )
+    assert compare_experiments(store, candidate="exp_cand").candidate.id == "exp_cand"
+
+
+def test_examples_listed_counts_the_examples_in_the_answer(store: Store) -> None:
+    insert_comparison(store, examples=40)
+    whole = compare_experiments(store, candidate="exp_cand", max_chars=80_000)
+    assert whole.examples_listed == len(whole.examples) == whole.examples_changed == 40
+    for chars in (1000, 3000, 20_000):
+        page = compare_experiments(store, candidate="exp_cand", max_chars=chars)
+        assert page.truncated and page.examples_listed == len(page.examples)
+        assert page.examples_changed == 40
 
 
 # -- the CLI ----------------------------------------------------------------------------------
@@ -497,6 +669,27 @@ def test_the_cli_exits_with_the_verdict_and_writes_the_markdown_summary(
     assert cli(db, "baseline", "qa", "--dataset", "nope").returncode == 3
 
 
+def test_the_baseline_command_sets_one_through_a_server_and_refuses_an_ambiguous_name(
+    store: Store,
+) -> None:
+    from tests.conftest import LiveServer
+    from traceproof.cli_compare import _baseline
+    from traceproof.remote import RemoteStore
+
+    insert_comparison(store)
+    with LiveServer(store, store.settings) as server:
+        remote = RemoteStore(server.url)
+        moved = _baseline(remote, "qa", "qa", "exp_cand")
+        assert (moved["experiment_id"], moved["previous"]) == ("exp_cand", "exp_base")
+        assert stored_baseline(store) == "exp_cand"  # though exp_cand fails the default gate
+        store.run_write(lambda c: c.execute("UPDATE experiments SET name = 'nightly'"))
+        for where in (remote, store):
+            with pytest.raises(TraceproofError) as refused:
+                _baseline(where, "qa", "qa", "nightly")
+            assert refused.value.code == ErrorCode.INVALID_ARGUMENT
+            assert "'nightly' names 2 experiments: exp_cand, exp_base" in str(refused.value)
+
+
 def test_finish_run_returns_the_exit_code_for_experiment_run(store: Store, tmp_path: Path) -> None:
     insert_comparison(store)
     summary = tmp_path / "s.md"
@@ -523,6 +716,30 @@ def test_finish_run_through_the_server_holding_the_store_reads_every_page(
         assert finish_run(remote, "exp_cand", "exp_base", "min:quality>=0.6", None, None) == 0
         assert finish_run(remote, "exp_nope", None, None, None, None) == 3
     assert "### Regressions (1)" in summary.read_text()
+
+
+def test_the_cli_json_is_the_tools_answer_with_every_field(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.conftest import LiveServer
+    from traceproof.remote import RemoteStore
+
+    insert_comparison(store, examples=30)
+    assert finish_run(store, "exp_cand", None, None, None, None, as_json=True) == 1
+    local = json.loads(capsys.readouterr().out)
+    tool = compare_experiments(store, candidate="exp_cand").model_dump(mode="json")
+    assert set(local) == set(tool)
+    for key in ("examples_only_baseline", "examples_only_candidate", "next_cursor"):
+        assert local[key] is None
+    assert local["truncated"] is False
+    assert local["examples_listed"] == len(local["examples"]) == local["examples_changed"] == 30
+    with LiveServer(store, store.settings) as server:
+        remote = RemoteStore(server.url)
+        assert finish_run(remote, "exp_cand", None, None, None, None, as_json=True) == 1
+    through = json.loads(capsys.readouterr().out)
+    assert set(through) == set(local)
+    assert through["examples"] == local["examples"]
+    assert (through["truncated"], through["examples_listed"]) == (False, 30)
 
 
 def test_the_markdown_summary_escapes_what_would_break_its_tables() -> None:

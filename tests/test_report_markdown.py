@@ -79,3 +79,26 @@ def test_at_most_top_regressions_are_listed_and_the_rest_counted() -> None:
     text = summary_markdown(_model(comparison()), top=1)
     assert len([r for r in _rows(_html(text)) if len(r) == 6]) == 2  # the header and one
     assert "… and 1 more (`traceproof experiment compare --json`)." in text
+
+
+def test_html_and_markdown_syntax_from_the_application_render_as_text() -> None:
+    hostile = (
+        "<b>bold</b> [link](http://x.test) ![img](http://y.test/i.png) **strong** _em_ ~~del~~"
+    )
+    comp = comparison()
+    comp["examples"][0]["input_preview"] = hostile
+    comp["examples"][0]["candidate_output"] = hostile
+    comp["notes"] = [f"evaluator error: {hostile}"]
+    html = (
+        MarkdownIt("commonmark")
+        .enable(["table", "strikethrough"])
+        .render(summary_markdown(_model(comp)))
+    )
+    for tag in ("<a ", "<img", "<b>", "<strong>", "<em>", "<s>", "<del>"):
+        assert tag not in html, tag
+    regressions = [r for r in _rows(html) if len(r) == 6][1:]
+    shown = "&lt;b&gt;bold&lt;/b&gt; [link](http://x.test) ![img](http://y.test/i.png) "
+    assert regressions[0][2].startswith(shown)  # the input, as the application wrote it
+    assert regressions[0][2].endswith("**strong** _em_ ~~del~~")
+    assert regressions[0][4].startswith(shown)
+    assert f"evaluator error: {shown}" in html

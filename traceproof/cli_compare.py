@@ -4,7 +4,8 @@
 an experiment with its baseline (on the store, or through the server that holds it) and exits
 with the verdict: 0 pass, 1 fail, 2 inconclusive, 3 when it could not run (no such experiment,
 no baseline, a bad gate spec or option, a store error). ``--json`` prints the comparison with
-its verdict; ``--summary-md`` writes the Markdown summary
+its verdict, the answer of ``compare_experiments`` with every changed example and every field;
+``--summary-md`` writes the Markdown summary
 (:func:`traceproof.experiments.summary.summary_markdown`) for a CI job summary or a PR comment.
 
 ``baseline TASK --dataset D [--set ID]`` shows (or sets) the baseline of a task on a dataset.
@@ -68,10 +69,10 @@ def load_comparison(
     store: Store | RemoteStore, candidate: str, baseline: str | None, gate: str | None
 ) -> Comparison:
     """The comparison with its verdict: every example on a local store; through a server, the
-    changed examples (every page of ``compare_experiments``)."""
-    if isinstance(store, Store):
-        from traceproof.tools.compare import comparison_for
+    changed examples (every page of ``compare_experiments``, as its answer)."""
+    from traceproof.tools.compare import ComparisonAnswer, comparison_for
 
+    if isinstance(store, Store):
         return comparison_for(store, candidate, baseline, gate)
     arguments: dict[str, Any] = {"candidate": candidate, "max_chars": 80_000}
     if baseline is not None:
@@ -83,7 +84,7 @@ def load_comparison(
     while page.get("next_cursor"):
         page = store.call_tool("compare_experiments", arguments | {"cursor": page["next_cursor"]})
         found["examples"] = found.get("examples", []) + page.get("examples", [])
-    return Comparison.model_validate(found)
+    return ComparisonAnswer.model_validate(found)
 
 
 def _write(path: Path, text: str) -> None:
@@ -135,8 +136,10 @@ def finish_run(
     except OSError as exc:
         _say_error(f"[invalid_argument] Could not write {exc.filename}: {exc.strerror}.")
         return NOT_RUN
-    if as_json:
-        click.echo(comparison.model_dump_json(indent=2, exclude_none=True))
+    if as_json:  # the tool's answer, every page, every field
+        from traceproof.tools.compare import answer_of
+
+        click.echo(answer_of(comparison).model_dump_json(indent=2))
     else:
         show(comparison, console or Console())
     assert comparison.verdict is not None
@@ -300,8 +303,15 @@ def _baseline(
     exp = _rows(
         store,
         f"SELECT id, task, dataset_id FROM experiments WHERE id = {_sql_text(set_to)} OR name = "
-        f"{_sql_text(set_to)} ORDER BY id = {_sql_text(set_to)} DESC, created_at DESC LIMIT 1",
+        f"{_sql_text(set_to)} ORDER BY id = {_sql_text(set_to)} DESC, created_at DESC, id "
+        "LIMIT 10",
     )
+    if len(exp) > 1 and exp[0][0] != set_to:
+        raise TraceproofError(
+            f"{set_to!r} names {len(exp)}{'+' if len(exp) == 10 else ''} experiments: "
+            f"{', '.join(str(r[0]) for r in exp)} (newest first). Pass one of their ids.",
+            code=ErrorCode.INVALID_ARGUMENT,
+        )
     if not exp:
         raise TraceproofError(
             f'No experiment {set_to!r}. Run `traceproof sql "SELECT id, task, status FROM '
@@ -317,7 +327,11 @@ def _baseline(
             code=ErrorCode.INVALID_ARGUMENT,
         )
     if isinstance(store, RemoteStore):
-        store.call_tool("compare_experiments", {"candidate": exp_id, "set_baseline": True})
+        # the candidate as its own baseline: set without comparing
+        store.call_tool(
+            "compare_experiments",
+            {"candidate": exp_id, "baseline": exp_id, "set_baseline": True},
+        )
     else:
         from traceproof.storage.comparison import set_baseline
 
@@ -381,7 +395,7 @@ def show(comparison: Comparison, console: Console) -> None:
     regressions = [x for x in comparison.examples if x.change in ("regressed", "mixed")]
     for x in regressions[:10]:
         worse = ", ".join(
-            f"{name} {_n(s.baseline)}→{_n(s.candidate)}"
+            f"{name} {_n(s.baseline)}→{_n(s.candidate)}" + (f" ({s.error})" if s.error else "")
             for name, s in x.evaluators.items()
             if s.change == "regressed"
         )

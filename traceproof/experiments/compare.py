@@ -11,8 +11,15 @@ adds it). The rules, precisely:
   current annotation of that name (the evaluator's own, CODE or LLM, before a person's; the
   newest), its ``score``, else its label read as pass/fail (:data:`PASS_LABELS`,
   :data:`FAIL_LABELS`). A run that failed (error, timeout, crash, bad output) and carries no
-  score for one of its experiment's evaluators scores 0 on it (when higher is better): an
-  application that crashes has not passed.
+  score for one of its experiment's evaluators, or whose evaluator errored (an annotation with
+  ``metadata.error`` and no score), scores 0 on it when higher is better: an application that
+  crashes, or that the evaluator cannot score, has not passed. When lower is better there is
+  no worst score, and such a run has none.
+- **Failures are regressions**: when the candidate failed on an example (a run or the
+  evaluator, as above) where the baseline did not, the example ``regressed`` on that evaluator
+  whatever the scores, with the reason (``evaluator error: ...`` or the run's status) in its
+  ``error`` and counted in the evaluator's ``errors``; when lower is better it is left out of
+  the means and the test (it has no score). A note says how they were counted.
 - **Repetitions are grouped by example**: an example's score is the mean of its runs' scores.
 - **Per example and evaluator**: ``flaky`` when the baseline's own repetitions disagree and the
   candidate's mean lies within their range (the candidate did nothing the baseline's noise does
@@ -154,22 +161,44 @@ def chosen_annotations(scores: Iterable[Mapping[str, Any]]) -> dict[tuple[str, s
     return chosen
 
 
-def _run_scores(data: ExperimentData, directions: Mapping[str, str]) -> dict[str, dict[str, float]]:
-    """``{run_id: {evaluator: score}}``; failed runs without a score score 0 on their
-    experiment's evaluators where higher is better."""
-    found: dict[str, dict[str, float]] = defaultdict(dict)
+@dataclass
+class _Scores:
+    """What an experiment's runs scored, ``values[run][evaluator]``, and where a run has no
+    score of its own why not (``failures[run][evaluator]``: the run failed, or the evaluator
+    errored); a failure scores 0 when higher is better."""
+
+    values: dict[str, dict[str, float]]
+    failures: dict[str, dict[str, str]]
+
+
+def _run_scores(data: ExperimentData, directions: Mapping[str, str], chars: int) -> _Scores:
+    """The scores of ``data``'s runs (see the module docstring)."""
+    values: dict[str, dict[str, float]] = defaultdict(dict)
     for (run_id, name), row in chosen_annotations(data.scores).items():
         value = score_of(row)
         if value is not None:
-            found[run_id][name] = value
+            values[run_id][name] = value
+    failures: dict[str, dict[str, str]] = defaultdict(dict)
     names = data.evaluator_names()
     for run in data.runs:
         if run["status"] == "ok":
             continue
+        reason = _failure(run, chars) or str(run["status"])
         for name in names:
-            if name not in found[run["id"]] and directions.get(name, "MAXIMIZE") == "MAXIMIZE":
-                found[run["id"]][name] = 0.0
-    return found
+            if name not in values[run["id"]]:
+                failures[run["id"]][name] = reason
+    for row in data.scores:  # newest first for each (run, name)
+        run_id, name = str(row["run_id"]), str(row["name"])
+        if row.get("error") is None or row["annotator_kind"] == "HUMAN":
+            continue
+        if name not in values[run_id] and name not in failures[run_id]:
+            said = one_line(str(row.get("explanation") or row["error"]), chars)
+            failures[run_id][name] = f"evaluator error: {said}"
+    for run_id, failed in failures.items():
+        for name in failed:
+            if directions.get(name, "MAXIMIZE") == "MAXIMIZE":
+                values[run_id][name] = 0.0
+    return _Scores(values, failures)
 
 
 # -- the comparison ---------------------------------------------------------------------------
@@ -238,64 +267,76 @@ def compare(
     base_runs = _by_example(baseline.runs)
     cand_runs = _by_example(candidate.runs)
     shared = sorted(set(base_runs) & set(cand_runs))
-    base_scores = _run_scores(baseline, directions)
-    cand_scores = _run_scores(candidate, directions)
-
-    def means(
-        runs: dict[str, list[dict[str, Any]]], scores: dict[str, dict[str, float]]
-    ) -> dict[str, dict[str, list[float]]]:
-        table: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for example in shared:
-            for run in runs[example]:
-                for name, value in scores.get(run["id"], {}).items():
-                    table[name][example].append(value)
-        return table
-
-    base_values = means(base_runs, base_scores)
-    cand_values = means(cand_runs, cand_scores)
-    names = sorted(set(base_values) & set(cand_values))
+    base_scores = _run_scores(baseline, directions, preview_chars)
+    cand_scores = _run_scores(candidate, directions, preview_chars)
+    base_values, base_fails = _tables(shared, base_runs, base_scores)
+    cand_values, cand_fails = _tables(shared, cand_runs, cand_scores)
+    base_names = set(base_values) | set(base_fails)
+    cand_names = set(cand_values) | set(cand_fails)
+    names = sorted(base_names & cand_names)
     notes: list[str] = []
-    one_sided = sorted(set(base_values) ^ set(cand_values))
+    one_sided = sorted(base_names ^ cand_names)
     if one_sided:
         notes.append(f"Scored by one experiment only (not compared): {', '.join(one_sided)}.")
+    # evaluators the baseline ran that the candidate did not score on any compared example
+    missing = [n for n in baseline.evaluator_names() if n in base_names - cand_names]
 
     rows: list[EvaluatorComparison] = []
     per_example: dict[str, dict[str, ExampleScore]] = defaultdict(dict)
     for name in names:
         maximize = directions.get(name, "MAXIMIZE") == "MAXIMIZE"
-        both = [e for e in shared if base_values[name].get(e) and cand_values[name].get(e)]
+        # a failure of the candidate where the baseline had none: a regression
+        failed = {
+            e: cand_fails[name][e][0]
+            for e in shared
+            if base_values[name].get(e) and cand_fails[name].get(e) and not base_fails[name].get(e)
+        }
+        both = [
+            e
+            for e in shared
+            if base_values[name].get(e) and (cand_values[name].get(e) or e in failed)
+        ]
         if not both:
             continue
-        b = [sum(base_values[name][e]) / len(base_values[name][e]) for e in both]
-        c = [sum(cand_values[name][e]) / len(cand_values[name][e]) for e in both]
         counts = dict.fromkeys(("improved", "regressed", "unchanged", "flaky"), 0)
-        for e, base_mean, cand_mean in zip(both, b, c, strict=True):
-            change = _change(base_values[name][e], cand_mean, maximize)
+        for e in both:
+            base = base_values[name][e]
+            cand = cand_values[name].get(e)
+            cand_mean = sum(cand) / len(cand) if cand else None
+            if e in failed:
+                change: Change = "regressed"
+            else:
+                assert cand_mean is not None
+                change = _change(base, cand_mean, maximize)
             counts[change] += 1
             per_example[e][name] = ExampleScore(
-                baseline=tidy(base_mean), candidate=tidy(cand_mean), change=change
+                baseline=tidy(sum(base) / len(base)),
+                candidate=_tidy(cand_mean),
+                change=change,
+                error=failed.get(e),
             )
-        every = [v for e in both for v in (*base_values[name][e], *cand_values[name][e])]
-        binary = all(v in (0.0, 1.0) for v in every)
-        d = [y - x for x, y in zip(b, c, strict=True)]
-        low, high = bootstrap_interval(d, resamples=resamples)
+        if failed:
+            counted = (
+                "as 0 in the means and the test"
+                if maximize
+                else "left out of the means and the test (lower is better: no score is the worst)"
+            )
+            notes.append(
+                f"{name}: the candidate failed on {_count(len(failed), 'example')} the baseline "
+                f"did not (a failed run or an evaluator error): counted as regressions, {counted}."
+            )
+        scored = [e for e in both if cand_values[name].get(e)]
+        if not scored:
+            continue
+        pairs = [(base_values[name][e], cand_values[name][e]) for e in scored]
         rows.append(
             EvaluatorComparison(
                 name=name,
-                kind="binary" if binary else "numeric",
                 lower_is_better=None if maximize else True,
                 examples=len(both),
-                baseline_mean=tidy(sum(b) / len(b)),
-                candidate_mean=tidy(sum(c) / len(c)),
-                delta=tidy(sum(d) / len(d)),
-                ci_low=tidy(low),
-                ci_high=tidy(high),
-                test="mcnemar_exact" if binary else "bootstrap+sign",
-                p_value=sign_test(d),
-                p_adjusted=1.0,
-                mde=_tidy(minimal_detectable_effect(d, b, binary=binary, alpha=alpha, power=power)),
                 uncalibrated=name in baseline.uncalibrated or name in candidate.uncalibrated,
-                **counts,
+                errors=len(failed),
+                **(_statistics(pairs, alpha=alpha, power=power, resamples=resamples) | counts),
             )
         )
     for row, adjusted in zip(rows, holm([r.p_value for r in rows]), strict=True):
@@ -308,8 +349,8 @@ def compare(
             per_example.get(e, {}),
             base_runs[e],
             cand_runs[e],
-            base_scores,
-            cand_scores,
+            base_scores.values,
+            cand_scores.values,
             inputs.get(e),
             preview_chars,
         )
@@ -330,7 +371,56 @@ def compare(
         ),
         examples=examples,
         notes=notes,
+        evaluators_only_baseline=missing,
     )
+
+
+def _statistics(
+    pairs: Sequence[tuple[list[float], list[float]]],
+    *,
+    alpha: float,
+    power: float,
+    resamples: int,
+) -> dict[str, Any]:
+    """Kind, means, delta, interval, test, p-value and MDE of an evaluator over its examples'
+    (baseline scores, candidate scores); ``p_adjusted`` is set once every evaluator has its
+    p-value (Holm)."""
+    b = [sum(base) / len(base) for base, _ in pairs]
+    c = [sum(cand) / len(cand) for _, cand in pairs]
+    binary = all(v in (0.0, 1.0) for base, cand in pairs for v in (*base, *cand))
+    d = [y - x for x, y in zip(b, c, strict=True)]
+    low, high = bootstrap_interval(d, resamples=resamples)
+    return {
+        "kind": "binary" if binary else "numeric",
+        "baseline_mean": tidy(sum(b) / len(b)),
+        "candidate_mean": tidy(sum(c) / len(c)),
+        "delta": tidy(sum(d) / len(d)),
+        "ci_low": tidy(low),
+        "ci_high": tidy(high),
+        "test": "mcnemar_exact" if binary else "bootstrap+sign",
+        "p_value": sign_test(d),
+        "p_adjusted": 1.0,
+        "mde": _tidy(minimal_detectable_effect(d, b, binary=binary, alpha=alpha, power=power)),
+    }
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _tables(
+    shared: Sequence[str], runs: Mapping[str, list[dict[str, Any]]], scores: _Scores
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, dict[str, list[str]]]]:
+    """Per evaluator and compared example the scores of its runs, and their failures."""
+    values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    failures: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for example in shared:
+        for run in runs[example]:
+            for name, value in scores.values.get(run["id"], {}).items():
+                values[name][example].append(value)
+            for name, reason in scores.failures.get(run["id"], {}).items():
+                failures[name][example].append(reason)
+    return values, failures
 
 
 def _by_example(runs: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -344,6 +434,10 @@ def _worsening(example: ExampleComparison, directions: Mapping[str, str]) -> flo
     """How much worse the candidate did on the example, summed over its evaluators."""
     total = 0.0
     for name, s in example.evaluators.items():
+        if s.candidate is None:
+            if s.change == "regressed":
+                return math.inf
+            continue
         worse = s.baseline - s.candidate
         if directions.get(name, "MAXIMIZE") != "MAXIMIZE":
             worse = -worse

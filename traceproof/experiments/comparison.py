@@ -50,7 +50,7 @@ class EvaluatorComparison(BaseModel):
     name: str
     kind: Literal["binary", "numeric"]
     lower_is_better: bool | None = Field(default=None, description="Its config says MINIMIZE.")
-    examples: int = Field(description="Examples both experiments scored.")
+    examples: int = Field(description="Examples compared on it.")
     baseline_mean: float
     candidate_mean: float
     delta: float = Field(description="candidate_mean - baseline_mean.")
@@ -66,6 +66,12 @@ class EvaluatorComparison(BaseModel):
     regressed: int
     unchanged: int
     flaky: int
+    errors: int = Field(
+        default=0,
+        description="Of the regressed: examples the candidate failed on (its run or the "
+        "evaluator) where the baseline did not; 0 in the means when higher is better, else "
+        "left out of them.",
+    )
     uncalibrated: bool = Field(default=False, description="A judge without passing calibration.")
 
 
@@ -79,8 +85,13 @@ class OperationalDelta(BaseModel):
 
 class ExampleScore(BaseModel):
     baseline: float
-    candidate: float
+    candidate: float | None = Field(default=None, description="None: it could not be scored.")
     change: Change
+    error: str | None = Field(
+        default=None,
+        description="The candidate failed where the baseline did not (its run or the "
+        "evaluator): a regression.",
+    )
 
 
 class ExampleComparison(BaseModel):
@@ -117,6 +128,10 @@ class Comparison(BaseModel):
     examples_compared: int = 0
     examples_only_baseline: int | None = None
     examples_only_candidate: int | None = None
+    evaluators_only_baseline: list[str] = Field(
+        default_factory=list,
+        description="Evaluators the baseline ran that scored none of the candidate's runs.",
+    )
     evaluators: list[EvaluatorComparison] = Field(default_factory=list)
     operational: list[OperationalDelta] = Field(default_factory=list)
     examples: list[ExampleComparison] = Field(default_factory=list)

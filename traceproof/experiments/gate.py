@@ -6,10 +6,14 @@ latency_p50, latency_p95, tokens, cost, tool_calls, errors, timeouts (the operat
 
 =================================  ===========================================================
 ``no_regressions[:EVALUATOR]``      fail when an example regressed (on that evaluator); flaky
-                                    examples (the baseline disagrees with itself) never count
+                                    examples (the baseline disagrees with itself) never count;
+                                    else inconclusive when the candidate has no scores of an
+                                    evaluator the baseline ran (without EVALUATOR), or did not
+                                    run some of the baseline's examples (unless the spec has
+                                    ``min_examples:N``, which then decides how many suffice)
 ``no_significant_regressions``      fail when an evaluator got significantly worse (Holm-adjusted
                                     p < alpha); inconclusive when one has too few examples to detect
-                                    anything (MDE None)
+                                    anything (MDE None) or the candidate lacks one the baseline ran
 ``min:EVALUATOR>=X``                the candidate's mean is at least X
 ``max:EVALUATOR<=X``                the candidate's mean is at most X
 ``max_delta:METRIC<=+X[%]``         candidate - baseline at most X (or X percent of the baseline)
@@ -83,17 +87,20 @@ METRIC_ALIASES = {
 }
 
 _NAME = r"(?P<name>[^,<>=]+?)"
-_NUMBER = r"(?P<value>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
+#: A threshold as a rule holds it: anything up to the end (or a ``%``), checked by :data:`NUMBER`.
+_VALUE = r"(?P<value>[^%]*?)"
+#: What a valid threshold is: a finite decimal number.
+NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _FORMS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("no_regressions", re.compile(rf"no_regressions(?::{_NAME})?")),
     ("no_significant_regressions", re.compile(r"no_significant_regressions")),
-    ("min", re.compile(rf"min:{_NAME}\s*>=\s*{_NUMBER}")),
-    ("max", re.compile(rf"max:{_NAME}\s*<=\s*{_NUMBER}")),
-    ("max_delta", re.compile(rf"max_delta:{_NAME}\s*<=\s*{_NUMBER}(?P<pct>%)?")),
-    ("min_delta", re.compile(rf"min_delta:{_NAME}\s*>=\s*{_NUMBER}(?P<pct>%)?")),
+    ("min", re.compile(rf"min:{_NAME}\s*>=\s*{_VALUE}")),
+    ("max", re.compile(rf"max:{_NAME}\s*<=\s*{_VALUE}")),
+    ("max_delta", re.compile(rf"max_delta:{_NAME}\s*<=\s*{_VALUE}(?P<pct>%)?")),
+    ("min_delta", re.compile(rf"min_delta:{_NAME}\s*>=\s*{_VALUE}(?P<pct>%)?")),
     ("significant", re.compile(rf"significant:{_NAME}")),
     ("calibrated_judges", re.compile(r"calibrated_judges")),
-    ("min_examples", re.compile(r"min_examples:(?P<value>\d+)")),
+    ("min_examples", re.compile(r"min_examples:\s*(?P<value>.*)")),
 )
 
 
@@ -138,11 +145,27 @@ def _rule(text: str) -> Rule:
             continue
         found = match.groupdict()
         name = (found.get("name") or "").strip() or None
-        value = float(found["value"]) if found.get("value") is not None else None
-        if value is not None and not math.isfinite(value):
-            break
+        value = _value(text, kind, found["value"]) if "value" in found else None
         return Rule(text, kind, name, value, bool(found.get("pct")))
     raise _invalid(f"The gate rule {text[:120]!r} is not one the gate knows.")
+
+
+def _value(text: str, kind: str, written: str) -> float:
+    """The threshold of a rule; ``[invalid_argument]`` naming the rule when it is not a finite
+    number (for ``min_examples``, a whole number of examples, 0 or more)."""
+    written = written.strip()
+    counts = kind == "min_examples"
+    valid = (
+        written.isascii() and written.isdigit() if counts else NUMBER.fullmatch(written) is not None
+    )
+    value = float(written) if valid else math.nan
+    if not math.isfinite(value):
+        want = "a whole number of examples, 0 or more" if counts else "a finite number"
+        raise _invalid(
+            f"The gate rule {text[:120]!r} has an invalid number {written[:40]!r}: "
+            f"{kind} takes {want}."
+        )
+    return value
 
 
 # -- the verdict ------------------------------------------------------------------------------
@@ -151,7 +174,11 @@ def _rule(text: str) -> Rule:
 def evaluate_gate(comparison: Comparison, spec: str, *, alpha: float = 0.05) -> Verdict:
     """The verdict of ``spec`` on ``comparison`` (see the module docstring)."""
     rules = parse_gate(spec)
-    checks = [*_preconditions(comparison), *(_check(comparison, r, alpha) for r in rules)]
+    counted = any(r.kind == "min_examples" for r in rules)
+    checks = [
+        *_preconditions(comparison),
+        *(_check(comparison, r, alpha, counted=counted) for r in rules),
+    ]
     failed = [c for c in checks if c.status == "fail"]
     unsure = [c for c in checks if c.status == "inconclusive"]
     if failed:
@@ -172,7 +199,7 @@ def _preconditions(comparison: Comparison) -> list[Check]:
     checks = []
     n = comparison.examples_compared
     if n:
-        checks.append(Check(rule="compared", status="pass", detail=f"{n} examples in both"))
+        checks.append(Check(rule="compared", status="pass", detail=f"{_examples(n)} in both"))
     else:
         checks.append(
             Check(rule="compared", status="inconclusive", detail="no example ran in both")
@@ -203,6 +230,10 @@ def _missing(comparison: Comparison, rule: Rule) -> Check:
     )
 
 
+def _examples(n: int) -> str:
+    return "1 example" if n == 1 else f"{n} examples"
+
+
 def _num(value: float) -> str:
     return f"{value:.4g}"
 
@@ -211,10 +242,39 @@ def _worse(e: EvaluatorComparison) -> bool:
     return e.delta > 0 if e.lower_is_better else e.delta < 0
 
 
-def _check(comparison: Comparison, rule: Rule, alpha: float) -> Check:
+def _unscored(comparison: Comparison, rule: Rule) -> Check | None:
+    """Inconclusive when the candidate lacks evaluators the baseline ran (a rule over every
+    evaluator cannot tell whether they regressed)."""
+    lacking = comparison.evaluators_only_baseline
+    if not lacking:
+        return None
+    return Check(
+        rule=rule.text,
+        status="inconclusive",
+        detail=f"the candidate has no scores of {', '.join(lacking)}, which the baseline ran: "
+        "run it with the same evaluators",
+    )
+
+
+def _uncompared(comparison: Comparison, rule: Rule) -> Check | None:
+    """Inconclusive when the candidate did not run some of the baseline's examples."""
+    left = comparison.examples_only_baseline or 0
+    if not left:
+        return None
+    total = comparison.examples_compared + left
+    return Check(
+        rule=rule.text,
+        status="inconclusive",
+        detail=f"the candidate did not run {left} of the baseline's {_examples(total)}: no "
+        "telling whether they regressed (run it on the same dataset version, or add "
+        "min_examples:N to the gate to accept N compared examples)",
+    )
+
+
+def _check(comparison: Comparison, rule: Rule, alpha: float, *, counted: bool) -> Check:
     kind = rule.kind
     if kind == "no_regressions":
-        return _no_regressions(comparison, rule)
+        return _no_regressions(comparison, rule, counted=counted)
     if kind == "no_significant_regressions":
         return _no_significant_regressions(comparison, rule, alpha)
     if kind == "calibrated_judges":
@@ -234,7 +294,7 @@ def _check(comparison: Comparison, rule: Rule, alpha: float) -> Check:
         return Check(
             rule=rule.text,
             status="pass" if ok else "inconclusive",
-            detail=f"{n} examples compared ({'≥' if ok else '<'} {need})",
+            detail=f"{_examples(n)} compared ({'≥' if ok else '<'} {need})",
         )
     if kind in ("max_delta", "min_delta"):
         return _delta(comparison, rule)
@@ -253,27 +313,39 @@ def _check(comparison: Comparison, rule: Rule, alpha: float) -> Check:
     return _significant(e, rule, alpha)
 
 
-def _no_regressions(comparison: Comparison, rule: Rule) -> Check:
+def _no_regressions(comparison: Comparison, rule: Rule, *, counted: bool) -> Check:
     if rule.name is not None and _evaluator(comparison, rule.name) is None:
         return _missing(comparison, rule)
-    regressed = [
-        x.example_id
-        for x in comparison.examples
-        if any(
-            s.change == "regressed"
+    regressed: list[str] = []
+    failures: list[str] = []
+    for x in comparison.examples:
+        scores = [
+            s
             for n, s in x.evaluators.items()
-            if rule.name is None or n == rule.name
-        )
-    ]
+            if s.change == "regressed" and (rule.name is None or n == rule.name)
+        ]
+        if scores:
+            regressed.append(x.example_id)
+            failures += [s.error for s in scores[:1] if s.error]
     on = f" on {rule.name}" if rule.name else ""
     flaky = sum(e.flaky for e in comparison.evaluators if rule.name in (None, e.name))
     if regressed:
         shown = ", ".join(regressed[:5]) + (" …" if len(regressed) > 5 else "")
+        failed = (
+            f" ({len(failures)} failed where the baseline did not, e.g. {failures[0][:160]})"
+            if failures
+            else ""
+        )
         return Check(
             rule=rule.text,
             status="fail",
-            detail=f"{len(regressed)} example(s) regressed{on}: {shown}",
+            detail=f"{_examples(len(regressed))} regressed{on}{failed}: {shown}",
         )
+    unsure = (None if rule.name else _unscored(comparison, rule)) or (
+        None if counted else _uncompared(comparison, rule)
+    )
+    if unsure is not None:
+        return unsure
     extra = f" ({flaky} flaky left out)" if flaky else ""
     return Check(rule=rule.text, status="pass", detail=f"no example regressed{on}{extra}")
 
@@ -285,6 +357,9 @@ def _no_significant_regressions(comparison: Comparison, rule: Rule, alpha: float
             f"{e.name} {_num(e.delta)} (p_adjusted {_num(e.p_adjusted)})" for e in worse
         )
         return Check(rule=rule.text, status="fail", detail=f"significantly worse: {detail}")
+    lacking = _unscored(comparison, rule)
+    if lacking is not None:
+        return lacking
     blind = [e.name for e in comparison.evaluators if e.mde is None]
     if blind or not comparison.evaluators:
         need = min_discordant(alpha)
@@ -313,7 +388,8 @@ def _significant(e: EvaluatorComparison, rule: Rule, alpha: float) -> Check:
         )
     if e.mde is None:
         detail = (
-            f"{e.examples} examples are too few for any significant result "
+            f"{_examples(e.examples)} {'is' if e.examples == 1 else 'are'} too few for any "
+            "significant result "
             f"(needs ≥ {min_discordant(alpha)})"
         )
     else:

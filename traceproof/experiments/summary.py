@@ -2,7 +2,8 @@
 comment: the verdict and its reasons, the per-evaluator table (means, delta, 95% interval,
 p-values, MDE, example counts), the operational deltas and the top regressions with their
 trace and run ids. GitHub-flavoured tables; cells escaped so an output cannot break them and
-shows as text (``<``, ``>`` and ``&`` as entities: no HTML of an output reaches the page).
+shows as text (``<``, ``>`` and ``&`` as entities: no HTML of an output reaches the page; ``[``,
+``]``, ``*``, ``_`` and ``~`` backslash-escaped: no link, image, emphasis or strikethrough).
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ CELL_CHARS = 120
 
 _ESCAPES = {"\\": "\\\\", "|": "\\|", "`": "'"}
 _CODE_SPECIAL = str.maketrans(_ESCAPES)
-_CELL_SPECIAL = str.maketrans(_ESCAPES | {"<": "&lt;", ">": "&gt;", "&": "&amp;"})
+#: Outside code spans: HTML as entities, and link, image, emphasis and strikethrough syntax
+#: backslash-escaped, so an input or output shows as it was written.
+_CELL_SPECIAL = str.maketrans(
+    _ESCAPES | {"<": "&lt;", ">": "&gt;", "&": "&amp;"} | {c: "\\" + c for c in "[]*_~"}
+)
 _BADGE = {"pass": "✅ PASS", "fail": "❌ FAIL", "inconclusive": "⚠️ INCONCLUSIVE"}
 
 
@@ -121,6 +126,7 @@ def _regressions(regressions: list[ExampleComparison], top: int) -> list[str]:
     for x in regressions[:top]:
         scores = ", ".join(
             f"{name} {_number(s.baseline)}→{_number(s.candidate)}"
+            + (f" ({s.error})" if s.error else "")
             for name, s in x.evaluators.items()
             if s.change == "regressed"
         )

@@ -1,6 +1,6 @@
 """What a comparison of two experiments reads, and the baselines it compares with.
 
-- :func:`get_experiment` / :func:`recent_experiments`: experiment rows (JSON columns parsed).
+- :func:`find_experiments` / :func:`recent_experiments`: experiment rows (JSON columns parsed).
 - :func:`experiment_runs`: an experiment's runs, by example and repetition.
 - :func:`run_scores`: the *current* ``experiment_run`` annotations on an experiment's runs
   (name, label, score, annotator), what its evaluators said about each run.
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 __all__ = [
     "example_inputs",
     "experiment_runs",
+    "find_experiments",
     "get_baseline",
-    "get_experiment",
     "list_baselines",
     "recent_experiments",
     "run_scores",
@@ -59,14 +59,17 @@ def _parsed(row: dict[str, Any], columns: Iterable[str]) -> dict[str, Any]:
 # -- experiments ------------------------------------------------------------------------------
 
 
-def get_experiment(reader: Reader, id_or_name: str) -> dict[str, Any] | None:
-    """The experiment of this id, else the newest one of this name; None when neither."""
+def find_experiments(reader: Reader, id_or_name: str, limit: int = 10) -> list[dict[str, Any]]:
+    """The experiment of this id (one row), else those of this name, newest first (at most
+    ``limit``); none when neither."""
     rows = reader.dicts(
         "SELECT * FROM experiments WHERE id = ? OR name = ? "
-        "ORDER BY id = ? DESC, created_at DESC, id LIMIT 1",
+        f"ORDER BY id = ? DESC, created_at DESC, id LIMIT {int(limit)}",
         [id_or_name, id_or_name, id_or_name],
     )
-    return _parsed(rows[0], _JSON_COLUMNS) if rows else None
+    if rows and rows[0]["id"] == id_or_name:
+        rows = rows[:1]
+    return [_parsed(row, _JSON_COLUMNS) for row in rows]
 
 
 def recent_experiments(
@@ -98,9 +101,11 @@ def experiment_runs(reader: Reader, experiment_id: str) -> list[dict[str, Any]]:
 
 def run_scores(reader: Reader, experiment_id: str) -> list[dict[str, Any]]:
     """The current annotations on an experiment's runs: run_id, name, label, score,
-    annotator_kind, annotator, updated_at; by run, name, then newest first."""
+    explanation, error (an evaluator error's kind, ``metadata.error``), annotator_kind,
+    annotator, updated_at; by run, name, then newest first."""
     return reader.dicts(
-        "SELECT a.target_id AS run_id, a.name, a.label, a.score, a.annotator_kind, "
+        "SELECT a.target_id AS run_id, a.name, a.label, a.score, a.explanation, "
+        "json_extract_string(a.metadata, '$.error') AS error, a.annotator_kind, "
         "a.annotator, a.updated_at FROM annotations a "
         "JOIN experiment_runs r ON r.id = a.target_id "
         "WHERE a.target_kind = 'experiment_run' AND r.experiment_id = ? "

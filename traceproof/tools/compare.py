@@ -2,13 +2,17 @@
 
 The baseline is an experiment id (or name), or ``auto`` (the default): the stored baseline of the
 candidate's (task, dataset) (``experiment_baselines``). ``set_baseline=true`` makes the candidate
-that baseline after comparing (with no baseline stored yet it only sets it): a separate tool
-would cost every agent turn more than one boolean parameter does.
+that baseline after comparing when the verdict is ``pass`` (else ``baseline_set`` says the
+baseline was kept and why); with no baseline stored yet, or with the candidate as its own
+``baseline``, it only sets it, without comparing (how a person or an agent moves the baseline
+on purpose). A separate tool would cost every agent turn more than one boolean parameter does.
+A name that several experiments carry is refused listing their ids (names are labels).
 
 The answer is the comparison object of :mod:`traceproof.experiments.compare` with the verdict of
 :mod:`traceproof.experiments.gate`; its examples are the changed ones (regressed first, then
 mixed, improved, flaky; unchanged examples are counted, not listed), with previews clipped to
-:data:`PREVIEW_CHARS`, as many as the budget holds, the rest paged by cursor.
+:data:`PREVIEW_CHARS`, as many as the budget holds (``examples_listed``; ``examples_changed``
+over every page), the rest paged by cursor.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from traceproof.storage import Store
 from traceproof.storage.comparison import (
     example_inputs,
     experiment_runs,
+    find_experiments,
     get_baseline,
-    get_experiment,
     recent_experiments,
     run_scores,
     score_directions,
@@ -52,8 +56,16 @@ from traceproof.tools.common import (
 )
 from traceproof.tools.paging import largest_fit
 
-__all__ = ["ComparisonAnswer", "compare_experiments", "comparison_for", "load_experiment"]
+__all__ = [
+    "ComparisonAnswer",
+    "answer_of",
+    "compare_experiments",
+    "comparison_for",
+    "load_experiment",
+]
 
+#: Experiments of one name listed when a name is ambiguous.
+NAME_MATCHES = 10
 #: Characters of each input and output preview in the tool's answer.
 PREVIEW_CHARS = 300
 #: What the answer says about previews and unchanged examples.
@@ -67,7 +79,8 @@ PREVIEW_NOTE = (
 class ComparisonAnswer(Comparison):
     """The comparison, its verdict, and the changed examples that fit."""
 
-    examples_listed: int = Field(default=0, description="Changed examples (all pages).")
+    examples_listed: int = Field(default=0, description="Examples in this answer.")
+    examples_changed: int = Field(default=0, description="Changed examples (all pages).")
     examples_unchanged: int | None = Field(default=None, description="Not listed.")
     baseline_set: str | None = Field(default=None, description="What set_baseline did.")
     truncated: bool = False
@@ -86,7 +99,9 @@ def compare_experiments(
         str | None,
         Field(description="Rules, e.g. no_regressions,min:correct>=0.9"),
     ] = None,
-    set_baseline: Annotated[bool, Field(description="Make candidate the baseline.")] = False,
+    set_baseline: Annotated[
+        bool, Field(description="Make candidate the baseline on pass.")
+    ] = False,
     cursor: Cursor = None,
     max_chars: MaxChars = None,
 ) -> ComparisonAnswer:
@@ -107,25 +122,38 @@ def compare_experiments(
             )
         offset = found[0]
         set_baseline = False  # the first page did it
-    if set_baseline and (baseline in (None, "auto")):
-        with store.reader() as reader:
-            row = _experiment(reader, candidate)
-            stored = get_baseline(reader, row["task"], row["dataset_id"])
-        if stored is None or stored == row["id"]:
-            done = _promote(store, row)
-            return ComparisonAnswer(candidate=reference(row), baseline_set=done, notes=[done])
-    comparison = comparison_for(store, candidate, baseline, spec, preview_chars=PREVIEW_CHARS)
-    answer = ComparisonAnswer(**{k: getattr(comparison, k) for k in Comparison.model_fields})
     if set_baseline:
         with store.reader() as reader:
             row = _experiment(reader, candidate)
-        answer.baseline_set = _promote(store, row)
-    changed = [x for x in answer.examples if x.change != "unchanged"]
-    answer.examples_listed = len(changed)
-    answer.examples_unchanged = (len(answer.examples) - len(changed)) or None
-    if changed:
+            stored = get_baseline(reader, row["task"], row["dataset_id"])
+            itself = (
+                baseline not in (None, "auto") and _experiment(reader, baseline)["id"] == row["id"]
+            )
+        if itself or (baseline in (None, "auto") and stored in (None, row["id"])):
+            done = _promote(store, row)
+            return ComparisonAnswer(candidate=reference(row), baseline_set=done, notes=[done])
+    comparison = comparison_for(store, candidate, baseline, spec, preview_chars=PREVIEW_CHARS)
+    answer = answer_of(comparison)
+    if set_baseline:
+        answer.baseline_set = _promote_on_pass(store, comparison)
+    if answer.examples:
         answer.notes.append(PREVIEW_NOTE.format(chars=PREVIEW_CHARS))
-    return _fit(answer, changed, offset, chars, key)
+    return _fit(answer, answer.examples, offset, chars, key)
+
+
+def answer_of(comparison: Comparison) -> ComparisonAnswer:
+    """The answer of ``comparison`` with every changed example (unchanged ones counted):
+    what every page of ``compare_experiments`` holds together, and the CLI's ``--json``."""
+    if isinstance(comparison, ComparisonAnswer):
+        answer = comparison.model_copy(update={"truncated": False, "next_cursor": None})
+    else:
+        answer = ComparisonAnswer(**{k: getattr(comparison, k) for k in Comparison.model_fields})
+        changed = [x for x in answer.examples if x.change != "unchanged"]
+        answer.examples = changed
+        answer.examples_changed = len(changed)
+        answer.examples_unchanged = (len(comparison.examples) - len(changed)) or None
+    answer.examples_listed = len(answer.examples)
+    return answer
 
 
 def _fit(
@@ -145,6 +173,7 @@ def _fit(
         return (base or answer).model_copy(
             update={
                 "examples": rest[:n],
+                "examples_listed": n,
                 "truncated": more,
                 "next_cursor": (
                     encode_cursor("compare_experiments", key, [offset + n]) if more else None
@@ -181,6 +210,21 @@ def _shrink(
     return answer
 
 
+def _promote_on_pass(store: Store, comparison: Comparison) -> str:
+    """Make the candidate the baseline when the verdict is ``pass``; else what was kept, why,
+    and how to set it anyway."""
+    assert comparison.verdict is not None and comparison.baseline is not None
+    cand = comparison.candidate
+    if comparison.verdict.status == "pass":
+        return _promote(store, {"task": cand.task, "dataset_id": cand.dataset_id, "id": cand.id})
+    return (
+        f"Baseline kept: {comparison.baseline.id} (the verdict is {comparison.verdict.status}; "
+        f"set_baseline makes the candidate the baseline only on pass). To make it the baseline "
+        f"anyway: compare_experiments(candidate={cand.id!r}, baseline={cand.id!r}, "
+        "set_baseline=true)."
+    )
+
+
 def _promote(store: Store, row: dict[str, Any]) -> str:
     task, dataset, exp = str(row["task"]), str(row["dataset_id"]), str(row["id"])
     before = set_baseline(store, task, dataset, exp)
@@ -192,7 +236,19 @@ def _promote(store: Store, row: dict[str, Any]) -> str:
 
 
 def _experiment(reader: Reader, id_or_name: str) -> dict[str, Any]:
-    row = get_experiment(reader, id_or_name)
+    """The experiment of this id or name; ``[invalid_argument]`` listing the ids when a name
+    is several experiments' (names are labels, nothing is picked silently)."""
+    found = find_experiments(reader, id_or_name, NAME_MATCHES)
+    if len(found) > 1:
+        ids = ", ".join(str(r["id"]) for r in found)
+        more = "+" if len(found) == NAME_MATCHES else ""
+        raise ToolFailure(
+            f"{id_or_name[:120]!r} names {len(found)}{more} experiments: {ids} (newest first). "
+            "Pass "
+            "one of their ids.",
+            code=ErrorCode.INVALID_ARGUMENT,
+        )
+    row = found[0] if found else None
     if row is None:
         recent = recent_experiments(reader)
         known = "; ".join(f"{r['id']} ({r['task']}, {r['status']})" for r in recent) or "none yet"
