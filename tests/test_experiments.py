@@ -369,6 +369,7 @@ def test_a_cancelled_experiment_kills_its_processes_and_a_resume_runs_only_what_
     wait_until(lambda: not alive(slow), what="the slow run to be killed")
     shown = get_experiment(fast, id=started.id)
     assert shown.status == "cancelled" and len(shown.runs) == 2
+    assert (shown.done, shown.total) == (2, 3)
     (tmp_path / "gate").unlink()
     resumed = run_experiment(fast, resume=started.id, wait=60)
     assert (resumed.id, resumed.status, resumed.total) == (started.id, "done", 1)
