@@ -369,6 +369,7 @@ def test_a_cancelled_experiment_kills_its_processes_and_a_resume_runs_only_what_
     wait_until(lambda: not alive(slow), what="the slow run to be killed")
     shown = get_experiment(fast, id=started.id)
     assert shown.status == "cancelled" and len(shown.runs) == 2
+    assert (shown.done, shown.total) == (2, 3)
     (tmp_path / "gate").unlink()
     resumed = run_experiment(fast, resume=started.id, wait=60)
     assert (resumed.id, resumed.status, resumed.total) == (started.id, "done", 1)
@@ -626,3 +627,54 @@ def test_runs_are_planned_in_example_id_order_across_versions(fast: Store, tmp_p
     plan = runner.plan_experiment(fast, config, task="echo", dataset="two")
     ids = [example["id"] for example, _ in plan.todo]
     assert ids == sorted(e.id for e in examples)
+
+
+def test_a_non_zero_exit_keeps_the_tail_of_stderr_from_a_line_start(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "for i in range(500): print('line', i, file=sys.stderr)\n"
+        "print('fatal: boom at the end', file=sys.stderr); sys.exit(1)\n"
+    )
+    outcome = one_run(command_task(code), tmp_path, {"input": {}})
+    error = outcome.error or ""
+    assert outcome.status == "error" and error.startswith("exit status 1: ")
+    assert error.endswith("line 499\nfatal: boom at the end")
+    assert len(error) <= runner.ERROR_CHARS
+    marker, first = error.removeprefix("exit status 1: ").split("\n")[:2]
+    assert "clipped" in marker and first.startswith("line ") and first[5:].isdigit()
+
+
+PY_VALUES = """
+import math, os
+
+def an_object(input):
+    return object()
+
+def a_set_inside(input):
+    return {"a": [1, {2, 3}]}
+
+def not_a_number(input):
+    return math.nan
+
+def dies(input):
+    os._exit(9)
+"""
+
+
+def test_a_python_value_json_cannot_hold_is_bad_output_naming_its_type(tmp_path: Path) -> None:
+    (tmp_path / "values.py").write_text(PY_VALUES)
+    for function, words in (
+        ("an_object", "a value of type object"),
+        ("a_set_inside", "a dict holding a value of type set"),
+        ("not_a_number", "a float that is not JSON"),
+    ):
+        toml = f'[tasks.t]\nfunction = "values:{function}"\n'
+        outcome = one_run(toml, tmp_path, {"input": {}})
+        assert outcome.status == "bad_output", (function, outcome)
+        assert words in (outcome.error or "") and outcome.output is None
+
+
+def test_a_python_worker_that_dies_is_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "values.py").write_text(PY_VALUES)
+    outcome = one_run('[tasks.t]\nfunction = "values:dies"\n', tmp_path, {"input": {}})
+    assert outcome.status == "crash" and "exit status 9" in (outcome.error or "")

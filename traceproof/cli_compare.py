@@ -28,7 +28,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from traceproof.cli import _settings, _store_or_remote, db_option, err
+from traceproof.cli_proof import NotRunCommand as _Command
 from traceproof.cli_proof import experiment
+from traceproof.cli_render import closed_pipe_ok, drawing_console
 from traceproof.cli_tools import error_for_people
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.experiments.compare import Comparison
@@ -40,18 +42,6 @@ __all__ = ["EXIT_CODES", "NOT_RUN", "finish_run", "load_comparison"]
 #: Exit status of each verdict; :data:`NOT_RUN` when there was none.
 EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 2}
 NOT_RUN = 3
-
-
-class _Command(click.Command):
-    """A command whose usage errors exit with :data:`NOT_RUN`: click's own 2 means
-    ``inconclusive`` here."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            exc.exit_code = NOT_RUN  # type: ignore[misc]  # click reads it from the instance
-            raise
 
 
 def _say_error(exc: TraceproofError | str) -> None:
@@ -94,16 +84,14 @@ def _write(path: Path, text: str) -> None:
 
 def _report(store: Store | RemoteStore, comparison: Comparison, path: Path) -> None:
     """The HTML report (:mod:`traceproof.experiments.report`): it reads the runs' traces from
-    the store itself, so not through a server."""
-    from traceproof.experiments.report import write_report
+    the store, so through a server the server makes it (``POST /api/v1/report``)."""
+    from traceproof.experiments.report import write_page, write_report
 
     if isinstance(store, RemoteStore):
-        raise TraceproofError(
-            f"A server at {store.url} holds the store, and the HTML report reads the runs' traces "
-            "from the store itself. Write it where the store is (stop the server, or run "
-            "`traceproof experiment report` after it stops); --summary-md works through a server.",
-            code=ErrorCode.NOT_AVAILABLE,
-        )
+        base = comparison.baseline.id if comparison.baseline else None
+        gate = comparison.verdict.gate if comparison.verdict else None
+        write_page(store.report_html(comparison.candidate.id, base, gate), path)
+        return
     write_report(store, comparison, path)
 
 
@@ -136,12 +124,13 @@ def finish_run(
     except OSError as exc:
         _say_error(f"[invalid_argument] Could not write {exc.filename}: {exc.strerror}.")
         return NOT_RUN
-    if as_json:  # the tool's answer, every page, every field
-        from traceproof.tools.compare import answer_of
+    with closed_pipe_ok():
+        if as_json:  # the tool's answer, every page, every field
+            from traceproof.tools.compare import answer_of
 
-        click.echo(answer_of(comparison).model_dump_json(indent=2))
-    else:
-        show(comparison, console or Console())
+            click.echo(answer_of(comparison).model_dump_json(indent=2))
+        else:
+            show(comparison, console or drawing_console())
     assert comparison.verdict is not None
     return EXIT_CODES[comparison.verdict.status]
 

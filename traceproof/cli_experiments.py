@@ -1,4 +1,4 @@
-"""``traceproof experiment run|show|cancel``: experiments for people and CI.
+"""``traceproof experiment run|show|list|cancel``: experiments for people and CI.
 
 ``experiment run`` runs a ``[tasks.NAME]`` of traceproof.toml on a dataset through the
 ``run_experiment`` tool, with a progress bar on a terminal. When a ``traceproof serve`` holds the
@@ -8,12 +8,15 @@ in-process on the configured ``--host``/``--port`` (``TRACEPROOF_PORT``, default
 application's spans reach the store. Exit status: 0 when the experiment ran (its runs may have
 failed: that is data), 3 when it could not run (bad config, unknown dataset, cancelled, port
 taken). The comparison with a baseline and the gate decide the exit status in
-:func:`_exit_status` (``--baseline`` / ``--gate``, added by the compare commands).
+:func:`_exit_status` (``--baseline`` / ``--gate``, added by the compare commands); what would
+fail that comparison only after every run (a bad gate, a missing baseline, a file that cannot be
+written) is refused before any run. The experiment's id goes to stderr as soon as it exists.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -27,7 +30,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from traceproof.cli import _settings, _store_or_remote, config_option, db_option
-from traceproof.cli_proof import experiment
+from traceproof.cli_proof import NotRunCommand, experiment
+from traceproof.cli_render import closed_pipe_ok, drawing_console
 from traceproof.cli_tools import call, emit, error_for_people, json_option
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.remote import RemoteStore
@@ -130,11 +134,14 @@ def _run_local(store: Store, arguments: dict[str, Any], bar: bool) -> dict[str, 
     def show(done: float, total: float | None, message: str | None = None) -> None:
         progress.update(task, completed=done, total=total)
 
+    started: list[str] = []
     with _receiver(store, store.settings), progress:
         try:
             with reporting_progress(show):
                 result = run_tool(store, "run_experiment", {**arguments, "wait": 0})
                 answer = result.model_dump(mode="json")
+                started.append(answer["id"])
+                _say_started(answer, arguments)
                 while answer["status"] == "running":
                     followed = follow(store, answer["id"], 5.0)
                     if followed is None:
@@ -142,20 +149,35 @@ def _run_local(store: Store, arguments: dict[str, Any], bar: bool) -> dict[str, 
                     answer = followed.model_dump(mode="json")
         except KeyboardInterrupt:
             for running in jobs_for(store).jobs():
+                started.append(getattr(running.meta, "id", ""))
                 running.cancel()
                 running.wait(30)
+            found = next((i for i in started if i), None)
+            if found is None or arguments.get("dry_run"):
+                _not_run("Cancelled; its processes were killed.")
             _not_run(
-                "Cancelled; its processes were killed. What it stored stays: "
-                "`traceproof experiment run --resume ID` runs what is missing."
+                f"Cancelled experiment {found}; its processes were killed. What it stored "
+                f"stays: `traceproof experiment run --resume {found}` runs what is missing."
             )
     return dict(answer)
+
+
+def _say_started(answer: dict[str, Any], arguments: dict[str, Any]) -> None:
+    """The experiment's id on stderr as soon as it exists: what a cancel, a resume or a
+    comparison names."""
+    if not arguments.get("dry_run"):
+        err.print(
+            f"experiment {answer['id']} {'resumed' if arguments.get('resume') else 'started'}",
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
 
 
 def _run_remote(store: RemoteStore, arguments: dict[str, Any], bar: bool) -> dict[str, Any]:
     progress = _bar(str(arguments.get("task") or arguments.get("resume")), bar)
     task = progress.add_task("experiment", total=None)
     with progress:
-        answer = store.call_tool("run_experiment", {**arguments, "wait": 2})
+        answer = store.call_tool("run_experiment", {**arguments, "wait": 0})
+        _say_started(answer, arguments)
         try:
             while answer.get("status") == "running":
                 shown = store.call_tool("get_experiment", {"id": answer["id"], "limit": 0})
@@ -184,7 +206,7 @@ def _exit_status(answer: dict[str, Any], options: dict[str, Any]) -> int:
 
 
 def _print_summary(answer: dict[str, Any]) -> None:
-    out = Console()
+    out = drawing_console()
     summary = answer.get("summary") or {}
     out.print(f"[bold]{escape(answer['id'])}[/bold]  {escape(answer.get('status', ''))}")
     if answer.get("note"):
@@ -215,7 +237,7 @@ def _print_summary(answer: dict[str, Any]) -> None:
         out.print(f"  {escape(run['example_id'])} {escape(run['status'])} {escape(shown)}")
 
 
-@experiment.command("run")
+@experiment.command("run", cls=NotRunCommand)
 @click.argument("task", required=False)
 @click.option("--dataset", default=None, help="Dataset name or id.")
 @click.option("--version", type=int, default=None, help="Dataset version (default newest).")
@@ -272,24 +294,100 @@ def experiment_run(
     bar = not as_json and err.is_terminal
     try:
         with _store_or_remote(_settings(db, config=config, port=port)) as store:
+            if compare:
+                _check_before(store, options, baseline, gate, summary_md, report_html)
             if isinstance(store, RemoteStore):
                 answer = _run_remote(store, arguments, bar)
             else:
                 answer = _run_local(store, arguments, bar)
-            if not as_json:
-                _print_summary(answer)
             code = _exit_status(answer, options)
+            with closed_pipe_ok():
+                if not as_json:
+                    _print_summary(answer)
+                if as_json and not (compare and code == 0 and not options.get("dry_run")):
+                    click.echo(json.dumps(answer, indent=2, ensure_ascii=False))
             if compare and code == 0 and not options.get("dry_run"):
                 from traceproof.cli_compare import finish_run
 
                 code = finish_run(
                     store, answer["id"], baseline, gate, summary_md, report_html, as_json=as_json
                 )
-            elif as_json:
-                click.echo(json.dumps(answer, indent=2, ensure_ascii=False))
     except TraceproofError as exc:
         _not_run(error_for_people(exc))
     sys.exit(code)
+
+
+def _check_before(
+    store: Store | RemoteStore,
+    options: dict[str, Any],
+    baseline: str | None,
+    gate: str | None,
+    *files: Path | None,
+) -> None:
+    """Refuse now what would fail only once every run ran: a bad --gate, a --baseline that is
+    not there (``auto``: none set for the task and dataset), a --summary-md or --report-html
+    that cannot be written."""
+    from traceproof.cli_compare import _baseline, _rows, _sql_text
+    from traceproof.experiments.gate import parse_gate
+
+    if gate is not None:
+        parse_gate(gate)
+    for path in files:
+        if path is not None:
+            _check_writable(path)
+    if options.get("dry_run"):
+        return  # a dry run is not compared
+    task, dataset = options.get("task"), options.get("dataset")
+    if options.get("resume"):
+        found = _rows(
+            store,
+            "SELECT task, dataset_id FROM experiments WHERE id = " + _sql_text(options["resume"]),
+        )
+        if not found:
+            return  # the run says it is not there
+        task, dataset = found[0]
+    if task is None or dataset is None:
+        return
+    if baseline in (None, "auto"):
+        if _baseline(store, str(task), str(dataset), None)["experiment_id"] is None:
+            raise TraceproofError(
+                f"No baseline is set for task {task!r} on dataset {dataset!r}, so the "
+                "comparison after the runs would have none; nothing was run. Pass --baseline "
+                "EXPERIMENT_ID, or set one: `traceproof experiment baseline TASK --dataset "
+                "DATASET --set EXPERIMENT_ID` (`traceproof experiment list` lists them).",
+                code=ErrorCode.NOT_FOUND,
+            )
+        return
+    known = _rows(
+        store,
+        f"SELECT id FROM experiments WHERE id = {_sql_text(baseline)} OR name = "
+        f"{_sql_text(baseline)} LIMIT 1",
+    )
+    if not known:
+        raise TraceproofError(
+            f"No experiment {baseline[:120]!r} to compare with (--baseline); nothing was run. "
+            "`traceproof experiment list` lists the experiments.",
+            code=ErrorCode.NOT_FOUND,
+        )
+
+
+def _check_writable(path: Path) -> None:
+    """``[invalid_argument]`` unless ``path`` can be written (its folder made when missing)."""
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    problem = None
+    if path.is_dir():
+        problem = "it is a folder"
+    elif not folder.is_dir():
+        problem = f"{folder} is not a folder"
+    elif not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        problem = "permission denied"
+    if problem is not None:
+        raise TraceproofError(
+            f"Cannot write {path}: {problem}; nothing was run. Pick a file that can be written.",
+            code=ErrorCode.INVALID_ARGUMENT,
+        )
 
 
 @experiment.command("show")
@@ -310,8 +408,18 @@ def experiment_show(
     """An experiment: status, provenance, summary and its runs with their scores."""
     found = experiment_id or id_option
     if found is None:
-        raise click.UsageError("Give the experiment's id.")
+        raise click.UsageError("Give the experiment's id (`traceproof experiment list`).")
     emit(call(db, "get_experiment", {"id": found, **options}), as_json)
+
+
+@experiment.command("list")
+@click.option("--limit", type=int, default=None, help="Experiments per page (default 50).")
+@click.option("--cursor", default=None, help="next_cursor of a previous call.")
+@db_option
+@json_option
+def experiment_list(db: Path | None, as_json: bool, **options: Any) -> None:
+    """The newest experiments first: id, name, status, task, dataset, times."""
+    emit(call(db, "get_experiment", options), as_json)
 
 
 @experiment.command("cancel")

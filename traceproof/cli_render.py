@@ -15,9 +15,13 @@ pager folds nothing that would fit there.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +54,36 @@ AFTER = frozenset(
 )
 
 _ISO_TIME = re.compile(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]00:00)?")
+
+
+def drawing_width(console: Console) -> int:
+    """The width a command draws at on ``console``: the terminal's, else :data:`PIPED_WIDTH`."""
+    return console.width if console.is_terminal else PIPED_WIDTH
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:  # rich's own exits 1: :func:`closed_pipe_ok` decides
+        raise BrokenPipeError(errno.EPIPE, "the reader of stdout went away")
+
+
+def drawing_console() -> Console:
+    """A console on stdout for what a command draws itself (tables of rich), at
+    :func:`drawing_width`: piped output is as wide as :func:`render` draws it. Its writes to
+    a closed pipe raise ``BrokenPipeError`` (for :func:`closed_pipe_ok`)."""
+    console = _Console()
+    return console if console.is_terminal else _Console(width=PIPED_WIDTH)
+
+
+@contextmanager
+def closed_pipe_ok() -> Iterator[None]:
+    """Output whose reader went away (``| head -1``): stop writing, quietly, so the command
+    exits with its own status (click would exit 1), as command-line tools do on SIGPIPE."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the flush at exit must not fail again
 
 
 def render(result: dict[str, Any], console: Console) -> None:
@@ -105,7 +139,7 @@ class _Screen:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.terminal = console.is_terminal
-        self.width = console.width if self.terminal else PIPED_WIDTH
+        self.width = drawing_width(console)
 
     def say(self, text: str) -> None:
         """Text as it is, its lines wrapped at the width (on a terminal)."""

@@ -103,6 +103,13 @@ class RemoteStore:
             # HTTPException: the connection dropped mid-answer (the server died).
             raise self._unreachable(exc) from None
 
+    def report_html(self, candidate: str, baseline: str | None, gate: str | None) -> str:
+        """The HTML report of ``candidate`` against ``baseline`` under ``gate``, made by the
+        server (it reads the runs' traces from the store it holds): ``POST /api/v1/report``."""
+        body = json.dumps({"candidate": candidate, "baseline": baseline, "gate": gate}).encode()
+        page: str = self._call("POST", "/api/v1/report", body, "application/json", raw=True)
+        return page
+
     def submit(self, table: pa.Table, *, wait: float | None = 0.0) -> Future[WriteResult]:
         """Send spans to the server (an Arrow IPC stream, ``application/vnd.apache.arrow.
         stream``); waits out a busy server for up to ``wait`` seconds. A batch over the server's
@@ -211,14 +218,22 @@ class RemoteStore:
                 time.sleep(retry.after)
 
     def _call(
-        self, method: str, path: str, body: bytes | None = None, content_type: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        *,
+        raw: bool = False,
     ) -> Any:
+        """The JSON answer (``raw``: the text) of a request; an error answer raised."""
         request = self._request(path, body, method)
         if content_type:
             request.add_header("Content-Type", content_type)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
+                data = response.read()
+                return data.decode("utf-8", errors="replace") if raw else json.loads(data)
         except urllib.error.HTTPError as exc:
             if exc.code == 503:
                 raise _Retry(float(exc.headers.get("Retry-After") or 1)) from None

@@ -22,7 +22,7 @@ from traceproof.evals.evaluation import Prepared
 from traceproof.experiments.provenance import provenance
 from traceproof.experiments.tasks import Task
 from traceproof.experiments.tasks import task_of as _task_of
-from traceproof.storage import Store
+from traceproof.storage import NotFound, Store
 from traceproof.storage import datasets as datasets_db
 from traceproof.storage import experiments as db
 from traceproof.storage.judges import is_calibrated, save_evaluator_definition
@@ -70,7 +70,7 @@ def plan_experiment(
     version: int | None = None,
     split: str | None = None,
     evaluators: Sequence[str] = (),
-    repetitions: int = 1,
+    repetitions: int | None = None,
     concurrency: int | None = None,
     timeout: float | None = None,
     name: str | None = None,
@@ -79,7 +79,9 @@ def plan_experiment(
 ) -> ExperimentPlan:
     """Resolve an experiment and, unless ``dry_run``, record it (status ``running``). With
     ``resume`` the stored experiment's task, dataset version, split, evaluators and
-    repetitions are used, and only what is missing or failed is planned."""
+    repetitions are used (given ones that differ are refused: ``[invalid_argument]`` naming
+    them), and only what is missing or failed is planned; with nothing to run, nothing is
+    written."""
     settings = store.settings
     stored: dict[str, Any] | None = None
     if resume is not None:
@@ -87,10 +89,14 @@ def plan_experiment(
             stored = db.get_experiment(reader, resume)
         if stored is None:
             raise TraceproofError(
-                f"No experiment {resume[:60]!r} to resume; get_experiment or `traceproof "
-                "experiment show` name the stored ones.",
+                f"No experiment {resume[:60]!r} to resume; get_experiment without an id or "
+                "`traceproof experiment list` name the stored ones.",
                 code=ErrorCode.NOT_FOUND,
             )
+        _check_resume(
+            store, stored, task=task, dataset=dataset, version=version, split=split,
+            evaluators=evaluators, repetitions=repetitions, name=name, dry_run=dry_run,
+        )  # fmt: skip
         task = str(stored["task"])
         dataset_id, version_n = str(stored["dataset_id"]), int(stored["dataset_version"])
         split = stored["split"]
@@ -143,6 +149,7 @@ def plan_experiment(
             f"Dataset version {version_n}{where} has no examples; add_examples adds some.",
             code=ErrorCode.INVALID_ARGUMENT,
         )
+    repetitions = repetitions or 1
     if dry_run:
         examples = examples[: settings.experiment_dry_run_examples]
         repetitions = 1
@@ -188,8 +195,8 @@ def plan_experiment(
         resumed=resume is not None,
         provenance=prov if stored is None else dict(stored["provenance"]),
     )
-    if dry_run:
-        return plan
+    if dry_run or (stored is not None and not todo):
+        return plan  # a dry run records nothing; nor does a resume with nothing to run
     for p in prepared:
         save_evaluator_definition(
             store, hash=p.definition_hash, name=p.name, kind=p.kind,
@@ -219,6 +226,54 @@ def plan_experiment(
     else:
         db.set_status(store, experiment_id, "running")
     return plan
+
+
+def _check_resume(
+    store: Store,
+    stored: dict[str, Any],
+    *,
+    task: str | None,
+    dataset: str | None,
+    version: int | None,
+    split: str | None,
+    evaluators: Sequence[str],
+    repetitions: int | None,
+    name: str | None,
+    dry_run: bool,
+) -> None:
+    """``[invalid_argument]`` naming what a resume was given that differs from the stored
+    experiment: a resume runs the experiment as it was recorded."""
+    differ: list[str] = []
+    if task is not None and task != stored["task"]:
+        differ.append(f"task {task!r} (it runs {stored['task']!r})")
+    if dataset is not None:
+        try:
+            with store.reader() as reader:
+                found: str | None = str(datasets_db.resolve_dataset(reader, dataset)["id"])
+        except NotFound:
+            found = None
+        if found != stored["dataset_id"]:
+            differ.append(f"dataset {dataset!r} (it runs {stored['dataset_id']})")
+    if version is not None and version != stored["dataset_version"]:
+        differ.append(f"version {version} (it runs {stored['dataset_version']})")
+    if split is not None and split != stored["split"]:
+        differ.append(f"split {split!r} (it runs {stored['split']!r})")
+    recorded = [str(e["name"]) for e in stored["evaluators"]]
+    if evaluators and list(dict.fromkeys(evaluators)) != recorded:
+        differ.append(f"evaluators {list(evaluators)} (it runs {recorded})")
+    if repetitions is not None and repetitions != stored["repetitions"]:
+        differ.append(f"repetitions {repetitions} (it runs {stored['repetitions']})")
+    if name is not None and name != stored["name"]:
+        differ.append(f"name {name!r} (it is named {stored['name']!r})")
+    if dry_run:
+        differ.append("dry_run (a resume records its runs)")
+    if differ:
+        raise TraceproofError(
+            f"resume={stored['id']} runs the experiment as it was recorded, and these "
+            f"arguments differ from it: {'; '.join(differ)}. Drop them (concurrency and "
+            "timeout may change), or start a new experiment without resume.",
+            code=ErrorCode.INVALID_ARGUMENT,
+        )
 
 
 def _verdicts(store: Store, prepared: Sequence[Prepared], experiment_id: str) -> list[set[str]]:

@@ -57,6 +57,8 @@ __all__ = [
     "SPAN_FIELDS",
     "comparison_data",
     "render_html",
+    "report_page",
+    "write_page",
     "write_report",
 ]
 
@@ -156,8 +158,36 @@ def write_report(
 ) -> Path:
     """Write the HTML report of ``comparison`` (the comparison object, as a dict or its
     pydantic model) to ``path``, with the waterfalls of the compared runs' traces read from
-    ``store``. A run the comparison names no trace for gets its first recorded trace. The file
-    is written whole (a temporary file renamed over ``path``)."""
+    ``store`` (:func:`report_page`). The file is written whole (:func:`write_page`)."""
+    page = report_page(
+        store, comparison, max_spans_per_trace=max_spans_per_trace,
+        max_report_spans=max_report_spans,
+    )  # fmt: skip
+    return write_page(page, path)
+
+
+def write_page(page: str, path: Path | str) -> Path:
+    """Write ``page`` to ``path`` whole: a temporary file renamed over it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(page, encoding="utf-8", errors="replace")
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def report_page(
+    store: Store,
+    comparison: Any,
+    *,
+    max_spans_per_trace: int = MAX_WATERFALL_SPANS,
+    max_report_spans: int = MAX_REPORT_SPANS,
+) -> str:
+    """The HTML report of ``comparison`` with the waterfalls of the compared runs' traces read
+    from ``store`` (a run the comparison names no trace for gets its first recorded trace)."""
     comp = comparison_data(comparison)
     examples = [dict(ex) for ex in comp.get("examples") or [] if isinstance(ex, Mapping)]
     with store.reader() as reader:
@@ -215,13 +245,4 @@ def write_report(
             f"{max_report_spans:,} spans (the earliest examples in the table come first)."
         )
     comp["examples"] = examples
-    page = render_html(comp, traces, span_totals=totals, notes=notes)
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(page, encoding="utf-8", errors="replace")
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    return render_html(comp, traces, span_totals=totals, notes=notes)

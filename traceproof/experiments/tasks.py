@@ -32,8 +32,9 @@ grandchildren included, and whatever is left of it when the task exits.
 
 A run's :class:`RunOutcome` says how it went: ``ok``, ``error`` (non-zero exit, with the tail of
 stderr; an exception of the function; an HTTP error), ``timeout``, ``crash`` (killed by a signal,
-or the worker died without answering) or ``bad_output`` (not JSON when JSON is required, or more
-than the setting ``experiment_output_max_bytes``). Failures of the application are data.
+or the worker died without answering) or ``bad_output`` (not JSON when JSON is required, a python
+function's value that JSON cannot hold, or more than the setting
+``experiment_output_max_bytes``). Failures of the application are data.
 
 Every definition has a ``content_hash`` (its table as sorted JSON without ``description``, plus a
 python task's module source when found): the experiment's provenance records it.
@@ -80,6 +81,11 @@ __all__ = [
 RunStatus = Literal["ok", "error", "timeout", "crash", "bad_output"]
 #: Bytes of stderr kept (its tail) for an error's reason.
 STDERR_TAIL = 2000
+#: Characters of that tail shown in an error, from a line start: with the error's own words it
+#: stays within the runner's ERROR_CHARS, so the end of stderr (where the fatal line is) stays.
+STDERR_SHOWN = 1800
+#: What stands before a stderr tail that is not all of it.
+STDERR_CLIPPED = "[stderr clipped: its last lines]"
 _FUNCTION = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _PLACEHOLDER = re.compile(r"\{input((?:\.[\w-]+)*)\}")
 _KEYS = {
@@ -374,9 +380,17 @@ def _substitute(argv: tuple[str, ...], value: Any) -> list[str]:
     return [_PLACEHOLDER.sub(one, arg) for arg in argv]
 
 
-def _stderr_tail(data: bytes) -> str:
+def _stderr_tail(data: bytes, clipped: bool) -> str:
+    """The end of stderr: at most :data:`STDERR_SHOWN` characters, from a line start when a
+    line ends in them, marked when lines before were cut."""
     text = data.decode(errors="replace").strip()
-    return text[-STDERR_TAIL:]
+    if not clipped and len(text) <= STDERR_SHOWN:
+        return text
+    text = text[-STDERR_SHOWN:]
+    newline = text.find("\n")
+    if 0 <= newline < len(text) - 1:
+        text = text[newline + 1 :]
+    return f"{STDERR_CLIPPED}\n{text}"
 
 
 def run_task(
@@ -446,7 +460,8 @@ def run_task(
         if processes is not None:
             processes.discard(proc.pid)
     latency = (time.perf_counter() - started) * 1000
-    stdout, stderr = out.result(), _stderr_tail(err.result())
+    stdout = out.result()
+    stderr = _stderr_tail(err.result(), err.clipped)
     writer.join(timeout=1)
     code = proc.returncode
     if timed_out:
@@ -464,6 +479,13 @@ def run_task(
             why = f"signal {-code}"
         tail = f": {stderr}" if stderr else ""
         return RunOutcome("crash", error=f"killed by {why}{tail}", latency_ms=latency)
+    if code > 0 and task.kind == "python":  # the worker answers, exit 0, whatever fn does
+        return RunOutcome(
+            "crash",
+            error=f"the worker died (exit status {code}) without answering: "
+            f"{stderr or '(no stderr)'}",
+            latency_ms=latency,
+        )
     if code > 0:
         return RunOutcome(
             "error", error=f"exit status {code}: {stderr or '(no stderr)'}", latency_ms=latency
@@ -508,6 +530,8 @@ def _worker_answer(data: bytes, stderr: str, latency: float) -> RunOutcome:
         )
     if "error" in answer:
         return RunOutcome("error", error=str(answer["error"]), latency_ms=latency)
+    if "bad_output" in answer:
+        return RunOutcome("bad_output", error=str(answer["bad_output"]), latency_ms=latency)
     return RunOutcome("ok", output=answer.get("output"), latency_ms=latency)
 
 

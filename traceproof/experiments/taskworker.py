@@ -4,7 +4,8 @@ Run as ``python -c <this file's source> module:function`` in the task's director
 project's interpreter (standard library only). It reads one JSON object ``{input, expected,
 metadata}`` on stdin, binds the function's arguments by name (``input``, ``expected``,
 ``metadata``; ``**kwargs`` takes all three), and writes one JSON line on the stdout it was given:
-``{"output": ...}`` or ``{"error": "..."}``. The user's own prints go to stderr (at the
+``{"output": ...}``, ``{"error": "..."}`` or, for a value JSON cannot hold (an object, a set,
+NaN), ``{"bad_output": "..."}`` naming its type. The user's own prints go to stderr (at the
 file-descriptor level too), so they cannot break the answer.
 """
 
@@ -46,11 +47,35 @@ def main() -> None:
         result = fn(**bind(fn, given))
         if inspect.isawaitable(result):
             result = asyncio.run(_wait(result))
-        text = json.dumps({"output": result}, ensure_ascii=False, default=str)
     except BaseException as exc:  # the user's code: what it raises is the run's error
         text = json.dumps({"error": f"{type(exc).__name__}: {exc}"[:2000]})
+    else:
+        text = _answer(result)
     protocol.write(text + "\n")
     protocol.flush()
+
+
+class _NotJson(TypeError):
+    pass
+
+
+def _not_json(value: Any) -> Any:
+    raise _NotJson(type(value).__qualname__)
+
+
+def _answer(result: Any) -> str:
+    """The answer line for the function's value, or a ``bad_output`` one naming what JSON
+    cannot hold (an object, a set, NaN, a key that is not a string)."""
+    try:
+        return json.dumps({"output": result}, ensure_ascii=False, default=_not_json,
+                          allow_nan=False)  # fmt: skip
+    except _NotJson as exc:
+        kind = type(result).__qualname__
+        holding = "" if str(exc) == kind else f"a {kind} holding "
+        why = f"{holding}a value of type {exc}, which JSON cannot hold"
+    except (TypeError, ValueError, RecursionError) as exc:
+        why = f"a {type(result).__qualname__} that is not JSON ({exc})"
+    return json.dumps({"bad_output": f"the function returned {why}"[:2000]})
 
 
 async def _wait(awaitable: Any) -> Any:

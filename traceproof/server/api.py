@@ -98,6 +98,57 @@ def tool_routes(store: Store) -> list[Route]:
     ]
 
 
+def report_routes(store: Store) -> list[Route]:
+    """``POST /api/v1/report`` with ``{"candidate", "baseline", "gate"}`` (the arguments of
+    ``compare_experiments``): the comparison's HTML report, made here because it reads the
+    runs' traces from the store (``traceproof experiment run|compare --report-html`` while this
+    server holds the store). Errors answer the one JSON shape."""
+
+    async def report(request: Request) -> Response:
+        try:
+            given = json.loads(await request.body() or b"{}")
+        except ValueError:
+            given = None
+        wanted = ("candidate", "baseline", "gate")
+        if (
+            not isinstance(given, dict)
+            or not isinstance(given.get("candidate"), str)
+            or set(given) - set(wanted)
+            or not all(isinstance(given.get(k), str | None) for k in wanted)
+        ):
+            return error_response(
+                TraceproofError(
+                    'Send a JSON object {"candidate": ID, "baseline": ID or null, "gate": SPEC '
+                    "or null}.",
+                    code=ErrorCode.INVALID_ARGUMENT,
+                )
+            )
+
+        def make() -> str:
+            from traceproof.experiments.report import report_page
+            from traceproof.tools.compare import comparison_for
+
+            comparison = comparison_for(store, given["candidate"], given.get("baseline"),
+                                        given.get("gate"))  # fmt: skip
+            return report_page(store, comparison)
+
+        try:
+            page = await pools_for(store).run_tool("compare_experiments", given, make)
+        except TraceproofError as exc:
+            return error_response(exc)
+        except Exception:
+            log.exception("the report failed")
+            return error_response(
+                TraceproofError(
+                    "The report failed inside the server. The server log has the details.",
+                    code=ErrorCode.INTERNAL_ERROR,
+                )
+            )
+        return Response(page, media_type="text/html; charset=utf-8")
+
+    return [Route("/api/v1/report", report, methods=["POST"])]
+
+
 def error_response(exc: TraceproofError) -> Response:
     """The one JSON error shape, with the status for the error's code."""
     headers = None

@@ -28,7 +28,7 @@ from traceproof import __version__
 from traceproof.errors import ErrorCode
 from traceproof.ingest.arrowcheck import InvalidSpanStream, read_span_stream
 from traceproof.ingest.normalize import document_depth_limit
-from traceproof.server.api import annotation_config_routes, tool_routes
+from traceproof.server.api import annotation_config_routes, report_routes, tool_routes
 from traceproof.server.auth import BearerToken
 from traceproof.server.guard import RequestGuard
 from traceproof.server.mcp import create_mcp_server, toolset_names
@@ -142,6 +142,7 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
             Route("/api/v1/stats", stats, methods=["GET"]),
             Route("/api/v1/spans", spans, methods=["POST"]),
             *tool_routes(store),
+            *report_routes(store),
             *annotation_config_routes(store),
             *phoenix_routes(store),
             *mcp_app.routes,

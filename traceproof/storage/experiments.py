@@ -1,8 +1,9 @@
 """Experiments in the store: the experiment rows, their runs and summaries (baselines:
 :mod:`traceproof.storage.comparison`).
 
-- :func:`create_experiment`, :func:`set_status`, :func:`get_experiment`: one row per experiment
-  (migration 3 in :mod:`.schema`); JSON columns come back parsed.
+- :func:`create_experiment`, :func:`set_status`, :func:`get_experiment`,
+  :func:`list_experiments`: one row per experiment (migration 3 in :mod:`.schema`); JSON
+  columns come back parsed.
 - :func:`upsert_runs`, :func:`list_runs`, :func:`runs_by_key`: one row per (experiment,
   example, repetition), id ``experiment:example:repetition``; a resumed experiment overwrites
   the runs it runs again.
@@ -34,6 +35,7 @@ __all__ = [
     "get_experiment",
     "list_experiments",
     "list_runs",
+    "run_count",
     "run_spans",
     "runs_by_key",
     "set_status",
@@ -101,13 +103,29 @@ def get_experiment(reader: Reader, experiment_id: str) -> dict[str, Any] | None:
     return row | {key: _loads(row[key]) for key in _JSON}
 
 
-def list_experiments(reader: Reader, limit: int = 20) -> list[dict[str, Any]]:
-    """The newest experiments: id, name, task, status, created_at."""
+def list_experiments(
+    reader: Reader, limit: int = 20, *, after: tuple[datetime, str] | None = None
+) -> list[dict[str, Any]]:
+    """The newest experiments (newest first, then by id), after ``after`` (the last row's
+    ``(created_at, id)``): id, name, task, dataset_id, dataset_version, status, created_at,
+    finished_at."""
+    cond, params = "", []
+    if after is not None:
+        cond = "WHERE created_at < ? OR (created_at = ? AND id > ?) "
+        params = [after[0], after[0], after[1]]
     return reader.dicts(
-        "SELECT id, name, task, dataset_id, status, created_at FROM experiments "
-        "ORDER BY created_at DESC, id LIMIT ?",
-        [limit],
+        "SELECT id, name, task, dataset_id, dataset_version, status, created_at, finished_at "
+        f"FROM experiments {cond}ORDER BY created_at DESC, id LIMIT ?",
+        [*params, limit],
     )
+
+
+def run_count(reader: Reader, experiment_id: str) -> int:
+    """Runs stored for an experiment."""
+    found = reader.rows(
+        "SELECT count(*) FROM experiment_runs WHERE experiment_id = ?", [experiment_id]
+    )
+    return int(found[0][0])
 
 
 def upsert_runs(store: Store, runs: Sequence[dict[str, Any]]) -> None:

@@ -4,7 +4,9 @@ Thin functions over :mod:`traceproof.experiments.runner` (the work) and :mod:`tr
 (the background). ``run_experiment`` records the experiment, starts its runs as a job and waits
 up to ``wait`` seconds (progress goes to whoever listens: MCP progress notifications, the CLI's
 bar); a longer experiment answers with its id and goes on. ``get_experiment`` reads the store
-(status, provenance, summary, runs paged within the budget); an experiment still ``running`` in
+(status, provenance, summary, done/total, runs paged within the budget: when not even one run
+fits, previews shorten, then provenance and the summary's details go; without an id, the newest
+experiments, paged); an experiment still ``running`` in
 the store but with no job in this server was interrupted (a restart): ``run_experiment(resume=
 ID)`` runs what is missing or failed. ``cancel_experiment`` stops the job and kills its
 processes.
@@ -13,7 +15,9 @@ processes.
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
 from pydantic import BaseModel, Field
@@ -21,11 +25,14 @@ from pydantic import BaseModel, Field
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.evals.config import load_config
 from traceproof.experiments.runner import ExperimentPlan, execute, plan_experiment
+from traceproof.experiments.tasks import RunStatus
 from traceproof.jobs import Job, JobStatus, jobs_for, report_progress
-from traceproof.storage import Store
+from traceproof.storage import Reader, Store
+from traceproof.storage import datasets as datasets_db
 from traceproof.storage import experiments as db
 from traceproof.tools.common import (
     Cursor,
+    CursorValue,
     MaxChars,
     ToolFailure,
     budget,
@@ -33,7 +40,7 @@ from traceproof.tools.common import (
     encode_cursor,
     size,
 )
-from traceproof.tools.paging import largest_fit, next_call
+from traceproof.tools.paging import cut, largest_fit, next_call
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,11 @@ log = logging.getLogger(__name__)
 PREVIEW_CHARS = 160
 
 Status = Literal["running", "done", "failed", "cancelled", "interrupted"]
+#: The statuses a run ends with (get_experiment's ``status`` filter).
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+#: Characters of a run's output and error previews when the budget is too small for
+#: :data:`PREVIEW_CHARS`.
+SHORT_PREVIEW_CHARS = 40
 
 
 class ExperimentStatus(BaseModel):
@@ -63,22 +75,38 @@ class RunRow(BaseModel):
     scores: dict[str, Any] = Field(default_factory=dict, description="Label or score.")
 
 
-class Experiment(BaseModel):
+class ExperimentItem(BaseModel):
+    """One experiment of a listing (get_experiment without an id)."""
+
     id: str
     name: str | None = None
     status: Status
     task: str
     dataset_id: str
     dataset_version: int
-    split: str | None = None
-    repetitions: int
     created_at: str
     finished_at: str | None = None
-    provenance: dict[str, Any]
+
+
+class Experiment(BaseModel):
+    """One experiment (``id`` given), or the newest experiments (``experiments``)."""
+
+    id: str | None = None
+    name: str | None = None
+    status: Status | None = None
+    task: str | None = None
+    dataset_id: str | None = None
+    dataset_version: int | None = None
+    split: str | None = None
+    repetitions: int | None = None
+    created_at: str | None = None
+    finished_at: str | None = None
+    provenance: dict[str, Any] | None = None
     summary: dict[str, Any] | None = None
-    done: int | None = Field(default=None, description="Runs done, while it runs.")
-    total: int | None = None
+    done: int | None = Field(default=None, description="Runs done (stored).")
+    total: int | None = Field(default=None, description="Runs planned.")
     runs: list[RunRow] = Field(default_factory=list)
+    experiments: list[ExperimentItem] | None = Field(default=None, description="Without id.")
     next_cursor: str | None = None
     next_call: str | None = None
     note: str | None = None
@@ -130,17 +158,21 @@ def run_experiment(
         version=version,
         split=split,
         evaluators=evaluators or [],
-        repetitions=repetitions or 1,
+        repetitions=repetitions,
         concurrency=concurrency,
         timeout=timeout,
         name=name,
         dry_run=dry_run,
         resume=resume,
     )
-    if not plan.todo:
+    if not plan.todo:  # a resume with nothing to run: an ended experiment stays as it is
         with store.reader() as reader:
+            row = db.get_experiment(reader, plan.id)
             summary = db.experiment_summary(reader, plan.id, plan.evaluator_info)
-        db.set_status(store, plan.id, "done", summary=summary)
+        if row is None or row["status"] != "done":
+            db.set_status(store, plan.id, "done", summary=summary)
+        elif isinstance(row["summary"], dict):
+            summary = row["summary"]
         return ExperimentStatus(
             id=plan.id, status="done", done=0, total=0, summary=summary,
             note="Nothing to resume: every run ended ok and is scored.",
@@ -175,8 +207,9 @@ def _check_numbers(**given: float | None) -> None:
         low, high = _BOUNDS[key]
         if value is not None and (value < low or (high is not None and value > high)):
             span = f"from {low:g}" + (f" to {high:g}" if high is not None else " up")
+            shown = str(value) if isinstance(value, int) else f"{value:g}"
             raise ToolFailure(
-                f"{key}={value:g} is out of range; pass {span}.", code=ErrorCode.INVALID_ARGUMENT
+                f"{key}={shown} is out of range; pass {span}.", code=ErrorCode.INVALID_ARGUMENT
             )
 
 
@@ -254,14 +287,29 @@ def _iso(value: Any) -> str | None:
 def get_experiment(
     store: Store,
     *,
-    id: Annotated[str, Field(description="Experiment id.")],
+    id: Annotated[str | None, Field(description="Experiment id; omit to list.")] = None,
     status: Annotated[str | None, Field(description="Only runs of this status.")] = None,
-    limit: Annotated[int, Field(ge=0, le=1000, description="Runs per page.")] = 50,
+    limit: Annotated[int, Field(ge=0, le=1000, description="Rows per page.")] = 50,
     cursor: Cursor = None,
     max_chars: MaxChars = None,
 ) -> Experiment:
-    """An experiment: status, provenance, summary, runs with their scores (paged)."""
+    """An experiment: status, provenance, summary, runs with their scores (paged). Without
+    id: the newest experiments."""
     room = budget(max_chars, store.settings)
+    if id is None:
+        if status is not None:
+            raise ToolFailure(
+                "status keeps one status of an experiment's runs: pass id with it, or omit "
+                "status to list the newest experiments.",
+                code=ErrorCode.INVALID_ARGUMENT,
+            )
+        return _list(store, limit, cursor, room)
+    if status is not None and status not in RUN_STATUSES:
+        raise ToolFailure(
+            f"No run status {status[:60]!r}; a run ends {', '.join(RUN_STATUSES)}. Pass one "
+            "of them, or omit status for every run.",
+            code=ErrorCode.INVALID_ARGUMENT,
+        )
     fingerprint = f"{id}|{status}"
     after: tuple[str, int] | None = None
     if cursor is not None:
@@ -271,54 +319,158 @@ def get_experiment(
                 "Malformed cursor; omit it to start again.", code=ErrorCode.INVALID_CURSOR
             )
         after = (key[0], key[1])
+    job = _job_of(store, id)
+    live = job is not None and not job.finished
     with store.reader() as reader:
         row = db.get_experiment(reader, id)
         if row is None:
             known = ", ".join(e["id"] for e in db.list_experiments(reader, 5)) or "none"
             raise ToolFailure(
-                f"No experiment {id[:60]!r}; the newest: {known}. run_experiment starts one.",
+                f"No experiment {id[:60]!r}; the newest: {known}. get_experiment without an "
+                "id lists them; run_experiment starts one.",
                 code=ErrorCode.NOT_FOUND,
             )
         runs = db.list_runs(reader, id, after=after, limit=limit + 1, status=status)
-    job = _job_of(store, id)
+        done, total = _progress(reader, row, job if live else None)
     state: str = row["status"]
     note = None
-    if state == "running" and (job is None or job.finished):
+    if state == "running" and not live:
         state = "interrupted"
         note = f"Interrupted (no job runs it); run_experiment(resume='{id}') runs what is missing."
-    live = job is not None and not job.finished
     more = len(runs) > limit
     rows = [_row(r) for r in runs[:limit]]
+    head = Experiment(
+        id=row["id"],
+        name=cut(row["name"]),
+        status=state,  # type: ignore[arg-type]
+        task=cut(row["task"]),
+        dataset_id=row["dataset_id"],
+        dataset_version=row["dataset_version"],
+        split=cut(row["split"]),
+        repetitions=row["repetitions"],
+        created_at=_iso(row["created_at"]) or "",
+        finished_at=_iso(row["finished_at"]),
+        provenance=row["provenance"],
+        summary=row["summary"],
+        done=done,
+        total=total,
+        note=note,
+    )
+    # A page of no run: this one again.
+    restart: list[CursorValue] = [after[0], after[1]] if after else ["", 0]
+
+    def page(base: Experiment, shown: list[RunRow]) -> Callable[[int], Experiment]:
+        def build(n: int) -> Experiment:
+            cut_here = n < len(shown) or more
+            last: list[CursorValue] = (
+                [shown[n - 1].example_id, shown[n - 1].repetition] if n else restart
+            )
+            return base.model_copy(
+                update={
+                    "runs": shown[:n],
+                    "next_cursor": encode_cursor("get_experiment", fingerprint, last)
+                    if cut_here and shown
+                    else None,
+                    "next_call": next_call("get_experiment") if cut_here and shown else None,
+                }
+            )
+
+        return build
+
+    for base, shown in _smaller(head, rows):
+        build = page(base, shown)
+        answer = build(largest_fit(build, len(shown), room))
+        if size(answer) <= room:
+            return answer
+    return page(*list(_smaller(head, rows))[-1])(0)
+
+
+def _smaller(head: Experiment, rows: list[RunRow]) -> Iterator[tuple[Experiment, list[RunRow]]]:
+    """``head`` and ``rows`` as they are, then ever smaller (when the budget holds not even one
+    run): shorter previews, then provenance and the summary's details left out, then runs
+    without previews, then no summary."""
+    yield head, rows
+    short = [
+        r.model_copy(update={"output": _clip(r.output), "error": _clip(r.error)}) for r in rows
+    ]
+    yield head, short
+    said = "max_chars too small: provenance and the summary's details left out."
+    summary = head.summary or {}
+    slim = head.model_copy(
+        update={
+            "provenance": None,
+            "summary": {k: summary[k] for k in ("runs", "status") if k in summary} or None,
+            "note": f"{head.note} {said}" if head.note else said,
+        }
+    )
+    yield slim, short
+    bare = [r.model_copy(update={"output": None, "error": None, "scores": {}}) for r in rows]
+    yield slim, bare
+    yield slim.model_copy(update={"summary": None}), bare
+
+
+def _clip(text: str | None) -> str | None:
+    if text is None or len(text) <= SHORT_PREVIEW_CHARS:
+        return text
+    return text[: SHORT_PREVIEW_CHARS - 1] + "…"
+
+
+def _progress(reader: Reader, row: dict[str, Any], job: Job | None) -> tuple[int, int]:
+    """Runs done and planned: while a job runs, those it need not run plus those it finished;
+    else the runs stored, of the examples (of its split) times the repetitions."""
+    if job is not None and isinstance(job.meta, ExperimentPlan):
+        plan = job.meta
+        return plan.total - len(plan.todo) + job.done, plan.total
+    counts = datasets_db.split_counts(reader, str(row["dataset_id"]), int(row["dataset_version"]))
+    split = row["split"]
+    examples = sum(counts.values()) if split is None else counts.get(str(split), 0)
+    return db.run_count(reader, str(row["id"])), examples * int(row["repetitions"])
+
+
+def _list(store: Store, limit: int, cursor: str | None, room: int) -> Experiment:
+    """The newest experiments, paged by ``(created_at, id)``, within ``room``."""
+    after: tuple[datetime, str] | None = None
+    if cursor is not None:
+        key = decode_cursor(cursor, "get_experiment", "list")
+        if len(key) != 2 or not all(isinstance(k, str) for k in key):
+            raise ToolFailure(
+                "Malformed cursor; omit it to start again.", code=ErrorCode.INVALID_CURSOR
+            )
+        after = (datetime.fromisoformat(str(key[0])), str(key[1]))
+    with store.reader() as reader:
+        found = db.list_experiments(reader, limit + 1, after=after)
+    more = len(found) > limit
+    rows = found[:limit]
+    items = []
+    for r in rows:
+        state = r["status"]
+        if state == "running":
+            job = _job_of(store, str(r["id"]))
+            state = "running" if job is not None and not job.finished else "interrupted"
+        items.append(
+            ExperimentItem(
+                id=r["id"], name=cut(r["name"]), status=state, task=cut(r["task"]) or "",
+                dataset_id=r["dataset_id"], dataset_version=r["dataset_version"],
+                created_at=_iso(r["created_at"]) or "", finished_at=_iso(r["finished_at"]),
+            )
+        )  # fmt: skip
+    note = None if items or after else "No experiment yet; run_experiment starts one."
 
     def build(n: int) -> Experiment:
-        cut = n < len(rows) or more
+        cut_here = n < len(items) or more
         last = rows[n - 1] if n else None
         return Experiment(
-            id=row["id"],
-            name=row["name"],
-            status=state,  # type: ignore[arg-type]
-            task=row["task"],
-            dataset_id=row["dataset_id"],
-            dataset_version=row["dataset_version"],
-            split=row["split"],
-            repetitions=row["repetitions"],
-            created_at=_iso(row["created_at"]) or "",
-            finished_at=_iso(row["finished_at"]),
-            provenance=row["provenance"],
-            summary=row["summary"],
-            done=job.done if live and job else None,
-            total=job.total if live and job else None,
-            runs=rows[:n],
+            experiments=items[:n],
             next_cursor=encode_cursor(
-                "get_experiment", fingerprint, [last.example_id, last.repetition]
+                "get_experiment", "list", [last["created_at"].isoformat(), str(last["id"])]
             )
-            if cut and last
+            if cut_here and last is not None
             else None,
-            next_call=next_call("get_experiment") if cut and last else None,
+            next_call=next_call("get_experiment") if cut_here and last is not None else None,
             note=note,
         )
 
-    return build(largest_fit(build, len(rows), room))
+    return build(largest_fit(build, len(items), room))
 
 
 def _row(run: dict[str, Any]) -> RunRow:
@@ -359,9 +511,17 @@ def cancel_experiment(
         )  # fmt: skip
     with store.reader() as reader:
         row = db.get_experiment(reader, id)
-    if row is None:
-        raise ToolFailure(f"No experiment {id[:60]!r}.", code=ErrorCode.NOT_FOUND)
+        if row is None:
+            raise ToolFailure(
+                f"No experiment {id[:60]!r}; get_experiment without an id lists them.",
+                code=ErrorCode.NOT_FOUND,
+            )
+        done, total = _progress(reader, row, None)
     if row["status"] == "running":
         db.set_status(store, id, "interrupted")
-        return ExperimentStatus(id=id, status="interrupted", note="No job was running it.")
-    return ExperimentStatus(id=id, status=row["status"], note="It had already ended.")
+        return ExperimentStatus(
+            id=id, status="interrupted", done=done, total=total, note="No job was running it."
+        )
+    return ExperimentStatus(
+        id=id, status=row["status"], done=done, total=total, note="It had already ended."
+    )
