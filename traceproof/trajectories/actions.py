@@ -149,7 +149,9 @@ _TOOLS: dict[str, Action] = {
         ),
         "web",
     ),
-    **dict.fromkeys(("execute_ipython_cell", "run_ipython", "ipython", "killshell"), "execute"),
+    **dict.fromkeys(
+        ("execute_ipython_cell", "run_ipython", "ipython", "killshell", "write_stdin"), "execute"
+    ),
 }  # fmt: skip
 #: Tools whose argument is a shell command, classified by the command.
 _SHELLS = frozenset(
