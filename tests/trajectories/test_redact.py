@@ -112,3 +112,12 @@ def test_disabled_redaction_passes_everything_and_counts_nothing() -> None:
     assert redact("sk-ant-api03-abcdefghijklmnopqr") == "sk-ant-api03-abcdefghijklmnopqr"
     assert redact.value({"k": "AKIAIOSFODNN7EXAMPLE"}) == {"k": "AKIAIOSFODNN7EXAMPLE"}
     assert redact.count == 0
+
+
+def test_a_secret_seen_twice_is_counted_twice() -> None:
+    redact = Redactor()
+    short = "AKIAIOSFODNN7EXAMPLE"
+    assert redact.value([short, short, {"k": short}]) == ["[REDACTED:aws_access_key]"] * 2 + [
+        {"k": "[REDACTED:aws_access_key]"}
+    ]
+    assert redact.count == 3
