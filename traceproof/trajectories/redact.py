@@ -58,7 +58,11 @@ _RULES: list[tuple[str, tuple[str, ...], str]] = [
         r"|private[_\-]?key|credentials?|account[_\-]?key)[A-Z0-9_]*"
         r"(?:\\?[\"'])?[ \t]*[=:][ \t]*(?:\\?[\"'])?"
         r"(?P<secret>(?!\$|\[REDACTED|os\.|process\.|self\.|settings\.|config\.|getenv)"
-        r"(?=[^\s\"'\\,;&|(){}<>\[\]]*[A-Za-z])[^\s\"'\\,;&|(){}<>\[\]]{6,})",
+        # a letter, and a digit or 20 characters (not a plain word such as csrfToken); not a
+        # call (``token = Token.sign(...)``)
+        r"(?=[^\s\"'\\,;&|(){}<>\[\]]*[A-Za-z])"
+        r"(?=[^\s\"'\\,;&|(){}<>\[\]]*[0-9]|[^\s\"'\\,;&|(){}<>\[\]]{20})"
+        r"[^\s\"'\\,;&|(){}<>\[\]]{6,})(?![(\w.])",
     ),
 ]
 _COMPILED = [(kind, hints, re.compile(pattern, re.DOTALL)) for kind, hints, pattern in _RULES]
