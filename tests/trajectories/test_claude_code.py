@@ -235,6 +235,10 @@ def test_detect_knows_claude_code_by_its_records_and_not_span_json(tmp_path: Pat
     assert reader is not None and reader.name == "claude_code"
     span = b'{"name":"x","context":{"trace_id":"ab","span_id":"cd"},"span_kind":"LLM"}\n'
     assert detect(tmp_path / "spans.jsonl", span) is None
+    # Where Claude Code writes, the path alone tells (a head of large snapshot records, say).
+    where = tmp_path / ".claude" / "projects" / "-home-me" / "s.jsonl"
+    found = detect(where, b'{"type":"file-history-snapshot"')
+    assert found is not None and found.name == "claude_code"
 
 
 def distinct_calls(path: Path) -> tuple[int, int]:
