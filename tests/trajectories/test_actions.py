@@ -105,6 +105,8 @@ def llm(start: int) -> StepSpan:
         ("browser", {"code": "goto('http://x')"}, "web", None),
         ("think", {"thought": "hmm"}, "plan", None),
         ("finish", {"message": "done"}, "other", "done"),
+        ("TaskOutput", {"task_id": "b7636e2"}, "execute", "b7636e2"),
+        ("BashOutput", {"bash_id": "b1"}, "execute", "b1"),
     ],
 )  # fmt: skip
 def test_each_agents_tool_names_get_an_action_and_a_target(
@@ -153,6 +155,9 @@ def test_each_agents_tool_names_get_an_action_and_a_target(
         ("flake8", "verify"),
         ("pyright", "verify"),
         ("make test", "verify"),
+        ("mix test test/a_test.exs 2>&1 | tail -15", "verify"),
+        ("mix dialyzer 2>&1 | grep -A2 x", "verify"),
+        ("mix compile 2>&1 | tail -5", "execute"),
         ("make build", "execute"),
         ("git status", "vcs"),
         ("git diff | head -50", "vcs"),
@@ -193,6 +198,8 @@ def test_files_read_and_edited_are_recorded() -> None:
         ("....\n---------\nRan 4 tests in 0.010s\n\nOK", 4, 0),
         ("Ran 4 tests in 0.010s\n\nFAILED (failures=1, errors=1)", 2, 2),
         ("=== RUN   TestA\n--- PASS: TestA (0.00s)\n--- FAIL: TestB (0.00s)\nFAIL", 1, 1),
+        ("Finished in 0.2 seconds\n12 tests, 1 failure\n\nRandomized with seed 1", 11, 1),
+        ("Finished in 0.01 seconds\n10 examples, 0 failures", 10, 0),
     ],
 )
 def test_test_runner_summaries_give_counts(output: str, passed: int, failed: int) -> None:

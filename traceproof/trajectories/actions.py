@@ -150,7 +150,9 @@ _TOOLS: dict[str, Action] = {
         "web",
     ),
     **dict.fromkeys(
-        ("execute_ipython_cell", "run_ipython", "ipython", "killshell", "write_stdin"), "execute"
+        ("execute_ipython_cell", "run_ipython", "ipython", "killshell", "write_stdin",
+         "taskoutput"),
+        "execute",
     ),
 }  # fmt: skip
 #: Tools whose argument is a shell command, classified by the command.
@@ -180,7 +182,7 @@ _VERIFY = re.compile(
     rf"|{_RUNNER}(?:test|lint|typecheck|type-check|check|tsc|jest|vitest)\b"
     r"|(?:jest|vitest|mocha|ava|tsc|eslint|biome|prettier\s+--check|playwright\s+test)\b"
     r"|make\s+(?:test|tests|check|lint|typecheck)\b|just\s+(?:test|check|lint)\b"
-    r"|mix\s+test\b|rspec\b|rake\s+test\b|phpunit\b|(?:\./)?gradlew?\s+test\b|mvn\s+test\b"
+    r"|mix\s+(?:test|dialyzer|credo|format\s+--check-formatted)\b|rspec\b|rake\s+test\b|phpunit\b|(?:\./)?gradlew?\s+test\b|mvn\s+test\b"
     r"|dotnet\s+test\b|ctest\b|swift\s+test\b|pre-commit\s+run\b|\.ci/\S+"
     r")"
 )
@@ -559,6 +561,8 @@ _JEST = re.compile(r"^\s*Tests:?\s+(.*)$", re.M)
 _COUNT = re.compile(r"(\d+) (passed|failed|failing|passing|todo|skipped|total)")
 _MOCHA = re.compile(r"^\s*(\d+) (passing|failing)\b", re.M)
 _UNITTEST = re.compile(r"^Ran (\d+) tests? in [\d.]+s\s*\n+\s*(OK|FAILED)(?: \(([^)]*)\))?", re.M)
+#: ExUnit (``12 tests, 1 failure``) and RSpec (``10 examples, 2 failures``).
+_EXUNIT = re.compile(r"^\s*(\d+) (?:tests?|examples?|doctests?), (\d+) failures?", re.M)
 _GO_OK = re.compile(r"^ok\s+\S+", re.M)
 _GO_FAIL = re.compile(r"^(?:FAIL\s+\S+|FAIL$|--- FAIL:)", re.M)
 _GO_CASE = re.compile(r"^\s*--- (PASS|FAIL):", re.M)
@@ -619,6 +623,10 @@ def run_summary(output: str) -> RunSummary | None:
         ran, verdict, detail = unit[-1]
         failed = sum(int(n) for n in re.findall(r"(?:failures|errors)=(\d+)", detail))
         return RunSummary(int(ran) - failed, failed, verdict == "FAILED")
+    exunit = _EXUNIT.findall(output)
+    if exunit:
+        total, failed = (int(n) for n in exunit[-1])
+        return RunSummary(total - failed, failed, failed > 0)
     cases = _GO_CASE.findall(output)
     if cases:
         failed = cases.count("FAIL")
