@@ -200,6 +200,7 @@ def test_files_read_and_edited_are_recorded() -> None:
         ("=== RUN   TestA\n--- PASS: TestA (0.00s)\n--- FAIL: TestB (0.00s)\nFAIL", 1, 1),
         ("Finished in 0.2 seconds\n12 tests, 1 failure\n\nRandomized with seed 1", 11, 1),
         ("Finished in 0.01 seconds\n10 examples, 0 failures", 10, 0),
+        ("Finished in 5.5 seconds (1.4s async)\n14 doctests, 397 tests, 2 failures", 409, 2),
     ],
 )
 def test_test_runner_summaries_give_counts(output: str, passed: int, failed: int) -> None:
@@ -290,6 +291,13 @@ def test_a_lint_run_that_finds_problems_is_a_failed_verification() -> None:
     label_trace(spans)
     assert [s.attributes["trajectory.outcome"] for s in spans] == ["error", "ok"]
     assert spans[1].attributes["trajectory.recover"] is True
+    credo = [
+        tool("Bash", {"command": "mix credo --strict | tail"}, "found 5 software design "
+             "suggestions.", start=1),
+        tool("Bash", {"command": "mix credo --strict"}, "found no issues.", start=2),
+    ]  # fmt: skip
+    label_trace(credo)
+    assert [s.attributes["trajectory.outcome"] for s in credo] == ["error", "ok"]
 
 
 def test_codex_write_stdin_continues_the_command_its_session_started() -> None:

@@ -562,13 +562,16 @@ _COUNT = re.compile(r"(\d+) (passed|failed|failing|passing|todo|skipped|total)")
 _MOCHA = re.compile(r"^\s*(\d+) (passing|failing)\b", re.M)
 _UNITTEST = re.compile(r"^Ran (\d+) tests? in [\d.]+s\s*\n+\s*(OK|FAILED)(?: \(([^)]*)\))?", re.M)
 #: ExUnit (``12 tests, 1 failure``) and RSpec (``10 examples, 2 failures``).
-_EXUNIT = re.compile(r"^\s*(\d+) (?:tests?|examples?|doctests?), (\d+) failures?", re.M)
+_EXUNIT = re.compile(
+    r"^\s*(?:(\d+) doctests?, )?(\d+) (?:tests?|examples?|properties), (\d+) failures?", re.M
+)
 _GO_OK = re.compile(r"^ok\s+\S+", re.M)
 _GO_FAIL = re.compile(r"^(?:FAIL\s+\S+|FAIL$|--- FAIL:)", re.M)
 _GO_CASE = re.compile(r"^\s*--- (PASS|FAIL):", re.M)
 _LINT_FAIL = re.compile(
     r"Found \d+ errors?|error TS\d+|✖ \d+ problems?|\d+ errors? found|would reformat|"
-    r"^[^\s:]+:\d+:\d+: [A-Z]+\d+ ",
+    r"^[^\s:]+:\d+:\d+: [A-Z]+\d+ |found [1-9]\d* [a-z ]*(?:issues?|suggestions?)\b|"
+    r"done \(warnings were emitted\)",
     re.M,
 )
 
@@ -625,7 +628,8 @@ def run_summary(output: str) -> RunSummary | None:
         return RunSummary(int(ran) - failed, failed, verdict == "FAILED")
     exunit = _EXUNIT.findall(output)
     if exunit:
-        total, failed = (int(n) for n in exunit[-1])
+        doctests, tests, failures = exunit[-1]
+        total, failed = int(doctests or 0) + int(tests), int(failures)
         return RunSummary(total - failed, failed, failed > 0)
     cases = _GO_CASE.findall(output)
     if cases:
