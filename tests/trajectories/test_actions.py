@@ -14,9 +14,9 @@ from traceproof.trajectories.actions import (
     classify,
     classify_command,
     label_trace,
-    run_summary,
 )
 from traceproof.trajectories.common import StepSpan
+from traceproof.trajectories.outcomes import run_summary
 
 
 def tool(
