@@ -366,3 +366,10 @@ def test_project_rules_come_before_the_built_in_ones() -> None:
 def test_bad_rules_say_where(table: dict[str, Any], where: str) -> None:
     with pytest.raises(InvalidRules, match=rf"^{where}:"):
         ActionRules.from_table(table)
+
+
+def test_a_long_command_is_a_clipped_target() -> None:
+    script = "cat > big.py <<'EOF'\n" + "x = 1\n" * 2000 + "EOF"
+    found = classify("Bash", orjson.dumps({"command": script}).decode())
+    assert found.action == "edit" and found.files == ["big.py"]
+    assert found.target is not None and len(found.target) == 500 and found.target.endswith("…")
