@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from tests.conftest import LiveServer
 from tests.experiment_helpers import ECHO_TOML, stored_experiment
 from tests.proof_fixtures import insert_comparison
+from tests.trajectory_fixtures import SESSION, store_trajectory
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.remote import RemoteStore
 from traceproof.storage import Busy, QueryTimeout, Store
@@ -260,10 +261,14 @@ def test_every_registered_tool_answers_through_the_api(
         "get_experiment": {"id": experiment},
         "cancel_experiment": {"id": experiment},
         "compare_experiments": {"candidate": "exp_cand"},
+        "get_trajectory": {"session_id": SESSION},
+        "trajectory_stats": {"session_id": SESSION},
     }
     assert set(calls) == {spec.name for spec in registry.TOOLS}
     answers = {}
     for name, arguments in calls.items():
+        if name == "get_trajectory":  # stored last: the counts above are the demo's own
+            store_trajectory(demo_store)
         answer = post(demo_server, name, arguments)
         assert answer.status_code == 200, (name, answer.text)
         answers[name] = answer.json()
@@ -291,6 +296,8 @@ def test_every_registered_tool_answers_through_the_api(
     assert [r["scores"] for r in answers["get_experiment"]["runs"]] == [{"same": "pass"}] * 2
     assert answers["cancel_experiment"]["status"] == "done"
     assert answers["compare_experiments"]["verdict"]["status"] == "fail"
+    assert len(answers["get_trajectory"]["steps"]) == 14
+    assert answers["trajectory_stats"]["by_action"]["verify"] == 3
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,8 @@ import pytest
 from tests.conftest import ServeProcess
 from tests.experiment_helpers import stored_experiment
 from tests.proof_fixtures import insert_comparison
-from tests.test_schemas import calls_for, demo_ids, evaluators_config
+from tests.test_schemas import calls_for, demo_ids, evaluators_config, trajectory_ids
+from tests.trajectory_fixtures import store_trajectory, trajectory_spans
 from traceproof.experiments.datasets import Example
 from traceproof.settings import Settings
 from traceproof.storage import Store
@@ -82,6 +83,7 @@ def example_calls(db: Path) -> dict[str, dict[str, Any]]:
     """One valid call of every registered tool on the demo store."""
     with Store.open(db, Settings(db=db)) as store:
         ids = demo_ids(store) | {"experiment": stored_experiment(store, db.parent)}
+        ids |= trajectory_ids(store)
         calls = calls_for(ids)
         # The dataset add_examples and get_dataset name (calls run alone, or four at a time).
         create_dataset(store, "literal", [Example(input="hi", split="test")])
@@ -153,8 +155,9 @@ def test_the_inspector_accepts_the_tools_over_stdio(inspector: Path, demo_copy: 
 
 @pytest.fixture
 def served(demo_copy: Path) -> Iterator[ServeProcess]:
-    with Store.open(demo_copy, Settings(db=demo_copy)) as store:  # the experiment the calls read
+    with Store.open(demo_copy, Settings(db=demo_copy)) as store:  # what the calls read
         stored_experiment(store, demo_copy.parent)
+        store_trajectory(store)
     server = ServeProcess(demo_copy, None, "--config", str(evaluators_config(demo_copy.parent)))
     try:
         yield server
@@ -182,7 +185,7 @@ def example_calls_remote(url: str, httpx2: Any) -> dict[str, dict[str, Any]]:
 
     ((trace, session),) = sql(
         "SELECT trace_id, session_id FROM traces WHERE session_id IS NOT NULL "
-        "AND error_count > 0 ORDER BY trace_id LIMIT 1"
+        "AND error_count > 0 AND project = 'demo' ORDER BY trace_id LIMIT 1"
     )
     ((span,),) = sql(
         f"SELECT span_id FROM spans WHERE trace_id = '{trace}' ORDER BY start_time LIMIT 1"
@@ -193,6 +196,9 @@ def example_calls_remote(url: str, httpx2: Any) -> dict[str, dict[str, Any]]:
     ((experiment,),) = sql("SELECT id FROM experiments LIMIT 1")
     ids = {"trace": trace, "session": session, "span": span, "big_span": big,
            "experiment": experiment}  # fmt: skip
+    trajectory = trajectory_spans()[1]  # stored by the served fixture; its ids are fixed
+    ids |= {"trajectory_session": trajectory.session_id,
+            "trajectory_trace": trajectory.trace_ids[0]}  # fmt: skip
     calls = calls_for(ids)
     # The dataset add_examples and get_dataset name (the calls run four at a time).
     literal = {"name": "literal", "examples": [{"input": "hi", "split": "test"}]}

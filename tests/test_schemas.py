@@ -19,6 +19,7 @@ from mcp_types import CallToolResult, TextContent
 
 from tests.experiment_helpers import ECHO_TOML, stored_experiment
 from tests.proof_fixtures import insert_comparison
+from tests.trajectory_fixtures import store_trajectory
 from traceproof.server.mcp import create_mcp_server
 from traceproof.storage import Store
 from traceproof.tools import registry
@@ -56,6 +57,13 @@ def demo_ids(store: Store) -> dict[str, str]:
             "SELECT span_id FROM spans ORDER BY length(input_value) DESC NULLS LAST LIMIT 1"
         )
     return {"trace": trace_id, "session": session_id, "span": span_id, "big_span": big_span}
+
+
+def trajectory_ids(store: Store) -> dict[str, str]:
+    """Store a coding-agent session (the demo has none) for the trajectory tools to read:
+    call after :func:`demo_ids`, whose picks it would otherwise change."""
+    stored = store_trajectory(store)
+    return {"trajectory_session": stored.session_id, "trajectory_trace": stored.trace_ids[0]}
 
 
 def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
@@ -140,6 +148,14 @@ def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
             {"candidate": "exp_cand", "baseline": "exp_base", "gate": "significant:correct"},
             {"candidate": "exp_cand", "max_chars": 1000},
         ],
+        "get_trajectory": [
+            {"session_id": ids["trajectory_session"]},
+            {"trace_id": ids["trajectory_trace"], "max_chars": 1000},
+        ],
+        "trajectory_stats": [
+            {"session_id": ids["trajectory_session"]},
+            {"trace_id": ids["trajectory_trace"], "max_chars": 1000},
+        ],
     }
 
 
@@ -155,6 +171,7 @@ def evaluators_config(folder: Path) -> Path:
 def calls(demo_store: Store, tmp_path: Path) -> Iterator[dict[str, list[dict[str, Any]]]]:
     demo_store.settings.config = evaluators_config(tmp_path)
     ids = demo_ids(demo_store) | {"experiment": stored_experiment(demo_store, tmp_path)}
+    ids |= trajectory_ids(demo_store)
     insert_comparison(demo_store, dataset_name="compared")  # what compare_experiments compares
     found = calls_for(ids)
     assert set(found) == {spec.name for spec in registry.TOOLS}, (

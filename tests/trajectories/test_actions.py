@@ -14,9 +14,9 @@ from traceproof.trajectories.actions import (
     classify,
     classify_command,
     label_trace,
-    run_summary,
 )
 from traceproof.trajectories.common import StepSpan
+from traceproof.trajectories.outcomes import run_summary
 
 
 def tool(
@@ -105,6 +105,8 @@ def llm(start: int) -> StepSpan:
         ("browser", {"code": "goto('http://x')"}, "web", None),
         ("think", {"thought": "hmm"}, "plan", None),
         ("finish", {"message": "done"}, "other", "done"),
+        ("TaskOutput", {"task_id": "b7636e2"}, "execute", "b7636e2"),
+        ("BashOutput", {"bash_id": "b1"}, "execute", "b1"),
     ],
 )  # fmt: skip
 def test_each_agents_tool_names_get_an_action_and_a_target(
@@ -153,6 +155,9 @@ def test_each_agents_tool_names_get_an_action_and_a_target(
         ("flake8", "verify"),
         ("pyright", "verify"),
         ("make test", "verify"),
+        ("mix test test/a_test.exs 2>&1 | tail -15", "verify"),
+        ("mix dialyzer 2>&1 | grep -A2 x", "verify"),
+        ("mix compile 2>&1 | tail -5", "execute"),
         ("make build", "execute"),
         ("git status", "vcs"),
         ("git diff | head -50", "vcs"),
@@ -193,6 +198,9 @@ def test_files_read_and_edited_are_recorded() -> None:
         ("....\n---------\nRan 4 tests in 0.010s\n\nOK", 4, 0),
         ("Ran 4 tests in 0.010s\n\nFAILED (failures=1, errors=1)", 2, 2),
         ("=== RUN   TestA\n--- PASS: TestA (0.00s)\n--- FAIL: TestB (0.00s)\nFAIL", 1, 1),
+        ("Finished in 0.2 seconds\n12 tests, 1 failure\n\nRandomized with seed 1", 11, 1),
+        ("Finished in 0.01 seconds\n10 examples, 0 failures", 10, 0),
+        ("Finished in 5.5 seconds (1.4s async)\n14 doctests, 397 tests, 2 failures", 409, 2),
     ],
 )
 def test_test_runner_summaries_give_counts(output: str, passed: int, failed: int) -> None:
@@ -283,6 +291,13 @@ def test_a_lint_run_that_finds_problems_is_a_failed_verification() -> None:
     label_trace(spans)
     assert [s.attributes["trajectory.outcome"] for s in spans] == ["error", "ok"]
     assert spans[1].attributes["trajectory.recover"] is True
+    credo = [
+        tool("Bash", {"command": "mix credo --strict | tail"}, "found 5 software design "
+             "suggestions.", start=1),
+        tool("Bash", {"command": "mix credo --strict"}, "found no issues.", start=2),
+    ]  # fmt: skip
+    label_trace(credo)
+    assert [s.attributes["trajectory.outcome"] for s in credo] == ["error", "ok"]
 
 
 def test_codex_write_stdin_continues_the_command_its_session_started() -> None:
@@ -351,3 +366,10 @@ def test_project_rules_come_before_the_built_in_ones() -> None:
 def test_bad_rules_say_where(table: dict[str, Any], where: str) -> None:
     with pytest.raises(InvalidRules, match=rf"^{where}:"):
         ActionRules.from_table(table)
+
+
+def test_a_long_command_is_a_clipped_target() -> None:
+    script = "cat > big.py <<'EOF'\n" + "x = 1\n" * 2000 + "EOF"
+    found = classify("Bash", orjson.dumps({"command": script}).decode())
+    assert found.action == "edit" and found.files == ["big.py"]
+    assert found.target is not None and len(found.target) == 500 and found.target.endswith("…")

@@ -182,3 +182,26 @@ async def test_a_cursor_of_another_trajectory_is_refused(
     assert other.is_error
     assert text_of(other).startswith(f"[{ErrorCode.INVALID_CURSOR}] ")
     assert json.loads(json.dumps(first.structured_content))["truncated"] is True
+
+
+async def test_labels_group_through_aggregate_and_filter_through_where(
+    store: Store, stored: StoredTrajectory
+) -> None:
+    grouped = await call(
+        store,
+        "aggregate",
+        {"group_by": ["trajectory.action", "trajectory.outcome"], "metrics": ["count"],
+         "where": "span_kind = 'TOOL'"},
+    )  # fmt: skip
+    assert not grouped.is_error, text_of(grouped)
+    assert grouped.structured_content is not None
+    rows = {tuple(row[:2]): row[2] for row in grouped.structured_content["rows"]}
+    assert rows[("verify", "tests_failed")] == 2
+    assert rows[("verify", "tests_passed")] == 1
+    assert rows[("edit", "ok")] == 2
+    spans = await call(
+        store, "search_spans", {"where": "trajectory.recover = true", "project": PROJECT}
+    )
+    assert not spans.is_error, text_of(spans)
+    assert spans.structured_content is not None
+    assert len(spans.structured_content["spans"]) == 2
