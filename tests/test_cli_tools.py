@@ -442,17 +442,35 @@ def fresh_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
+#: The transcript README's trajectory examples read (imported into the demo for them).
+EXAMPLE_TRANSCRIPT = (
+    Path(__file__).resolve().parents[1] / "examples" / "transcripts" / "claude-code-session.jsonl"
+)
+
+
+@pytest.fixture(scope="module")
+def demo_with_transcript(fresh_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo plus README's example transcript, imported as README says."""
+    db = tmp_path_factory.mktemp("transcript") / "demo.duckdb"
+    shutil.copyfile(fresh_demo, db)
+    imported = CliRunner().invoke(cli, ["ingest", str(EXAMPLE_TRANSCRIPT), "--db", str(db)])
+    assert imported.exit_code == 0, imported.output
+    return db
+
+
 def test_readme_lists_an_example_for_every_read_command() -> None:
     named = {shlex.split(example)[1] for example in readme_examples()}
     assert named == {"projects", "traces", "trace", "span", "find", "spans", "jq", "agg", "sql",
-                     "schema", "session", "errors"}  # fmt: skip
+                     "schema", "session", "errors", "trajectory"}  # fmt: skip
 
 
 @pytest.mark.parametrize("example", readme_examples())
 def test_readme_cli_examples_answer_on_the_demo(
-    runner: CliRunner, fresh_demo: Path, example: str
+    runner: CliRunner, fresh_demo: Path, demo_with_transcript: Path, example: str
 ) -> None:
     args = shlex.split(example)[1:]
+    if args[0] == "trajectory":  # needs a coding agent's transcript, which the demo lacks
+        fresh_demo = demo_with_transcript
     result = run(runner, *args, "--db", fresh_demo)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip()
