@@ -194,24 +194,38 @@ def mcp(
 
 
 @cli.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @db_option
 @click.option("--project", default=None, help="Put every span in this project.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--no-redact",
+    is_flag=True,
+    help="Keep secrets in coding-agent transcripts (redacted by default).",
+)
 @config_option
 def ingest(
     paths: tuple[Path, ...],
     db: Path | None,
     project: str | None,
     as_json: bool,
+    no_redact: bool,
     config: Path | None,
 ) -> None:
-    """Import traces from files: OTLP/JSON, OTLP protobuf or span JSON lines (gzip or not); and
-    eval results (JSONL, CSV, Parquet with span_id/trace_id/session_id and label/score/
+    """Import traces from files or directories: coding-agent transcripts (Claude Code session
+    JSONL, with subagents), OTLP/JSON, OTLP protobuf or span JSON lines (gzip, zstd or plain);
+    and eval results (JSONL, CSV, Parquet with span_id/trace_id/session_id and label/score/
     explanation) as annotations."""
     from traceproof.ingest.evalfiles import is_eval_file
+    from traceproof.ingest.files import expand_paths
 
     settings = _settings(db, config=config)
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise click.BadParameter(f"{missing[0]} does not exist.", param_hint="PATHS")
+    paths = tuple(expand_paths(paths))
+    if not paths:
+        raise click.BadParameter("the directories hold no file to import.", param_hint="PATHS")
     evals = [p for p in paths if is_eval_file(p)]
     traces = [p for p in paths if p not in evals]
     summary = ImportSummary()
@@ -220,7 +234,7 @@ def ingest(
         with _store_or_remote(settings.for_import(), create=True) as store:
             if traces:
                 sink: Sink = lambda table: store.submit(table, wait=None)  # noqa: E731
-                summary = _run_import(traces, sink, settings, project)
+                summary = _run_import(traces, sink, settings, project, redact=not no_redact)
             if evals:
                 extra = _import_evals(store, evals, settings)
     except TraceproofError as exc:
@@ -273,10 +287,10 @@ def _print_evals(found: dict[str, Any]) -> None:
 
 
 def _run_import(
-    paths: list[Path], sink: Sink, settings: Settings, project: str | None
+    paths: list[Path], sink: Sink, settings: Settings, project: str | None, *, redact: bool
 ) -> ImportSummary:
     if not err.is_terminal:
-        return import_files(paths, sink, settings=settings, project=project)
+        return import_files(paths, sink, settings=settings, project=project, redact=redact)
     total = sum(p.stat().st_size for p in paths if p.is_file())
     columns = (
         TextColumn("importing"),
@@ -288,7 +302,9 @@ def _run_import(
     with Progress(*columns, console=err, transient=True) as progress:
         task = progress.add_task("import", total=total)
         advance: Callable[[int], None] = lambda n: progress.advance(task, n)  # noqa: E731
-        return import_files(paths, sink, settings=settings, project=project, on_progress=advance)
+        return import_files(
+            paths, sink, settings=settings, project=project, on_progress=advance, redact=redact
+        )
 
 
 def _print_summary(summary: ImportSummary) -> None:
@@ -299,6 +315,15 @@ def _print_summary(summary: ImportSummary) -> None:
         markup=False,
         soft_wrap=True,
     )
+    transcripts = {k: v for k, v in summary.formats.items() if not k.startswith("otlp")}
+    if summary.transcripts:
+        files = ", ".join(f"{name} {count:,}" for name, count in sorted(transcripts.items()))
+        out.print(
+            f"Transcripts: {files} file(s); {summary.records_skipped:,} records skipped, "
+            f"{summary.redactions:,} secrets redacted.",
+            markup=False,
+            soft_wrap=True,
+        )
     if summary.rejected:
         out.print(f"[yellow]Rejected {summary.rejected:,}:[/yellow]", highlight=False)
         shown = summary.rejections[:50]
@@ -354,7 +379,8 @@ import traceproof.cli_experiments  # noqa: E402
 import traceproof.cli_judge  # noqa: E402
 import traceproof.cli_judgment  # noqa: E402
 import traceproof.cli_proof  # noqa: E402
-import traceproof.cli_tools  # noqa: E402, F401
+import traceproof.cli_tools  # noqa: E402
+import traceproof.cli_trajectories  # noqa: E402, F401
 
 
 def main() -> None:

@@ -147,6 +147,8 @@ TOOL_COMMANDS = {
     "run_experiment": "experiment run",
     "get_experiment": "experiment show",
     "cancel_experiment": "experiment cancel",
+    "get_trajectory": "trajectory show",
+    "trajectory_stats": "trajectory stats",
 }
 
 # "Call NAME(args)" / "call NAME" / a bare tool name with an underscore (never a word of text).

@@ -166,3 +166,19 @@ def test_a_config_elsewhere_takes_its_own_folder_as_the_root(tmp_path: Path) -> 
     with pytest.raises(TraceproofError) as info:
         load_config(broken)
     assert str(info.value).startswith(f"[invalid_config] {broken.resolve()}: evaluators.e:")
+
+
+def test_trajectory_action_rules_are_read_and_checked(tmp_path: Path) -> None:
+    write(tmp_path, """
+[trajectories.actions.verify]
+tools = ["run_checks"]
+commands = ['^\\./scripts/check\\b']
+""")  # fmt: skip
+    rules = load_config(root=tmp_path).action_rules()
+    assert rules.tools == {"run_checks": "verify"}
+    assert [(a, p.pattern) for a, p in rules.commands] == [("verify", r"^\./scripts/check\b")]
+    assert load_config(root=tmp_path / "none").action_rules().tools == {}
+    bad = refused(tmp_path, "[trajectories.actions.testing]\ntools = ['x']\n")
+    assert bad.code == ErrorCode.INVALID_CONFIG
+    assert "trajectories.actions.testing: unknown action; known: localize" in str(bad)
+    assert "trajectories.labels" in str(refused(tmp_path, "[trajectories.labels]\nx = 1\n"))

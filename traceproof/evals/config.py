@@ -34,6 +34,10 @@ file's own directory is the root)::
     [annotations.notes]
     kind = "freeform"
 
+    [trajectories.actions.verify]  # action rules for coding-agent steps (see
+    tools = ["run_checks"]         # traceproof.trajectories.actions)
+    commands = ['^\\./scripts/check']
+
 A judge (``kind = "judge"``) implies a categorical config for the annotations it writes (named
 as the judge): its labels (``insufficient_evidence`` too when allowed) with their scores, unless
 an ``[annotations.NAME]`` table of that name is declared; a declared categorical config must
@@ -76,6 +80,7 @@ from traceproof.evals.annotations import (
 )
 from traceproof.evals.builtin import BUILTINS
 from traceproof.evals.checks import Params
+from traceproof.trajectories.actions import ActionRules, InvalidRules
 
 __all__ = [
     "CONFIG_FILE",
@@ -90,6 +95,7 @@ __all__ = [
 ]
 
 CONFIG_FILE = "traceproof.toml"
+_SECTIONS = ("evaluators", "tasks", "annotations", "trajectories")
 _FUNCTION = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
 #: Keys of an evaluator table that are not a built-in's parameters.
@@ -159,6 +165,13 @@ class ProjectConfig(BaseModel):
     implied: frozenset[str] = Field(
         default=frozenset(), description="Names of annotations whose config a judge implies."
     )
+    trajectories: dict[str, Any] = Field(
+        default_factory=dict, description="The [trajectories] table (action rules), validated."
+    )
+
+    def action_rules(self) -> ActionRules:
+        """The project's ``[trajectories.actions]`` rules (none: the built-in ones only)."""
+        return ActionRules.from_table(self.trajectories.get("actions", {}))
 
     def evaluator(self, name: str) -> EvaluatorDefinition:
         """The evaluator ``name``, or ``[unknown_evaluator]`` listing those declared."""
@@ -226,9 +239,10 @@ def parse_config(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _invalid(source, "file", f"not valid TOML ({exc})") from None
-    unknown = [k for k in data if k not in ("evaluators", "tasks", "annotations")]
+    unknown = [k for k in data if k not in _SECTIONS]
     if unknown:
-        raise _invalid(source, unknown[0], "unknown section; known: evaluators, tasks, annotations")
+        raise _invalid(source, unknown[0], f"unknown section; known: {', '.join(_SECTIONS)}")
+    trajectories = _trajectories(data.get("trajectories", {}), source)
     evaluators: dict[str, EvaluatorDefinition] = {}
     for name, table in _tables(data, "evaluators", source).items():
         evaluators[name] = _evaluator(name, table, source, root)
@@ -244,7 +258,26 @@ def parse_config(
         tasks=tasks,
         annotations=annotations | implied,
         implied=frozenset(implied),
+        trajectories=trajectories,
     )
+
+
+def _trajectories(raw: Any, source: str) -> dict[str, Any]:
+    """``[trajectories]``: only ``[trajectories.actions.ACTION]`` tables (action rules)."""
+    if not isinstance(raw, dict):
+        raise _invalid(source, "trajectories", "must be a table ([trajectories.actions])")
+    for key in raw:
+        if key != "actions":
+            raise _invalid(source, f"trajectories.{key}", "unknown key; known: actions")
+    actions = raw.get("actions", {})
+    if not isinstance(actions, dict):
+        raise _invalid(source, "trajectories.actions", "must be tables ([trajectories.actions.X])")
+    try:
+        ActionRules.from_table(actions)
+    except InvalidRules as exc:
+        where, _, detail = str(exc).partition(": ")
+        raise _invalid(source, where, detail) from None
+    return raw
 
 
 def _tables(data: dict[str, Any], section: str, source: str) -> dict[str, dict[str, Any]]:

@@ -1,7 +1,9 @@
 """File import: detect the format from the content, stream it into a sink, summarise.
 
-Formats (gzip-compressed or not):
+Formats (gzip- or zstd-compressed or not):
 
+- coding-agent transcripts a reader in :data:`traceproof.trajectories.readers.READERS` claims
+  (Claude Code session JSONL, ...): redacted by default, see :mod:`traceproof.trajectories`;
 - OTLP/JSON: one ``ExportTraceServiceRequest`` per file, or JSON lines of requests;
 - OTLP protobuf: one serialized ``ExportTraceServiceRequest`` per file;
 - span JSON lines: one span per line in the shape Phoenix exports (see :mod:`.spanjson`).
@@ -24,10 +26,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import IO, Any
 
 import pyarrow as pa
+import zstandard
 
 from traceproof.errors import TraceproofError
 from traceproof.ingest.normalize import REJECTED, SpanRows, rejection_reason
@@ -35,6 +38,16 @@ from traceproof.ingest.otlp import Decoded, MalformedRequest, decode_json_object
 from traceproof.ingest.spanjson import add_span_object, is_span_object
 from traceproof.settings import Settings
 from traceproof.storage import WriteResult
+from traceproof.trajectories.common import Reader, Skipped, StepSpan
+from traceproof.trajectories.emit import add_step
+from traceproof.trajectories.readers import HEAD_BYTES, detect
+from traceproof.trajectories.redact import Redactor
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+#: The formats of trace files (everything else in ``ImportSummary.formats`` is a transcript).
+_TRACE_FORMATS = ("otlp_json", "otlp_protobuf")
 
 #: Rejected lines kept with their reasons; the count is always exact.
 MAX_REJECTIONS = 10_000
@@ -63,6 +76,13 @@ class ImportSummary:
     rejected: int = 0
     rejections: list[Rejection] = field(default_factory=list)
     warnings: int = 0
+    #: Transcript records read and not turned into spans (progress, snapshots, unknown types).
+    records_skipped: int = 0
+    skipped_by_kind: dict[str, int] = field(default_factory=dict)
+    #: Secrets replaced in imported transcripts.
+    redactions: int = 0
+    #: Files read per format (a transcript reader's name, ``otlp_json``, ``otlp_protobuf``).
+    formats: dict[str, int] = field(default_factory=dict)
     projects: set[str] = field(default_factory=set)
     _traces: set[tuple[str, str]] = field(default_factory=set)
 
@@ -79,14 +99,29 @@ class ImportSummary:
         if len(self.rejections) < MAX_REJECTIONS:
             self.rejections.append(Rejection(path, line, reason))
 
+    @property
+    def transcripts(self) -> int:
+        """Files a transcript reader read."""
+        return sum(n for name, n in self.formats.items() if name not in _TRACE_FORMATS)
+
     def as_dict(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "files": self.files,
             "spans_read": self.spans_read,
             "spans_added": self.spans_added,
             "duplicates": self.duplicates,
             "traces": self.traces,
             "projects": sorted(self.projects),
+        }
+        if self.transcripts:
+            # Only when transcripts were read: the summary of trace files stays as it was.
+            found |= {
+                "records_skipped": self.records_skipped,
+                "skipped_by_kind": dict(sorted(self.skipped_by_kind.items())),
+                "redactions": self.redactions,
+                "formats": dict(sorted(self.formats.items())),
+            }
+        return found | {
             "rejected": self.rejected,
             "rejections": [
                 {"path": r.path, "line": r.line, "reason": r.reason} for r in self.rejections
@@ -229,11 +264,12 @@ def import_files(
     settings: Settings | None = None,
     project: str | None = None,
     on_progress: Callable[[int], None] | None = None,
+    redact: bool = True,
 ) -> ImportSummary:
     """Import every file into ``sink`` (``Store.submit`` or a remote equivalent).
 
     ``project`` overrides the project named in the data. ``on_progress`` receives the number of
-    bytes read since its last call.
+    bytes read since its last call. ``redact=False`` keeps secrets in transcripts.
     """
     settings = settings or Settings()
     summary = ImportSummary()
@@ -241,16 +277,51 @@ def import_files(
     for path in paths:
         summary.files += 1
         try:
-            _import_file(Path(path), batcher, settings, project, on_progress)
+            _import_file(Path(path), batcher, settings, project, on_progress, redact)
         except OSError as exc:
             summary.reject(str(path), None, f"cannot read the file: {exc.strerror or exc}")
-        except (EOFError, zlib.error) as exc:
+        except (EOFError, zlib.error, zstandard.ZstdError) as exc:
             # A truncated or corrupt gzip stream: what was read before it is kept.
             summary.reject(str(path), None, f"cannot decompress the rest of the file ({exc})")
         except ImportError_ as exc:
             summary.reject(str(path), None, str(exc))
     batcher.finish()
     return summary
+
+
+#: File names a directory walk imports (anything else in the directory is left alone).
+_WALKED = (".jsonl", ".json", ".traj", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".pb", ".eval")
+
+
+def expand_paths(paths: Iterable[Path]) -> list[Path]:
+    """Files as given; directories walked (sorted, hidden entries skipped) for the files they
+    hold: a Claude Code project directory or ``~/.claude/projects``, a Codex ``sessions/``
+    tree, a folder of exports. A Claude Code subagent transcript
+    (``<session>/subagents/agent-*.jsonl``) is left out when ``<session>.jsonl`` is there too:
+    the session's import reads it and nests it under the tool call that started it."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            found.append(path)
+            continue
+        for candidate in sorted(path.rglob("*")):
+            relative = candidate.relative_to(path).parts
+            if any(part.startswith(".") for part in relative) or not candidate.is_file():
+                continue
+            if not candidate.name.endswith(_WALKED):
+                continue
+            if _belongs_to_session(candidate):
+                continue
+            found.append(candidate)
+    return list(dict.fromkeys(found))
+
+
+def _belongs_to_session(path: Path) -> bool:
+    folder = path.parent
+    if folder.name != "subagents" or not path.name.startswith("agent-"):
+        return False
+    session = folder.parent
+    return session.with_name(session.name + ".jsonl").is_file()
 
 
 class _Reporting(io.RawIOBase):
@@ -281,23 +352,39 @@ def _import_file(
     settings: Settings,
     project: str | None,
     on_progress: Callable[[int], None] | None,
+    redact: bool = True,
 ) -> None:
     label = str(path)
     with path.open("rb") as probe:
-        compressed = probe.read(2) == b"\x1f\x8b"
+        magic = probe.read(4)
     stream: IO[bytes] = io.BufferedReader(_Reporting(path, on_progress), 1 << 20)
-    if compressed:
+    if magic[:2] == GZIP_MAGIC:
         stream = io.BufferedReader(gzip.GzipFile(fileobj=stream, mode="rb"), 1 << 20)
+    elif magic == ZSTD_MAGIC:
+        # zstd: Codex writes rollouts as .jsonl.zst; the stdlib has no zstd before 3.14.
+        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
+        stream = io.BufferedReader(reader, 1 << 20)
     with stream:
         try:
             first = _peek_nonspace(stream)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zstandard.ZstdError) as exc:
             raise ImportError_(f"cannot decompress the file ({exc})") from None
         if first is None:
             raise ImportError_("the file is empty")
         if first in (b"{", b"["):
+            reader_ = detect(path, _head(stream))
+            if reader_ is not None:
+                batcher.summary.formats[reader_.name] = (
+                    batcher.summary.formats.get(reader_.name, 0) + 1
+                )
+                _import_transcript(reader_, path, stream, label, batcher, project, redact)
+                return
+            batcher.summary.formats["otlp_json"] = batcher.summary.formats.get("otlp_json", 0) + 1
             _import_json(stream, label, batcher, settings, project)
             return
+        batcher.summary.formats["otlp_protobuf"] = (
+            batcher.summary.formats.get("otlp_protobuf", 0) + 1
+        )
         body = stream.read()
         batcher.note(label, None)
         try:
@@ -310,6 +397,66 @@ def _import_file(
         except MalformedRequest as exc:
             raise ImportError_(f"not OTLP/JSON, OTLP protobuf or span JSON lines ({exc})") from None
         _take_decoded(decoded, label, None, batcher)
+
+
+def _head(stream: IO[bytes]) -> bytes:
+    """Up to :data:`HEAD_BYTES` of what comes next, without consuming it."""
+    peek = getattr(stream, "peek", None)
+    return bytes(peek(HEAD_BYTES)[:HEAD_BYTES]) if peek is not None else b""
+
+
+def _import_transcript(
+    reader: Reader,
+    path: Path,
+    stream: IO[bytes],
+    label: str,
+    batcher: _Batcher,
+    project: str | None,
+    redact: bool,
+) -> None:
+    """A coding-agent transcript through its reader: each trace's spans labelled, then added.
+
+    The project is ``project``, else the last path component of the agent's working
+    directory, else the agent's name."""
+    redactor = Redactor(enabled=redact)
+    summary = batcher.summary
+    pending: list[StepSpan] = []
+
+    def add(spans: list[StepSpan]) -> None:
+        for span in spans:
+            batcher.note(label, span.line)
+            name = project or _project_of(span, reader.name)
+            try:
+                warnings = add_step(batcher.rows, span, project=name, source=reader.name)
+            except REJECTED as exc:
+                summary.reject(label, span.line, rejection_reason(exc))
+                continue
+            summary.warnings += len(warnings)
+            batcher.flush_if_full()
+
+    try:
+        for item in reader.read(path, stream, redactor):
+            if isinstance(item, StepSpan):
+                if pending and pending[-1].trace_id != item.trace_id:
+                    add(pending)
+                    pending = []
+                pending.append(item)
+            elif isinstance(item, Skipped):
+                summary.records_skipped += 1
+                summary.skipped_by_kind[item.kind] = summary.skipped_by_kind.get(item.kind, 0) + 1
+            else:
+                summary.reject(label, item.line, item.reason)
+        if pending:
+            add(pending)
+    finally:
+        summary.redactions += redactor.count
+
+
+def _project_of(span: StepSpan, agent: str) -> str:
+    cwd = span.resource.get("process.cwd")
+    if isinstance(cwd, str) and cwd.strip("/\\"):
+        return PurePath(cwd.rstrip("/\\")).name or agent
+    return agent.replace("_", "-")
 
 
 def _peek_nonspace(stream: IO[bytes]) -> bytes | None:

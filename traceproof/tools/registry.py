@@ -31,6 +31,7 @@ from traceproof.tools import annotations as annotation_tools
 from traceproof.tools import calibrate as calibrate_tools
 from traceproof.tools import compare as compare_tools
 from traceproof.tools import datasets as dataset_tools
+from traceproof.tools import trajectories as trajectory_tools
 
 #: Tool families (DESIGN.md's tool surface), the units a host asks for with ``--toolsets``
 #: (``TRACEPROOF_TOOLSETS``): trace inspection, judgment (annotations, evaluators), proof
@@ -82,6 +83,8 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(experiments.cancel_experiment, read_only=False, family="proof"),
     # read_only=False: set_baseline=true writes the baseline.
     ToolSpec(compare_tools.compare_experiments, read_only=False, family="proof"),
+    ToolSpec(trajectory_tools.get_trajectory, family="trajectories"),
+    ToolSpec(trajectory_tools.trajectory_stats, family="trajectories"),
 )
 
 TOOLS_BY_NAME: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}

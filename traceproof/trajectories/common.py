@@ -74,6 +74,8 @@ class StepSpan:
     #: Resource attributes: ``service.name`` (the agent), ``service.version``, ``process.cwd``,
     #: ``vcs.repository.ref.name`` (git branch).
     resource: dict[str, Any] = field(default_factory=dict)
+    #: The transcript line the span starts from (the importer's resume point), when known.
+    line: int | None = None
 
 
 @dataclass(slots=True)

@@ -1,0 +1,49 @@
+"""``traceproof trajectory show|stats``: a coding agent's trace or session, step by step
+(the tools ``get_trajectory`` and ``trajectory_stats``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from traceproof.cli import cli, db_option
+from traceproof.cli_tools import call, cursor_option, emit, json_option, max_chars_option
+
+
+@cli.group()
+def trajectory() -> None:
+    """Coding-agent trajectories: steps with their action labels, and their figures."""
+
+
+def _which(trace_id: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    if (trace_id is None) == (options.get("session_id") is None):
+        raise click.UsageError("Give a TRACE_ID or --session, not both.")
+    return {"trace_id": trace_id, **options}
+
+
+@trajectory.command()
+@click.argument("trace_id", required=False)
+@click.option("--session", "session_id", default=None, help="A session: all its turns.")
+@click.option("--project", default=None, help="Project of the trace or session.")
+@db_option
+@cursor_option
+@max_chars_option
+@json_option
+def show(db: Path | None, as_json: bool, trace_id: str | None, **options: Any) -> None:
+    """A trace or session as numbered steps: action, tool, target, outcome, tokens."""
+    emit(call(db, "get_trajectory", _which(trace_id, options)), as_json)
+
+
+@trajectory.command()
+@click.argument("trace_id", required=False)
+@click.option("--session", "session_id", default=None, help="A session: all its turns.")
+@click.option("--project", default=None, help="Project of the trace or session.")
+@db_option
+@max_chars_option
+@json_option
+def stats(db: Path | None, as_json: bool, trace_id: str | None, **options: Any) -> None:
+    """Figures of a trace or session: steps by action, edits before the first verification,
+    repeated commands, errors retried unchanged, recoveries, files, tokens and cost."""
+    emit(call(db, "trajectory_stats", _which(trace_id, options)), as_json)
