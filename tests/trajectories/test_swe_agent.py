@@ -66,7 +66,7 @@ def test_a_shared_function_calling_traj_names_its_tools_and_keeps_its_run(tmp_pa
     assert root.attributes["swe_agent.api_calls"] == 11
     assert root.resource == {
         "service.name": "swe-agent",
-        "process.cwd": "/testbed",
+        "swe_agent.working_dir": "/testbed",
         "vcs.ref.head.revision": "bfd2593d4b416122e30cdefe0c72d322ef471611",
     }
     llm, tool = spans[0], spans[1]
@@ -245,7 +245,7 @@ def test_mini_swe_agent_commands_return_codes_timestamps_and_usage(tmp_path: Pat
     assert root.resource == {
         "service.name": "mini-swe-agent",
         "service.version": "1.9.0",
-        "process.cwd": "/testbed",
+        "mini_swe_agent.working_dir": "/testbed",
     }
     assert TIME_ESTIMATED not in root.attributes
     assert root.trace_id == trace_id_for("mini_swe_agent", "astropy__astropy-12907", "task")

@@ -147,6 +147,7 @@ class _Tool:
     start_ns: int
     records: list[dict[str, Any]]
     needs_end: bool
+    line: int | None = None
     output: str | None = None
     output_ns: int | None = None
     output_seen: bool = False
@@ -159,6 +160,7 @@ class _Tool:
 @dataclass(slots=True)
 class _Call:
     start_ns: int
+    line: int | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     tools: list[str] = field(default_factory=list)
@@ -181,6 +183,7 @@ class _Turn:
     message: str | None = None
     calls: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
+    line: int | None = None
 
 
 class _Rollout:
@@ -276,9 +279,10 @@ class _Rollout:
         if isinstance(payload.get("model_provider"), str):
             self.provider = payload["model_provider"]
 
-    def _open_turn(self, key: str, ts: int) -> _Turn:
+    def _open_turn(self, key: str, ts: int, line: int | None = None) -> _Turn:
         self.turns += 1
         turn = _Turn(
+            line=line,
             key=key,
             trace_id=trace_id_for(SOURCE, self.session, key),
             root_id=span_id_for(SOURCE, self.session, f"turn:{key}"),
@@ -291,7 +295,7 @@ class _Rollout:
 
     def _ensure_turn(self, line: int, ts: int) -> _Turn:
         if self.turn is None:
-            return self._open_turn(f"line:{line}", ts)
+            return self._open_turn(f"line:{line}", ts, line)
         return self.turn
 
     def _turn_context(
@@ -312,8 +316,8 @@ class _Rollout:
                 yield from self._close_turn(ts)
                 turn = None
         if turn is None:
-            turn = self._open_turn(turn_id if isinstance(turn_id, str) and turn_id else
-                                   f"line:{line}", ts)  # fmt: skip
+            key = turn_id if isinstance(turn_id, str) and turn_id else f"line:{line}"
+            turn = self._open_turn(key, ts, line)
         turn.model = self.model
         turn.records.append(record)
         turn.last_ns = max(turn.last_ns, ts)
@@ -327,14 +331,14 @@ class _Rollout:
                 yield from self._close_turn(ts)
             turn_id = payload.get("turn_id")
             key = turn_id if isinstance(turn_id, str) and turn_id else f"line:{line}"
-            self._open_turn(key, ts).records.append(record)
+            self._open_turn(key, ts, line).records.append(record)
         elif kind == "user_message":
             turn = self.turn
             if turn is not None and turn.prompt_from_event:
                 yield from self._close_turn(ts)
                 turn = None
             if turn is None:
-                turn = self._open_turn(f"line:{line}", ts)
+                turn = self._open_turn(f"line:{line}", ts, line)
             turn.prompt = text_of(payload.get("message"))
             turn.prompt_from_event = True
             turn.records.append(record)
@@ -404,7 +408,7 @@ class _Rollout:
         turn = self._ensure_turn(line, ts)
         turn.last_ns = max(turn.last_ns, ts)
         if self.call is None:
-            self.call = _Call(start_ns=self._call_start(ts))
+            self.call = _Call(start_ns=self._call_start(ts), line=line)
         call = self.call
         call.records.append(record)
         call.end_ns = ts
@@ -483,7 +487,7 @@ class _Rollout:
         assert self.call is not None
         self.call.tools.append(name)
         needs_end = self.wrapped and (name in _EXEC_TOOLS or name in _PATCH_TOOLS)
-        self.tools[call_id] = _Tool(call_id, name, arguments, ts, [record], needs_end)
+        self.tools[call_id] = _Tool(call_id, name, arguments, ts, [record], needs_end, line)
         return iter(())
 
     def _web_search(
@@ -499,7 +503,7 @@ class _Rollout:
         if self.pending_search is not None and self.pending_search[1] == query:
             key = self.pending_search[0] or key
         self.pending_search = None
-        tool = _Tool(key, "web_search", text_of(action), ts, [record], False)
+        tool = _Tool(key, "web_search", text_of(action), ts, [record], False, line)
         tool.output_seen = True
         tool.output_ns = ts
         status = payload.get("status")
@@ -600,6 +604,7 @@ class _Rollout:
             ts,
             attributes=attributes,
             resource=dict(self.resource),
+            line=line,
         )
 
     # -- closing spans -------------------------------------------------------------------
@@ -648,6 +653,7 @@ class _Rollout:
             max(end_ns, call.end_ns),
             attributes=attributes,
             resource=dict(self.resource),
+            line=call.line,
         )
 
     def _tool_span(self, tool: _Tool) -> StepSpan:
@@ -685,6 +691,7 @@ class _Rollout:
             tool.message,
             attributes=attributes,
             resource=dict(self.resource),
+            line=tool.line,
         )
 
     def _close_turn(self, end_ns: int) -> Iterator[Item]:
@@ -717,6 +724,7 @@ class _Rollout:
             turn.message,
             attributes=attributes,
             resource=dict(self.resource),
+            line=turn.line,
         )
 
 

@@ -369,6 +369,7 @@ class _Stream:
             ts,
             attributes=attributes,
             resource=self.resource,
+            line=self.line,
         )
 
     def _message(self, event: dict[str, Any], ts: int, turn: _Turn, text: str | None) -> StepSpan:
@@ -383,6 +384,7 @@ class _Stream:
             ts,
             attributes=attributes,
             resource=self.resource,
+            line=self.line,
         )
 
     def _tool(self, action: _Action, result: dict[str, Any] | None, ts: int) -> Iterator[Item]:
@@ -431,6 +433,7 @@ class _Stream:
             message,
             attributes=attributes,
             resource=self.resource,
+            line=self.line,
         )
 
     def _close_turn(self) -> Iterator[Item]:
@@ -460,6 +463,7 @@ class _Stream:
             turn.last_ns,
             attributes=attributes,
             resource=self.resource,
+            line=self.line,
         )
 
     def close(self) -> Iterator[Item]:
@@ -553,4 +557,5 @@ def _instance(path: Path, line: int, record: dict[str, Any], history: list[Any])
         first_lines(error),
         attributes=attributes,
         resource=stream.resource,
+        line=line,
     )

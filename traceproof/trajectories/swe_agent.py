@@ -11,6 +11,10 @@ command's first word). A step is an error when its observation says so: an edit 
 rejected for a syntax error, a Python traceback, a missing command or file; mini-swe-agent's
 ``<returncode>`` other than 0.
 
+The working directory is the sandbox's (``/testbed``), not a project of the user's: it is
+kept as ``swe_agent.working_dir`` (``mini_swe_agent.working_dir``) rather than
+``process.cwd``, so that imported runs land in the agent's project, not one per sandbox path.
+
 ``.traj`` files record no times: spans are laid out back from the file's modification time,
 one millisecond per model step and each action's ``execution_time`` (or a millisecond), and
 carry ``trajectory.time_estimated``. mini-swe-agent's messages carry a ``timestamp`` from
@@ -228,7 +232,7 @@ def _swe_run(path: Path, data: dict[str, Any]) -> _Run:
     resource: dict[str, Any] = {"service.name": "swe-agent"}
     state = as_dict(trajectory[0].get("state")) if trajectory else {}
     if isinstance(state.get("working_dir"), str):
-        resource["process.cwd"] = state["working_dir"]
+        resource["swe_agent.working_dir"] = state["working_dir"]
     repo = as_dict(as_dict(replay.get("env")).get("repo"))
     if isinstance(repo.get("base_commit"), str):
         resource["vcs.ref.head.revision"] = repo["base_commit"]
@@ -328,7 +332,7 @@ def _mini_run(path: Path, data: dict[str, Any]) -> _Run:
         resource["service.version"] = info["mini_version"]
     environment = as_dict(config.get("environment"))
     if isinstance(environment.get("cwd"), str) and environment["cwd"]:
-        resource["process.cwd"] = environment["cwd"]
+        resource["mini_swe_agent.working_dir"] = environment["cwd"]
     timed = [step.start_ns for step in steps if step.start_ns is not None]
     return _Run(
         source="mini_swe_agent",
