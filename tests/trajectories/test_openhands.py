@@ -28,7 +28,7 @@ from traceproof.trajectories.common import (
     trace_id_for,
 )
 from traceproof.trajectories.openhands import OpenHandsReader
-from traceproof.trajectories.records import RAW_LIMIT, iso_ns
+from traceproof.trajectories.records import RAW_CLIPPED, RAW_LIMIT, iso_ns
 
 OPENHANDS = SHARED_DATA / "openhands"
 EVAL = OPENHANDS / "multi_swe_bench_output.jsonl"
@@ -164,7 +164,7 @@ def test_the_shared_evaluation_output_is_one_trace_per_instance(tmp_path: Path) 
     invalid = [span for span in errors if span.name == "error"]
     assert invalid[0].status_message is not None
     assert invalid[0].status_message.startswith("Parameter 'command' is expected to be one of")
-    assert all(len(span.attributes[RAW]) <= RAW_LIMIT + 100 for span in spans)
+    assert all(len(span.attributes[RAW]) <= RAW_LIMIT for span in spans)
     rows = store_spans(tmp_path, spans, "openhands")
     assert len(rows) == len(spans)
     assert sorted(row[0] for row in rows if not row[7]) == ["AGENT"] * 3
@@ -230,7 +230,8 @@ def test_a_generated_stream_with_a_failing_command_unicode_and_a_huge_output(
     assert spans[1].attributes["output.value"] == "2 failed"
     assert spans[0].attributes["output.value"] == "Läuft 🏃"
     assert spans[3].attributes["output.value"] == huge
-    assert len(spans[3].attributes[RAW]) < RAW_LIMIT + 100
+    assert len(spans[3].attributes[RAW]) == RAW_LIMIT
+    assert spans[3].attributes[RAW_CLIPPED] > 1_500_000
     first, second = spans[6], spans[7]
     assert (first.attributes["input.value"], first.attributes["output.value"]) == (
         "Lance les tests ✓",

@@ -18,7 +18,7 @@ from tests.trajectories.reader_helpers import (
     store_spans,
 )
 from traceproof.trajectories.common import RAW, STOP_REASON, TARGET, span_id_for, trace_id_for
-from traceproof.trajectories.records import RAW_LIMIT, TIME_ESTIMATED
+from traceproof.trajectories.records import RAW_CLIPPED, RAW_LIMIT, TIME_ESTIMATED
 from traceproof.trajectories.swe_agent import MiniSweAgentReader, SweAgentReader
 
 SWE = SHARED_DATA / "swe-agent"
@@ -183,7 +183,8 @@ def test_a_huge_observation_is_kept_and_the_raw_step_clipped(tmp_path: Path) -> 
     path.write_text(json.dumps(data), encoding="utf-8")
     tool = spans_of(read(SweAgentReader(), path))[1]
     assert tool.attributes["output.value"] == "y" * 2_000_000
-    assert len(tool.attributes[RAW]) < RAW_LIMIT + 100
+    assert len(tool.attributes[RAW]) == RAW_LIMIT
+    assert tool.attributes[RAW_CLIPPED] > 2_000_000
 
 
 def mini(messages: list[dict[str, Any]], status: str = "Submitted") -> dict[str, Any]:

@@ -42,7 +42,6 @@ from typing import IO, Any
 from traceproof.trajectories.common import (
     CACHE_READ,
     CACHE_WRITE,
-    RAW,
     REASONING,
     STOP_REASON,
     Item,
@@ -592,7 +591,7 @@ class _Rollout:
         attributes: dict[str, Any] = {
             "session.id": self.session,
             "output.value": text_of(payload.get("message")) or "",
-            RAW: raw({**record, "payload": kept}),
+            **raw({**record, "payload": kept}),
         }
         yield StepSpan(
             turn.trace_id,
@@ -642,7 +641,7 @@ class _Rollout:
             attributes["llm.reasoning_summary"] = "\n".join(call.reasoning)
         if not self.wrapped:
             attributes[TIME_ESTIMATED] = True
-        attributes[RAW] = raw(call.records)
+        attributes.update(raw(call.records))
         yield StepSpan(
             turn.trace_id,
             span_id_for(SOURCE, self.session, f"{turn.key}:llm:{index}"),
@@ -677,7 +676,7 @@ class _Rollout:
                 attributes["codex.changed_files"] = sorted(changes)
         if not self.wrapped:
             attributes[TIME_ESTIMATED] = True
-        attributes[RAW] = raw(tool.records)
+        attributes.update(raw(tool.records))
         end = max(ns for ns in (tool.start_ns, tool.output_ns, tool.end_ns) if ns is not None)
         return StepSpan(
             turn.trace_id,
@@ -711,7 +710,7 @@ class _Rollout:
             attributes["output.value"] = turn.answer
         if not self.wrapped:
             attributes[TIME_ESTIMATED] = True
-        attributes[RAW] = raw(turn.records)
+        attributes.update(raw(turn.records))
         yield StepSpan(
             turn.trace_id,
             turn.root_id,

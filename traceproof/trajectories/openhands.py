@@ -33,7 +33,6 @@ from typing import IO, Any, cast
 from traceproof.trajectories.common import (
     CACHE_READ,
     CACHE_WRITE,
-    RAW,
     REASONING,
     STOP_REASON,
     Item,
@@ -281,7 +280,7 @@ class _Stream:
                 "session.id": self.session,
                 "tool.name": "error",
                 "output.value": content or "",
-                RAW: raw(event),
+                **raw(event),
             }
             yield StepSpan(
                 turn.trace_id,
@@ -358,7 +357,7 @@ class _Stream:
             attributes["llm.latency_ms"] = round(latency * 1000, 3)
             start = max(ts - int(latency * 1e9), start)
         kept = {key: value for key, value in response.items() if key != "choices"}
-        attributes[RAW] = raw({"model_response": kept, "choices": choices})
+        attributes.update(raw({"model_response": kept, "choices": choices}))
         return StepSpan(
             turn.trace_id,
             span_id_for(SOURCE, self.session, f"response:{response_id}"),
@@ -373,7 +372,7 @@ class _Stream:
         )
 
     def _message(self, event: dict[str, Any], ts: int, turn: _Turn, text: str | None) -> StepSpan:
-        attributes = {"session.id": self.session, "output.value": text or "", RAW: raw(event)}
+        attributes = {"session.id": self.session, "output.value": text or "", **raw(event)}
         return StepSpan(
             turn.trace_id,
             span_id_for(SOURCE, self.session, f"message:{event.get('id')}"),
@@ -420,7 +419,7 @@ class _Stream:
                 summary = text_of(result.get("message"))
                 status = "ERROR"
                 message = first_lines(summary) or (f"exit code {code}" if code else "failed")
-        attributes[RAW] = raw(records)
+        attributes.update(raw(records))
         yield StepSpan(
             action.turn.trace_id,
             span_id_for(SOURCE, self.session, f"action:{event.get('id')}"),
@@ -452,7 +451,7 @@ class _Stream:
             attributes["input.value"] = turn.prompt
         if turn.answer is not None:
             attributes["output.value"] = turn.answer
-        attributes[RAW] = raw(turn.records)
+        attributes.update(raw(turn.records))
         yield StepSpan(
             turn.trace_id,
             turn.root_id,
@@ -544,7 +543,7 @@ def _instance(path: Path, line: int, record: dict[str, Any], history: list[Any])
     error = text_of(record.get("error"))
     status: Status = "ERROR" if error else "OK"
     kept = {k: v for k, v in record.items() if k not in ("history", "instance", "metrics")}
-    attributes[RAW] = raw(kept)
+    attributes.update(raw(kept))
     yield StepSpan(
         turn.trace_id,
         turn.root_id,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from traceproof.trajectories.common import Malformed, Redact
+from traceproof.trajectories.common import RAW, Malformed, Redact
 
 #: Most characters of ``trajectory.raw`` per span; longer raw text is clipped with a marker.
 RAW_LIMIT = 64 * 1024
@@ -68,9 +68,18 @@ def clip(text: str, limit: int) -> str:
     return f"{text[:limit]}…[clipped {cut} characters of {len(text)}]"
 
 
-def raw(value: Any) -> str:
-    """A record (already redacted) as the JSON text of ``trajectory.raw``, clipped."""
-    return clip(json.dumps(value, ensure_ascii=False, default=str), RAW_LIMIT)
+#: On a span whose ``trajectory.raw`` was clipped: the raw text's full length.
+RAW_CLIPPED = "trajectory.raw_clipped"
+
+
+def raw(value: Any) -> dict[str, Any]:
+    """The attributes keeping a record (already redacted): its JSON text in
+    ``trajectory.raw``, clipped at :data:`RAW_LIMIT` characters, and then its full length in
+    ``trajectory.raw_clipped``."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) <= RAW_LIMIT:
+        return {RAW: text}
+    return {RAW: text[:RAW_LIMIT], RAW_CLIPPED: len(text)}
 
 
 def dumps(value: Any) -> str:

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from traceproof.trajectories.common import (
-    RAW,
     STOP_REASON,
     TARGET,
     Item,
@@ -425,7 +424,7 @@ def _spans(run: _Run) -> Iterator[Item]:
                 attributes[name] = value
         if step.stop:
             attributes[STOP_REASON] = step.stop
-        attributes[RAW] = raw(step.record)
+        attributes.update(raw(step.record))
         yield StepSpan(
             trace,
             span_id_for(run.source, run.session, f"step:{number}:llm"),
@@ -448,7 +447,7 @@ def _spans(run: _Run) -> Iterator[Item]:
         attributes[TARGET] = clip(step.action.strip(), 200)
         if step.observation is not None:
             attributes["output.value"] = step.observation
-        attributes[RAW] = raw(step.record)
+        attributes.update(raw(step.record))
         yield StepSpan(
             trace,
             span_id_for(run.source, run.session, f"step:{number}:tool"),
@@ -487,7 +486,7 @@ def _spans(run: _Run) -> Iterator[Item]:
     if sent or received:
         attributes["llm.token_count.prompt"] = sent or 0
         attributes["llm.token_count.completion"] = received or 0
-    attributes[RAW] = raw(run.root_record)
+    attributes.update(raw(run.root_record))
     yield StepSpan(
         trace,
         root,
