@@ -393,3 +393,42 @@ def test_sniff_knows_rollouts_by_name_and_by_their_first_line() -> None:
     assert reader.sniff(Path("a.jsonl"), head)
     assert not reader.sniff(Path("a.jsonl"), b'{"type":"user","sessionId":"s","uuid":"u"}\n')
     assert not reader.sniff(Path("a.json"), b'[{"id": 0, "source": "user"}]')
+
+
+def test_compaction_an_aborted_turn_a_local_shell_call_and_an_old_output_object(
+    tmp_path: Path,
+) -> None:
+    records = [
+        meta(),
+        *turn("t1", "keep going", 1),
+        line("02.000", "compacted", message="Summary: we fixed a.py",
+             replacement_history=[{"type": "message", "role": "user", "content": []}]),
+        line("03.000", "response_item", type="local_shell_call", call_id="L1", status="completed",
+             action={"type": "exec", "command": ["bash", "-lc", "make"]}),
+        line("03.100", "response_item", type="function_call", name="read_file", call_id="F1",
+             arguments='{"path": "a.py"}'),
+        line("03.200", "event_msg", type="token_count",
+             info={"last_token_usage": {"input_tokens": 10, "output_tokens": 2}}),
+        line("03.300", "response_item", type="function_call_output", call_id="F1",
+             output={"content": "permission denied", "success": False}),
+        line("03.400", "response_item", type="function_call_output", call_id="L1",
+             output=json.dumps({"output": "ok", "metadata": {"exit_code": 0}})),
+        line("03.500", "event_msg", type="exec_command_end", call_id="L1", exit_code=0,
+             aggregated_output="built"),
+        line("04.000", "event_msg", type="turn_aborted", reason="interrupted"),
+    ]  # fmt: skip
+    spans = spans_of(read(CodexReader(), rollout(tmp_path, records)))
+    assert [(span.kind, span.name, span.status) for span in spans] == [
+        ("LLM", "compaction", "OK"),
+        ("LLM", "gpt-5.5", "OK"),
+        ("TOOL", "read_file", "ERROR"),
+        ("TOOL", "local_shell", "OK"),
+        ("AGENT", "codex turn", "ERROR"),
+    ]
+    compaction = spans[0]
+    assert compaction.attributes["output.value"] == "Summary: we fixed a.py"
+    assert "replacement_history" not in compaction.attributes[RAW]
+    assert spans[2].status_message == "permission denied"
+    assert json.loads(spans[3].attributes["input.value"])["command"] == ["bash", "-lc", "make"]
+    assert spans[3].attributes["output.value"] == "built"
+    assert spans[4].status_message == "turn aborted: interrupted"
