@@ -432,3 +432,16 @@ def test_compaction_an_aborted_turn_a_local_shell_call_and_an_old_output_object(
     assert json.loads(spans[3].attributes["input.value"])["command"] == ["bash", "-lc", "make"]
     assert spans[3].attributes["output.value"] == "built"
     assert spans[4].status_message == "turn aborted: interrupted"
+
+
+@needs_shared_data
+def test_a_running_command_and_the_write_stdin_calls_that_poll_it_share_a_process_id() -> None:
+    spans = spans_of(read(CodexReader(), ROLLOUT))
+    tools = [span for span in spans if span.kind == "TOOL"]
+    first = next(span for span in tools if span.name == "exec_command")
+    polls = [span for span in tools if span.attributes.get("codex.process_id") == "48230"]
+    assert [span.name for span in polls] == ["exec_command", "write_stdin"]
+    assert polls[0] is first
+    assert all(
+        "codex.process_id" in span.attributes for span in tools if span.name == "write_stdin"
+    )

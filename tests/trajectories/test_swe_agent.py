@@ -74,7 +74,7 @@ def test_a_shared_function_calling_traj_names_its_tools_and_keeps_its_run(tmp_pa
     assert llm.attributes["output.value"].startswith("Let's first start by reproducing")
     assert llm.attributes[STOP_REASON] == "tool_calls"
     assert (tool.kind, tool.name, tool.attributes["tool.name"]) == ("TOOL", "create", "create")
-    assert tool.attributes["input.value"] == "create reproduce.py"
+    assert json.loads(tool.attributes["input.value"]) == {"command": "create reproduce.py"}
     assert tool.attributes[TARGET] == "create reproduce.py"
     assert json.loads(tool.attributes["tool.parameters"]) == {"filename": "reproduce.py"}
     assert tool.attributes["output.value"].startswith("[File: reproduce.py (1 lines total)]")
@@ -103,7 +103,9 @@ def test_a_traj_with_only_its_history_takes_its_steps_from_the_chat() -> None:
         "submit",
     ]
     bash = next(span for span in spans if span.name == "bash")
-    assert bash.attributes["input.value"] == "python tests/missing_colon.py"
+    assert json.loads(bash.attributes["input.value"]) == {
+        "command": "python tests/missing_colon.py"
+    }
     assert bash.attributes["output.value"].startswith("8.2\n")
     assert "swe_agent.exit_status" not in spans[-1].attributes  # no info in this file
 
@@ -237,7 +239,7 @@ def test_mini_swe_agent_commands_return_codes_timestamps_and_usage(tmp_path: Pat
     assert first.attributes["llm.token_count.prompt"] == 1200
     assert first.attributes[STOP_REASON] == "stop"
     assert first.start_ns == 1_750_000_000_000_000_000
-    assert spans[1].attributes["input.value"] == "ls src"
+    assert json.loads(spans[1].attributes["input.value"]) == {"command": "ls src"}
     assert (spans[1].start_ns, spans[1].end_ns) == (first.start_ns, 1_750_000_002_500_000_000)
     assert spans[3].status_message == "exit code 1: 2 failed"
     root = spans[-1]
@@ -269,6 +271,6 @@ def test_mini_swe_agent_v1_without_extras_and_a_run_that_hit_its_limits(tmp_path
         ("LLM", "OK"),
         ("AGENT", "ERROR"),
     ]
-    assert spans[1].attributes["input.value"] == "sed -i s/a/b/ f.py"
+    assert json.loads(spans[1].attributes["input.value"]) == {"command": "sed -i s/a/b/ f.py"}
     assert spans[-1].status_message == "exit status LimitsExceeded"
     assert all(span.attributes[TIME_ESTIMATED] is True for span in spans)

@@ -19,7 +19,8 @@ timestamps and no events.
   ``local_shell_call``, ``web_search_call``) is a ``TOOL`` span under the turn's root, keyed by
   its ``call_id``, ended by its output and, for commands and patches, by
   ``exec_command_end`` / ``patch_apply_end`` (the command's real output, exit code and
-  duration). A non-zero exit code, a ``failed`` status or a patch that did not apply is an
+  duration; ``codex.process_id`` links a command to the ``write_stdin`` calls that poll it).
+  A non-zero exit code, a ``failed`` status or a patch that did not apply is an
   ``ERROR`` with the first lines of the output as its message.
 - ``compacted`` is an ``LLM`` span named ``compaction`` (its ``replacement_history`` is not new
   activity and makes no spans).
@@ -95,6 +96,7 @@ _WRAPPED_HEAD = re.compile(
 )
 _CWD = re.compile(r"<cwd>(.*?)</cwd>", re.S)
 _EXITED = re.compile(r"Process exited with code (-?\d+)")
+_RUNNING = re.compile(r"Process running with session ID (\d+)")
 
 
 class CodexReader:
@@ -667,6 +669,9 @@ class _Rollout:
             )
         if tool.output is not None:
             attributes["output.value"] = tool.output
+        process = _process_id(tool)
+        if process is not None:
+            attributes["codex.process_id"] = process
         if tool.end is not None:
             code = as_int(tool.end.get("exit_code"))
             if code is not None:
@@ -738,6 +743,22 @@ def _content_text(content: Any) -> str | None:
         if isinstance(part, dict) and isinstance(part.get("text"), str)
     ]
     return "\n".join(parts) if parts else None
+
+
+def _process_id(tool: _Tool) -> str | None:
+    """The unified-exec process a command started, or a ``write_stdin`` call polls."""
+    if tool.name == "write_stdin":
+        value = as_dict(tool.arguments).get("session_id")
+        return None if value is None else str(value)
+    if tool.end is not None and tool.end.get("process_id") is not None:
+        return str(tool.end["process_id"])
+    for record in tool.records:
+        payload = as_dict(record.get("payload", record))
+        if payload.get("type") == "function_call_output":
+            found = _RUNNING.search(text_of(payload.get("output")) or "")
+            if found:
+                return found.group(1)
+    return None
 
 
 def _exit_message(code: int | None, output: str | None) -> str:

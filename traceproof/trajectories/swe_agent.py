@@ -6,7 +6,8 @@ submission (``info.submission``); an exit status other than ``submitted`` makes 
 error. Each model step is an ``LLM`` span (its response or thought as output; the file has no
 per-step tokens, so the run's totals from ``info.model_stats`` go on the root, with the cost
 and the number of API calls), and each action a ``TOOL`` span under the root: the command as
-input and target, the observation as output, named after the tool the model called (or the
+input (``{"command": ...}``, the function call's own arguments in ``tool.parameters``) and
+target, the observation as output, named after the tool the model called (or the
 command's first word). A step is an error when its observation says so: an edit SWE-agent
 rejected for a syntax error, a Python traceback, a missing command or file; mini-swe-agent's
 ``<returncode>`` other than 0.
@@ -46,6 +47,7 @@ from traceproof.trajectories.records import (
     as_dict,
     as_int,
     clip,
+    dumps,
     first_lines,
     load_json,
     raw,
@@ -440,8 +442,8 @@ def _spans(run: _Run) -> Iterator[Item]:
             continue
         tool = step.tool or (step.action.split(None, 1) or ["action"])[0]
         attributes = {**session, **estimated, "tool.name": tool}
-        attributes["input.value"] = step.action
-        attributes["input.mime_type"] = "text/plain"
+        attributes["input.value"] = dumps({"command": step.action})
+        attributes["input.mime_type"] = "application/json"
         if step.arguments is not None:
             attributes["tool.parameters"] = step.arguments
         attributes[TARGET] = clip(step.action.strip(), 200)
