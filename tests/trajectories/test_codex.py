@@ -445,3 +445,14 @@ def test_a_running_command_and_the_write_stdin_calls_that_poll_it_share_a_proces
     assert all(
         "codex.process_id" in span.attributes for span in tools if span.name == "write_stdin"
     )
+
+
+def test_a_second_session_meta_keeps_the_first_session(tmp_path: Path) -> None:
+    parent = meta()
+    parent["payload"] = {**parent["payload"], "id": "parent-9", "cli_version": "0.1.0"}
+    records = [meta(), parent, *turn("t1", "hi", 1), *answer("hello", 2, "t1")]
+    items = read(CodexReader(), rollout(tmp_path, records))
+    assert skipped(items) == {"session_meta/repeated": 1}
+    spans = spans_of(items)
+    assert {span.attributes["session.id"] for span in spans} == {"s-1"}
+    assert {span.resource["service.version"] for span in spans} == {"0.130.0"}

@@ -206,6 +206,7 @@ class _Rollout:
         self.turns = 0
         self.pending_search: tuple[str | None, str] | None = None
         self.prev_ns: int | None = None
+        self.meta_seen = False
 
     # -- reading -------------------------------------------------------------------------
 
@@ -242,7 +243,11 @@ class _Rollout:
             else:
                 yield Skipped("unknown", line)
                 return
-        if kind == "session_meta":
+        if kind == "session_meta" and self.meta_seen:
+            # a forked or resumed rollout repeats its parent's meta (and history) after its own
+            yield Skipped("session_meta/repeated", line)
+        elif kind == "session_meta":
+            self.meta_seen = True
             self._meta(payload)  # folded into every span's resource
         elif kind == "turn_context":
             yield from self._turn_context(line, payload, ts, record)
