@@ -199,3 +199,19 @@ def test_the_shared_claude_code_data_imports_and_reimports_to_nothing(tmp_path: 
     assert "spotter" in summary["projects"]
     again = ingest(db, SHARED)
     assert again["spans_added"] == 0 and again["spans_read"] == summary["spans_read"]
+
+
+def test_steps_are_labelled_with_their_action_and_outcome(tmp_path: Path) -> None:
+    db = tmp_path / "s.duckdb"
+    ingest(db, basic_session().write(tmp_path / "s.jsonl"))
+    got = rows(
+        db,
+        "SELECT tool_name, attributes->>'$.trajectory.step', attributes->>'$.trajectory.action', "
+        "attributes->>'$.trajectory.outcome', attributes->>'$.trajectory.recover' "
+        "FROM spans WHERE span_kind = 'TOOL' ORDER BY start_time",
+    )
+    # Steps count LLM calls too: msg_1, pytest, msg_2, the Read after the failure.
+    assert got == [
+        ("Bash", "2", "verify", "error", None),
+        ("Read", "4", "localize", "ok", "true"),
+    ]

@@ -35,6 +35,7 @@ from traceproof.settings import Settings
 from traceproof.storage import Store, StoreLocked
 from traceproof.tools.common import iso_time
 from traceproof.tools.stats import StoreStats, get_stats
+from traceproof.trajectories.actions import ActionRules
 
 err = Console(stderr=True)
 out = Console()
@@ -218,6 +219,7 @@ def ingest(
     explanation) as annotations."""
     from traceproof.ingest.evalfiles import is_eval_file
     from traceproof.ingest.files import expand_paths
+    from traceproof.projectconfig import project_config
 
     settings = _settings(db, config=config)
     missing = [p for p in paths if not p.exists()]
@@ -234,7 +236,10 @@ def ingest(
         with _store_or_remote(settings.for_import(), create=True) as store:
             if traces:
                 sink: Sink = lambda table: store.submit(table, wait=None)  # noqa: E731
-                summary = _run_import(traces, sink, settings, project, redact=not no_redact)
+                rules = project_config(settings).action_rules()
+                summary = _run_import(
+                    traces, sink, settings, project, redact=not no_redact, rules=rules
+                )
             if evals:
                 extra = _import_evals(store, evals, settings)
     except TraceproofError as exc:
@@ -287,10 +292,18 @@ def _print_evals(found: dict[str, Any]) -> None:
 
 
 def _run_import(
-    paths: list[Path], sink: Sink, settings: Settings, project: str | None, *, redact: bool
+    paths: list[Path],
+    sink: Sink,
+    settings: Settings,
+    project: str | None,
+    *,
+    redact: bool,
+    rules: ActionRules | None = None,
 ) -> ImportSummary:
     if not err.is_terminal:
-        return import_files(paths, sink, settings=settings, project=project, redact=redact)
+        return import_files(
+            paths, sink, settings=settings, project=project, redact=redact, rules=rules
+        )
     total = sum(p.stat().st_size for p in paths if p.is_file())
     columns = (
         TextColumn("importing"),
@@ -303,7 +316,13 @@ def _run_import(
         task = progress.add_task("import", total=total)
         advance: Callable[[int], None] = lambda n: progress.advance(task, n)  # noqa: E731
         return import_files(
-            paths, sink, settings=settings, project=project, on_progress=advance, redact=redact
+            paths,
+            sink,
+            settings=settings,
+            project=project,
+            on_progress=advance,
+            redact=redact,
+            rules=rules,
         )
 
 

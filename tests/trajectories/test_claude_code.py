@@ -265,9 +265,18 @@ def test_every_response_and_tool_call_of_the_shared_transcripts_is_a_span() -> N
 
     kinds: Counter[str] = Counter()
     bad: set[str] = set()
+    rebuilt: list[StepSpan] = []
     for path in expand_paths([SHARED]):
         items, _ = read(path)
-        kinds.update("compaction" if s.name == "compaction" else s.kind for s in spans(items))
+        got = spans(items)
+        copied = {
+            s.span_id
+            for s in got
+            if s.kind == "AGENT" and s.attributes.get("claude_code.subagent_from_progress")
+        }
+        rebuilt += [s for s in got if s.parent_span_id in copied]
+        got = [s for s in got if s.parent_span_id not in copied]
+        kinds.update("compaction" if s.name == "compaction" else s.kind for s in got)
         bad |= {path.name for i in items if isinstance(i, Malformed)}
     expected = [distinct_calls(p) for p in SHARED.rglob("*.jsonl") if "acompact" not in p.name]
     assert kinds["LLM"] == sum(m for m, _ in expected)
@@ -275,6 +284,22 @@ def test_every_response_and_tool_call_of_the_shared_transcripts_is_a_span() -> N
     assert kinds["compaction"] == len(list(SHARED.rglob("agent-acompact-*.jsonl")))
     # The only bad lines are the ones edge_cases.jsonl holds on purpose.
     assert bad == {"edge_cases.jsonl"}
+    # subagent.jsonl's subagent has no transcript: it is rebuilt from the copies of its records
+    # that the progress records hold.
+    copies = [
+        json.loads(line)["data"]["message"]
+        for line in (SHARED / "spotter" / "subagent.jsonl").open("rb")
+        if b'"agent_progress"' in line
+    ]
+    messages = {c["message"]["id"] for c in copies if c["type"] == "assistant"}
+    uses = {
+        b["id"]
+        for c in copies
+        if c["type"] == "assistant"
+        for b in c["message"]["content"]
+        if b.get("type") == "tool_use"
+    }
+    assert Counter(s.kind for s in rebuilt) == {"LLM": len(messages), "TOOL": len(uses)}
     main = SHARED / "spotter" / "258c7280-ae70-4798-800f-63464d01a85d.jsonl"
     got = spans(read(main)[0])
     agents = [s for s in got if s.name.startswith("subagent:")]
@@ -282,3 +307,27 @@ def test_every_response_and_tool_call_of_the_shared_transcripts_is_a_span() -> N
     (task,) = [s for s in got if s.span_id == agents[0].parent_span_id]
     assert task.name == "Task"
     assert [s.name for s in got].count("compaction") == 1
+
+
+def test_inline_sidechain_records_are_a_subagent_under_their_task_call(tmp_path: Path) -> None:
+    t = Transcript()
+    t.prompt("u1", "plan it", parent=None)
+    call = t.assistant("a1", "msg_1", tool_use("toolu_t", "Task", {"prompt": "Plan the work"}))
+    # Older Claude Code wrote the subagent's records into the main file, marked isSidechain.
+    side = Transcript(agent_id="old", seconds=t.seconds)
+    side.prompt("x1", "Plan the work", parent=None)
+    side.assistant("x2", "msg_x", text("Step 1, step 2."))
+    for record in side.records:
+        del record["agentId"]
+    t.records += side.records
+    t.last = call
+    t.result("r1", "toolu_t", "Step 1, step 2.")
+    t.assistant("a2", "msg_2", text("Planned."))
+    got = spans(read(t.write(tmp_path / "old.jsonl"))[0])
+    by_name = {s.name: s for s in got}
+    agent = by_name["subagent:agent"]
+    assert agent.parent_span_id == by_name["Task"].span_id
+    assert agent.attributes["input.value"] == "Plan the work"
+    inner = [s for s in got if s.parent_span_id == agent.span_id]
+    assert [(s.kind, s.attributes["output.value"]) for s in inner] == [("LLM", "Step 1, step 2.")]
+    assert not [s for s in got if s.attributes.get(DEAD_END)]

@@ -62,6 +62,9 @@ def test_each_kind_of_secret_is_replaced_and_counted(text: str, redacted: str, k
         "total_tokens: 43179",
         "API_KEY = os.environ['ANTHROPIC_API_KEY']",
         "token = $GITHUB_TOKEN",
+        "token = Phoenix.Token.sign(socket, project.id)",
+        "api_key: fetch_key()",
+        "params: { _csrf_token: csrfToken }",
         "https://github.com/org/repo.git",
         "the sk- prefix is OpenAI's",
         "a café ☕ and a ghp_ prefix",
@@ -112,3 +115,12 @@ def test_disabled_redaction_passes_everything_and_counts_nothing() -> None:
     assert redact("sk-ant-api03-abcdefghijklmnopqr") == "sk-ant-api03-abcdefghijklmnopqr"
     assert redact.value({"k": "AKIAIOSFODNN7EXAMPLE"}) == {"k": "AKIAIOSFODNN7EXAMPLE"}
     assert redact.count == 0
+
+
+def test_a_secret_seen_twice_is_counted_twice() -> None:
+    redact = Redactor()
+    short = "AKIAIOSFODNN7EXAMPLE"
+    assert redact.value([short, short, {"k": short}]) == ["[REDACTED:aws_access_key]"] * 2 + [
+        {"k": "[REDACTED:aws_access_key]"}
+    ]
+    assert redact.count == 3

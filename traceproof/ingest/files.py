@@ -38,6 +38,7 @@ from traceproof.ingest.otlp import Decoded, MalformedRequest, decode_json_object
 from traceproof.ingest.spanjson import add_span_object, is_span_object
 from traceproof.settings import Settings
 from traceproof.storage import WriteResult
+from traceproof.trajectories.actions import ActionRules, label_trace
 from traceproof.trajectories.common import Reader, Skipped, StepSpan
 from traceproof.trajectories.emit import add_step
 from traceproof.trajectories.readers import HEAD_BYTES, detect
@@ -265,11 +266,13 @@ def import_files(
     project: str | None = None,
     on_progress: Callable[[int], None] | None = None,
     redact: bool = True,
+    rules: ActionRules | None = None,
 ) -> ImportSummary:
     """Import every file into ``sink`` (``Store.submit`` or a remote equivalent).
 
     ``project`` overrides the project named in the data. ``on_progress`` receives the number of
-    bytes read since its last call. ``redact=False`` keeps secrets in transcripts.
+    bytes read since its last call. ``redact=False`` keeps secrets in transcripts; ``rules``
+    label their steps (the project's ``[trajectories.actions]``; None: the built-in rules).
     """
     settings = settings or Settings()
     summary = ImportSummary()
@@ -277,7 +280,7 @@ def import_files(
     for path in paths:
         summary.files += 1
         try:
-            _import_file(Path(path), batcher, settings, project, on_progress, redact)
+            _import_file(Path(path), batcher, settings, project, on_progress, redact, rules)
         except OSError as exc:
             summary.reject(str(path), None, f"cannot read the file: {exc.strerror or exc}")
         except (EOFError, zlib.error, zstandard.ZstdError) as exc:
@@ -353,6 +356,7 @@ def _import_file(
     project: str | None,
     on_progress: Callable[[int], None] | None,
     redact: bool = True,
+    rules: ActionRules | None = None,
 ) -> None:
     label = str(path)
     with path.open("rb") as probe:
@@ -377,7 +381,7 @@ def _import_file(
                 batcher.summary.formats[reader_.name] = (
                     batcher.summary.formats.get(reader_.name, 0) + 1
                 )
-                _import_transcript(reader_, path, stream, label, batcher, project, redact)
+                _import_transcript(reader_, path, stream, label, batcher, project, redact, rules)
                 return
             batcher.summary.formats["otlp_json"] = batcher.summary.formats.get("otlp_json", 0) + 1
             _import_json(stream, label, batcher, settings, project)
@@ -413,6 +417,7 @@ def _import_transcript(
     batcher: _Batcher,
     project: str | None,
     redact: bool,
+    rules: ActionRules | None = None,
 ) -> None:
     """A coding-agent transcript through its reader: each trace's spans labelled, then added.
 
@@ -423,6 +428,7 @@ def _import_transcript(
     pending: list[StepSpan] = []
 
     def add(spans: list[StepSpan]) -> None:
+        label_trace(spans, rules)
         for span in spans:
             batcher.note(label, span.line)
             name = project or _project_of(span, reader.name)

@@ -117,6 +117,9 @@ class _Parsed:
     records: list[_Rec]
     by_uuid: dict[str, _Rec]
     title: str | None = None
+    #: Subagent records copied into ``progress/agent_progress`` records, by agent id: the
+    #: subagent when its own transcript is missing.
+    copies: dict[str, list[_Rec]] = field(default_factory=dict)
 
 
 def _ns(value: Any) -> int | None:
@@ -190,6 +193,7 @@ def parse(stream: IO[bytes], redact: Redact, items: list[Item] | None) -> _Parse
     records: list[_Rec] = []
     by_uuid: dict[str, _Rec] = {}
     title: str | None = None
+    copies: dict[str, dict[str, _Rec]] = {}
     for number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
@@ -209,6 +213,8 @@ def parse(stream: IO[bytes], redact: Redact, items: list[Item] | None) -> _Parse
             if title is None and isinstance(obj.get("summary"), str):
                 title = redact(obj["summary"])
             continue
+        if kind == "progress":
+            _keep_copy(obj, number, redact, copies)
         if kind not in _CONVERSATION:
             if items is not None:
                 items.append(Skipped(str(kind) if isinstance(kind, str) else "untyped", number))
@@ -239,7 +245,29 @@ def parse(stream: IO[bytes], redact: Redact, items: list[Item] | None) -> _Parse
             by_uuid[uuid] = rec
     _fill_times(records)
     _mark_dead_ends(records, by_uuid)
-    return _Parsed(records, by_uuid, title)
+    kept = {agent: list(found.values()) for agent, found in copies.items()}
+    for found in kept.values():
+        _fill_times(found)
+    return _Parsed(records, by_uuid, title, kept)
+
+
+def _keep_copy(
+    obj: dict[str, Any], number: int, redact: Redact, copies: dict[str, dict[str, _Rec]]
+) -> None:
+    data = obj.get("data")
+    if not isinstance(data, dict) or data.get("type") != "agent_progress":
+        return
+    agent, copy = data.get("agentId"), data.get("message")
+    if not isinstance(agent, str) or not isinstance(copy, dict):
+        return
+    kind, uuid = copy.get("type"), copy.get("uuid")
+    if kind not in ("user", "assistant") or not isinstance(copy.get("message"), dict):
+        return
+    if not isinstance(uuid, str) or uuid in copies.get(agent, {}):
+        return
+    record = redact.value(copy) | {"isSidechain": True, "agentId": agent}
+    rec = _Rec(number, record, kind, uuid, None, _ns(copy.get("timestamp")) or 0)
+    copies.setdefault(agent, {})[uuid] = rec
 
 
 def _fill_times(records: list[_Rec]) -> None:
@@ -314,6 +342,7 @@ class _Context:
     held: bool = False
     last_line: int = 0
     depth: int = 0
+    copies: dict[str, list[_Rec]] = field(default_factory=dict)
 
 
 class ClaudeCodeReader:
@@ -355,7 +384,9 @@ class ClaudeCodeReader:
             (r.data["sessionId"] for r in records if isinstance(r.data.get("sessionId"), str)),
             path.stem,
         )
-        context = _Context(session, path, redact, _resource(first), parsed.by_uuid)
+        context = _Context(
+            session, path, redact, _resource(first), parsed.by_uuid, copies=parsed.copies
+        )
         now = self.now if self.now is not None else time.time()
         open_tail = now * 1e9 - records[-1].ts < idle_seconds() * 1e9
         if all(r.data.get("isSidechain") for r in records) and isinstance(
@@ -707,11 +738,17 @@ def _subagent(
         return []
     path = context.path.parent / context.path.stem / "subagents" / f"agent-{agent_id}.jsonl"
     tool.attributes["agent.id"] = agent_id
-    if not path.is_file():
+    if path.is_file():
+        with path.open("rb") as stream:
+            parsed = parse(stream, context.redact, None)
+    elif agent_id in context.copies:
+        # The transcript is gone; the progress records kept a copy of each of its records.
+        copies = context.copies[agent_id]
+        parsed = _Parsed(copies, {r.uuid: r for r in copies if r.uuid is not None})
+        tool.attributes["claude_code.subagent_from_progress"] = True
+    else:
         tool.attributes["claude_code.subagent_missing"] = True
         return []
-    with path.open("rb") as stream:
-        parsed = parse(stream, context.redact, None)
     arguments: dict[str, Any] = block["input"] if isinstance(block.get("input"), dict) else {}
     inner = _Context(
         context.session,
@@ -726,6 +763,8 @@ def _subagent(
     spans, _ = _agent_spans(
         parsed.records, trace_id, tool.span_id, agent_id, arguments, inner, root=False
     )
+    if spans and tool.attributes.get("claude_code.subagent_from_progress"):
+        spans[0].attributes["claude_code.subagent_from_progress"] = True
     return spans
 
 

@@ -22,56 +22,55 @@ says secret, token, password, key or credential; also cloud credentials such as
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any
 
-#: (kind, pattern); the group named ``secret`` (or the whole match) is replaced.
-_PATTERNS: list[tuple[str, str]] = [
+#: (kind, substrings one of which a match must hold (lowercase), pattern); the group named
+#: ``secret`` (or the whole match) is replaced. Applied in this order, each only to text that
+#: holds one of its substrings (a literal test is far cheaper than any regex).
+_RULES: list[tuple[str, tuple[str, ...], str]] = [
     (
         "private_key",
+        ("private key",),
         r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:.*?-----END [A-Z0-9 ]*PRIVATE KEY-----"
         r"|[A-Za-z0-9+/=\s]*)",
     ),
-    ("anthropic_key", r"\bsk-ant-[A-Za-z0-9_\-]{16,}"),
-    ("openai_key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}"),
-    ("slack_token", r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"),
-    ("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})"),
-    ("aws_access_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-    ("google_api_key", r"\bAIza[0-9A-Za-z_\-]{35}"),
-    ("bearer_token", r"(?i)\bbearer\s+(?P<secret>[A-Za-z0-9._~+/\-]{16,}=*)"),
+    ("anthropic_key", ("sk-ant-",), r"\bsk-ant-[A-Za-z0-9_\-]{16,}"),
+    ("openai_key", ("sk-",), r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}"),
+    ("slack_token", ("xox",), r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"),
+    (
+        "github_token",
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,})",
+    ),
+    ("aws_access_key", ("akia", "asia"), r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    ("google_api_key", ("aiza",), r"\bAIza[0-9A-Za-z_\-]{35}"),
+    ("bearer_token", ("bearer",), r"(?i)\bbearer\s+(?P<secret>[A-Za-z0-9._~+/\-]{16,}=*)"),
     (
         "url_password",
+        ("://",),
         r"\b[a-zA-Z][a-zA-Z0-9+.\-]{1,20}://[^\s/:@\"'\\]{1,256}:(?P<secret>[^\s@/\"'\\]{1,256})@",
     ),
     (
         "assignment",
-        r"(?i)\b[A-Z0-9_.\-]*(?:secret|token|passw(?:or)?d|passwd|api[_\-]?key|access[_\-]?key"
+        ("secret", "token", "passw", "key", "credential"),
+        r"(?i)(?:secret|token|passw(?:or)?d|passwd|api[_\-]?key|access[_\-]?key"
         r"|private[_\-]?key|credentials?|account[_\-]?key)[A-Z0-9_]*"
         r"(?:\\?[\"'])?[ \t]*[=:][ \t]*(?:\\?[\"'])?"
         r"(?P<secret>(?!\$|\[REDACTED|os\.|process\.|self\.|settings\.|config\.|getenv)"
-        r"(?=[^\s\"'\\,;&|(){}<>\[\]]*[A-Za-z])[^\s\"'\\,;&|(){}<>\[\]]{6,})",
+        # a letter, and a digit or 20 characters (not a plain word such as csrfToken); not a
+        # call (``token = Token.sign(...)``)
+        r"(?=[^\s\"'\\,;&|(){}<>\[\]]*[A-Za-z])"
+        r"(?=[^\s\"'\\,;&|(){}<>\[\]]*[0-9]|[^\s\"'\\,;&|(){}<>\[\]]{20})"
+        r"[^\s\"'\\,;&|(){}<>\[\]]{6,})(?![(\w.])",
     ),
 ]
-
-_COMBINED = re.compile(
-    "|".join(
-        f"(?P<k{i}>{pattern.replace('(?P<secret>', f'(?P<s{i}>').replace('(?i)', '')})"
-        for i, (_, pattern) in enumerate(_PATTERNS)
-    ),
-    re.IGNORECASE | re.DOTALL,
-)
-# Case matters for the key prefixes; the combined pattern is case-insensitive (bearer,
-# assignment names), so matches of case-sensitive kinds are checked again.
-_EXACT = {
-    i: re.compile(pattern, re.DOTALL)
-    for i, (kind, pattern) in enumerate(_PATTERNS)
-    if "(?i)" not in pattern
-}
-_KINDS = [kind for kind, _ in _PATTERNS]
-# Cheap pre-check: a string with none of these cannot hold a secret.
-_HINT = re.compile(
-    r"(?i)sk-|xox|gh[pousr]_|github_pat_|akia|asia|aiza|bearer|private key|://|"
-    r"secret|token|passw|api.?key|access.?key|credential|account.?key"
-)
+_COMPILED = [(kind, hints, re.compile(pattern, re.DOTALL)) for kind, hints, pattern in _RULES]
+_HINTS = tuple(dict.fromkeys(h for _, hints, _ in _RULES for h in hints))
+_HINT = re.compile("|".join(re.escape(h) for h in _HINTS))
+#: Short strings recur (keys, types, ids): their answers are remembered, up to this many.
+_MEMO_SIZE = 50_000
+_MEMO_CHARS = 64
 
 
 class Redactor:
@@ -81,24 +80,39 @@ class Redactor:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self.count = 0
+        self._memo: dict[str, tuple[str, int]] = {}
 
     def __call__(self, text: str) -> str:
-        if not self.enabled or len(text) < 8 or _HINT.search(text) is None:
+        if not self.enabled or len(text) < 8:
             return text
-        return _COMBINED.sub(self._replace, text)
+        if len(text) <= _MEMO_CHARS:
+            known = self._memo.get(text)
+            if known is not None:
+                self.count += known[1]
+                return known[0]
+            before = self.count
+            result = self._redact(text)
+            if len(self._memo) < _MEMO_SIZE:
+                self._memo[text] = (result, self.count - before)
+            return result
+        return self._redact(text)
 
-    def _replace(self, match: re.Match[str]) -> str:
-        index = next(i for i in range(len(_KINDS)) if match.group(f"k{i}") is not None)
-        whole = match.group(0)
-        exact = _EXACT.get(index)
-        if exact is not None and exact.fullmatch(whole) is None:
-            return whole
-        marker = f"[REDACTED:{_KINDS[index]}]"
+    def _redact(self, text: str) -> str:
+        low = text.lower()
+        if _HINT.search(low) is None:
+            return text
+        for kind, hints, pattern in _COMPILED:
+            if any(hint in low for hint in hints):
+                text = pattern.sub(partial(self._replace, kind=kind), text)
+        return text
+
+    def _replace(self, match: re.Match[str], kind: str) -> str:
         self.count += 1
-        secret = match.group(f"s{index}") if f"s{index}" in _COMBINED.groupindex else None
-        if secret is None:
+        marker = f"[REDACTED:{kind}]"
+        if "secret" not in match.re.groupindex:
             return marker
-        start, end = match.span(f"s{index}")
+        whole = match.group(0)
+        start, end = match.span("secret")
         offset = match.start()
         return whole[: start - offset] + marker + whole[end - offset :]
 
