@@ -205,9 +205,10 @@ def test_the_shared_rollout_is_stored_once_however_often_it_is_imported(tmp_path
     assert rows[0][:3] == ("AGENT", "codex turn", SESSION)
     errors = [row for row in rows if row[6] == "ERROR"]
     assert [(row[0], row[3]) for row in errors] == [("TOOL", "exec_command")] * 4
-    assert sum(row[5] or 0 for row in rows if row[0] == "LLM") == sum(
-        span.attributes.get("llm.token_count.prompt", 0) for span in spans
-    )
+    # the model calls add up to the session's own running total (its last total_token_usage)
+    assert sum(row[5] or 0 for row in rows if row[0] == "LLM") == 6_055_836
+    assert sum(s.attributes.get("llm.token_count.completion", 0) for s in spans) == 9_118
+    assert sum(s.attributes.get(CACHE_READ, 0) for s in spans) == 4_929_536
 
 
 @needs_shared_data
