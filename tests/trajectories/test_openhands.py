@@ -153,6 +153,14 @@ def test_the_shared_evaluation_output_is_one_trace_per_instance(tmp_path: Path) 
     assert llm.attributes["llm.token_count.prompt"] == usage["prompt_tokens"]
     assert llm.attributes["llm.model_name"] == "meta-llama/llama-4-maverick"
     assert llm.attributes["llm.latency_ms"] == round(latency * 1000, 3)
+    for record, root in zip(records, roots, strict=True):  # calls add up to the run's totals
+        calls = [s for s in spans if s.kind == "LLM" and s.trace_id == root.trace_id]
+        total = record["metrics"]["accumulated_token_usage"]
+        assert sum(s.attributes["llm.token_count.prompt"] for s in calls) == total["prompt_tokens"]
+        assert (
+            sum(s.attributes["llm.token_count.completion"] for s in calls)
+            == (total["completion_tokens"])
+        )
     errors = [span for span in spans if span.status == "ERROR" and span.kind == "TOOL"]
     exits = sum(
         1
