@@ -274,3 +274,28 @@ def test_mini_swe_agent_v1_without_extras_and_a_run_that_hit_its_limits(tmp_path
     assert json.loads(spans[1].attributes["input.value"]) == {"command": "sed -i s/a/b/ f.py"}
     assert spans[-1].status_message == "exit status LimitsExceeded"
     assert all(span.attributes[TIME_ESTIMATED] is True for span in spans)
+
+
+def test_mini_swe_agent_v2_fences_and_tool_calling_models(tmp_path: Path) -> None:
+    messages = [
+        {"role": "user", "content": "Please solve this issue: typo"},
+        {"role": "assistant", "content": "Check.\n\n```mswea_bash_command\nls -la\n```"},
+        {"role": "user", "content": "<returncode>0</returncode>\n<output>\na.py\n</output>",
+         "extra": {"returncode": 0}},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+         "function": {"name": "bash", "arguments": json.dumps({"command": "grep -n teh a.py"})}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "3: teh",
+         "extra": {"returncode": 1}},
+        {"role": "user", "content": "", "extra": {"exit_status": "Submitted", "submission": "d"}},
+    ]  # fmt: skip
+    path = tmp_path / "v2.traj.json"
+    path.write_text(json.dumps(mini(messages)), encoding="utf-8")
+    spans = spans_of(read(MiniSweAgentReader(), path))
+    tools = [span for span in spans if span.kind == "TOOL"]
+    assert [json.loads(span.attributes["input.value"])["command"] for span in tools] == [
+        "ls -la",
+        "grep -n teh a.py",
+    ]
+    assert [(span.name, span.status) for span in tools] == [("bash", "OK"), ("bash", "ERROR")]
+    assert tools[1].attributes["output.value"] == "3: teh"
+    assert tools[1].status_message == "exit code 1"

@@ -63,7 +63,7 @@ _ERROR_LINE = re.compile(
 _TRAJ_HEAD = re.compile(rb'"trajectory"\s*:\s*\[\s*\{\s*"(action|observation|response|thought)"')
 _HISTORY_HEAD = re.compile(rb'^\s*\{\s*"history"\s*:\s*\[')
 _MINI_HEAD = re.compile(rb'"(mini_version|trajectory_format)"\s*:\s*"')
-_BASH_BLOCK = re.compile(r"```(?:bash|sh)?\s*\n(.*?)```", re.S)
+_BASH_BLOCK = re.compile(r"```(?:bash|sh|mswea_bash_command)?[ \t]*\n(.*?)```", re.S)
 _MSWEA_COMMAND = re.compile(r"<mswea_bash_command>(.*?)</mswea_bash_command>", re.S)
 _RETURNCODE = re.compile(r"<returncode>\s*(-?\d+)\s*</returncode>")
 _OUTPUT = re.compile(r"<output>\n?(.*?)</output>", re.S)
@@ -295,12 +295,15 @@ def _mini_run(path: Path, data: dict[str, Any]) -> _Run:
         observation = _content(after.get("content")) if after.get("role") != "assistant" else None
         after_extra = as_dict(after.get("extra"))
         command = _mini_command(content or "", extra)
+        tool, arguments = _tool_call(message)  # tool-calling models: tool_calls, role "tool"
+        if command is None and arguments is not None:
+            command = text_of(as_dict(arguments).get("command")) or arguments
         step = _Step(
             thought=content,
             action=command,
             observation=observation,
-            tool="bash" if command is not None else None,
-            arguments=None,
+            tool=tool or ("bash" if command is not None else None),
+            arguments=arguments,
             seconds=None,
             record=[message, after] if after else [message],
             model=model if isinstance(model, str) else None,
