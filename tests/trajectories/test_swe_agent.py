@@ -137,17 +137,20 @@ def test_a_run_that_did_not_submit_is_an_error_and_its_failed_command_too(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "django__django-1.traj"
-    path.write_text(json.dumps(traj()), encoding="utf-8")
+    data = traj(replay_config=json.dumps({"agent": {"model": {"name": "claude-3-7"}}}))
+    data["info"]["swe_agent_version"] = "1.1.0"
+    path.write_text(json.dumps(data), encoding="utf-8")
     os.utime(path, ns=(1_700_000_000_000_000_000, 1_700_000_000_000_000_000))
     spans = spans_of(read(SweAgentReader(), path))
     assert [(span.kind, span.name, span.status) for span in spans] == [
-        ("LLM", "model call", "OK"),
+        ("LLM", "claude-3-7", "OK"),  # the model from replay_config (JSON text in 1.x)
         ("TOOL", "grep", "OK"),
-        ("LLM", "model call", "OK"),
+        ("LLM", "claude-3-7", "OK"),
         ("TOOL", "nosuchtool", "ERROR"),
         ("AGENT", "swe-agent run", "ERROR"),
     ]
     root = spans[-1]
+    assert root.resource["service.version"] == "1.1.0"
     assert root.status_message == "exit status exit_cost"
     assert root.attributes["input.value"] == "Fix the size bug"  # demonstrations are not the task
     assert root.attributes["llm.token_count.prompt"] == 900

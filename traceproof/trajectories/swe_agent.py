@@ -231,6 +231,8 @@ def _swe_run(path: Path, data: dict[str, Any]) -> _Run:
     agent = as_dict(replay.get("agent"))
     model = as_dict(agent.get("model")).get("name")
     resource: dict[str, Any] = {"service.name": "swe-agent"}
+    if isinstance(info.get("swe_agent_version"), str):  # SWE-agent 1.x writes its version
+        resource["service.version"] = info["swe_agent_version"]
     state = as_dict(trajectory[0].get("state")) if trajectory else {}
     if isinstance(state.get("working_dir"), str):
         resource["swe_agent.working_dir"] = state["working_dir"]
