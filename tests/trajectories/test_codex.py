@@ -457,3 +457,13 @@ def test_a_second_session_meta_keeps_the_first_session(tmp_path: Path) -> None:
     spans = spans_of(items)
     assert {span.attributes["session.id"] for span in spans} == {"s-1"}
     assert {span.resource["service.version"] for span in spans} == {"0.130.0"}
+
+
+def test_a_turn_context_before_its_task_started_opens_one_turn(tmp_path: Path) -> None:
+    first, context, *rest = turn("t1", "hi", 1)
+    records = [meta(), context, first, *rest, *answer("hello", 2, "t1")]
+    spans = spans_of(read(CodexReader(), rollout(tmp_path, records)))
+    assert [(span.kind, span.attributes.get("input.value")) for span in spans] == [
+        ("LLM", None),
+        ("AGENT", "hi"),
+    ]

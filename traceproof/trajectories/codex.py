@@ -333,10 +333,15 @@ class _Rollout:
     ) -> Iterator[Item]:
         kind = payload.get("type")
         if kind == "task_started":
-            if self.turn is not None:
-                yield from self._close_turn(ts)
             turn_id = payload.get("turn_id")
             key = turn_id if isinstance(turn_id, str) and turn_id else f"line:{line}"
+            current = self.turn
+            if current is not None and current.key == key:  # its turn_context came first
+                current.records.append(record)
+                current.start_ns = min(current.start_ns, ts)
+                return
+            if current is not None:
+                yield from self._close_turn(ts)
             self._open_turn(key, ts, line).records.append(record)
         elif kind == "user_message":
             turn = self.turn
