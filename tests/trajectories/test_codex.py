@@ -467,3 +467,14 @@ def test_a_turn_context_before_its_task_started_opens_one_turn(tmp_path: Path) -
         ("LLM", None),
         ("AGENT", "hi"),
     ]
+
+
+def test_a_prompt_before_its_task_started_is_that_turns_prompt(tmp_path: Path) -> None:
+    first, context, _item, prompt = turn("t1", "hi", 1)
+    records = [meta(), prompt, first, context, *answer("hello", 2, "t1")]
+    spans = spans_of(read(CodexReader(), rollout(tmp_path, records)))
+    assert [(span.kind, span.attributes.get("input.value")) for span in spans] == [
+        ("LLM", None),
+        ("AGENT", "hi"),
+    ]
+    assert spans[1].trace_id == trace_id_for("codex", "s-1", "t1")

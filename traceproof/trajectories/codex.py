@@ -299,6 +299,21 @@ class _Rollout:
         self.turn = turn
         return turn
 
+    def _unnamed(self, turn: _Turn) -> bool:
+        """An implicit turn (opened by a record before any turn id) that has no spans yet."""
+        return (
+            turn.key.startswith("line:")
+            and not turn.calls
+            and self.call is None
+            and not self.tools
+            and not turn.answer
+        )
+
+    def _rename(self, turn: _Turn, key: str) -> None:
+        turn.key = key
+        turn.trace_id = trace_id_for(SOURCE, self.session, key)
+        turn.root_id = span_id_for(SOURCE, self.session, f"turn:{key}")
+
     def _ensure_turn(self, line: int, ts: int) -> _Turn:
         if self.turn is None:
             return self._open_turn(f"line:{line}", ts, line)
@@ -316,8 +331,8 @@ class _Rollout:
             self.resource["process.cwd"] = cwd
         turn = self.turn
         if turn is not None and isinstance(turn_id, str) and turn_id and turn.key != turn_id:
-            if turn.key.startswith("line:") and turn.prompt is None and not turn.calls:
-                turn = None  # an implicit turn with nothing in it yet: this context names it
+            if self._unnamed(turn):
+                self._rename(turn, turn_id)  # an implicit turn with no spans yet: this names it
             else:
                 yield from self._close_turn(ts)
                 turn = None
@@ -336,7 +351,9 @@ class _Rollout:
             turn_id = payload.get("turn_id")
             key = turn_id if isinstance(turn_id, str) and turn_id else f"line:{line}"
             current = self.turn
-            if current is not None and current.key == key:  # its turn_context came first
+            if current is not None and (current.key == key or self._unnamed(current)):
+                # its turn_context or prompt came first: that turn is this one
+                self._rename(current, key)
                 current.records.append(record)
                 current.start_ns = min(current.start_ns, ts)
                 return
