@@ -202,8 +202,6 @@ class _Rollout:
         self.turn: _Turn | None = None
         self.call: _Call | None = None
         self.tools: dict[str, _Tool] = {}
-        self.done: set[str] = set()
-        self.turns = 0
         self.pending_search: tuple[str | None, str] | None = None
         self.prev_ns: int | None = None
         self.meta_seen = False
@@ -286,7 +284,6 @@ class _Rollout:
             self.provider = payload["model_provider"]
 
     def _open_turn(self, key: str, ts: int, line: int | None = None) -> _Turn:
-        self.turns += 1
         turn = _Turn(
             line=line,
             key=key,
@@ -458,7 +455,7 @@ class _Rollout:
             call.tools.append("web_search")
             yield from self._web_search(line, payload, ts, record)
         else:
-            yield from self._tool_call(line, payload, ts, record)
+            self._tool_call(line, payload, ts, record)
 
     def _call_start(self, ts: int) -> int:
         """A model call starts at the record before its first output (the prompt, the last tool
@@ -500,7 +497,7 @@ class _Rollout:
         payload: dict[str, Any],
         ts: int,
         record: dict[str, Any],
-    ) -> Iterator[Item]:
+    ) -> None:
         kind = payload.get("type")
         call_id = payload.get("call_id") or payload.get("id")
         if not isinstance(call_id, str) or not call_id:
@@ -516,7 +513,6 @@ class _Rollout:
         self.call.tools.append(name)
         needs_end = self.wrapped and (name in _EXEC_TOOLS or name in _PATCH_TOOLS)
         self.tools[call_id] = _Tool(call_id, name, arguments, ts, [record], needs_end, line)
-        return iter(())
 
     def _web_search(
         self,
@@ -687,7 +683,6 @@ class _Rollout:
     def _tool_span(self, tool: _Tool) -> StepSpan:
         turn = self.turn
         assert turn is not None
-        self.done.add(tool.call_id)
         attributes: dict[str, Any] = {"session.id": self.session, "tool.name": tool.name}
         if tool.arguments is not None:
             attributes["input.value"] = tool.arguments

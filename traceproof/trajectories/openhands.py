@@ -177,7 +177,6 @@ class _Stream:
         self.pending: dict[int, _Action] = {}
         self.responses: set[str] = set()
         self.previous_ns: int | None = None
-        self.turns = 0
         self.line: int | None = None
 
     def events(self, events: list[Any]) -> Iterator[Item]:
@@ -193,7 +192,6 @@ class _Stream:
         yield from self.close()
 
     def _open(self, key: str, ts: int, prompt: str | None) -> _Turn:
-        self.turns += 1
         turn = _Turn(
             trace_id=trace_id_for(SOURCE, self.session, key),
             root_id=span_id_for(SOURCE, self.session, f"turn:{key}"),
