@@ -215,3 +215,18 @@ def test_steps_are_labelled_with_their_action_and_outcome(tmp_path: Path) -> Non
         ("Bash", "2", "verify", "error", None),
         ("Read", "4", "localize", "ok", "true"),
     ]
+
+
+def test_the_text_summary_names_the_transcripts_skipped_records_and_redactions(
+    tmp_path: Path,
+) -> None:
+    path = basic_session().write(tmp_path / "s.jsonl")
+    result = subprocess.run(
+        [sys.executable, "-m", "traceproof", "ingest", "--db", str(tmp_path / "s.duckdb"),
+         str(path)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert result.stdout.splitlines() == [
+        "Imported 8 new spans (8 read, 0 already stored) in 2 traces, projects: shop.",
+        "Transcripts: claude_code 1 file(s); 1 records skipped, 1 secrets redacted.",
+    ]

@@ -235,6 +235,10 @@ def test_detect_knows_claude_code_by_its_records_and_not_span_json(tmp_path: Pat
     assert reader is not None and reader.name == "claude_code"
     span = b'{"name":"x","context":{"trace_id":"ab","span_id":"cd"},"span_kind":"LLM"}\n'
     assert detect(tmp_path / "spans.jsonl", span) is None
+    # Where Claude Code writes, the path alone tells (a head of large snapshot records, say).
+    where = tmp_path / ".claude" / "projects" / "-home-me" / "s.jsonl"
+    found = detect(where, b'{"type":"file-history-snapshot"')
+    assert found is not None and found.name == "claude_code"
 
 
 def distinct_calls(path: Path) -> tuple[int, int]:
@@ -331,3 +335,46 @@ def test_inline_sidechain_records_are_a_subagent_under_their_task_call(tmp_path:
     inner = [s for s in got if s.parent_span_id == agent.span_id]
     assert [(s.kind, s.attributes["output.value"]) for s in inner] == [("LLM", "Step 1, step 2.")]
     assert not [s for s in got if s.attributes.get(DEAD_END)]
+
+
+def test_a_huge_unicode_tool_output_is_kept_whole_and_its_raw_record_clipped(
+    tmp_path: Path,
+) -> None:
+    t = Transcript()
+    t.prompt("u1", "café ☕ — read the log", parent=None)
+    t.assistant("a1", "msg_1", tool_use("toolu_1", "Read", {"file_path": "/var/log/big.log"}))
+    huge = "ligne répétée ✓\n" * 10_000  # 160,000 characters
+    t.result("r1", "toolu_1", huge)
+    t.assistant("a2", "msg_2", text("It repeats."))
+    got = spans(read(t.write(tmp_path / "big.jsonl"))[0])
+    (tool,) = [s for s in got if s.kind == "TOOL"]
+    assert tool.attributes["output.value"] == huge
+    assert len(tool.attributes[RAW]) == 64 * 1024
+    assert tool.attributes["trajectory.raw_clipped"] > 160_000
+    root = next(s for s in got if s.parent_span_id is None)
+    assert root.attributes["input.value"] == "café ☕ — read the log"
+    assert "trajectory.raw_clipped" not in root.attributes
+
+
+def test_directories_are_walked_and_subagents_stay_with_their_session(tmp_path: Path) -> None:
+    from traceproof.ingest.files import expand_paths
+
+    claude = tmp_path / "projects" / "-home-me-shop"
+    files = [
+        claude / "s1.jsonl",
+        claude / "s1" / "subagents" / "agent-a1.jsonl",  # read with s1.jsonl
+        claude / "gone" / "subagents" / "agent-a2.jsonl",  # its session file is missing
+        tmp_path / "sessions" / "2026" / "01" / "02" / "rollout-2026-01-02T10-00-00-x.jsonl.zst",
+        tmp_path / ".hidden" / "x.jsonl",
+        tmp_path / "notes.txt",
+    ]
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}\n")
+    assert expand_paths([tmp_path]) == [
+        claude / "gone" / "subagents" / "agent-a2.jsonl",
+        claude / "s1.jsonl",
+        files[3],
+    ]
+    # A file named on the command line is imported as given.
+    assert expand_paths([files[1]]) == [files[1]]

@@ -355,6 +355,11 @@ class ClaudeCodeReader:
         self.now = now
 
     def sniff(self, path: Path, head: bytes) -> bool:
+        if path.name.endswith(".jsonl") and (
+            (path.parent.name == "subagents" and path.name.startswith("agent-"))
+            or "/.claude/projects/" in path.absolute().as_posix()
+        ):
+            return True  # where Claude Code writes (whatever the first records hold)
         for line in head.split(b"\n")[:40]:
             if not line.strip():
                 continue
