@@ -10,10 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from traceproof.trajectories.claude_code import ClaudeCodeReader
+from traceproof.trajectories.codex import CodexReader
 from traceproof.trajectories.common import Reader
+from traceproof.trajectories.openhands import OpenHandsReader
+from traceproof.trajectories.swe_agent import MiniSweAgentReader, SweAgentReader
 
-#: Every reader, most specific first.
-READERS: list[Reader] = [ClaudeCodeReader()]
+#: Every reader, most specific first (mini-swe-agent's ``.traj.json`` before SWE-agent's
+#: ``.traj``).
+READERS: list[Reader] = [
+    ClaudeCodeReader(),
+    CodexReader(),
+    OpenHandsReader(),
+    MiniSweAgentReader(),
+    SweAgentReader(),
+]
 
 #: How many decompressed bytes :func:`detect` is shown.
 HEAD_BYTES = 64 * 1024

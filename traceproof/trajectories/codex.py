@@ -1,0 +1,789 @@
+"""Codex CLI rollouts (``sessions/YYYY/MM/DD/rollout-*.jsonl``) as spans.
+
+Two formats. The current one wraps every line as ``{"timestamp", "type", "payload"}`` with
+``type`` one of ``session_meta``, ``turn_context``, ``response_item``, ``event_msg`` and
+``compacted``; the older one (until about September 2025) writes a meta line
+``{"id", "timestamp", "instructions", "git"}`` and then the response items themselves, with no
+timestamps and no events.
+
+- A turn (``event_msg/task_started`` to ``task_complete``, keyed by its ``turn_id``) is a trace
+  under an ``AGENT`` root named ``codex turn``: input the user's prompt
+  (``event_msg/user_message``), output the final answer. ``turn_aborted`` or an
+  ``event_msg/error`` makes the root an error. Older files split turns at user messages that
+  are not the injected ``<environment_context>`` / ``<user_instructions>`` / ``AGENTS.md``.
+- A model call is the run of model output items (reasoning, assistant messages, tool calls)
+  closed by the next ``event_msg/token_count``: an ``LLM`` span with the turn's model and the
+  call's ``last_token_usage`` (OpenAI's ``input_tokens`` already include the cached ones).
+  Older files have no token counts: a model call ends at the next tool output or user message.
+- A tool call (``function_call``, ``custom_tool_call`` such as ``apply_patch``,
+  ``local_shell_call``, ``web_search_call``) is a ``TOOL`` span under the turn's root, keyed by
+  its ``call_id``, ended by its output and, for commands and patches, by
+  ``exec_command_end`` / ``patch_apply_end`` (the command's real output, exit code and
+  duration; ``codex.process_id`` links a command to the ``write_stdin`` calls that poll it).
+  A non-zero exit code, a ``failed`` status or a patch that did not apply is an
+  ``ERROR`` with the first lines of the output as its message.
+- ``compacted`` is an ``LLM`` span named ``compaction`` (its ``replacement_history`` is not new
+  activity and makes no spans).
+
+Resource: ``service.name`` ``codex``, ``service.version`` (CLI version), ``process.cwd``,
+``vcs.repository.ref.name`` (branch), ``vcs.repository.url.full``, ``vcs.ref.head.revision``.
+Every span keeps the records it was made of in ``trajectory.raw``. A turn still open at the
+end of the file (no ``task_complete``, last record younger than the idle time) gets no root
+and keeps its unfinished calls for a later import of the grown file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from traceproof.trajectories.common import (
+    CACHE_READ,
+    CACHE_WRITE,
+    REASONING,
+    STOP_REASON,
+    Item,
+    Malformed,
+    Redact,
+    Skipped,
+    Status,
+    StepSpan,
+    span_id_for,
+    trace_id_for,
+)
+from traceproof.trajectories.records import (
+    TIME_ESTIMATED,
+    Clock,
+    as_dict,
+    as_int,
+    first_lines,
+    iso_ns,
+    json_lines,
+    raw,
+    text_of,
+)
+
+SOURCE = "codex"
+_WRAPPED_TYPES = frozenset(
+    {"session_meta", "response_item", "event_msg", "turn_context", "compacted"}
+)
+_ITEM_TYPES = frozenset(
+    {
+        "message",
+        "reasoning",
+        "function_call",
+        "function_call_output",
+        "custom_tool_call",
+        "custom_tool_call_output",
+        "local_shell_call",
+        "web_search_call",
+    }
+)
+_CALL_TYPES = frozenset({"function_call", "custom_tool_call", "local_shell_call"})
+_OUTPUT_TYPES = frozenset({"function_call_output", "custom_tool_call_output"})
+#: Tools whose result arrives as ``event_msg/exec_command_end`` / ``patch_apply_end``.
+_EXEC_TOOLS = frozenset({"exec_command", "shell", "local_shell", "container.exec"})
+_PATCH_TOOLS = frozenset({"apply_patch"})
+_INJECTED = ("<environment_context>", "<user_instructions>", "# AGENTS.md")
+_ROLLOUT_NAME = re.compile(r"^rollout-.*\.jsonl(\.zst)?$")
+_SESSION_IN_NAME = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+_WRAPPED_HEAD = re.compile(
+    rb'^\s*\{\s*"timestamp"\s*:\s*"[^"]*"\s*,\s*"type"\s*:\s*"(session_meta|response_item|'
+    rb'event_msg|turn_context|compacted)"\s*,\s*"payload"'
+)
+_CWD = re.compile(r"<cwd>(.*?)</cwd>", re.S)
+_EXITED = re.compile(r"Process exited with code (-?\d+)")
+_RUNNING = re.compile(r"Process running with session ID (\d+)")
+
+
+class CodexReader:
+    """Codex rollouts, wrapped and unwrapped (``.jsonl.zst`` arrives decompressed)."""
+
+    name = SOURCE
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+
+    def sniff(self, path: Path, head: bytes) -> bool:
+        if _ROLLOUT_NAME.match(path.name):
+            return True
+        if _WRAPPED_HEAD.match(head):
+            return True
+        return any(_looks_like_codex(line) for line in _head_objects(head, 3))
+
+    def read(self, path: Path, stream: IO[bytes], redact: Redact) -> Iterator[Item]:
+        return _Rollout(path, self.clock).read(stream, redact)
+
+
+def _head_objects(head: bytes, count: int) -> Iterator[dict[str, Any]]:
+    import json
+
+    for line in head.splitlines()[:count]:
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            yield value
+
+
+def _looks_like_codex(record: dict[str, Any]) -> bool:
+    if record.get("type") in _WRAPPED_TYPES and isinstance(record.get("payload"), dict):
+        return "timestamp" in record
+    if record.get("record_type") == "state":
+        return True
+    if "type" not in record and "id" in record and "timestamp" in record:
+        return "instructions" in record or "git" in record
+    return False
+
+
+@dataclass(slots=True)
+class _Tool:
+    call_id: str
+    name: str
+    arguments: str | None
+    start_ns: int
+    records: list[dict[str, Any]]
+    needs_end: bool
+    line: int | None = None
+    output: str | None = None
+    output_ns: int | None = None
+    output_seen: bool = False
+    end: dict[str, Any] | None = None
+    end_ns: int | None = None
+    status: Status = "OK"
+    message: str | None = None
+
+
+@dataclass(slots=True)
+class _Call:
+    start_ns: int
+    line: int | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    tools: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    end_ns: int = 0
+
+
+@dataclass(slots=True)
+class _Turn:
+    key: str
+    trace_id: str
+    root_id: str
+    start_ns: int
+    last_ns: int
+    prompt: str | None = None
+    prompt_from_event: bool = False
+    answer: str | None = None
+    model: str | None = None
+    status: Status = "OK"
+    message: str | None = None
+    calls: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+    line: int | None = None
+
+
+class _Rollout:
+    """One file's reading state."""
+
+    def __init__(self, path: Path, clock: Clock) -> None:
+        self.clock = clock
+        found = _SESSION_IN_NAME.search(path.name)
+        self.session = found.group(1) if found else path.name.split(".")[0]
+        self.resource: dict[str, Any] = {"service.name": SOURCE}
+        self.provider: str | None = None
+        self.model: str | None = None
+        self.wrapped = False
+        self.last_ns = 0
+        self.turn: _Turn | None = None
+        self.call: _Call | None = None
+        self.tools: dict[str, _Tool] = {}
+        self.pending_search: tuple[str | None, str] | None = None
+        self.prev_ns: int | None = None
+        self.meta_seen = False
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read(self, stream: IO[bytes], redact: Redact) -> Iterator[Item]:
+        for entry in json_lines(stream, redact):
+            if isinstance(entry, Malformed):
+                yield entry
+                continue
+            line, record = entry
+            yield from self._record(line, record)
+        turn = self.turn
+        if turn is not None and (not self.wrapped or self.clock.is_idle(turn.last_ns)):
+            yield from self._close_turn(turn.last_ns)
+
+    def _record(self, line: int, record: dict[str, Any]) -> Iterator[Item]:
+        kind = record.get("type")
+        payload = record.get("payload")
+        if isinstance(kind, str) and isinstance(payload, dict) and "timestamp" in record:
+            self.wrapped = True
+            ts = iso_ns(record.get("timestamp"))
+            ts = self._tick() if ts is None else ts
+            self.last_ns = max(self.last_ns, ts)
+        else:
+            if record.get("record_type") is not None:
+                yield Skipped(f"record_type/{record.get('record_type')}", line)
+                return
+            if "type" not in record and "id" in record:
+                kind, payload = "session_meta", record
+                ts = iso_ns(record.get("timestamp")) or self._tick()
+                self.last_ns = max(self.last_ns, ts)
+            elif isinstance(kind, str):
+                kind, payload = "response_item", record
+                ts = self._tick()
+            else:
+                yield Skipped("unknown", line)
+                return
+        if kind == "session_meta" and self.meta_seen:
+            # a forked or resumed rollout repeats its parent's meta (and history) after its own
+            yield Skipped("session_meta/repeated", line)
+        elif kind == "session_meta":
+            self.meta_seen = True
+            self._meta(payload)  # folded into every span's resource
+        elif kind == "turn_context":
+            yield from self._turn_context(line, payload, ts, record)
+        elif kind == "event_msg":
+            yield from self._event(line, payload, ts, record)
+        elif kind == "response_item":
+            yield from self._item(line, payload, ts, record)
+        elif kind == "compacted":
+            yield from self._compacted(line, payload, ts, record)
+        else:
+            yield Skipped(str(kind), line)
+        self.prev_ns = ts
+
+    def _tick(self) -> int:
+        self.last_ns += 1000
+        return self.last_ns
+
+    # -- meta and turns ------------------------------------------------------------------
+
+    def _meta(self, payload: dict[str, Any]) -> None:
+        session = payload.get("id") or payload.get("session_id")
+        if isinstance(session, str) and session:
+            self.session = session
+        git = as_dict(payload.get("git"))
+        for key, value in (
+            ("service.version", payload.get("cli_version")),
+            ("process.cwd", payload.get("cwd")),
+            ("vcs.repository.ref.name", git.get("branch")),
+            ("vcs.repository.url.full", git.get("repository_url")),
+            ("vcs.ref.head.revision", git.get("commit_hash")),
+            ("codex.originator", payload.get("originator")),
+        ):
+            if isinstance(value, str) and value:
+                self.resource[key] = value
+        if isinstance(payload.get("model_provider"), str):
+            self.provider = payload["model_provider"]
+
+    def _open_turn(self, key: str, ts: int, line: int | None = None) -> _Turn:
+        turn = _Turn(
+            line=line,
+            key=key,
+            trace_id=trace_id_for(SOURCE, self.session, key),
+            root_id=span_id_for(SOURCE, self.session, f"turn:{key}"),
+            start_ns=ts,
+            last_ns=ts,
+            model=self.model,
+        )
+        self.turn = turn
+        return turn
+
+    def _unnamed(self, turn: _Turn) -> bool:
+        """An implicit turn (opened by a record before any turn id) that has no spans yet."""
+        return (
+            turn.key.startswith("line:")
+            and not turn.calls
+            and self.call is None
+            and not self.tools
+            and not turn.answer
+        )
+
+    def _rename(self, turn: _Turn, key: str) -> None:
+        turn.key = key
+        turn.trace_id = trace_id_for(SOURCE, self.session, key)
+        turn.root_id = span_id_for(SOURCE, self.session, f"turn:{key}")
+
+    def _ensure_turn(self, line: int, ts: int) -> _Turn:
+        if self.turn is None:
+            return self._open_turn(f"line:{line}", ts, line)
+        return self.turn
+
+    def _turn_context(
+        self, line: int, payload: dict[str, Any], ts: int, record: dict[str, Any]
+    ) -> Iterator[Item]:
+        turn_id = payload.get("turn_id")
+        model = payload.get("model")
+        if isinstance(model, str) and model:
+            self.model = model
+        cwd = payload.get("cwd")
+        if isinstance(cwd, str) and cwd:
+            self.resource["process.cwd"] = cwd
+        turn = self.turn
+        if turn is not None and isinstance(turn_id, str) and turn_id and turn.key != turn_id:
+            if self._unnamed(turn):
+                self._rename(turn, turn_id)  # an implicit turn with no spans yet: this names it
+            else:
+                yield from self._close_turn(ts)
+                turn = None
+        if turn is None:
+            key = turn_id if isinstance(turn_id, str) and turn_id else f"line:{line}"
+            turn = self._open_turn(key, ts, line)
+        turn.model = self.model
+        turn.records.append(record)
+        turn.last_ns = max(turn.last_ns, ts)
+
+    def _event(
+        self, line: int, payload: dict[str, Any], ts: int, record: dict[str, Any]
+    ) -> Iterator[Item]:
+        kind = payload.get("type")
+        if kind == "task_started":
+            turn_id = payload.get("turn_id")
+            key = turn_id if isinstance(turn_id, str) and turn_id else f"line:{line}"
+            current = self.turn
+            if current is not None and (current.key == key or self._unnamed(current)):
+                # its turn_context or prompt came first: that turn is this one
+                self._rename(current, key)
+                current.records.append(record)
+                current.start_ns = min(current.start_ns, ts)
+                return
+            if current is not None:
+                yield from self._close_turn(ts)
+            self._open_turn(key, ts, line).records.append(record)
+        elif kind == "user_message":
+            turn = self.turn
+            if turn is not None and turn.prompt_from_event:
+                yield from self._close_turn(ts)
+                turn = None
+            if turn is None:
+                turn = self._open_turn(f"line:{line}", ts, line)
+            turn.prompt = text_of(payload.get("message"))
+            turn.prompt_from_event = True
+            turn.records.append(record)
+            turn.last_ns = max(turn.last_ns, ts)
+        elif kind == "token_count":
+            info = payload.get("info")
+            if self.call is None:
+                yield Skipped("event_msg/token_count", line)
+                return
+            usage = info.get("last_token_usage") if isinstance(info, dict) else None
+            self.call.records.append(record)
+            yield from self._close_call(ts, usage if isinstance(usage, dict) else None)
+        elif kind in ("exec_command_end", "patch_apply_end"):
+            yield from self._tool_end(line, payload, ts, record)
+        elif kind == "web_search_end":
+            call_id = payload.get("call_id")
+            self.pending_search = (
+                call_id if isinstance(call_id, str) else None,
+                text_of(payload.get("query")) or "",
+            )
+        elif kind == "task_complete":
+            turn = self._ensure_turn(line, ts)
+            answer = payload.get("last_agent_message")
+            if isinstance(answer, str) and answer:
+                turn.answer = answer
+            turn.records.append(record)
+            yield from self._close_turn(ts)
+        elif kind in ("turn_aborted", "error"):
+            turn = self._ensure_turn(line, ts)
+            turn.status = "ERROR"
+            reason = payload.get("reason") if kind == "turn_aborted" else payload.get("message")
+            turn.message = (
+                f"turn aborted: {text_of(reason) or 'no reason given'}"
+                if kind == "turn_aborted"
+                else text_of(reason) or "error"
+            )
+            turn.records.append(record)
+            turn.last_ns = max(turn.last_ns, ts)
+            if kind == "turn_aborted":
+                yield from self._close_turn(ts)
+        else:
+            yield Skipped(f"event_msg/{kind}", line)
+
+    # -- response items ------------------------------------------------------------------
+
+    def _item(
+        self,
+        line: int,
+        payload: dict[str, Any],
+        ts: int,
+        record: dict[str, Any],
+    ) -> Iterator[Item]:
+        kind = payload.get("type")
+        if kind not in _ITEM_TYPES:
+            yield Skipped(f"response_item/{kind}", line)
+            return
+        role = payload.get("role")
+        if kind == "message" and role != "assistant":
+            yield from self._input_message(line, payload, ts, record)
+            return
+        if kind in _OUTPUT_TYPES:
+            if not self.wrapped and self.call is not None:
+                yield from self._close_call(ts, None)
+            yield from self._tool_output(line, payload, ts, record)
+            return
+        # a model output item: part of the model call in progress
+        turn = self._ensure_turn(line, ts)
+        turn.last_ns = max(turn.last_ns, ts)
+        if self.call is None:
+            self.call = _Call(start_ns=self._call_start(ts), line=line)
+        call = self.call
+        call.records.append(record)
+        call.end_ns = ts
+        if kind == "message":
+            text = _content_text(payload.get("content"))
+            if text:
+                call.texts.append(text)
+                if payload.get("phase") in (None, "final_answer"):
+                    turn.answer = text
+        elif kind == "reasoning":
+            summary = payload.get("summary")
+            if isinstance(summary, list):
+                call.reasoning.extend(
+                    part["text"]
+                    for part in summary
+                    if isinstance(part, dict) and isinstance(part.get("text"), str)
+                )
+        elif kind == "web_search_call":
+            call.tools.append("web_search")
+            yield from self._web_search(line, payload, ts, record)
+        else:
+            self._tool_call(line, payload, ts, record)
+
+    def _call_start(self, ts: int) -> int:
+        """A model call starts at the record before its first output (the prompt, the last tool
+        result, the previous call's token count)."""
+        previous = self.prev_ns
+        return previous if previous is not None and previous <= ts else ts
+
+    def _input_message(
+        self, line: int, payload: dict[str, Any], ts: int, record: dict[str, Any]
+    ) -> Iterator[Item]:
+        text = _content_text(payload.get("content")) or ""
+        if payload.get("role") != "user":
+            yield Skipped(f"response_item/message/{payload.get('role')}", line)
+            return
+        if text.lstrip().startswith(_INJECTED):
+            cwd = _CWD.search(text)
+            if cwd and "process.cwd" not in self.resource:
+                self.resource["process.cwd"] = cwd.group(1).strip()
+            yield Skipped("response_item/message/context", line)
+            return
+        if self.wrapped:
+            turn = self._ensure_turn(line, ts)
+            if turn.prompt is None:
+                turn.prompt = text
+            turn.records.append(record)
+            return
+        # older files: a user message opens a turn
+        if self.call is not None:
+            yield from self._close_call(ts, None)
+        if self.turn is not None and (self.turn.prompt is not None or self.turn.calls):
+            yield from self._close_turn(ts)
+        turn = self._ensure_turn(line, ts)
+        turn.prompt = text
+        turn.records.append(record)
+
+    def _tool_call(
+        self,
+        line: int,
+        payload: dict[str, Any],
+        ts: int,
+        record: dict[str, Any],
+    ) -> None:
+        kind = payload.get("type")
+        call_id = payload.get("call_id") or payload.get("id")
+        if not isinstance(call_id, str) or not call_id:
+            call_id = f"line:{line}"
+        if kind == "local_shell_call":
+            name = "local_shell"
+            action = payload.get("action")
+            arguments = text_of(action)
+        else:
+            name = str(payload.get("name") or kind)
+            arguments = text_of(payload.get("input" if kind == "custom_tool_call" else "arguments"))
+        assert self.call is not None
+        self.call.tools.append(name)
+        needs_end = self.wrapped and (name in _EXEC_TOOLS or name in _PATCH_TOOLS)
+        self.tools[call_id] = _Tool(call_id, name, arguments, ts, [record], needs_end, line)
+
+    def _web_search(
+        self,
+        line: int,
+        payload: dict[str, Any],
+        ts: int,
+        record: dict[str, Any],
+    ) -> Iterator[Item]:
+        action = as_dict(payload.get("action"))
+        query = text_of(action.get("query")) or ""
+        key = f"line:{line}"
+        if self.pending_search is not None and self.pending_search[1] == query:
+            key = self.pending_search[0] or key
+        self.pending_search = None
+        tool = _Tool(key, "web_search", text_of(action), ts, [record], False, line)
+        tool.output_seen = True
+        tool.output_ns = ts
+        status = payload.get("status")
+        if isinstance(status, str) and status not in ("completed", "in_progress"):
+            tool.status, tool.message = "ERROR", f"web search {status}"
+        yield self._tool_span(tool)
+
+    def _tool_output(
+        self, line: int, payload: dict[str, Any], ts: int, record: dict[str, Any]
+    ) -> Iterator[Item]:
+        call_id = payload.get("call_id")
+        tool = self.tools.get(call_id) if isinstance(call_id, str) else None
+        if tool is None:
+            yield Skipped(f"response_item/{payload.get('type')}/unmatched", line)
+            return
+        tool.records.append(record)
+        tool.output_seen = True
+        tool.output_ns = ts
+        output = payload.get("output")
+        success: Any = None
+        if isinstance(output, dict):  # older FunctionCallOutputPayload {content, success}
+            success = output.get("success")
+            output = output.get("content")
+        text = text_of(output)
+        inner = as_dict(text)
+        if "output" in inner and isinstance(inner.get("metadata"), dict):
+            # shell / apply_patch results: {"output": ..., "metadata": {"exit_code": ...}}
+            code = as_int(inner["metadata"].get("exit_code"))
+            text = text_of(inner.get("output"))
+            if code not in (None, 0) and tool.status == "OK":
+                tool.status = "ERROR"
+                tool.message = _exit_message(code, text)
+        elif text and tool.name in _EXEC_TOOLS:
+            exited = _EXITED.search(text[:400])
+            code = as_int(exited.group(1)) if exited else None
+            if code not in (None, 0) and tool.status == "OK":
+                tool.status, tool.message = "ERROR", _exit_message(code, text)
+        if success is False and tool.status == "OK":
+            tool.status, tool.message = "ERROR", first_lines(text) or "tool call failed"
+        if tool.output is None or tool.end is None:
+            tool.output = text
+        yield from self._maybe_finish(tool)
+
+    def _tool_end(
+        self, line: int, payload: dict[str, Any], ts: int, record: dict[str, Any]
+    ) -> Iterator[Item]:
+        call_id = payload.get("call_id")
+        tool = self.tools.get(call_id) if isinstance(call_id, str) else None
+        if tool is None:
+            yield Skipped(f"event_msg/{payload.get('type')}/unmatched", line)
+            return
+        tool.records.append(record)
+        tool.end = payload
+        tool.end_ns = ts
+        if payload.get("type") == "exec_command_end":
+            output = payload.get("aggregated_output")
+            if not isinstance(output, str) or not output:
+                output = "".join(
+                    part for part in (payload.get("stdout"), payload.get("stderr"))
+                    if isinstance(part, str)
+                )  # fmt: skip
+            code = as_int(payload.get("exit_code"))
+            if output or tool.output is None:
+                tool.output = output
+            if code not in (None, 0) or payload.get("status") == "failed":
+                tool.status, tool.message = "ERROR", _exit_message(code, output)
+        else:  # patch_apply_end
+            if payload.get("success") is False or payload.get("status") == "failed":
+                stderr = text_of(payload.get("stderr"))
+                tool.status = "ERROR"
+                tool.message = first_lines(stderr) or "patch did not apply"
+            if tool.output is None:
+                tool.output = text_of(payload.get("stdout"))
+        yield from self._maybe_finish(tool)
+
+    def _maybe_finish(self, tool: _Tool) -> Iterator[Item]:
+        if tool.output_seen and (tool.end is not None or not tool.needs_end):
+            del self.tools[tool.call_id]
+            yield self._tool_span(tool)
+
+    def _compacted(
+        self, line: int, payload: dict[str, Any], ts: int, record: dict[str, Any]
+    ) -> Iterator[Item]:
+        turn = self._ensure_turn(line, ts)
+        kept = {key: value for key, value in payload.items() if key != "replacement_history"}
+        attributes: dict[str, Any] = {
+            "session.id": self.session,
+            "output.value": text_of(payload.get("message")) or "",
+            **raw({**record, "payload": kept}),
+        }
+        yield StepSpan(
+            turn.trace_id,
+            span_id_for(SOURCE, self.session, f"compacted:line:{line}"),
+            turn.root_id,
+            "compaction",
+            "LLM",
+            ts,
+            ts,
+            attributes=attributes,
+            resource=dict(self.resource),
+            line=line,
+        )
+
+    # -- closing spans -------------------------------------------------------------------
+
+    def _close_call(self, end_ns: int, usage: dict[str, Any] | None) -> Iterator[Item]:
+        call, turn = self.call, self.turn
+        self.call = None
+        if call is None or turn is None:
+            return
+        index = turn.calls
+        turn.calls += 1
+        attributes: dict[str, Any] = {"session.id": self.session}
+        if turn.model:
+            attributes["llm.model_name"] = turn.model
+        if self.provider:
+            attributes["llm.provider"] = self.provider
+        if usage:
+            for name, key in (
+                ("llm.token_count.prompt", "input_tokens"),
+                ("llm.token_count.completion", "output_tokens"),
+                ("llm.token_count.total", "total_tokens"),
+                (CACHE_READ, "cached_input_tokens"),
+                (CACHE_WRITE, "cache_write_input_tokens"),
+                (REASONING, "reasoning_output_tokens"),
+            ):
+                value = as_int(usage.get(key))
+                if value is not None:
+                    attributes[name] = value
+        attributes[STOP_REASON] = "tool_calls" if call.tools else "stop"
+        output = "\n\n".join(call.texts)
+        if call.tools:
+            output = (output + "\n\n" if output else "") + "tool calls: " + ", ".join(call.tools)
+        attributes["output.value"] = output
+        if call.reasoning:
+            attributes["llm.reasoning_summary"] = "\n".join(call.reasoning)
+        if not self.wrapped:
+            attributes[TIME_ESTIMATED] = True
+        attributes.update(raw(call.records))
+        yield StepSpan(
+            turn.trace_id,
+            span_id_for(SOURCE, self.session, f"{turn.key}:llm:{index}"),
+            turn.root_id,
+            turn.model or "model call",
+            "LLM",
+            call.start_ns,
+            max(end_ns, call.end_ns),
+            attributes=attributes,
+            resource=dict(self.resource),
+            line=call.line,
+        )
+
+    def _tool_span(self, tool: _Tool) -> StepSpan:
+        turn = self.turn
+        assert turn is not None
+        attributes: dict[str, Any] = {"session.id": self.session, "tool.name": tool.name}
+        if tool.arguments is not None:
+            attributes["input.value"] = tool.arguments
+            attributes["input.mime_type"] = (
+                "application/json" if tool.arguments.lstrip()[:1] in ("{", "[") else "text/plain"
+            )
+        if tool.output is not None:
+            attributes["output.value"] = tool.output
+        process = _process_id(tool)
+        if process is not None:
+            attributes["codex.process_id"] = process
+        if tool.end is not None:
+            code = as_int(tool.end.get("exit_code"))
+            if code is not None:
+                attributes["process.exit.code"] = code
+            changes = tool.end.get("changes")
+            if isinstance(changes, dict) and changes:
+                attributes["codex.changed_files"] = sorted(changes)
+        if not self.wrapped:
+            attributes[TIME_ESTIMATED] = True
+        attributes.update(raw(tool.records))
+        end = max(ns for ns in (tool.start_ns, tool.output_ns, tool.end_ns) if ns is not None)
+        return StepSpan(
+            turn.trace_id,
+            span_id_for(SOURCE, self.session, f"call:{tool.call_id}"),
+            turn.root_id,
+            tool.name,
+            "TOOL",
+            tool.start_ns,
+            end,
+            tool.status,
+            tool.message,
+            attributes=attributes,
+            resource=dict(self.resource),
+            line=tool.line,
+        )
+
+    def _close_turn(self, end_ns: int) -> Iterator[Item]:
+        turn = self.turn
+        if turn is None:
+            return
+        if self.call is not None:
+            yield from self._close_call(self.call.end_ns, None)
+        for tool in list(self.tools.values()):
+            del self.tools[tool.call_id]
+            yield self._tool_span(tool)
+        self.turn = None
+        attributes: dict[str, Any] = {"session.id": self.session, "codex.turn_id": turn.key}
+        if turn.prompt is not None:
+            attributes["input.value"] = turn.prompt
+        if turn.answer is not None:
+            attributes["output.value"] = turn.answer
+        if not self.wrapped:
+            attributes[TIME_ESTIMATED] = True
+        attributes.update(raw(turn.records))
+        yield StepSpan(
+            turn.trace_id,
+            turn.root_id,
+            None,
+            "codex turn",
+            "AGENT",
+            turn.start_ns,
+            max(end_ns, turn.last_ns),
+            turn.status,
+            turn.message,
+            attributes=attributes,
+            resource=dict(self.resource),
+            line=turn.line,
+        )
+
+
+def _content_text(content: Any) -> str | None:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    parts = [
+        part["text"]
+        for part in content
+        if isinstance(part, dict) and isinstance(part.get("text"), str)
+    ]
+    return "\n".join(parts) if parts else None
+
+
+def _process_id(tool: _Tool) -> str | None:
+    """The unified-exec process a command started, or a ``write_stdin`` call polls."""
+    if tool.name == "write_stdin":
+        value = as_dict(tool.arguments).get("session_id")
+        return None if value is None else str(value)
+    if tool.end is not None and tool.end.get("process_id") is not None:
+        return str(tool.end["process_id"])
+    for record in tool.records:
+        payload = as_dict(record.get("payload", record))
+        if payload.get("type") == "function_call_output":
+            found = _RUNNING.search(text_of(payload.get("output")) or "")
+            if found:
+                return found.group(1)
+    return None
+
+
+def _exit_message(code: int | None, output: str | None) -> str:
+    head = first_lines(output)
+    what = f"exit code {code}" if code is not None else "failed"
+    return f"{what}: {head}" if head else what
