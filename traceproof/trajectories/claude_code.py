@@ -66,7 +66,6 @@ IDLE_ENV = "TRACEPROOF_TRANSCRIPT_IDLE_SECONDS"
 DEFAULT_IDLE_SECONDS = 300.0
 
 _CONVERSATION = {"user", "assistant", "system"}
-_SKIPPED_TYPES = {"progress", "file-history-snapshot", "queue-operation"}
 _NOT_PROMPTS = (
     "<local-command-caveat>",
     "<local-command-stdout>",
@@ -175,11 +174,13 @@ def _prompt_text(rec: _Rec) -> str | None:
     return text if text.strip() else None
 
 
-def _raw(value: Any) -> tuple[str, int | None]:
+def _put_raw(attributes: dict[str, Any], value: Any) -> None:
+    """Keep ``value`` as a span's raw record (``trajectory.raw``), clipped at ``RAW_LIMIT``
+    (``trajectory.raw_clipped``: the original size)."""
     text = orjson.dumps(value).decode()
-    if len(text) <= RAW_LIMIT:
-        return text, None
-    return text[:RAW_LIMIT], len(text)
+    attributes[RAW] = text[:RAW_LIMIT]
+    if len(text) > RAW_LIMIT:
+        attributes["trajectory.raw_clipped"] = len(text)
 
 
 def _clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
@@ -509,10 +510,7 @@ def _turn_spans(
             attributes["permission.mode"] = turn.start.data["permissionMode"]
         if title:
             attributes["session.title"] = title
-        raw, clipped = _raw(turn.start.data)
-        attributes[RAW] = raw
-        if clipped:
-            attributes["trajectory.raw_clipped"] = clipped
+        _put_raw(attributes, turn.start.data)
         end = max([turn.end_ts, turn.start.ts] + [s.end_ns for s in spans])
         spans.insert(
             0,
@@ -648,10 +646,7 @@ def _llm_span(
     if first.dead:
         attributes[DEAD_END] = True
         status_message = status_message or "superseded by a retry"
-    raw, clipped = _raw([r.data for r in lines])
-    attributes[RAW] = raw
-    if clipped:
-        attributes["trajectory.raw_clipped"] = clipped
+    _put_raw(attributes, [r.data for r in lines])
     return StepSpan(
         trace_id,
         span_id_for(SOURCE, context.session, f"llm:{key}"),
@@ -707,10 +702,7 @@ def _tool_span(
         raw_value["result"] = result_rec.data
     if rec.dead:
         attributes[DEAD_END] = True
-    raw, clipped = _raw(raw_value)
-    attributes[RAW] = raw
-    if clipped:
-        attributes["trajectory.raw_clipped"] = clipped
+    _put_raw(attributes, raw_value)
     return StepSpan(
         trace_id,
         span_id_for(SOURCE, context.session, f"tool:{tool_id}"),
@@ -892,10 +884,7 @@ def _compactions(turn: _Turn, trace_id: str, parent_id: str, context: _Context) 
                 start = min(call[0].ts, boundary.ts)
         if summary is not None:
             attributes["output.value"] = _text(_content(summary))
-        raw, clipped = _raw(boundary.data)
-        attributes[RAW] = raw
-        if clipped:
-            attributes["trajectory.raw_clipped"] = clipped
+        _put_raw(attributes, boundary.data)
         spans.append(
             StepSpan(
                 trace_id,
