@@ -33,12 +33,23 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import orjson
 
+from traceproof.trajectories.action_rules import (
+    ACTIONS,
+    EDITOR_READS,
+    EDITORS,
+    SHELLS,
+    TOOLS,
+    Action,
+    ActionRules,
+    InvalidRules,
+)
+from traceproof.trajectories.commands import classify_command, patch_files, shell_inner
 from traceproof.trajectories.common import (
     ACTION,
     DEAD_END,
@@ -59,353 +70,15 @@ __all__ = [
     "ActionRules",
     "InvalidRules",
     "classify",
+    "classify_command",
     "label_trace",
 ]
 
-Action = Literal["localize", "edit", "execute", "verify", "vcs", "plan", "delegate", "web", "other"]
-ACTIONS: tuple[Action, ...] = get_args(Action)
 Outcome = Literal["ok", "error", "tests_passed", "tests_failed"]
 #: The files a step reads or edits (a list of paths), when its arguments name them.
 FILES = "trajectory.files"
 #: Targets longer than this are clipped (a heredoc can be a whole file).
 TARGET_MAX_CHARS = 500
-
-
-class InvalidRules(ValueError):
-    """A ``[trajectories.actions]`` table that cannot be used; the message says where."""
-
-
-@dataclass(frozen=True, slots=True)
-class ActionRules:
-    """Project rules, tried before the built-in ones: tool names (lowercase) to actions, and
-    command regexes per action."""
-
-    tools: Mapping[str, Action] = field(default_factory=dict)
-    commands: tuple[tuple[Action, re.Pattern[str]], ...] = ()
-
-    @classmethod
-    def from_table(cls, table: Mapping[str, Any]) -> ActionRules:
-        """Rules from ``[trajectories.actions]``: ``{action: {"tools": [...], "commands":
-        [...]}}``. Raises :class:`InvalidRules`."""
-        tools: dict[str, Action] = {}
-        commands: list[tuple[Action, re.Pattern[str]]] = []
-        for action, rules in table.items():
-            where = f"trajectories.actions.{action}"
-            if action not in ACTIONS:
-                raise InvalidRules(f"{where}: unknown action; known: {', '.join(ACTIONS)}")
-            if not isinstance(rules, dict):
-                raise InvalidRules(f"{where}: must be a table with tools and commands")
-            for key in rules:
-                if key not in ("tools", "commands"):
-                    raise InvalidRules(f"{where}.{key}: unknown key; known: tools, commands")
-            for name in _strings(rules.get("tools", []), f"{where}.tools"):
-                tools[name.lower()] = action
-            for pattern in _strings(rules.get("commands", []), f"{where}.commands"):
-                try:
-                    commands.append((action, re.compile(pattern)))
-                except re.error as exc:
-                    raise InvalidRules(
-                        f"{where}.commands: {pattern!r} is not a regex ({exc})"
-                    ) from None
-        return cls(tools=tools, commands=tuple(commands))
-
-
-def _strings(value: Any, where: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidRules(f"{where}: must be a list of strings")
-    return value
-
-
-# --- tool names --------------------------------------------------------------------------------
-
-_TOOLS: dict[str, Action] = {
-    **dict.fromkeys(
-        (
-            "read", "read_file", "view", "view_file", "notebookread", "grep", "grep_search",
-            "glob", "find", "ls", "list_dir", "list_directory", "list_files", "search",
-            "file_search", "codebase_search", "find_file", "search_dir", "search_file", "open",
-            "goto", "scroll_up", "scroll_down", "read_many_files", "search_file_content",
-        ),
-        "localize",
-    ),
-    **dict.fromkeys(
-        (
-            "edit", "write", "multiedit", "notebookedit", "apply_patch", "str_replace",
-            "create", "edit_file", "write_file", "create_file", "insert", "replace",
-            "write_to_file", "replace_in_file",
-        ),
-        "edit",
-    ),
-    **dict.fromkeys(
-        ("todowrite", "todoread", "update_plan", "exitplanmode", "enterplanmode", "think"),
-        "plan",
-    ),
-    **dict.fromkeys(
-        ("task", "agent", "dispatch_agent", "spawn_agent", "delegate", "subagent"), "delegate"
-    ),
-    **dict.fromkeys(
-        (
-            "webfetch", "websearch", "web_fetch", "web_search", "fetch", "browser", "browse",
-            "browse_interactive", "web_read", "google_web_search",
-        ),
-        "web",
-    ),
-    **dict.fromkeys(
-        ("execute_ipython_cell", "run_ipython", "ipython", "killshell", "write_stdin",
-         "taskoutput"),
-        "execute",
-    ),
-}  # fmt: skip
-#: Tools whose argument is a shell command, classified by the command.
-_SHELLS = frozenset(
-    {
-        "bash", "shell", "exec_command", "execute_bash", "run_shell_command", "terminal",
-        "run", "local_shell", "container.exec", "run_command", "cmd", "bashoutput",
-        "execute_command", "run_terminal_cmd",
-    }
-)  # fmt: skip
-#: Editor tools with a sub-command (SWE-agent's and OpenHands' ``str_replace_editor``).
-_EDITORS = frozenset({"str_replace_editor", "str_replace_based_edit_tool", "text_editor"})
-_EDITOR_READS = frozenset({"view"})
-
-# --- shell commands ----------------------------------------------------------------------------
-
-_PY = r"(?:python[0-9.]*|py)\s+-m\s+"
-_RUNNER = r"(?:npm|pnpm|yarn|bun)\s+(?:run\s+)?"
-#: Checked on each simple command (wrappers like ``cd``, ``env``, ``timeout``, ``uv run``
-#: stripped).
-_VERIFY = re.compile(
-    r"^(?:"
-    rf"(?:{_PY})?(?:pytest|py\.test|unittest|tox|nox|mypy|ruff\s+(?:check|format\s+--check)|"
-    r"ruff$|ruff\s+-|flake8|pylint|pyright|black\s+--check|isort\s+--check)\b"
-    r"|go\s+(?:test|vet)\b|golangci-lint\b|staticcheck\b"
-    r"|cargo\s+(?:test|nextest|clippy|check)\b"
-    rf"|{_RUNNER}(?:test|lint|typecheck|type-check|check|tsc|jest|vitest)\b"
-    r"|(?:jest|vitest|mocha|ava|tsc|eslint|biome|prettier\s+--check|playwright\s+test)\b"
-    r"|make\s+(?:test|tests|check|lint|typecheck)\b|just\s+(?:test|check|lint)\b"
-    r"|mix\s+(?:test|dialyzer|credo|format\s+--check-formatted)\b|rspec\b|rake\s+test\b|phpunit\b|(?:\./)?gradlew?\s+test\b|mvn\s+test\b"
-    r"|dotnet\s+test\b|ctest\b|swift\s+test\b|pre-commit\s+run\b|\.ci/\S+"
-    r")"
-)
-_READERS = frozenset(
-    {
-        "cat", "rg", "grep", "egrep", "fgrep", "ag", "ack", "find", "fd", "ls", "tree",
-        "head", "tail", "wc", "less", "more", "nl", "file", "stat", "pwd", "du", "which",
-        "type", "realpath", "readlink", "basename", "dirname", "sort", "uniq", "cut", "tr",
-        "diff", "cmp", "column", "jq", "echo", "printf", "true", "date", "whoami", "env",
-        "printenv", "sed", "awk", "xxd", "od", "strings", "bat", "exa", "eza",
-    }
-)  # fmt: skip
-#: SWE-agent's own commands (they run in its shell).
-_SWE_COMMANDS: dict[str, Action] = {
-    **dict.fromkeys(
-        ("open", "goto", "scroll_up", "scroll_down", "search_dir", "search_file", "find_file"),
-        "localize",
-    ),
-    **dict.fromkeys(("edit", "create", "insert", "append", "apply_patch"), "edit"),
-    "submit": "other",
-}
-_WRAPPERS = frozenset({"sudo", "time", "nice", "nohup", "command", "exec", "xargs", "then"})
-_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
-_HEREDOC = re.compile(
-    r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1[^\n]*\n(.*?)(?:\n\s*\2\s*(?:\n|$)|$)", re.S
-)
-_SEPARATORS = re.compile(r"&&|\|\||[;|\n&]")
-_WRITE_REDIRECT = re.compile(r"(?:^|[^0-9&<>])>>?\s*(?!&)([^\s;|&>]+)")
-
-
-def _strip_heredocs(command: str) -> str:
-    return _HEREDOC.sub(lambda m: f"<<{m.group(2)}\n", command)
-
-
-def _segments(command: str) -> list[str]:
-    """Simple commands of a shell line, split on ``&&``, ``||``, ``;``, ``|``, ``&`` and
-    newlines outside quotes (heredoc bodies dropped)."""
-    text = _strip_heredocs(command)
-    out: list[str] = []
-    start = 0
-    quote: str | None = None
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == "\\" and quote == '"':
-                i += 2
-                continue
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "\\":
-            i += 2
-            continue
-        else:
-            m = _SEPARATORS.match(text, i)
-            if m and not (
-                ch == "&" and (text[i - 1 : i] in (">", "<") or text[i + 1 : i + 2] == ">")
-            ):
-                out.append(text[start:i])
-                start = m.end()
-                i = m.end()
-                continue
-        i += 1
-    out.append(text[start:])
-    return [s.strip() for s in out if s.strip() and s.strip() not in ("(", ")", "{", "}")]
-
-
-def _words(segment: str) -> list[str]:
-    try:
-        words = shlex.split(segment)
-    except ValueError:
-        words = segment.split()
-    # Drop wrappers and environment assignments: `cd x`, `FOO=1 pytest`, `timeout 60 pytest`,
-    # `uv run pytest`, `poetry run`, `npx jest`.
-    while words:
-        head = words[0]
-        if _ASSIGNMENT.match(head) or head in _WRAPPERS or head in ("(", "{", "env"):
-            words = words[1:]
-        elif head in ("timeout", "gtimeout") and len(words) > 1:
-            words = words[2:] if not words[1].startswith("-") else words[3:]
-        elif head in ("uv", "poetry", "pdm", "hatch", "rye", "pipenv") and words[1:2] == ["run"]:
-            words = words[2:]
-        elif head in ("npx", "pnpx", "bunx"):
-            words = words[1:]
-        elif head in ("pnpm", "yarn", "bundle") and words[1:2] == ["exec"]:
-            words = words[2:]
-        else:
-            break
-    return words
-
-
-def _shell_inner(words: list[str]) -> str | None:
-    """The script of ``bash -lc SCRIPT`` (and sh, zsh), else None."""
-    if len(words) >= 3 and words[0].rsplit("/", 1)[-1] in ("bash", "sh", "zsh", "dash"):
-        for i, word in enumerate(words[1:-1], 1):
-            if word.startswith("-") and "c" in word:
-                return words[i + 1]
-    return None
-
-
-@dataclass(slots=True)
-class _Shell:
-    action: Action
-    files: list[str]
-
-
-def _is_reader(words: list[str]) -> bool:
-    name = words[0].rsplit("/", 1)[-1]
-    if name not in _READERS:
-        return False
-    if name == "sed":
-        return (
-            "-n" in words
-            or any(w.startswith("-n") for w in words[1:])
-            or not any(w.startswith("-i") or w == "--in-place" for w in words[1:])
-        )
-    if name == "find":
-        return not any(w in ("-delete", "-exec", "-execdir", "-ok") for w in words)
-    if name == "awk":
-        return not any("system(" in w or "> " in w for w in words)
-    return True
-
-
-def _operands(words: list[str]) -> list[str]:
-    """Arguments that look like paths (``sed``: only the last, after its script)."""
-    found = [w for w in words[1:] if not w.startswith("-") and ("/" in w or "." in w[1:])]
-    if words[0].rsplit("/", 1)[-1] == "sed":
-        rest = [w for w in words[1:] if not w.startswith("-")]
-        return rest[-1:] if len(rest) >= 2 else []
-    return found[:20]
-
-
-def classify_command(command: str, rules: ActionRules | None = None) -> _Shell:
-    """The action of a shell command and the files it reads or edits (when it names them)."""
-    rules = rules or ActionRules()
-    for action, pattern in rules.commands:
-        if pattern.search(command):
-            return _Shell(action, [])
-    kinds: list[Action] = []
-    read: list[str] = []
-    edited: list[str] = []
-    for segment in _segments(command):
-        words = _words(segment)
-        if not words or words[0] == "cd" or words[0] == "export":
-            continue
-        inner = _shell_inner(words)
-        if inner is not None:
-            sub = classify_command(inner, rules)
-            kinds.append(sub.action)
-            (edited if sub.action == "edit" else read).extend(sub.files)
-            continue
-        joined = " ".join(words)
-        name = words[0].rsplit("/", 1)[-1]
-        redirects = [
-            t for t in _WRITE_REDIRECT.findall(segment) if t not in ("/dev/null", "&1", "&2")
-        ]
-        if _VERIFY.match(joined) or _VERIFY.match(" ".join([name, *words[1:]])):
-            kinds.append("verify")
-        elif name in ("git", "gh"):
-            kinds.append("vcs")
-        elif name in ("apply_patch", "applypatch", "patch"):
-            kinds.append("edit")
-            edited.extend(_patch_files(segment))
-        elif name == "sed" and any(w.startswith("-i") or w == "--in-place" for w in words[1:]):
-            kinds.append("edit")
-            edited.extend(_operands(words)[-1:])
-        elif redirects and name in _READERS | {"tee"}:
-            kinds.append("edit")
-            edited.extend(redirects)
-        elif name == "tee":
-            kinds.append("edit")
-            edited.extend(w for w in words[1:] if not w.startswith("-"))
-        elif name in _SWE_COMMANDS and (name not in _READERS):
-            kinds.append(_SWE_COMMANDS[name])
-            if name in ("open", "create") and len(words) > 1:
-                (edited if name == "create" else read).append(words[1])
-        elif name == "str_replace_editor" and len(words) >= 3:
-            kinds.append("localize" if words[1] in _EDITOR_READS else "edit")
-            (read if words[1] in _EDITOR_READS else edited).append(words[2])
-        elif _is_reader(words) and not redirects:
-            kinds.append("localize")
-            if name in ("cat", "head", "tail", "sed", "nl", "less", "more", "bat", "wc"):
-                read.extend(_operands(words))
-        else:
-            kinds.append("execute")
-    action = _combine(kinds)
-    return _Shell(action, _unique(edited if action == "edit" else read))
-
-
-def _combine(kinds: list[Action]) -> Action:
-    """One action for a compound command: a verification anywhere makes it ``verify``; an
-    edit makes it ``edit``; all reads are ``localize``; reads and git are ``vcs``."""
-    if not kinds:
-        return "execute"
-    for action in ("verify", "edit"):
-        if action in kinds:
-            return action
-    if all(k == "localize" for k in kinds):
-        return "localize"
-    if kinds[0] == "vcs" and all(k in ("vcs", "localize") for k in kinds):
-        return "vcs"
-    others = [k for k in kinds if k not in ("localize",)]
-    return others[0] if len(set(others)) == 1 and others[0] != "vcs" else "execute"
-
-
-def _unique(items: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(i for i in items if i))
-
-
-_PATCH_FILE = re.compile(
-    r"^\*\*\* (?:Update|Add|Delete) File: (.+?)\s*$|^\+\+\+ (?:b/)?(\S+)"
-    r"|^\*\*\* Move to: (.+?)\s*$",
-    re.M,
-)
-
-
-def _patch_files(text: str) -> list[str]:
-    files = [next(g for g in m.groups() if g) for m in _PATCH_FILE.finditer(text)]
-    return _unique(f for f in files if f != "/dev/null")
-
 
 # --- arguments ---------------------------------------------------------------------------------
 
@@ -428,7 +101,7 @@ def _arguments(value: Any) -> tuple[dict[str, Any], str | None]:
 def _command_text(args: Mapping[str, Any]) -> str | None:
     value = args.get("command", args.get("cmd", args.get("script")))
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        inner = _shell_inner(value)
+        inner = shell_inner(value)
         if inner is not None:
             return inner
         return shlex.join(value)
@@ -471,23 +144,23 @@ def classify(tool: str, arguments: Any, rules: ActionRules | None = None) -> Cla
         action = rules.tools.get(name) or rules.tools[short]
         target = path or command or _first_text(args, text)
         return Classified(action, _clip(target), [path] if path else [])
-    if short in _EDITORS:
+    if short in EDITORS:
         sub = str(args.get("command", "")).lower()
         return Classified(
-            "localize" if sub in _EDITOR_READS else "edit", _clip(path), [path] if path else []
+            "localize" if sub in EDITOR_READS else "edit", _clip(path), [path] if path else []
         )
     if short == "apply_patch" or (
-        short in _SHELLS and command and command.lstrip().startswith(("apply_patch", "applypatch"))
+        short in SHELLS and command and command.lstrip().startswith(("apply_patch", "applypatch"))
     ):
         patch = text or str(args.get("input", args.get("patch", command or "")))
-        files = _patch_files(patch)
+        files = patch_files(patch)
         return Classified("edit", _clip(" ".join(files) or path), files or ([path] if path else []))
-    if short in _SHELLS or (short not in _TOOLS and command is not None and short != "task"):
+    if short in SHELLS or (short not in TOOLS and command is not None and short != "task"):
         if command is None:
             return Classified("execute", _clip(_first_text(args, text)), [], shell=True)
         shell = classify_command(command, rules)
         return Classified(shell.action, _clip(command), shell.files, shell=True)
-    action = _TOOLS.get(short) or _prefix_action(short)
+    action = TOOLS.get(short) or _prefix_action(short)
     if action == "delegate":
         target = _text(args, "subagent_type", "description", "prompt")
         return Classified(action, _clip(target), [])
@@ -503,7 +176,7 @@ def classify(tool: str, arguments: Any, rules: ActionRules | None = None) -> Cla
                                              "notebookread", "open") else []  # fmt: skip
         return Classified(action, _clip(target), files)
     if action == "edit":
-        files = [path] if path else _patch_files(text or "")
+        files = [path] if path else patch_files(text or "")
         return Classified(action, _clip(path or " ".join(files) or None), files)
     return Classified(action, _clip(path or command or _first_text(args, text)), [])
 
