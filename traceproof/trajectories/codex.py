@@ -43,6 +43,8 @@ from traceproof.trajectories.codex_records import (
     Turn,
     content_text,
     looks_like_rollout,
+    meta_resource,
+    unwrap,
 )
 from traceproof.trajectories.codex_tools import ToolSpans
 from traceproof.trajectories.common import (
@@ -61,9 +63,7 @@ from traceproof.trajectories.common import (
 from traceproof.trajectories.records import (
     TIME_ESTIMATED,
     Clock,
-    as_dict,
     as_int,
-    iso_ns,
     json_lines,
     raw,
     text_of,
@@ -118,27 +118,15 @@ class _Rollout(ToolSpans):
             yield from self._close_turn(turn.last_ns)
 
     def _record(self, line: int, record: dict[str, Any]) -> Iterator[Item]:
-        kind = record.get("type")
-        payload = record.get("payload")
-        if isinstance(kind, str) and isinstance(payload, dict) and "timestamp" in record:
+        found = unwrap(record)
+        if isinstance(found, str):
+            yield Skipped(found, line)
+            return
+        kind, payload = found.kind, found.payload
+        if found.wrapped:
             self.wrapped = True
-            ts = iso_ns(record.get("timestamp"))
-            ts = self._tick() if ts is None else ts
-            self.last_ns = max(self.last_ns, ts)
-        else:
-            if record.get("record_type") is not None:
-                yield Skipped(f"record_type/{record.get('record_type')}", line)
-                return
-            if "type" not in record and "id" in record:
-                kind, payload = "session_meta", record
-                ts = iso_ns(record.get("timestamp")) or self._tick()
-                self.last_ns = max(self.last_ns, ts)
-            elif isinstance(kind, str):
-                kind, payload = "response_item", record
-                ts = self._tick()
-            else:
-                yield Skipped("unknown", line)
-                return
+        ts = self._tick() if found.ns is None else found.ns
+        self.last_ns = max(self.last_ns, ts)
         if kind == "session_meta" and self.meta_seen:
             # a forked or resumed rollout repeats its parent's meta (and history) after its own
             yield Skipped("session_meta/repeated", line)
@@ -167,17 +155,7 @@ class _Rollout(ToolSpans):
         session = payload.get("id") or payload.get("session_id")
         if isinstance(session, str) and session:
             self.session = session
-        git = as_dict(payload.get("git"))
-        for key, value in (
-            ("service.version", payload.get("cli_version")),
-            ("process.cwd", payload.get("cwd")),
-            ("vcs.repository.ref.name", git.get("branch")),
-            ("vcs.repository.url.full", git.get("repository_url")),
-            ("vcs.ref.head.revision", git.get("commit_hash")),
-            ("codex.originator", payload.get("originator")),
-        ):
-            if isinstance(value, str) and value:
-                self.resource[key] = value
+        self.resource.update(meta_resource(payload))
         if isinstance(payload.get("model_provider"), str):
             self.provider = payload["model_provider"]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from traceproof.trajectories.common import Status
+from traceproof.trajectories.records import as_dict, iso_ns
 
 SOURCE = "codex"
 _WRAPPED_TYPES = frozenset(
@@ -45,6 +46,49 @@ _WRAPPED_HEAD = re.compile(
     rb'event_msg|turn_context|compacted)"\s*,\s*"payload"'
 )
 CWD = re.compile(r"<cwd>(.*?)</cwd>", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One record as a wrapped line: its type, its payload, its own time (older lines: none)."""
+
+    kind: str
+    payload: dict[str, Any]
+    ns: int | None
+    wrapped: bool
+
+
+def unwrap(record: dict[str, Any]) -> Line | str:
+    """The record as a wrapped line (an older one as the type it stands for), or why it is
+    skipped."""
+    kind = record.get("type")
+    payload = record.get("payload")
+    if isinstance(kind, str) and isinstance(payload, dict) and "timestamp" in record:
+        return Line(kind, payload, iso_ns(record.get("timestamp")), True)
+    if record.get("record_type") is not None:
+        return f"record_type/{record.get('record_type')}"
+    if "type" not in record and "id" in record:
+        return Line("session_meta", record, iso_ns(record.get("timestamp")) or None, False)
+    if isinstance(kind, str):
+        return Line("response_item", record, None, False)
+    return "unknown"
+
+
+def meta_resource(payload: dict[str, Any]) -> dict[str, str]:
+    """The resource attributes a ``session_meta`` payload gives."""
+    git = as_dict(payload.get("git"))
+    resource: dict[str, str] = {}
+    for key, value in (
+        ("service.version", payload.get("cli_version")),
+        ("process.cwd", payload.get("cwd")),
+        ("vcs.repository.ref.name", git.get("branch")),
+        ("vcs.repository.url.full", git.get("repository_url")),
+        ("vcs.ref.head.revision", git.get("commit_hash")),
+        ("codex.originator", payload.get("originator")),
+    ):
+        if isinstance(value, str) and value:
+            resource[key] = value
+    return resource
 
 
 def looks_like_rollout(path: Path, head: bytes) -> bool:
