@@ -44,13 +44,11 @@ from traceproof.trajectories.codex_records import (
     content_text,
     looks_like_rollout,
     meta_resource,
+    token_counts,
     unwrap,
 )
 from traceproof.trajectories.codex_tools import ToolSpans
 from traceproof.trajectories.common import (
-    CACHE_READ,
-    CACHE_WRITE,
-    REASONING,
     STOP_REASON,
     Item,
     Malformed,
@@ -63,7 +61,6 @@ from traceproof.trajectories.common import (
 from traceproof.trajectories.records import (
     TIME_ESTIMATED,
     Clock,
-    as_int,
     json_lines,
     raw,
     text_of,
@@ -405,17 +402,7 @@ class _Rollout(ToolSpans):
         if self.provider:
             attributes["llm.provider"] = self.provider
         if usage:
-            for name, key in (
-                ("llm.token_count.prompt", "input_tokens"),
-                ("llm.token_count.completion", "output_tokens"),
-                ("llm.token_count.total", "total_tokens"),
-                (CACHE_READ, "cached_input_tokens"),
-                (CACHE_WRITE, "cache_write_input_tokens"),
-                (REASONING, "reasoning_output_tokens"),
-            ):
-                value = as_int(usage.get(key))
-                if value is not None:
-                    attributes[name] = value
+            attributes.update(token_counts(usage))
         attributes[STOP_REASON] = "tool_calls" if call.tools else "stop"
         output = "\n\n".join(call.texts)
         if call.tools:

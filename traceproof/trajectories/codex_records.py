@@ -1,5 +1,6 @@
 """Codex rollout records: the two line formats, what a file's name and first lines look like,
-and the state a rollout's records build up (a turn, a model call, a tool call).
+what a ``session_meta`` and a token count give, and the state a rollout's records build up (a
+turn, a model call, a tool call).
 
 The current format wraps every line as ``{"timestamp", "type", "payload"}`` with ``type`` one of
 ``session_meta``, ``turn_context``, ``response_item``, ``event_msg`` and ``compacted``; the
@@ -15,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from traceproof.trajectories.common import Status
-from traceproof.trajectories.records import as_dict, iso_ns
+from traceproof.trajectories.common import CACHE_READ, CACHE_WRITE, REASONING, Status
+from traceproof.trajectories.records import as_dict, as_int, iso_ns
 
 SOURCE = "codex"
 _WRAPPED_TYPES = frozenset(
@@ -89,6 +90,23 @@ def meta_resource(payload: dict[str, Any]) -> dict[str, str]:
         if isinstance(value, str) and value:
             resource[key] = value
     return resource
+
+
+def token_counts(usage: dict[str, Any]) -> dict[str, int]:
+    """The token counts of a ``token_count`` event's ``last_token_usage``."""
+    counts: dict[str, int] = {}
+    for name, key in (
+        ("llm.token_count.prompt", "input_tokens"),
+        ("llm.token_count.completion", "output_tokens"),
+        ("llm.token_count.total", "total_tokens"),
+        (CACHE_READ, "cached_input_tokens"),
+        (CACHE_WRITE, "cache_write_input_tokens"),
+        (REASONING, "reasoning_output_tokens"),
+    ):
+        value = as_int(usage.get(key))
+        if value is not None:
+            counts[name] = value
+    return counts
 
 
 def looks_like_rollout(path: Path, head: bytes) -> bool:
