@@ -1,10 +1,8 @@
 """Codex CLI rollouts (``sessions/YYYY/MM/DD/rollout-*.jsonl``) as spans.
 
-Two formats. The current one wraps every line as ``{"timestamp", "type", "payload"}`` with
-``type`` one of ``session_meta``, ``turn_context``, ``response_item``, ``event_msg`` and
-``compacted``; the older one (until about September 2025) writes a meta line
-``{"id", "timestamp", "instructions", "git"}`` and then the response items themselves, with no
-timestamps and no events.
+The two line formats (wrapped ``{"timestamp", "type", "payload"}`` lines, and the older
+unwrapped response items with no timestamps and no events) are in ``codex_records``; this
+module is the state machine over them.
 
 - A turn (``event_msg/task_started`` to ``task_complete``, keyed by its ``turn_id``) is a trace
   under an ``AGENT`` root named ``codex turn``: input the user's prompt
@@ -15,13 +13,8 @@ timestamps and no events.
   closed by the next ``event_msg/token_count``: an ``LLM`` span with the turn's model and the
   call's ``last_token_usage`` (OpenAI's ``input_tokens`` already include the cached ones).
   Older files have no token counts: a model call ends at the next tool output or user message.
-- A tool call (``function_call``, ``custom_tool_call`` such as ``apply_patch``,
-  ``local_shell_call``, ``web_search_call``) is a ``TOOL`` span under the turn's root, keyed by
-  its ``call_id``, ended by its output and, for commands and patches, by
-  ``exec_command_end`` / ``patch_apply_end`` (the command's real output, exit code and
-  duration; ``codex.process_id`` links a command to the ``write_stdin`` calls that poll it).
-  A non-zero exit code, a ``failed`` status or a patch that did not apply is an
-  ``ERROR`` with the first lines of the output as its message.
+- A tool call is a ``TOOL`` span under the turn's root, ended by its output and, for commands
+  and patches, by ``exec_command_end`` / ``patch_apply_end`` (``codex_tools``).
 - ``compacted`` is an ``LLM`` span named ``compaction`` (its ``replacement_history`` is not new
   activity and makes no spans).
 
@@ -34,22 +27,33 @@ and keeps its unfinished calls for a later import of the grown file.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from traceproof.trajectories.codex_records import (
+    CWD,
+    INJECTED,
+    ITEM_TYPES,
+    OUTPUT_TYPES,
+    SESSION_IN_NAME,
+    SOURCE,
+    Call,
+    Tool,
+    Turn,
+    content_text,
+    looks_like_rollout,
+    meta_resource,
+    token_counts,
+    unwrap,
+)
+from traceproof.trajectories.codex_tools import ToolSpans
 from traceproof.trajectories.common import (
-    CACHE_READ,
-    CACHE_WRITE,
-    REASONING,
     STOP_REASON,
     Item,
     Malformed,
     Redact,
     Skipped,
-    Status,
     StepSpan,
     span_id_for,
     trace_id_for,
@@ -57,46 +61,10 @@ from traceproof.trajectories.common import (
 from traceproof.trajectories.records import (
     TIME_ESTIMATED,
     Clock,
-    as_dict,
-    as_int,
-    first_lines,
-    iso_ns,
     json_lines,
     raw,
     text_of,
 )
-
-SOURCE = "codex"
-_WRAPPED_TYPES = frozenset(
-    {"session_meta", "response_item", "event_msg", "turn_context", "compacted"}
-)
-_ITEM_TYPES = frozenset(
-    {
-        "message",
-        "reasoning",
-        "function_call",
-        "function_call_output",
-        "custom_tool_call",
-        "custom_tool_call_output",
-        "local_shell_call",
-        "web_search_call",
-    }
-)
-_CALL_TYPES = frozenset({"function_call", "custom_tool_call", "local_shell_call"})
-_OUTPUT_TYPES = frozenset({"function_call_output", "custom_tool_call_output"})
-#: Tools whose result arrives as ``event_msg/exec_command_end`` / ``patch_apply_end``.
-_EXEC_TOOLS = frozenset({"exec_command", "shell", "local_shell", "container.exec"})
-_PATCH_TOOLS = frozenset({"apply_patch"})
-_INJECTED = ("<environment_context>", "<user_instructions>", "# AGENTS.md")
-_ROLLOUT_NAME = re.compile(r"^rollout-.*\.jsonl(\.zst)?$")
-_SESSION_IN_NAME = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
-_WRAPPED_HEAD = re.compile(
-    rb'^\s*\{\s*"timestamp"\s*:\s*"[^"]*"\s*,\s*"type"\s*:\s*"(session_meta|response_item|'
-    rb'event_msg|turn_context|compacted)"\s*,\s*"payload"'
-)
-_CWD = re.compile(r"<cwd>(.*?)</cwd>", re.S)
-_EXITED = re.compile(r"Process exited with code (-?\d+)")
-_RUNNING = re.compile(r"Process running with session ID (\d+)")
 
 
 class CodexReader:
@@ -108,100 +76,27 @@ class CodexReader:
         self.clock = clock or Clock()
 
     def sniff(self, path: Path, head: bytes) -> bool:
-        if _ROLLOUT_NAME.match(path.name):
-            return True
-        if _WRAPPED_HEAD.match(head):
-            return True
-        return any(_looks_like_codex(line) for line in _head_objects(head, 3))
+        return looks_like_rollout(path, head)
 
     def read(self, path: Path, stream: IO[bytes], redact: Redact) -> Iterator[Item]:
         return _Rollout(path, self.clock).read(stream, redact)
 
 
-def _head_objects(head: bytes, count: int) -> Iterator[dict[str, Any]]:
-    import json
-
-    for line in head.splitlines()[:count]:
-        try:
-            value = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            yield value
-
-
-def _looks_like_codex(record: dict[str, Any]) -> bool:
-    if record.get("type") in _WRAPPED_TYPES and isinstance(record.get("payload"), dict):
-        return "timestamp" in record
-    if record.get("record_type") == "state":
-        return True
-    if "type" not in record and "id" in record and "timestamp" in record:
-        return "instructions" in record or "git" in record
-    return False
-
-
-@dataclass(slots=True)
-class _Tool:
-    call_id: str
-    name: str
-    arguments: str | None
-    start_ns: int
-    records: list[dict[str, Any]]
-    needs_end: bool
-    line: int | None = None
-    output: str | None = None
-    output_ns: int | None = None
-    output_seen: bool = False
-    end: dict[str, Any] | None = None
-    end_ns: int | None = None
-    status: Status = "OK"
-    message: str | None = None
-
-
-@dataclass(slots=True)
-class _Call:
-    start_ns: int
-    line: int | None = None
-    records: list[dict[str, Any]] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
-    tools: list[str] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
-    end_ns: int = 0
-
-
-@dataclass(slots=True)
-class _Turn:
-    key: str
-    trace_id: str
-    root_id: str
-    start_ns: int
-    last_ns: int
-    prompt: str | None = None
-    prompt_from_event: bool = False
-    answer: str | None = None
-    model: str | None = None
-    status: Status = "OK"
-    message: str | None = None
-    calls: int = 0
-    records: list[dict[str, Any]] = field(default_factory=list)
-    line: int | None = None
-
-
-class _Rollout:
+class _Rollout(ToolSpans):
     """One file's reading state."""
 
     def __init__(self, path: Path, clock: Clock) -> None:
         self.clock = clock
-        found = _SESSION_IN_NAME.search(path.name)
+        found = SESSION_IN_NAME.search(path.name)
         self.session = found.group(1) if found else path.name.split(".")[0]
         self.resource: dict[str, Any] = {"service.name": SOURCE}
         self.provider: str | None = None
         self.model: str | None = None
         self.wrapped = False
         self.last_ns = 0
-        self.turn: _Turn | None = None
-        self.call: _Call | None = None
-        self.tools: dict[str, _Tool] = {}
+        self.turn: Turn | None = None
+        self.call: Call | None = None
+        self.tools: dict[str, Tool] = {}
         self.pending_search: tuple[str | None, str] | None = None
         self.prev_ns: int | None = None
         self.meta_seen = False
@@ -220,27 +115,15 @@ class _Rollout:
             yield from self._close_turn(turn.last_ns)
 
     def _record(self, line: int, record: dict[str, Any]) -> Iterator[Item]:
-        kind = record.get("type")
-        payload = record.get("payload")
-        if isinstance(kind, str) and isinstance(payload, dict) and "timestamp" in record:
+        found = unwrap(record)
+        if isinstance(found, str):
+            yield Skipped(found, line)
+            return
+        kind, payload = found.kind, found.payload
+        if found.wrapped:
             self.wrapped = True
-            ts = iso_ns(record.get("timestamp"))
-            ts = self._tick() if ts is None else ts
-            self.last_ns = max(self.last_ns, ts)
-        else:
-            if record.get("record_type") is not None:
-                yield Skipped(f"record_type/{record.get('record_type')}", line)
-                return
-            if "type" not in record and "id" in record:
-                kind, payload = "session_meta", record
-                ts = iso_ns(record.get("timestamp")) or self._tick()
-                self.last_ns = max(self.last_ns, ts)
-            elif isinstance(kind, str):
-                kind, payload = "response_item", record
-                ts = self._tick()
-            else:
-                yield Skipped("unknown", line)
-                return
+        ts = self._tick() if found.ns is None else found.ns
+        self.last_ns = max(self.last_ns, ts)
         if kind == "session_meta" and self.meta_seen:
             # a forked or resumed rollout repeats its parent's meta (and history) after its own
             yield Skipped("session_meta/repeated", line)
@@ -269,22 +152,12 @@ class _Rollout:
         session = payload.get("id") or payload.get("session_id")
         if isinstance(session, str) and session:
             self.session = session
-        git = as_dict(payload.get("git"))
-        for key, value in (
-            ("service.version", payload.get("cli_version")),
-            ("process.cwd", payload.get("cwd")),
-            ("vcs.repository.ref.name", git.get("branch")),
-            ("vcs.repository.url.full", git.get("repository_url")),
-            ("vcs.ref.head.revision", git.get("commit_hash")),
-            ("codex.originator", payload.get("originator")),
-        ):
-            if isinstance(value, str) and value:
-                self.resource[key] = value
+        self.resource.update(meta_resource(payload))
         if isinstance(payload.get("model_provider"), str):
             self.provider = payload["model_provider"]
 
-    def _open_turn(self, key: str, ts: int, line: int | None = None) -> _Turn:
-        turn = _Turn(
+    def _open_turn(self, key: str, ts: int, line: int | None = None) -> Turn:
+        turn = Turn(
             line=line,
             key=key,
             trace_id=trace_id_for(SOURCE, self.session, key),
@@ -296,7 +169,7 @@ class _Rollout:
         self.turn = turn
         return turn
 
-    def _unnamed(self, turn: _Turn) -> bool:
+    def _unnamed(self, turn: Turn) -> bool:
         """An implicit turn (opened by a record before any turn id) that has no spans yet."""
         return (
             turn.key.startswith("line:")
@@ -306,12 +179,12 @@ class _Rollout:
             and not turn.answer
         )
 
-    def _rename(self, turn: _Turn, key: str) -> None:
+    def _rename(self, turn: Turn, key: str) -> None:
         turn.key = key
         turn.trace_id = trace_id_for(SOURCE, self.session, key)
         turn.root_id = span_id_for(SOURCE, self.session, f"turn:{key}")
 
-    def _ensure_turn(self, line: int, ts: int) -> _Turn:
+    def _ensure_turn(self, line: int, ts: int) -> Turn:
         if self.turn is None:
             return self._open_turn(f"line:{line}", ts, line)
         return self.turn
@@ -417,14 +290,14 @@ class _Rollout:
         record: dict[str, Any],
     ) -> Iterator[Item]:
         kind = payload.get("type")
-        if kind not in _ITEM_TYPES:
+        if kind not in ITEM_TYPES:
             yield Skipped(f"response_item/{kind}", line)
             return
         role = payload.get("role")
         if kind == "message" and role != "assistant":
             yield from self._input_message(line, payload, ts, record)
             return
-        if kind in _OUTPUT_TYPES:
+        if kind in OUTPUT_TYPES:
             if not self.wrapped and self.call is not None:
                 yield from self._close_call(ts, None)
             yield from self._tool_output(line, payload, ts, record)
@@ -433,12 +306,12 @@ class _Rollout:
         turn = self._ensure_turn(line, ts)
         turn.last_ns = max(turn.last_ns, ts)
         if self.call is None:
-            self.call = _Call(start_ns=self._call_start(ts), line=line)
+            self.call = Call(start_ns=self._call_start(ts), line=line)
         call = self.call
         call.records.append(record)
         call.end_ns = ts
         if kind == "message":
-            text = _content_text(payload.get("content"))
+            text = content_text(payload.get("content"))
             if text:
                 call.texts.append(text)
                 if payload.get("phase") in (None, "final_answer"):
@@ -466,12 +339,12 @@ class _Rollout:
     def _input_message(
         self, line: int, payload: dict[str, Any], ts: int, record: dict[str, Any]
     ) -> Iterator[Item]:
-        text = _content_text(payload.get("content")) or ""
+        text = content_text(payload.get("content")) or ""
         if payload.get("role") != "user":
             yield Skipped(f"response_item/message/{payload.get('role')}", line)
             return
-        if text.lstrip().startswith(_INJECTED):
-            cwd = _CWD.search(text)
+        if text.lstrip().startswith(INJECTED):
+            cwd = CWD.search(text)
             if cwd and "process.cwd" not in self.resource:
                 self.resource["process.cwd"] = cwd.group(1).strip()
             yield Skipped("response_item/message/context", line)
@@ -490,123 +363,6 @@ class _Rollout:
         turn = self._ensure_turn(line, ts)
         turn.prompt = text
         turn.records.append(record)
-
-    def _tool_call(
-        self,
-        line: int,
-        payload: dict[str, Any],
-        ts: int,
-        record: dict[str, Any],
-    ) -> None:
-        kind = payload.get("type")
-        call_id = payload.get("call_id") or payload.get("id")
-        if not isinstance(call_id, str) or not call_id:
-            call_id = f"line:{line}"
-        if kind == "local_shell_call":
-            name = "local_shell"
-            action = payload.get("action")
-            arguments = text_of(action)
-        else:
-            name = str(payload.get("name") or kind)
-            arguments = text_of(payload.get("input" if kind == "custom_tool_call" else "arguments"))
-        assert self.call is not None
-        self.call.tools.append(name)
-        needs_end = self.wrapped and (name in _EXEC_TOOLS or name in _PATCH_TOOLS)
-        self.tools[call_id] = _Tool(call_id, name, arguments, ts, [record], needs_end, line)
-
-    def _web_search(
-        self,
-        line: int,
-        payload: dict[str, Any],
-        ts: int,
-        record: dict[str, Any],
-    ) -> Iterator[Item]:
-        action = as_dict(payload.get("action"))
-        query = text_of(action.get("query")) or ""
-        key = f"line:{line}"
-        if self.pending_search is not None and self.pending_search[1] == query:
-            key = self.pending_search[0] or key
-        self.pending_search = None
-        tool = _Tool(key, "web_search", text_of(action), ts, [record], False, line)
-        tool.output_seen = True
-        tool.output_ns = ts
-        status = payload.get("status")
-        if isinstance(status, str) and status not in ("completed", "in_progress"):
-            tool.status, tool.message = "ERROR", f"web search {status}"
-        yield self._tool_span(tool)
-
-    def _tool_output(
-        self, line: int, payload: dict[str, Any], ts: int, record: dict[str, Any]
-    ) -> Iterator[Item]:
-        call_id = payload.get("call_id")
-        tool = self.tools.get(call_id) if isinstance(call_id, str) else None
-        if tool is None:
-            yield Skipped(f"response_item/{payload.get('type')}/unmatched", line)
-            return
-        tool.records.append(record)
-        tool.output_seen = True
-        tool.output_ns = ts
-        output = payload.get("output")
-        success: Any = None
-        if isinstance(output, dict):  # older FunctionCallOutputPayload {content, success}
-            success = output.get("success")
-            output = output.get("content")
-        text = text_of(output)
-        inner = as_dict(text)
-        if "output" in inner and isinstance(inner.get("metadata"), dict):
-            # shell / apply_patch results: {"output": ..., "metadata": {"exit_code": ...}}
-            code = as_int(inner["metadata"].get("exit_code"))
-            text = text_of(inner.get("output"))
-            if code not in (None, 0) and tool.status == "OK":
-                tool.status = "ERROR"
-                tool.message = _exit_message(code, text)
-        elif text and tool.name in _EXEC_TOOLS:
-            exited = _EXITED.search(text[:400])
-            code = as_int(exited.group(1)) if exited else None
-            if code not in (None, 0) and tool.status == "OK":
-                tool.status, tool.message = "ERROR", _exit_message(code, text)
-        if success is False and tool.status == "OK":
-            tool.status, tool.message = "ERROR", first_lines(text) or "tool call failed"
-        if tool.output is None or tool.end is None:
-            tool.output = text
-        yield from self._maybe_finish(tool)
-
-    def _tool_end(
-        self, line: int, payload: dict[str, Any], ts: int, record: dict[str, Any]
-    ) -> Iterator[Item]:
-        call_id = payload.get("call_id")
-        tool = self.tools.get(call_id) if isinstance(call_id, str) else None
-        if tool is None:
-            yield Skipped(f"event_msg/{payload.get('type')}/unmatched", line)
-            return
-        tool.records.append(record)
-        tool.end = payload
-        tool.end_ns = ts
-        if payload.get("type") == "exec_command_end":
-            output = payload.get("aggregated_output")
-            if not isinstance(output, str) or not output:
-                output = "".join(
-                    part for part in (payload.get("stdout"), payload.get("stderr"))
-                    if isinstance(part, str)
-                )  # fmt: skip
-            code = as_int(payload.get("exit_code"))
-            if output or tool.output is None:
-                tool.output = output
-            if code not in (None, 0) or payload.get("status") == "failed":
-                tool.status, tool.message = "ERROR", _exit_message(code, output)
-        else:  # patch_apply_end
-            if payload.get("success") is False or payload.get("status") == "failed":
-                stderr = text_of(payload.get("stderr"))
-                tool.status = "ERROR"
-                tool.message = first_lines(stderr) or "patch did not apply"
-            if tool.output is None:
-                tool.output = text_of(payload.get("stdout"))
-        yield from self._maybe_finish(tool)
-
-    def _maybe_finish(self, tool: _Tool) -> Iterator[Item]:
-        if tool.output_seen and (tool.end is not None or not tool.needs_end):
-            del self.tools[tool.call_id]
-            yield self._tool_span(tool)
 
     def _compacted(
         self, line: int, payload: dict[str, Any], ts: int, record: dict[str, Any]
@@ -646,17 +402,7 @@ class _Rollout:
         if self.provider:
             attributes["llm.provider"] = self.provider
         if usage:
-            for name, key in (
-                ("llm.token_count.prompt", "input_tokens"),
-                ("llm.token_count.completion", "output_tokens"),
-                ("llm.token_count.total", "total_tokens"),
-                (CACHE_READ, "cached_input_tokens"),
-                (CACHE_WRITE, "cache_write_input_tokens"),
-                (REASONING, "reasoning_output_tokens"),
-            ):
-                value = as_int(usage.get(key))
-                if value is not None:
-                    attributes[name] = value
+            attributes.update(token_counts(usage))
         attributes[STOP_REASON] = "tool_calls" if call.tools else "stop"
         output = "\n\n".join(call.texts)
         if call.tools:
@@ -678,46 +424,6 @@ class _Rollout:
             attributes=attributes,
             resource=dict(self.resource),
             line=call.line,
-        )
-
-    def _tool_span(self, tool: _Tool) -> StepSpan:
-        turn = self.turn
-        assert turn is not None
-        attributes: dict[str, Any] = {"session.id": self.session, "tool.name": tool.name}
-        if tool.arguments is not None:
-            attributes["input.value"] = tool.arguments
-            attributes["input.mime_type"] = (
-                "application/json" if tool.arguments.lstrip()[:1] in ("{", "[") else "text/plain"
-            )
-        if tool.output is not None:
-            attributes["output.value"] = tool.output
-        process = _process_id(tool)
-        if process is not None:
-            attributes["codex.process_id"] = process
-        if tool.end is not None:
-            code = as_int(tool.end.get("exit_code"))
-            if code is not None:
-                attributes["process.exit.code"] = code
-            changes = tool.end.get("changes")
-            if isinstance(changes, dict) and changes:
-                attributes["codex.changed_files"] = sorted(changes)
-        if not self.wrapped:
-            attributes[TIME_ESTIMATED] = True
-        attributes.update(raw(tool.records))
-        end = max(ns for ns in (tool.start_ns, tool.output_ns, tool.end_ns) if ns is not None)
-        return StepSpan(
-            turn.trace_id,
-            span_id_for(SOURCE, self.session, f"call:{tool.call_id}"),
-            turn.root_id,
-            tool.name,
-            "TOOL",
-            tool.start_ns,
-            end,
-            tool.status,
-            tool.message,
-            attributes=attributes,
-            resource=dict(self.resource),
-            line=tool.line,
         )
 
     def _close_turn(self, end_ns: int) -> Iterator[Item]:
@@ -752,38 +458,3 @@ class _Rollout:
             resource=dict(self.resource),
             line=turn.line,
         )
-
-
-def _content_text(content: Any) -> str | None:
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return None
-    parts = [
-        part["text"]
-        for part in content
-        if isinstance(part, dict) and isinstance(part.get("text"), str)
-    ]
-    return "\n".join(parts) if parts else None
-
-
-def _process_id(tool: _Tool) -> str | None:
-    """The unified-exec process a command started, or a ``write_stdin`` call polls."""
-    if tool.name == "write_stdin":
-        value = as_dict(tool.arguments).get("session_id")
-        return None if value is None else str(value)
-    if tool.end is not None and tool.end.get("process_id") is not None:
-        return str(tool.end["process_id"])
-    for record in tool.records:
-        payload = as_dict(record.get("payload", record))
-        if payload.get("type") == "function_call_output":
-            found = _RUNNING.search(text_of(payload.get("output")) or "")
-            if found:
-                return found.group(1)
-    return None
-
-
-def _exit_message(code: int | None, output: str | None) -> str:
-    head = first_lines(output)
-    what = f"exit code {code}" if code is not None else "failed"
-    return f"{what}: {head}" if head else what
