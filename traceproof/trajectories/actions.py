@@ -65,6 +65,7 @@ from traceproof.trajectories.outcomes import LINT_FAIL, RunSummary, exit_code, r
 
 __all__ = [
     "ACTIONS",
+    "FAILED",
     "FILES",
     "Action",
     "ActionRules",
@@ -75,6 +76,9 @@ __all__ = [
 ]
 
 Outcome = Literal["ok", "error", "tests_passed", "tests_failed"]
+#: Outcomes that count as a failure (an error, or a verification whose tests failed): the step
+#: after one is a recovery.
+FAILED = frozenset({"error", "tests_failed"})
 #: The files a step reads or edits (a list of paths), when its arguments name them.
 FILES = "trajectory.files"
 #: Targets longer than this are clipped (a heredoc can be a whole file).
@@ -277,7 +281,7 @@ def label_trace(spans: list[StepSpan], rules: ActionRules | None = None) -> None
             attrs[TESTS_PASSED] = tests.passed
         if tests is not None and tests.failed is not None:
             attrs[TESTS_FAILED] = tests.failed
-        if previous in ("error", "tests_failed"):
+        if previous in FAILED:
             attrs[RECOVER] = True
         if not attrs.get(DEAD_END):
             previous = outcome

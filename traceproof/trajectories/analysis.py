@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from traceproof.evals.llm import Price, Usage, cost
+from traceproof.trajectories.actions import FAILED
 
 __all__ = [
     "FAILED",
@@ -29,8 +30,6 @@ __all__ = [
     "verifies_after_last_edit",
 ]
 
-#: Outcomes that count as a failure (an error, or a verification whose tests failed).
-FAILED = frozenset({"error", "tests_failed"})
 #: Actions whose target is a command (so repeating it is running the same command again).
 _COMMAND_ACTIONS = frozenset({"execute", "verify", "vcs", "localize"})
 

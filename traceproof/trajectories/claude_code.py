@@ -35,7 +35,6 @@ module holds the reader, each turn's root span and the compactions.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,19 +54,9 @@ from traceproof.trajectories.claude_records import (
 from traceproof.trajectories.claude_spans import Context, agent_body, agent_spans, llm_span
 from traceproof.trajectories.claude_tree import Turn, parse, turns_of, within
 from traceproof.trajectories.common import Item, Redact, StepSpan, span_id_for, trace_id_for
+from traceproof.trajectories.records import idle_seconds
 
 __all__ = ["ClaudeCodeReader", "idle_seconds"]
-
-IDLE_ENV = "TRACEPROOF_TRANSCRIPT_IDLE_SECONDS"
-DEFAULT_IDLE_SECONDS = 300.0
-
-
-def idle_seconds() -> float:
-    """How long a transcript must be quiet before its last turn counts as closed."""
-    try:
-        return float(os.environ.get(IDLE_ENV, DEFAULT_IDLE_SECONDS))
-    except ValueError:
-        return DEFAULT_IDLE_SECONDS
 
 
 class ClaudeCodeReader:
