@@ -4,41 +4,22 @@ process on a real store: detection, spans stored, errors, redaction, re-import a
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import zstandard
 
 from tests.conftest import SHARED_DATA, needs_shared_data
+from tests.test_ingest_transcripts import ingest as ingest_transcripts
+from tests.test_ingest_transcripts import rows
 from tests.trajectories.reader_helpers import jsonl
 from tests.trajectories.test_codex import answer, exec_call, meta, turn
 from tests.trajectories.test_openhands import event, tool_call
 from tests.trajectories.test_swe_agent import mini, traj
-from traceproof.settings import Settings
-from traceproof.storage import Store
 
 
 def ingest(db: Path, *paths: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        [sys.executable, "-m", "traceproof", "ingest", "--db", str(db), "--json", *map(str, paths)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "TRACEPROOF_TRANSCRIPT_IDLE_SECONDS": "300"},
-        timeout=120,
-    )
-    assert result.returncode in (0, 2), result.stderr
-    summary: dict[str, Any] = json.loads(result.stdout)
-    summary["exit"] = result.returncode
-    return summary
-
-
-def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    with Store.open(db, Settings(db=db)) as store, store.reader() as reader:
-        return list(reader.rows(sql))
+    return ingest_transcripts(db, *paths, env={"TRACEPROOF_TRANSCRIPT_IDLE_SECONDS": "300"})
 
 
 def agent_files(root: Path) -> Path:
