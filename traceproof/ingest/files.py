@@ -26,8 +26,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import pyarrow as pa
 import zstandard
@@ -38,11 +38,11 @@ from traceproof.ingest.otlp import Decoded, MalformedRequest, decode_json_object
 from traceproof.ingest.spanjson import add_span_object, is_span_object
 from traceproof.settings import Settings
 from traceproof.storage import WriteResult
-from traceproof.trajectories.actions import ActionRules, label_trace
-from traceproof.trajectories.common import Reader, Skipped, StepSpan
-from traceproof.trajectories.emit import add_step
-from traceproof.trajectories.readers import HEAD_BYTES, detect
-from traceproof.trajectories.redact import Redactor
+
+if TYPE_CHECKING:
+    # The transcript readers are imported when a file starts like JSON (only then can one
+    # claim it), so importing OTLP protobuf files does not pay for loading them.
+    from traceproof.trajectories.actions import ActionRules
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -376,8 +376,12 @@ def _import_file(
         if first is None:
             raise ImportError_("the file is empty")
         if first in (b"{", b"["):
+            from traceproof.trajectories.readers import detect
+
             reader_ = detect(path, _head(stream))
             if reader_ is not None:
+                from traceproof.ingest.transcripts import _import_transcript
+
                 batcher.summary.formats[reader_.name] = (
                     batcher.summary.formats.get(reader_.name, 0) + 1
                 )
@@ -404,65 +408,12 @@ def _import_file(
 
 
 def _head(stream: IO[bytes]) -> bytes:
-    """Up to :data:`HEAD_BYTES` of what comes next, without consuming it."""
+    """Up to :data:`~traceproof.trajectories.readers.HEAD_BYTES` of what comes next, without
+    consuming it."""
+    from traceproof.trajectories.readers import HEAD_BYTES
+
     peek = getattr(stream, "peek", None)
     return bytes(peek(HEAD_BYTES)[:HEAD_BYTES]) if peek is not None else b""
-
-
-def _import_transcript(
-    reader: Reader,
-    path: Path,
-    stream: IO[bytes],
-    label: str,
-    batcher: _Batcher,
-    project: str | None,
-    redact: bool,
-    rules: ActionRules | None = None,
-) -> None:
-    """A coding-agent transcript through its reader: each trace's spans labelled, then added.
-
-    The project is ``project``, else the last path component of the agent's working
-    directory, else the agent's name."""
-    redactor = Redactor(enabled=redact)
-    summary = batcher.summary
-    pending: list[StepSpan] = []
-
-    def add(spans: list[StepSpan]) -> None:
-        label_trace(spans, rules)
-        for span in spans:
-            batcher.note(label, span.line)
-            name = project or _project_of(span, reader.name)
-            try:
-                warnings = add_step(batcher.rows, span, project=name, source=reader.name)
-            except REJECTED as exc:
-                summary.reject(label, span.line, rejection_reason(exc))
-                continue
-            summary.warnings += len(warnings)
-            batcher.flush_if_full()
-
-    try:
-        for item in reader.read(path, stream, redactor):
-            if isinstance(item, StepSpan):
-                if pending and pending[-1].trace_id != item.trace_id:
-                    add(pending)
-                    pending = []
-                pending.append(item)
-            elif isinstance(item, Skipped):
-                summary.records_skipped += 1
-                summary.skipped_by_kind[item.kind] = summary.skipped_by_kind.get(item.kind, 0) + 1
-            else:
-                summary.reject(label, item.line, item.reason)
-        if pending:
-            add(pending)
-    finally:
-        summary.redactions += redactor.count
-
-
-def _project_of(span: StepSpan, agent: str) -> str:
-    cwd = span.resource.get("process.cwd")
-    if isinstance(cwd, str) and cwd.strip("/\\"):
-        return PurePath(cwd.rstrip("/\\")).name or agent
-    return agent.replace("_", "-")
 
 
 def _peek_nonspace(stream: IO[bytes]) -> bytes | None:
