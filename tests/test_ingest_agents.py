@@ -95,7 +95,7 @@ def test_a_folder_of_agent_files_is_detected_stored_and_reimported_to_nothing(
     )
     assert codex == ("s-1", 100, "codex")
     again = ingest(db, folder)
-    assert again["spans_added"] == 0 and again["spans_read"] == summary["spans_read"]
+    assert again["spans_added"] == 0 and again["unchanged"] == summary["files"]
 
 
 @needs_shared_data
@@ -127,4 +127,4 @@ def test_the_shared_codex_swe_agent_and_openhands_files_import_and_reimport_to_n
         ("swe-agent", "TOOL", 232, 17),
     ]
     again = ingest(db, *folders)
-    assert again["spans_added"] == 0 and again["spans_read"] == summary["spans_read"]
+    assert again["spans_added"] == 0 and again["unchanged"] == summary["files"]

@@ -105,9 +105,15 @@ def test_a_projects_directory_is_imported_with_subagents_nested_and_secrets_reda
     assert error == ("Bash", "ERROR", "Error: Exit code 1")
     (resource,) = rows(db, "SELECT DISTINCT resource->>'$.service.name' FROM spans")
     assert resource == ("claude-code",)
-    # Re-import adds nothing.
-    again = ingest(db, project_dir(tmp_path))
-    assert (again["spans_read"], again["spans_added"], again["duplicates"]) == (16, 0, 16)
+    # Re-import adds nothing: unchanged files are skipped; rewritten with the same content
+    # (a new mtime), each is read again from its last turn.
+    again = ingest(db, project_dir(tmp_path).parent)
+    assert (again["unchanged"], again["spans_read"], again["spans_added"]) == (0, 10, 0)
+    assert again["incremental"] == 1  # the other session's one turn starts at its first line
+    again = ingest(db, project_dir(tmp_path).parent)
+    assert (again["unchanged"], again["spans_read"]) == (0, 10)
+    same = ingest(db, tmp_path / ".claude")
+    assert (same["unchanged"], same["files"], same["spans_read"]) == (2, 0, 0)
 
 
 def test_no_redact_keeps_the_secrets(tmp_path: Path) -> None:
@@ -198,7 +204,7 @@ def test_the_shared_claude_code_data_imports_and_reimports_to_nothing(tmp_path: 
     assert {r["path"].rsplit("/", 1)[-1] for r in summary["rejections"]} == {"edge_cases.jsonl"}
     assert "spotter" in summary["projects"]
     again = ingest(db, SHARED)
-    assert again["spans_added"] == 0 and again["spans_read"] == summary["spans_read"]
+    assert again["spans_added"] == 0 and again["unchanged"] == summary["files"]
 
 
 def test_steps_are_labelled_with_their_action_and_outcome(tmp_path: Path) -> None:

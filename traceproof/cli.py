@@ -30,6 +30,7 @@ from rich.progress import (
 from traceproof import __version__
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.ingest.files import ImportSummary, Sink, import_files
+from traceproof.ingest.incremental import Book
 from traceproof.remote import RemoteStore
 from traceproof.settings import Settings
 from traceproof.storage import Store, StoreLocked
@@ -238,7 +239,13 @@ def ingest(
                 sink: Sink = lambda table: store.submit(table, wait=None)  # noqa: E731
                 rules = project_config(settings).action_rules()
                 summary = _run_import(
-                    traces, sink, settings, project, redact=not no_redact, rules=rules
+                    traces,
+                    sink,
+                    settings,
+                    project,
+                    redact=not no_redact,
+                    rules=rules,
+                    book=transcript_book(store, settings),
                 )
             if evals:
                 extra = _import_evals(store, evals, settings)
@@ -299,10 +306,11 @@ def _run_import(
     *,
     redact: bool,
     rules: ActionRules | None = None,
+    book: Book | None = None,
 ) -> ImportSummary:
     if not err.is_terminal:
         return import_files(
-            paths, sink, settings=settings, project=project, redact=redact, rules=rules
+            paths, sink, settings=settings, project=project, redact=redact, rules=rules, book=book
         )
     total = sum(p.stat().st_size for p in paths if p.is_file())
     columns = (
@@ -323,7 +331,18 @@ def _run_import(
             on_progress=advance,
             redact=redact,
             rules=rules,
+            book=book,
         )
+
+
+def transcript_book(store: Store | RemoteStore, settings: Settings) -> Book:
+    """Where transcript import states live: the store's ``transcript_files`` table, or, through a
+    running server (its API has no route for them yet), a JSON file next to the store."""
+    from traceproof.ingest.incremental import Book, FileBook, StoreBook, state_file_for
+
+    if isinstance(store, RemoteStore):
+        return Book(FileBook(state_file_for(settings.db)))
+    return Book(StoreBook(store))
 
 
 def _print_summary(summary: ImportSummary) -> None:
@@ -340,6 +359,13 @@ def _print_summary(summary: ImportSummary) -> None:
         out.print(
             f"Transcripts: {files} file(s); {summary.records_skipped:,} records skipped, "
             f"{summary.redactions:,} secrets redacted.",
+            markup=False,
+            soft_wrap=True,
+        )
+    if summary.unchanged or summary.incremental:
+        out.print(
+            f"Transcripts read from where the last import stopped: {summary.incremental:,}; "
+            f"skipped as unchanged: {summary.unchanged:,}.",
             markup=False,
             soft_wrap=True,
         )

@@ -11,7 +11,15 @@ import pytest
 
 from tests.trajectories.claude_files import SESSION, Transcript, basic_session, text, tool_use
 from traceproof.trajectories.claude_code import ClaudeCodeReader
-from traceproof.trajectories.common import DEAD_END, RAW, Item, Malformed, Skipped, StepSpan
+from traceproof.trajectories.common import (
+    DEAD_END,
+    RAW,
+    Item,
+    Malformed,
+    Resume,
+    Skipped,
+    StepSpan,
+)
 from traceproof.trajectories.readers import HEAD_BYTES, detect
 from traceproof.trajectories.redact import Redactor
 
@@ -31,10 +39,11 @@ def spans(items: list[Item]) -> list[StepSpan]:
 def test_a_turn_becomes_a_trace_with_merged_responses_tools_and_errors(tmp_path: Path) -> None:
     path = basic_session().write(tmp_path / "s.jsonl")
     items, redact = read(path)
-    assert [i for i in items if not isinstance(i, StepSpan)] == [
-        Skipped("file-history-snapshot", 1)
-    ]
+    *others, resume = [i for i in items if not isinstance(i, StepSpan)]
+    assert others == [Skipped("file-history-snapshot", 1)]
     got = spans(items)
+    # A grown file is read again from the last turn's prompt.
+    assert resume == Resume([s for s in got if s.parent_span_id is None][-1].line or 0)
     assert len({s.trace_id for s in got}) == 2
     root, *children = [s for s in got if s.trace_id == got[0].trace_id]
     assert (root.kind, root.name, root.parent_span_id) == ("AGENT", "claude-code turn", None)

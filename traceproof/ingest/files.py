@@ -40,6 +40,8 @@ from traceproof.settings import Settings
 from traceproof.storage import WriteResult
 
 if TYPE_CHECKING:
+    from traceproof.ingest.incremental import Book
+
     # The transcript readers are imported when a file starts like JSON (only then can one
     # claim it), so importing OTLP protobuf files does not pay for loading them.
     from traceproof.trajectories.actions import ActionRules
@@ -82,6 +84,9 @@ class ImportSummary:
     skipped_by_kind: dict[str, int] = field(default_factory=dict)
     #: Secrets replaced in imported transcripts.
     redactions: int = 0
+    #: Transcripts skipped as unchanged since the last import, and read from a resume point.
+    unchanged: int = 0
+    incremental: int = 0
     #: Files read per format (a transcript reader's name, ``otlp_json``, ``otlp_protobuf``).
     formats: dict[str, int] = field(default_factory=dict)
     projects: set[str] = field(default_factory=set)
@@ -114,9 +119,11 @@ class ImportSummary:
             "traces": self.traces,
             "projects": sorted(self.projects),
         }
-        if self.transcripts:
+        if self.transcripts or self.unchanged:
             # Only when transcripts were read: the summary of trace files stays as it was.
             found |= {
+                "unchanged": self.unchanged,
+                "incremental": self.incremental,
                 "records_skipped": self.records_skipped,
                 "skipped_by_kind": dict(sorted(self.skipped_by_kind.items())),
                 "redactions": self.redactions,
@@ -186,6 +193,8 @@ class _Batcher:
         self.batch_start: tuple[str, int | None] = ("", None)
         self.acked_batches = 0
         self.acked_spans = 0
+        #: Transcript import states (incremental import); None: every file read whole.
+        self.book: Book | None = None
 
     def note(self, path: str, line: int | None) -> None:
         """Where the next rows come from (for the resume point of an interrupted import)."""
@@ -267,17 +276,24 @@ def import_files(
     on_progress: Callable[[int], None] | None = None,
     redact: bool = True,
     rules: ActionRules | None = None,
+    book: Book | None = None,
 ) -> ImportSummary:
     """Import every file into ``sink`` (``Store.submit`` or a remote equivalent).
 
     ``project`` overrides the project named in the data. ``on_progress`` receives the number of
     bytes read since its last call. ``redact=False`` keeps secrets in transcripts; ``rules``
     label their steps (the project's ``[trajectories.actions]``; None: the built-in rules).
+    ``book``: transcript import states (:mod:`.incremental`): an unchanged transcript is skipped,
+    a grown one read from its resume point; the new states are saved once every span is stored.
     """
     settings = settings or Settings()
     summary = ImportSummary()
     batcher = _Batcher(sink, settings, summary)
+    batcher.book = book
     for path in paths:
+        if book is not None and book.unchanged(Path(path)):
+            summary.unchanged += 1
+            continue
         summary.files += 1
         try:
             _import_file(Path(path), batcher, settings, project, on_progress, redact, rules)
@@ -289,6 +305,8 @@ def import_files(
         except ImportError_ as exc:
             summary.reject(str(path), None, str(exc))
     batcher.finish()
+    if book is not None:
+        book.commit()
     return summary
 
 

@@ -13,7 +13,7 @@ from typing import IO, TYPE_CHECKING
 
 from traceproof.ingest.normalize import REJECTED, rejection_reason
 from traceproof.trajectories.actions import ActionRules, label_trace
-from traceproof.trajectories.common import Reader, Skipped, StepSpan
+from traceproof.trajectories.common import Reader, Resume, Skipped, StepSpan
 from traceproof.trajectories.emit import add_step
 from traceproof.trajectories.redact import Redactor
 
@@ -34,10 +34,19 @@ def _import_transcript(
     """A coding-agent transcript through its reader: each trace's spans labelled, then added.
 
     The project is ``project``, else the last path component of the agent's working
-    directory, else the agent's name."""
+    directory, else the agent's name. With the batcher's :class:`~traceproof.ingest.
+    incremental.Book`, a file read before is read from its resume point and the new point noted
+    (``stream`` is then left unread)."""
     redactor = Redactor(enabled=redact)
     summary = batcher.summary
     pending: list[StepSpan] = []
+    book = batcher.book
+    plan = book.plan(path) if book is not None else None
+    if book is not None and plan is not None and not plan.compressed:
+        stream = book.open(plan)
+        if plan.resumed:
+            summary.incremental += 1
+    resume: Resume | None = None
 
     def add(spans: list[StepSpan]) -> None:
         label_trace(spans, rules)
@@ -62,12 +71,18 @@ def _import_transcript(
             elif isinstance(item, Skipped):
                 summary.records_skipped += 1
                 summary.skipped_by_kind[item.kind] = summary.skipped_by_kind.get(item.kind, 0) + 1
+            elif isinstance(item, Resume):
+                resume = item
             else:
                 summary.reject(label, item.line, item.reason)
         if pending:
             add(pending)
     finally:
         summary.redactions += redactor.count
+        if plan is not None and not plan.compressed:
+            stream.close()
+    if book is not None and plan is not None:
+        book.done(plan, reader.name, resume)
 
 
 def _project_of(span: StepSpan, agent: str) -> str:

@@ -36,6 +36,12 @@ Migration 3, proof (issue 11):
 
 Evaluations of runs are annotations with ``target_kind = 'experiment_run'``.
 
+Migration 4, live transcripts (issue 12):
+
+- ``transcript_files``  per transcript file imported: what was read (size, mtime, identity, a
+                        hash of its first bytes) and where a re-import of the grown file resumes
+                        (see :mod:`traceproof.storage.transcript_files`).
+
 ``trace_index`` holds per-trace aggregates merged incrementally by the writer, so a trace row is
 right whatever order its spans arrive in: every field is an order-independent aggregate (min,
 max, sum, or the argmin of ``(start_time, span_id)``).
@@ -350,6 +356,35 @@ MIGRATIONS: tuple[Migration, ...] = (
             experiment_id VARCHAR NOT NULL,
             set_at TIMESTAMP NOT NULL,
             PRIMARY KEY (task, dataset_id)
+        );
+        """,
+    ),
+    Migration(
+        4,
+        "transcript files: what an import read and where a re-import resumes",
+        """
+        CREATE TABLE transcript_files (
+            -- the absolute path
+            path VARCHAR PRIMARY KEY,
+            device BIGINT NOT NULL,
+            inode BIGINT NOT NULL,
+            -- bytes read (up to the end of the last line read), and the mtime seen then
+            size BIGINT NOT NULL,
+            mtime_ns BIGINT NOT NULL,
+            -- sha256 of the first head_bytes bytes: a rewritten file is read again from the start
+            head_bytes BIGINT NOT NULL,
+            head_hash VARCHAR NOT NULL,
+            -- the files read beside it (Claude Code subagents): names, sizes and mtimes hashed
+            companions VARCHAR,
+            -- where a re-import starts: the byte offset of line resume_line (1-based)
+            resume_offset BIGINT NOT NULL,
+            resume_line BIGINT NOT NULL,
+            -- lines before it the reader needs again: [[line, offset, length], ...]
+            keep JSON,
+            -- a turn was held back as in progress: read again once idle, even unchanged
+            open BOOLEAN NOT NULL,
+            reader VARCHAR,
+            updated_at TIMESTAMP NOT NULL
         );
         """,
     ),

@@ -21,7 +21,9 @@ One line is one record; the records form a tree by ``parentUuid``. What becomes 
 - a retried API call forks the ``parentUuid`` chain: the branch that continued is followed, the
   others are kept with ``trajectory.dead_end``.
 
-Re-import adds nothing (ids come from uuids, message ids and tool-use ids). The turn still in
+Re-import adds nothing (ids come from uuids, message ids and tool-use ids). A read ends with a
+:class:`~traceproof.trajectories.common.Resume` at the last turn's first line (records may still
+join it) keeping the title's line, so a grown file is read from there. The turn still in
 progress (no next prompt, no ``turn_duration``/``stop_hook_summary`` record, and the last
 record newer than ``TRACEPROOF_TRANSCRIPT_IDLE_SECONDS``, default 300) has its root held back,
 with its tool calls still waiting for a result and a response still being written: a later
@@ -53,7 +55,14 @@ from traceproof.trajectories.claude_records import (
 )
 from traceproof.trajectories.claude_spans import Context, agent_body, agent_spans, llm_span
 from traceproof.trajectories.claude_tree import Turn, parse, turns_of, within
-from traceproof.trajectories.common import Item, Redact, StepSpan, span_id_for, trace_id_for
+from traceproof.trajectories.common import (
+    Item,
+    Redact,
+    Resume,
+    StepSpan,
+    span_id_for,
+    trace_id_for,
+)
 from traceproof.trajectories.records import idle_seconds
 
 __all__ = ["ClaudeCodeReader", "idle_seconds"]
@@ -112,6 +121,7 @@ class ClaudeCodeReader:
             first.get("agentId"), str
         ):
             yield from self._standalone_agent(records, context, open_tail, parsed.title)
+            yield Resume(1, open=open_tail)  # one trace, the whole file: read from the start
             return
         turns = turns_of([r for r in records if not r.data.get("isSidechain")])
         sidechains = [r for r in records if r.data.get("isSidechain")]
@@ -122,6 +132,11 @@ class ClaudeCodeReader:
             context.last_line = records[-1].line
             inline = [r for r in sidechains if within(r, turn, turns, index)]
             yield from _turn_spans(turn, context, parsed.title, inline)
+        if turns:
+            start = turns[-1].start.line
+            keep = () if parsed.title_line is None else (parsed.title_line,)
+            held = not turns[-1].closed and open_tail
+            yield Resume(start, tuple(k for k in keep if k < start), open=held)
 
     def _standalone_agent(
         self, records: list[Record], context: Context, open_tail: bool, title: str | None

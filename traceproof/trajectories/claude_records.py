@@ -44,6 +44,8 @@ class Parsed:
     records: list[Record]
     by_uuid: dict[str, Record]
     title: str | None = None
+    #: The line of the ``summary`` record the title came from.
+    title_line: int | None = None
     #: Subagent records copied into ``progress/agent_progress`` records, by agent id: the
     #: subagent when its own transcript is missing.
     copies: dict[str, list[Record]] = field(default_factory=dict)
@@ -112,6 +114,7 @@ def read_records(stream: IO[bytes], redact: Redact, items: list[Item] | None) ->
     records: list[Record] = []
     by_uuid: dict[str, Record] = {}
     title: str | None = None
+    title_line: int | None = None
     copies: dict[str, dict[str, Record]] = {}
     for number, line in enumerate(stream, start=1):
         if not line.strip():
@@ -130,7 +133,7 @@ def read_records(stream: IO[bytes], redact: Redact, items: list[Item] | None) ->
         kind = obj.get("type")
         if kind == "summary":
             if title is None and isinstance(obj.get("summary"), str):
-                title = redact(obj["summary"])
+                title, title_line = redact(obj["summary"]), number
             continue
         if kind == "progress":
             _keep_copy(obj, number, redact, copies)
@@ -166,7 +169,7 @@ def read_records(stream: IO[bytes], redact: Redact, items: list[Item] | None) ->
     kept = {agent: list(found.values()) for agent, found in copies.items()}
     for found in kept.values():
         fill_times(found)
-    return Parsed(records, by_uuid, title, kept)
+    return Parsed(records, by_uuid, title, title_line, kept)
 
 
 def _keep_copy(

@@ -22,7 +22,10 @@ Resource: ``service.name`` ``codex``, ``service.version`` (CLI version), ``proce
 ``vcs.repository.ref.name`` (branch), ``vcs.repository.url.full``, ``vcs.ref.head.revision``.
 Every span keeps the records it was made of in ``trajectory.raw``. A turn still open at the
 end of the file (no ``task_complete``, last record younger than the idle time) gets no root
-and keeps its unfinished calls for a later import of the grown file.
+and keeps its unfinished calls for a later import of the grown file. A read of a wrapped rollout
+ends with a :class:`~traceproof.trajectories.common.Resume` at the first line of the turn still
+open (or after the last turn), keeping the ``session_meta`` line; older unwrapped rollouts, whose
+times are counted from the first line, are read from the start each time.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from traceproof.trajectories.common import (
     Item,
     Malformed,
     Redact,
+    Resume,
     Skipped,
     StepSpan,
     span_id_for,
@@ -100,6 +104,8 @@ class _Rollout(ToolSpans):
         self.pending_search: tuple[str | None, str] | None = None
         self.prev_ns: int | None = None
         self.meta_seen = False
+        self.meta_line: int | None = None
+        self.last_line = 0
 
     # -- reading -------------------------------------------------------------------------
 
@@ -109,10 +115,16 @@ class _Rollout(ToolSpans):
                 yield entry
                 continue
             line, record = entry
+            self.last_line = line
             yield from self._record(line, record)
         turn = self.turn
-        if turn is not None and (not self.wrapped or self.clock.is_idle(turn.last_ns)):
+        resume = turn.line if turn is not None and turn.line is not None else self.last_line + 1
+        held = turn is not None and self.wrapped and not self.clock.is_idle(turn.last_ns)
+        if turn is not None and not held:
             yield from self._close_turn(turn.last_ns)
+        if self.wrapped:
+            keep = self.meta_line if self.meta_line is not None and self.meta_line < resume else 0
+            yield Resume(resume, (keep,) if keep else (), open=held)
 
     def _record(self, line: int, record: dict[str, Any]) -> Iterator[Item]:
         found = unwrap(record)
@@ -129,6 +141,7 @@ class _Rollout(ToolSpans):
             yield Skipped("session_meta/repeated", line)
         elif kind == "session_meta":
             self.meta_seen = True
+            self.meta_line = line
             self._meta(payload)  # folded into every span's resource
         elif kind == "turn_context":
             yield from self._turn_context(line, payload, ts, record)

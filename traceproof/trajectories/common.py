@@ -96,7 +96,23 @@ class Malformed:
     reason: str
 
 
-Item = StepSpan | Skipped | Malformed
+@dataclass(slots=True)
+class Resume:
+    """Where a later import of the grown file may start reading (a reader that yields none is
+    read from the start each time): ``line``, the first line of the earliest turn that may
+    still grow (every record before it belongs to turns that are complete), and ``keep``, the
+    lines before it a read from ``line`` needs as well (a session header, say). Lines are those
+    of the file, 1-based. The importer hands a resumed read the file with every other line
+    before ``line`` blank, so line numbers, and ids made from them, stay the same. ``open``: a
+    turn's root was held back as still in progress (the file is read again once it is idle,
+    even unchanged)."""
+
+    line: int
+    keep: tuple[int, ...] = ()
+    open: bool = False
+
+
+Item = StepSpan | Skipped | Malformed | Resume
 
 
 class Reader(Protocol):
@@ -113,7 +129,8 @@ class Reader(Protocol):
     def read(self, path: Path, stream: IO[bytes], redact: Redact) -> Iterator[Item]:
         """The spans of one file (``stream`` is the decompressed content of ``path``; a reader
         may open files beside it, e.g. Claude Code's subagent transcripts). Every string that
-        came from the transcript passes through ``redact`` first."""
+        came from the transcript passes through ``redact`` first. An incremental reader ends
+        with a :class:`Resume`."""
         ...
 
 
