@@ -425,7 +425,8 @@ import traceproof.cli_judge  # noqa: E402
 import traceproof.cli_judgment  # noqa: E402
 import traceproof.cli_proof  # noqa: E402
 import traceproof.cli_tools  # noqa: E402
-import traceproof.cli_trajectories  # noqa: E402, F401
+import traceproof.cli_trajectories  # noqa: E402
+import traceproof.cli_watch  # noqa: E402, F401
 
 
 def main() -> None:

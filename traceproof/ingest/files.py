@@ -314,6 +314,11 @@ def import_files(
 _WALKED = (".jsonl", ".json", ".traj", ".jsonl.gz", ".jsonl.zst", ".json.gz", ".pb", ".eval")
 
 
+def walked(name: str) -> bool:
+    """Whether a directory walk imports a file of this name."""
+    return name.endswith(_WALKED)
+
+
 def expand_paths(paths: Iterable[Path]) -> list[Path]:
     """Files as given; directories walked (sorted, hidden entries skipped) for the files they
     hold: a Claude Code project directory or ``~/.claude/projects``, a Codex ``sessions/``
