@@ -42,8 +42,9 @@ def test_a_turn_becomes_a_trace_with_merged_responses_tools_and_errors(tmp_path:
     *others, resume = [i for i in items if not isinstance(i, StepSpan)]
     assert others == [Skipped("file-history-snapshot", 1)]
     got = spans(items)
-    # A grown file is read again from the last turn's prompt.
-    assert resume == Resume([s for s in got if s.parent_span_id is None][-1].line or 0)
+    # A grown file is read again from the last turn's prompt (the file is old: nothing open).
+    last_root = [s for s in got if s.parent_span_id is None][-1]
+    assert resume == Resume(last_root.line or 0, trace_id=last_root.trace_id)
     assert len({s.trace_id for s in got}) == 2
     root, *children = [s for s in got if s.trace_id == got[0].trace_id]
     assert (root.kind, root.name, root.parent_span_id) == ("AGENT", "claude-code turn", None)

@@ -75,6 +75,11 @@ def _import_transcript(
                 resume = item
             else:
                 summary.reject(label, item.line, item.reason)
+        cut = resume.pending_ns if resume is not None else None
+        if pending and cut is not None and resume and pending[-1].trace_id == resume.trace_id:
+            # The turn in progress: its spans from the earliest one still to come are left for
+            # a later read (see Resume.pending_ns).
+            pending = [s for s in pending if s.start_ns < cut]
         if pending:
             add(pending)
     finally:

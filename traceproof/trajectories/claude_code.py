@@ -24,10 +24,11 @@ One line is one record; the records form a tree by ``parentUuid``. What becomes 
 Re-import adds nothing (ids come from uuids, message ids and tool-use ids). A read ends with a
 :class:`~traceproof.trajectories.common.Resume` at the last turn's first line (records may still
 join it) keeping the title's line, so a grown file is read from there. The turn still in
-progress (no next prompt, no ``turn_duration``/``stop_hook_summary`` record, and the last
-record newer than ``TRACEPROOF_TRANSCRIPT_IDLE_SECONDS``, default 300) has its root held back,
-with its tool calls still waiting for a result and a response still being written: a later
-import of the grown file adds them.
+progress (no next prompt, no ``turn_duration`` record or interruption, and the last record
+newer than ``TRACEPROOF_TRANSCRIPT_IDLE_SECONDS``, default 300) has its root held back, with
+its tool calls still waiting for a result and a response still being written: a later import of
+the grown file adds them. (A ``stop_hook_summary`` alone does not end a turn here: a stop hook
+can make the agent go on, and a root once stored is not replaced.)
 
 Where it is done: :mod:`~traceproof.trajectories.claude_records` reads the lines,
 :mod:`~traceproof.trajectories.claude_tree` follows the ``parentUuid`` tree and cuts turns,
@@ -121,22 +122,34 @@ class ClaudeCodeReader:
             first.get("agentId"), str
         ):
             yield from self._standalone_agent(records, context, open_tail, parsed.title)
-            yield Resume(1, open=open_tail)  # one trace, the whole file: read from the start
+            trace_id = trace_id_for(SOURCE, context.session, f"agent:{first['agentId']}")
+            # One trace, the whole file: read from the start.
+            yield Resume(1, open=open_tail, trace_id=trace_id, pending_ns=context.pending_ns)
             return
         turns = turns_of([r for r in records if not r.data.get("isSidechain")])
         sidechains = [r for r in records if r.data.get("isSidechain")]
         for index, turn in enumerate(turns):
             last = index == len(turns) - 1
-            held = last and not turn.closed and open_tail
+            held = last and open_tail and not (turn.interrupted or turn.duration_ms is not None)
             context.held = held
             context.last_line = records[-1].line
             inline = [r for r in sidechains if within(r, turn, turns, index)]
             yield from _turn_spans(turn, context, parsed.title, inline)
         if turns:
+            # The last turn may go on while the file is active (a stop hook can make the agent
+            # continue after a closing record): its spans still to come are noted, and the
+            # file is read again once idle.
             start = turns[-1].start.line
             keep = () if parsed.title_line is None else (parsed.title_line,)
-            held = not turns[-1].closed and open_tail
-            yield Resume(start, tuple(k for k in keep if k < start), open=held)
+            if open_tail:
+                _note_pending(turns[-1], context)
+            yield Resume(
+                start,
+                tuple(k for k in keep if k < start),
+                open=open_tail,
+                trace_id=trace_id_for(SOURCE, session, turns[-1].key),
+                pending_ns=context.pending_ns if open_tail else None,
+            )
 
     def _standalone_agent(
         self, records: list[Record], context: Context, open_tail: bool, title: str | None
@@ -203,6 +216,27 @@ def _turn_spans(
         if span.line is None:
             span.line = turn.start.line
     yield from spans
+
+
+def _note_pending(turn: Turn, context: Context) -> None:
+    """The earliest start of a span of the open ``turn`` still to come (``Resume.pending_ns``):
+    the next model call starts at the turn's last record (the one it answers), and a compaction
+    whose call has begun (its transcript beside follows a record of this file, and no boundary
+    names it yet) at its call's first record."""
+    starts = [turn.end_ts] if context.pending_ns is None else [turn.end_ts, context.pending_ns]
+    calls = _compaction_calls(context.path, context.redact)
+    if calls:
+        done = {
+            id(calls[r.data["logicalParentUuid"]])
+            for r in context.by_uuid.values()
+            if r.type == "system"
+            and r.data.get("subtype") == "compact_boundary"
+            and r.data.get("logicalParentUuid") in calls
+        }
+        for parent, call in calls.items():
+            if parent in context.by_uuid and id(call) not in done and call:
+                starts.append(call[0].ts)
+    context.pending_ns = min(starts)
 
 
 def _compactions(turn: Turn, trace_id: str, parent_id: str, context: Context) -> list[StepSpan]:

@@ -51,6 +51,8 @@ class Context:
     by_uuid: dict[str, Record]
     held: bool = False
     last_line: int = 0
+    #: While ``held``: the earliest start of a span held back (see ``Resume.pending_ns``).
+    pending_ns: int | None = None
     depth: int = 0
     copies: dict[str, list[Record]] = field(default_factory=dict)
 
@@ -87,12 +89,15 @@ def agent_body(
     spans: list[StepSpan] = []
     last_line = context.last_line
     for key, lines in groups.items():
+        llm = llm_span(key, lines, trace_id, parent_id, context)
         if context.held and lines[-1].line == last_line:
+            _pending(context, llm.start_ns)
             continue  # the response may still be being written
-        spans.append(llm_span(key, lines, trace_id, parent_id, context))
+        spans.append(llm)
     for tool_id, (rec, block, _) in tool_uses.items():
         result = results.get(tool_id)
         if result is None and context.held:
+            _pending(context, rec.ts)
             continue  # its result may still come
         tool = _tool_span(tool_id, rec, block, result, trace_id, parent_id, context)
         spans.append(tool)
@@ -101,6 +106,11 @@ def agent_body(
     if inline:
         spans.extend(_inline_sidechains(inline, tool_uses, trace_id, parent_id, context))
     return spans, answer
+
+
+def _pending(context: Context, start_ns: int) -> None:
+    if context.pending_ns is None or start_ns < context.pending_ns:
+        context.pending_ns = start_ns
 
 
 def llm_span(

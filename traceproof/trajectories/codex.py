@@ -120,11 +120,22 @@ class _Rollout(ToolSpans):
         turn = self.turn
         resume = turn.line if turn is not None and turn.line is not None else self.last_line + 1
         held = turn is not None and self.wrapped and not self.clock.is_idle(turn.last_ns)
+        # Spans still to come start no earlier than the last record (a model call starts at the
+        # record before its first output).
+        pending = [t.start_ns for t in self.tools.values()] + [self.prev_ns or self.last_ns]
+        if self.call is not None:
+            pending.append(self.call.start_ns)
         if turn is not None and not held:
             yield from self._close_turn(turn.last_ns)
         if self.wrapped:
             keep = self.meta_line if self.meta_line is not None and self.meta_line < resume else 0
-            yield Resume(resume, (keep,) if keep else (), open=held)
+            yield Resume(
+                resume,
+                (keep,) if keep else (),
+                open=held,
+                trace_id=turn.trace_id if turn is not None else None,
+                pending_ns=min(pending) if held and pending else None,
+            )
 
     def _record(self, line: int, record: dict[str, Any]) -> Iterator[Item]:
         found = unwrap(record)

@@ -105,11 +105,17 @@ class Resume:
     of the file, 1-based. The importer hands a resumed read the file with every other line
     before ``line`` blank, so line numbers, and ids made from them, stay the same. ``open``: a
     turn's root was held back as still in progress (the file is read again once it is idle,
-    even unchanged)."""
+    even unchanged). ``trace_id`` is that turn's trace and ``pending_ns`` the earliest start of
+    its steps held back (a tool call waiting for its result, a response still being written):
+    its steps starting from then are left for a later read too, so a step is stored only once
+    every step before it is known, and its number and labels are those of a read of the whole
+    turn."""
 
     line: int
     keep: tuple[int, ...] = ()
     open: bool = False
+    trace_id: str | None = None
+    pending_ns: int | None = None
 
 
 Item = StepSpan | Skipped | Malformed | Resume
