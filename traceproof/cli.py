@@ -29,7 +29,7 @@ from rich.progress import (
 
 from traceproof import __version__
 from traceproof.errors import ErrorCode, TraceproofError
-from traceproof.ingest.files import ImportSummary, Sink, import_files
+from traceproof.ingest.files import Annotate, ImportSummary, Sink, import_files
 from traceproof.remote import RemoteStore
 from traceproof.settings import Settings
 from traceproof.storage import Store, StoreLocked
@@ -214,9 +214,9 @@ def ingest(
     config: Path | None,
 ) -> None:
     """Import traces from files or directories: coding-agent transcripts (Claude Code session
-    JSONL, with subagents), OTLP/JSON, OTLP protobuf or span JSON lines (gzip, zstd or plain);
-    and eval results (JSONL, CSV, Parquet with span_id/trace_id/session_id and label/score/
-    explanation) as annotations."""
+    JSONL, with subagents; Inspect AI eval logs, their scores as annotations), OTLP/JSON, OTLP
+    protobuf or span JSON lines (gzip, zstd or plain); and eval results (JSONL, CSV, Parquet
+    with span_id/trace_id/session_id and label/score/explanation) as annotations."""
     from traceproof.ingest.evalfiles import is_eval_file
     from traceproof.ingest.files import expand_paths
     from traceproof.projectconfig import project_config
@@ -238,7 +238,13 @@ def ingest(
                 sink: Sink = lambda table: store.submit(table, wait=None)  # noqa: E731
                 rules = project_config(settings).action_rules()
                 summary = _run_import(
-                    traces, sink, settings, project, redact=not no_redact, rules=rules
+                    traces,
+                    sink,
+                    settings,
+                    project,
+                    redact=not no_redact,
+                    rules=rules,
+                    annotate=_annotation_writer(store),
                 )
             if evals:
                 extra = _import_evals(store, evals, settings)
@@ -291,6 +297,17 @@ def _print_evals(found: dict[str, Any]) -> None:
             out.print(f"  {where}: {r['reason']}", highlight=False, markup=False, soft_wrap=True)
 
 
+def _annotation_writer(store: Store | RemoteStore) -> Annotate:
+    """Writes the annotations transcripts give (Inspect AI scores): into the store, or through
+    the server holding it (its Phoenix annotation routes)."""
+    from traceproof.storage.annotations import write_annotations
+
+    if isinstance(store, RemoteStore):
+        return store.write_annotations
+    local = store
+    return lambda items: write_annotations(local, items, partial=True)
+
+
 def _run_import(
     paths: list[Path],
     sink: Sink,
@@ -299,10 +316,17 @@ def _run_import(
     *,
     redact: bool,
     rules: ActionRules | None = None,
+    annotate: Annotate | None = None,
 ) -> ImportSummary:
     if not err.is_terminal:
         return import_files(
-            paths, sink, settings=settings, project=project, redact=redact, rules=rules
+            paths,
+            sink,
+            settings=settings,
+            project=project,
+            redact=redact,
+            rules=rules,
+            annotate=annotate,
         )
     total = sum(p.stat().st_size for p in paths if p.is_file())
     columns = (
@@ -323,6 +347,7 @@ def _run_import(
             on_progress=advance,
             redact=redact,
             rules=rules,
+            annotate=annotate,
         )
 
 
@@ -340,6 +365,14 @@ def _print_summary(summary: ImportSummary) -> None:
         out.print(
             f"Transcripts: {files} file(s); {summary.records_skipped:,} records skipped, "
             f"{summary.redactions:,} secrets redacted.",
+            markup=False,
+            soft_wrap=True,
+        )
+    if summary.annotations_read:
+        out.print(
+            f"Annotations from scores: {summary.annotations_created:,} new "
+            f"({summary.annotations_read:,} read, {summary.annotations_updated:,} updated, "
+            f"{summary.annotations_unchanged:,} unchanged).",
             markup=False,
             soft_wrap=True,
         )
