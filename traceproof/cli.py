@@ -217,7 +217,7 @@ def ingest(
     JSONL, with subagents; Inspect AI eval logs, their scores as annotations), OTLP/JSON, OTLP
     protobuf or span JSON lines (gzip, zstd or plain); and eval results (JSONL, CSV, Parquet
     with span_id/trace_id/session_id and label/score/explanation) as annotations."""
-    from traceproof.ingest.evalfiles import is_eval_file
+    from traceproof.ingest.evalfiles import is_eval_file, store_writer
     from traceproof.ingest.files import expand_paths
     from traceproof.projectconfig import project_config
 
@@ -244,7 +244,7 @@ def ingest(
                     project,
                     redact=not no_redact,
                     rules=rules,
-                    annotate=_annotation_writer(store),
+                    annotate=store_writer(store, settings),
                 )
             if evals:
                 extra = _import_evals(store, evals, settings)
@@ -267,19 +267,9 @@ def _import_evals(
 ) -> dict[str, Any]:
     """Eval-result files as annotations: into the store, or through the server holding it (its
     Phoenix routes, in chunks); the project's annotation configs applied first."""
-    from traceproof.ingest.evalfiles import import_eval_files
-    from traceproof.projectconfig import apply_annotation_configs, project_config
-    from traceproof.storage.annotations import write_annotations
+    from traceproof.ingest.evalfiles import import_eval_files, store_writer
 
-    apply_annotation_configs(store, project_config(settings))
-    if isinstance(store, RemoteStore):
-        result = import_eval_files(paths, store.write_annotations)
-    else:
-        local = store
-        result = import_eval_files(
-            paths, lambda items: write_annotations(local, items, partial=True)
-        )
-    return result.as_dict()
+    return import_eval_files(paths, store_writer(store, settings)).as_dict()
 
 
 def _print_evals(found: dict[str, Any]) -> None:
@@ -295,17 +285,6 @@ def _print_evals(found: dict[str, Any]) -> None:
         for r in found["annotation_rejections"][:50]:
             where = f"{r['path']}:{r['line']}" if r["line"] is not None else r["path"]
             out.print(f"  {where}: {r['reason']}", highlight=False, markup=False, soft_wrap=True)
-
-
-def _annotation_writer(store: Store | RemoteStore) -> Annotate:
-    """Writes the annotations transcripts give (Inspect AI scores): into the store, or through
-    the server holding it (its Phoenix annotation routes)."""
-    from traceproof.storage.annotations import write_annotations
-
-    if isinstance(store, RemoteStore):
-        return store.write_annotations
-    local = store
-    return lambda items: write_annotations(local, items, partial=True)
 
 
 def _run_import(

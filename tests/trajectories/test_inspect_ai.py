@@ -25,7 +25,14 @@ from traceproof.server.mcp import create_mcp_server
 from traceproof.settings import Settings
 from traceproof.storage import Store
 from traceproof.storage.annotations import write_annotations
-from traceproof.trajectories.common import CACHE_READ, CACHE_WRITE, STOP_REASON, trace_id_for
+from traceproof.trajectories import inspect_json
+from traceproof.trajectories.common import (
+    CACHE_READ,
+    CACHE_WRITE,
+    STOP_REASON,
+    Malformed,
+    trace_id_for,
+)
 from traceproof.trajectories.inspect_ai import InspectReader
 from traceproof.trajectories.inspect_records import eval_header, score_annotations
 from traceproof.trajectories.readers import detect
@@ -366,3 +373,50 @@ def test_other_json_and_zip_files_are_not_claimed(tmp_path: Path) -> None:
     assert not reader.sniff(tmp_path / "spans.json", span)
     assert not reader.sniff(tmp_path / "a.zip", b"PK\x03\x04\x14\x00\x00\x00readme.txt")
     assert reader.sniff(tmp_path / "a.eval", b"PK\x03\x04\x14\x00")
+
+
+def test_a_json_log_reads_the_same_through_a_tiny_buffer(
+    logs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def spans() -> list[tuple[str, str, dict[str, Any]]]:
+        found = spans_of(read(InspectReader(), logs["json"]))
+        return [(s.span_id, s.status, s.attributes) for s in found]
+
+    whole = spans()
+    monkeypatch.setattr(inspect_json, "CHUNK", 7)  # every value is cut by the buffer's edge
+    small = spans()
+    assert small == whole and len(whole) == 8 + 12 + 6
+
+
+def test_a_truncated_json_log_keeps_the_samples_before_the_cut(
+    logs: dict[str, Path], store: Store, tmp_path: Path
+) -> None:
+    text = logs["json"].read_text()
+    log = json.loads(text)
+    third = json.dumps(log["samples"][2]["id"])
+    # Cut inside the third sample (after its id): the first two are whole.
+    cut = text.index(f'"id": {third}', text.index('"samples"')) + 20
+    path = tmp_path / "cut.json"
+    path.write_text(text[:cut])
+    summary = import_files(
+        [path],
+        store.submit,
+        settings=store.settings,
+        annotate=lambda items: write_annotations(store, items, partial=True),
+    )
+    assert summary.traces == 2
+    [rejection] = summary.rejections
+    assert rejection.reason.startswith("the log stops being JSON after 2 sample(s): not JSON (")
+    scored = [s for s in log["samples"][:2] if s["scores"]]
+    assert summary.annotations_created == 4 * len(scored)
+
+
+def test_what_is_not_a_log_object_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "list.json"
+    for content, reason in [
+        (b"[1, 2]", "an Inspect AI log is a JSON object with an eval header (expected '{'"),
+        (b'{"version": 2, "status": "success"}', "an Inspect AI log is a JSON object with an"),
+    ]:
+        path.write_bytes(content)
+        [item] = read(InspectReader(), path)
+        assert isinstance(item, Malformed) and item.reason.startswith(reason)

@@ -423,6 +423,8 @@ def _import_file(
                 raise ImportError_("a zip archive that is not an Inspect AI eval log (.eval)")
             batcher.summary.formats[zipped.name] = batcher.summary.formats.get(zipped.name, 0) + 1
             _import_transcript(zipped, path, stream, label, batcher, project, redact, rules)
+        if on_progress is not None:
+            on_progress(path.stat().st_size)  # the reader seeks in the archive on its own
         return
     if magic[:2] == GZIP_MAGIC:
         stream = io.BufferedReader(gzip.GzipFile(fileobj=stream, mode="rb"), 1 << 20)

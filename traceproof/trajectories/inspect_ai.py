@@ -8,7 +8,8 @@ members are decompressed here, with ``zstandard``). Samples are read one member 
 memory holds one sample, whatever the log's size. A log cut short (no central directory at its
 end) is read from its local headers: every complete member is kept, the rest rejected.
 
-A ``.json`` log is one ``EvalLog`` object and is read whole.
+A ``.json`` log is one ``EvalLog`` object: it is read one sample at a time too
+(:mod:`.inspect_json`), and one cut short keeps the samples before the cut.
 
 Neither needs ``inspect_ai`` installed: the files are read as they are written.
 """
@@ -28,6 +29,7 @@ from typing import IO, Any
 import zstandard
 
 from traceproof.trajectories.common import Item, Malformed, Redact, Skipped, StepSpan
+from traceproof.trajectories.inspect_json import BadLog, top_level
 from traceproof.trajectories.inspect_records import (
     SOURCE,
     EvalHeader,
@@ -35,7 +37,6 @@ from traceproof.trajectories.inspect_records import (
     sample_items,
     score_annotations,
 )
-from traceproof.trajectories.records import load_json
 
 ZIP_MAGIC = b"PK\x03\x04"
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
@@ -56,25 +57,61 @@ class InspectReader:
         return bool(_JSON_HEAD.match(head)) and b'"eval_id"' in head
 
     def read(self, path: Path, stream: IO[bytes], redact: Redact) -> Iterator[Item]:
-        with path.open("rb") as probe:
-            zipped = probe.read(4) == ZIP_MAGIC
+        peek = getattr(stream, "peek", None)
+        if peek is not None:
+            zipped = bytes(peek(4)[:4]) == ZIP_MAGIC
+        else:
+            with path.open("rb") as probe:
+                zipped = probe.read(4) == ZIP_MAGIC
         if zipped:
             yield from _read_zip(path, redact)
             return
-        data = load_json(stream, redact)
-        if isinstance(data, Malformed):
-            yield data
-            return
-        if not isinstance(data, dict) or not isinstance(data.get("eval"), dict):
-            yield Malformed(None, "an Inspect AI log is a JSON object with an eval header")
-            return
-        header = eval_header(data)
-        samples: list[Any] = data["samples"] if isinstance(data.get("samples"), list) else []
-        for index, sample in enumerate(samples):
-            if not isinstance(sample, dict):
-                yield Malformed(None, f"sample {index + 1} is not a JSON object")
+        yield from _read_json(stream, redact)
+
+
+def _read_json(stream: IO[bytes], redact: Redact) -> Iterator[Item]:
+    """A ``.json`` log, one sample at a time (the members before ``samples``, the header among
+    them, are small)."""
+    log: dict[str, Any] = {}
+    header: EvalHeader | None = None
+    waiting: list[tuple[int, Any]] = []  # samples before the header (not Inspect's order)
+    count = 0
+    problem: str | None = None
+    try:
+        for key, value in top_level(stream):
+            if key != "samples[]":
+                log[key] = value
                 continue
-            yield from _sample(header, sample)
+            count += 1
+            if header is None and isinstance(log.get("eval"), dict):
+                header = _json_header(log, redact)
+            if header is None:
+                waiting.append((count, value))
+                continue
+            yield from _json_sample(header, count, value, redact)
+    except BadLog as exc:
+        problem = str(exc)
+    if header is None and isinstance(log.get("eval"), dict):
+        header = _json_header(log, redact)
+    if header is None:
+        why = f" ({problem})" if problem else ""
+        yield Malformed(None, f"an Inspect AI log is a JSON object with an eval header{why}")
+        return
+    for number, value in waiting:
+        yield from _json_sample(header, number, value, redact)
+    if problem:
+        yield Malformed(None, f"the log stops being JSON after {count} sample(s): {problem}")
+
+
+def _json_header(log: dict[str, Any], redact: Redact) -> EvalHeader:
+    return eval_header(redact.value({"eval": log["eval"], "status": log.get("status")}))
+
+
+def _json_sample(header: EvalHeader, number: int, sample: Any, redact: Redact) -> Iterator[Item]:
+    if not isinstance(sample, dict):
+        yield Malformed(None, f"sample {number} is not a JSON object")
+        return
+    yield from _sample(header, redact.value(sample))
 
 
 def _sample(header: EvalHeader, sample: dict[str, Any]) -> Iterator[Item]:
