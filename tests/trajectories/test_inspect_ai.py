@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from mcp import Client
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, ServeProcess
 from tests.trajectories.inspect_logs import EPOCHS, SAMPLES, SECRET, USAGE, write_log
 from tests.trajectories.reader_helpers import malformed, read, skipped, spans_of
 from traceproof.cli import cli
@@ -37,7 +37,11 @@ from traceproof.trajectories.inspect_ai import InspectReader
 from traceproof.trajectories.inspect_records import eval_header, score_annotations
 from traceproof.trajectories.readers import detect
 
-pytestmark = pytest.mark.xdist_group("inspect_logs")
+pytestmark = [
+    pytest.mark.xdist_group("inspect_logs"),
+    # inspect_ai's own retry setup warns about a tenacity parameter; not ours to fix.
+    pytest.mark.filterwarnings("ignore:The 'initial' parameter is deprecated:DeprecationWarning"),
+]
 
 #: Scored samples (the crashed one has no scores), times epochs, times annotations per sample
 #: (match, includes, and the dict scorer's two keys).
@@ -279,6 +283,27 @@ def test_annotations_go_through_a_running_server(
         0,
     )
     with store.reader() as reader:
+        assert reader.scalar("SELECT count(*) FROM annotations") == ANNOTATIONS
+
+
+@pytest.mark.slow
+def test_ingest_writes_the_annotations_through_a_running_traceproof_serve(
+    logs: dict[str, Path], tmp_path: Path
+) -> None:
+    db = tmp_path / "served.duckdb"
+    served = ServeProcess(db)
+    try:
+        first = ingest(logs["json"], "--db", db)
+        again = ingest(logs["json"], "--db", db)
+    finally:
+        served.stop()
+    assert (first["rejected"], first["spans_added"]) == (0, 8 + 12 + 6)
+    assert (first["annotations_created"], again["annotations_unchanged"]) == (
+        ANNOTATIONS,
+        ANNOTATIONS,
+    )
+    assert (again["spans_added"], again["annotations_created"]) == (0, 0)
+    with Store.open(db, Settings(db=db)) as store, store.reader() as reader:
         assert reader.scalar("SELECT count(*) FROM annotations") == ANNOTATIONS
 
 
