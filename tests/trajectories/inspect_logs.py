@@ -9,7 +9,8 @@ from typing import Any
 #: The scripted task's samples: id → (input, target).
 SAMPLES = {
     "add": ("What is 1+2? Use the tool.", "3"),
-    "wrong": ("What is 2+2?", "4"),
+    # Over 100 characters: Inspect keeps it once, as an attachment the events refer to.
+    "wrong": ("What is 2+2? " + "Think it through before you answer. " * 4, "4"),
     "divide": ("What is 1/0? Use the tool.", "undefined"),
     "crash": ("Crash the tool.", "nothing"),
 }

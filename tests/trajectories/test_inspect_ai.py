@@ -445,3 +445,25 @@ def test_what_is_not_a_log_object_is_refused(tmp_path: Path) -> None:
         path.write_bytes(content)
         [item] = read(InspectReader(), path)
         assert isinstance(item, Malformed) and item.reason.startswith(reason)
+
+
+def test_attachments_are_resolved_where_the_spans_use_them(logs: dict[str, Path]) -> None:
+    question = SAMPLES["wrong"][0]
+    sample = next(s for s in json.loads(logs["json"].read_text())["samples"] if s["id"] == "wrong")
+    assert any(text == question for text in sample["attachments"].values())
+    eval_id = header_of(logs["json"])["eval_id"]
+    root, llm = by_trace(logs["json"])[trace_id_for("inspect", eval_id, "wrong:1")]
+    assert root.attributes["input.value"] == question
+    assert llm.attributes["input.value"] == f"user: {question}"
+
+
+def test_a_chunked_sample_is_refused_by_name(logs: dict[str, Path], tmp_path: Path) -> None:
+    from inspect_ai.log._recorders.chunked import convert_eval_logs_to_chunked
+
+    convert_eval_logs_to_chunked(str(logs["eval"]), str(tmp_path))
+    [path] = tmp_path.glob("*.eval")
+    items = read(InspectReader(), path)
+    assert spans_of(items) == []
+    reasons = sorted(m.reason for m in malformed(items))
+    assert len(reasons) == len(SAMPLES) * EPOCHS
+    assert reasons[0] == "samples/add_epoch_1/: a chunked sample, not read (yet)"

@@ -6,7 +6,9 @@ crashed, ``_journal/start.json``) and one member per sample, ``samples/<id>_epoc
 most often zstd-compressed (zip method 93, which Python's ``zipfile`` reads only from 3.14 on:
 members are decompressed here, with ``zstandard``). Samples are read one member at a time, so
 memory holds one sample, whatever the log's size. A log cut short (no central directory at its
-end) is read from its local headers: every complete member is kept, the rest rejected.
+end) is read from its local headers: every complete member is kept, the rest rejected. A
+sample in the chunked shape (a folder of sequences, what the hidden ``inspect log
+convert-chunked`` writes) is rejected by name.
 
 A ``.json`` log is one ``EvalLog`` object: it is read one sample at a time too
 (:mod:`.inspect_json`), and one cut short keeps the samples before the cut.
@@ -172,6 +174,14 @@ def _read_zip(path: Path, redact: Redact) -> Iterator[Item]:
             if not member.name.startswith("samples/"):
                 if not _known(member.name):
                     yield Skipped("member/unknown")
+                continue
+            if member.name.count("/") > 1:
+                # The chunked shape (a sample as a folder of sequences) is Inspect's internal
+                # `inspect log convert-chunked` output: refused, by name, once per sample.
+                folder = "/".join(member.name.split("/")[:2])
+                if folder not in seen:
+                    seen.add(folder)
+                    yield Malformed(None, f"{folder}/: a chunked sample, not read (yet)")
                 continue
             try:
                 sample = _member_json(handle, member)
