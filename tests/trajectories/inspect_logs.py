@@ -6,17 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+#: A secret in one sample's metadata and input (the import redacts it).
+SECRET = "sk-ant-api03-Zx9_aB-cD4eF5gH6iJ7"
 #: The scripted task's samples: id → (input, target).
 SAMPLES = {
     "add": ("What is 1+2? Use the tool.", "3"),
-    # Over 100 characters: Inspect keeps it once, as an attachment the events refer to.
-    "wrong": ("What is 2+2? " + "Think it through before you answer. " * 4, "4"),
+    # Over 100 characters: Inspect keeps it once, as an attachment the model events refer to;
+    # the secret in it must be redacted there too.
+    "wrong": (f"What is 2+2? My key is {SECRET}. " + "Think it through first. " * 4, "4"),
     "divide": ("What is 1/0? Use the tool.", "undefined"),
     "crash": ("Crash the tool.", "nothing"),
 }
 EPOCHS = 2
-#: A secret in one sample's metadata (the import redacts it).
-SECRET = "sk-ant-api03-Zx9_aB-cD4eF5gH6iJ7"
 #: Token usage every scripted model call reports.
 USAGE = {
     "input_tokens": 10,

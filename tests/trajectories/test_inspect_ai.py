@@ -241,6 +241,10 @@ async def test_ingest_stores_traces_and_annotations_and_a_second_run_adds_nothin
                 [trace],
             )
             assert SECRET not in text and "REDACTED" in text
+            llm_input = reader.scalar(
+                "SELECT input_value FROM spans WHERE trace_id = ? AND span_kind = 'LLM'", [trace]
+            )
+            assert llm_input.startswith("user: What is 2+2? My key is [REDACTED:anthropic_key]")
         async with Client(create_mcp_server(store)) as client:
             listed = await client.call_tool("get_annotations", {"ids": [trace]})
             assert not listed.is_error

@@ -36,6 +36,7 @@ from traceproof.trajectories.inspect_records import (
     SOURCE,
     EvalHeader,
     eval_header,
+    prepared,
     sample_items,
     score_annotations,
 )
@@ -113,11 +114,12 @@ def _json_sample(header: EvalHeader, number: int, sample: Any, redact: Redact) -
     if not isinstance(sample, dict):
         yield Malformed(None, f"sample {number} is not a JSON object")
         return
-    yield from _sample(header, redact.value(sample))
+    yield from _sample(header, sample, redact)
 
 
-def _sample(header: EvalHeader, sample: dict[str, Any]) -> Iterator[Item]:
-    items = sample_items(header, sample)
+def _sample(header: EvalHeader, sample: dict[str, Any], redact: Redact) -> Iterator[Item]:
+    sample = prepared(sample, redact)
+    items = sample_items(header, sample, redact)
     root = next(items)
     assert isinstance(root, StepSpan)
     root.annotations = score_annotations(header, sample)
@@ -191,7 +193,7 @@ def _read_zip(path: Path, redact: Redact) -> Iterator[Item]:
             if not isinstance(sample, dict):
                 yield Malformed(None, f"{member.name}: a sample is a JSON object")
                 continue
-            yield from _sample(header, redact.value(sample))
+            yield from _sample(header, sample, redact)
         if problem:
             yield Malformed(None, problem)
 

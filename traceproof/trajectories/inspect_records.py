@@ -26,6 +26,7 @@ from traceproof.trajectories.common import (
     REASONING,
     STOP_REASON,
     Item,
+    Redact,
     Skipped,
     Status,
     StepSpan,
@@ -95,12 +96,44 @@ def eval_header(log: dict[str, Any]) -> EvalHeader:
     )
 
 
-def sample_items(header: EvalHeader, sample: dict[str, Any]) -> Iterator[Item]:
-    """The spans of one sample (root first), then a :class:`Skipped` per event not read."""
+#: Sample fields the spans do not read whole: read where used (the shared messages and
+#: attachments, redacted then), or not at all (the final conversation, the store).
+_HEAVY = ("events", "events_data", "messages", "store", "attachments")
+#: Event fields no span keeps (tool definitions, the provider's raw request, nested events).
+_UNUSED = ("tools", "call", "events")
+
+
+def prepared(sample: dict[str, Any], redact: Redact) -> dict[str, Any]:
+    """The sample, redacted where the spans and annotations read it: its own fields, its model
+    and tool events (without what no span keeps, a model call's inline input cut to its last
+    message). Other events are only counted, never stored, so they are left as they are."""
+    light = {k: redact.value(v) for k, v in sample.items() if k not in _HEAVY}
+    events = sample.get("events")
+    if isinstance(events, list):
+        light["events"] = [_prepared_event(event, redact) for event in events]
+    for key in ("events_data", "attachments"):
+        if key in sample:
+            light[key] = sample[key]
+    return light
+
+
+def _prepared_event(event: Any, redact: Redact) -> Any:
+    if not isinstance(event, dict) or event.get("event") not in ("model", "tool"):
+        return event
+    kept = {k: v for k, v in event.items() if k not in (*_UNUSED, "input")}
+    if isinstance(event.get("input"), list) and event["input"]:
+        kept["input"] = event["input"][-1:]
+    found: dict[str, Any] = redact.value(kept)
+    return found
+
+
+def sample_items(header: EvalHeader, sample: dict[str, Any], redact: Redact) -> Iterator[Item]:
+    """The spans of one sample (:func:`prepared` first), root first, then a :class:`Skipped`
+    per event not read."""
     key = f"{text_of(sample.get('id'))}:{as_int(sample.get('epoch')) or 1}"
     trace = trace_id_for(SOURCE, header.session, key)
     root_id = span_id_for(SOURCE, header.session, f"{key}:root")
-    refs = _Refs(sample)
+    refs = _Refs(sample, redact)
     steps: list[StepSpan] = []
     skipped: list[str] = []
     events: list[Any] = sample["events"] if isinstance(sample.get("events"), list) else []
@@ -288,7 +321,7 @@ def _tool(event: dict[str, Any], refs: _Refs) -> StepSpan:
 def _light(event: dict[str, Any]) -> dict[str, Any]:
     """An event for ``trajectory.raw`` without what every call repeats (its tool
     definitions, the whole conversation so far)."""
-    return {k: v for k, v in event.items() if k not in ("tools", "input", "call", "events")}
+    return {k: v for k, v in event.items() if k not in (*_UNUSED, "input")}
 
 
 def _text(value: Any) -> str | None:
@@ -310,7 +343,8 @@ def _text(value: Any) -> str | None:
 class _Refs:
     """A sample's shared messages (``events_data``) and ``attachments``."""
 
-    def __init__(self, sample: dict[str, Any]) -> None:
+    def __init__(self, sample: dict[str, Any], redact: Redact) -> None:
+        self.redact = redact
         data = as_dict(sample.get("events_data"))
         messages = data.get("messages")
         self.messages: list[Any] = messages if isinstance(messages, list) else []
@@ -318,10 +352,10 @@ class _Refs:
         self.attachments: dict[str, Any] = found if isinstance(found, dict) else {}
 
     def resolve(self, value: Any, depth: int = 0) -> Any:
-        """``value`` with ``attachment://`` strings replaced by what they refer to."""
+        """``value`` with ``attachment://`` strings replaced by what they refer to (redacted)."""
         if isinstance(value, str):
             if value.startswith(_ATTACHMENT):
-                return self.attachments.get(value[len(_ATTACHMENT) :], value)
+                return self.redact.value(self.attachments.get(value[len(_ATTACHMENT) :], value))
             return value
         if depth > 20 or not self.attachments:
             return value
@@ -341,7 +375,7 @@ class _Refs:
             if isinstance(ranges, list) and ranges:
                 end = ranges[-1][1] if isinstance(ranges[-1], list) and ranges[-1] else None
                 if isinstance(end, int) and 0 < end <= len(self.messages):
-                    last = self.messages[end - 1]
+                    last = self.redact.value(self.messages[end - 1])
         if not isinstance(last, dict):
             return None
         text = _text(self.resolve(last.get("content"))) or ""
