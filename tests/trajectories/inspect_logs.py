@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +31,30 @@ USAGE = {
 }
 
 
+@contextmanager
+def _data_dirs(folder: Path) -> Iterator[None]:
+    """inspect_ai's own data and cache (sample buffers, trace logs) under ``folder``, not the
+    user's home (platformdirs reads these variables at each call)."""
+    saved = {name: os.environ.get(name) for name in ("XDG_DATA_HOME", "XDG_CACHE_HOME")}
+    os.environ["XDG_DATA_HOME"] = str(folder / "data")
+    os.environ["XDG_CACHE_HOME"] = str(folder / "cache")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def write_log(log_dir: Path, log_format: str) -> Path:
     """Run the scripted task once into ``log_dir``; answers the log file."""
+    with _data_dirs(log_dir.parent / f".inspect-{log_format}"):
+        return _write_log(log_dir, log_format)
+
+
+def _write_log(log_dir: Path, log_format: str) -> Path:
     from inspect_ai import Task, eval
     from inspect_ai.dataset import Sample
     from inspect_ai.model import ChatMessageTool, ModelOutput, ModelUsage, get_model
