@@ -18,8 +18,9 @@ from tests.conftest import LiveServer, ServeProcess
 from tests.trajectories.inspect_logs import EPOCHS, SAMPLES, SECRET, USAGE, write_log
 from tests.trajectories.reader_helpers import malformed, read, skipped, spans_of
 from traceproof.cli import cli
+from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.evals.annotations import TargetKind
-from traceproof.ingest.files import import_files
+from traceproof.ingest.files import ImportInterrupted, import_files
 from traceproof.remote import RemoteStore
 from traceproof.server.mcp import create_mcp_server
 from traceproof.settings import Settings
@@ -471,3 +472,18 @@ def test_a_chunked_sample_is_refused_by_name(logs: dict[str, Path], tmp_path: Pa
     reasons = sorted(m.reason for m in malformed(items))
     assert len(reasons) == len(SAMPLES) * EPOCHS
     assert reasons[0] == "samples/add_epoch_1/: a chunked sample, not read (yet)"
+
+
+def test_a_failing_annotation_writer_interrupts_the_import_with_its_spans_stored(
+    logs: dict[str, Path], store: Store
+) -> None:
+    def failing(items: Any) -> Any:
+        raise TraceproofError("The server went away.", code=ErrorCode.STORE_ERROR)
+
+    with pytest.raises(ImportInterrupted) as caught:
+        import_files([logs["json"]], store.submit, settings=store.settings, annotate=failing)
+    error = caught.value
+    assert error.resume == (str(logs["json"]), None)
+    assert "The server went away." in str(error) and "Re-run the same command" in str(error)
+    with store.reader() as reader:
+        assert reader.scalar("SELECT count(*) FROM spans") == 8 + 12 + 6

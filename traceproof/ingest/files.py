@@ -276,7 +276,11 @@ class _Batcher:
             for label, _ in pending:
                 self.summary.reject(label, None, "an annotation with no store to write it to")
             return
-        result = self.annotate([item for _, item in pending])
+        try:
+            result = self.annotate([item for _, item in pending])
+        except TraceproofError as exc:
+            # Every span sent is stored; these annotations (from this file on) may not be.
+            raise self.interrupted(exc, (pending[0][0], None)) from None
         self.summary.annotations_created += result.created
         self.summary.annotations_updated += result.updated
         self.summary.annotations_unchanged += result.unchanged
