@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import zipfile
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -487,3 +488,20 @@ def test_a_failing_annotation_writer_interrupts_the_import_with_its_spans_stored
     assert "The server went away." in str(error) and "Re-run the same command" in str(error)
     with store.reader() as reader:
         assert reader.scalar("SELECT count(*) FROM spans") == 8 + 12 + 6
+
+
+def test_events_without_times_follow_the_sample_start(
+    logs: dict[str, Path], tmp_path: Path
+) -> None:
+    log = json.loads(logs["json"].read_text())
+    for event in log["samples"][0]["events"]:
+        for key in ("timestamp", "completed", "working_time"):
+            event.pop(key, None)
+    path = tmp_path / "timeless.json"
+    path.write_text(json.dumps(log, indent=2))
+    spans = by_trace(path)
+    first = log["samples"][0]
+    root, *steps = spans[trace_id_for("inspect", log["eval"]["eval_id"], f"{first['id']}:1")]
+    assert steps and all(s.start_ns >= root.start_ns > 0 for s in steps)
+    assert [s.start_ns for s in steps] == sorted(s.start_ns for s in steps)
+    assert all(later.start_ns >= earlier.end_ns for earlier, later in pairwise(steps))

@@ -16,7 +16,7 @@ references to the sample's ``attachments``. Both are resolved where the reader u
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from traceproof.evals.annotations import AnnotationInput, AnnotatorKind, TargetKind
@@ -68,7 +68,6 @@ class EvalHeader:
     created_ns: int
     resource: dict[str, Any]
     status: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def eval_header(log: dict[str, Any]) -> EvalHeader:
@@ -134,6 +133,8 @@ def sample_items(header: EvalHeader, sample: dict[str, Any], redact: Redact) -> 
     trace = trace_id_for(SOURCE, header.session, key)
     root_id = span_id_for(SOURCE, header.session, f"{key}:root")
     refs = _Refs(sample, redact)
+    # An event without a timestamp starts where the one before it ended.
+    started = iso_ns(sample.get("started_at")) or header.created_ns
     steps: list[StepSpan] = []
     skipped: list[str] = []
     events: list[Any] = sample["events"] if isinstance(sample.get("events"), list) else []
@@ -144,7 +145,7 @@ def sample_items(header: EvalHeader, sample: dict[str, Any], redact: Redact) -> 
             continue
         span_id = span_id_for(SOURCE, header.session, f"{key}:{event.get('uuid') or index}")
         make = _llm if kind == "model" else _tool
-        step = make(event, refs)
+        step = make(event, refs, steps[-1].end_ns if steps else started)
         step.trace_id, step.span_id, step.parent_span_id = trace, span_id, root_id
         step.attributes["session.id"] = header.session
         step.resource = header.resource
@@ -219,8 +220,8 @@ def _root(
 _BULKY = ("events", "messages", "events_data", "attachments", "store", "scores", "output")
 
 
-def _times(event: dict[str, Any]) -> tuple[int, int]:
-    start = iso_ns(event.get("timestamp")) or 0
+def _times(event: dict[str, Any], default_ns: int) -> tuple[int, int]:
+    start = iso_ns(event.get("timestamp")) or default_ns
     end = iso_ns(event.get("completed"))
     if end is None:
         seconds = event.get("working_time")
@@ -228,8 +229,8 @@ def _times(event: dict[str, Any]) -> tuple[int, int]:
     return start, max(end, start)
 
 
-def _llm(event: dict[str, Any], refs: _Refs) -> StepSpan:
-    start, end = _times(event)
+def _llm(event: dict[str, Any], refs: _Refs, default_ns: int) -> StepSpan:
+    start, end = _times(event, default_ns)
     output = as_dict(event.get("output"))
     choices = output.get("choices") if isinstance(output.get("choices"), list) else []
     choice = choices[0] if choices and isinstance(choices[0], dict) else {}
@@ -283,8 +284,8 @@ def _llm(event: dict[str, Any], refs: _Refs) -> StepSpan:
     )
 
 
-def _tool(event: dict[str, Any], refs: _Refs) -> StepSpan:
-    start, end = _times(event)
+def _tool(event: dict[str, Any], refs: _Refs, default_ns: int) -> StepSpan:
+    start, end = _times(event, default_ns)
     function = text_of(event.get("function")) or "tool"
     arguments = refs.resolve(event.get("arguments"))
     attributes: dict[str, Any] = {
