@@ -19,8 +19,12 @@ SAMPLES = {
     "wrong": (f"What is 2+2? My key is {SECRET}. " + "Think it through first. " * 4, "4"),
     "divide": ("What is 1/0? Use the tool.", "undefined"),
     "crash": ("Crash the tool.", "nothing"),
+    "tests": ("Run the tests.", "passed"),
 }
 EPOCHS = 2
+#: Spans of one log: per epoch, a root per sample, then model calls and tool calls (add,
+#: divide, tests: model, tool, model; wrong: model; crash: model, tool, then the error).
+SPANS = EPOCHS * (len(SAMPLES) + (2 + 1 + 2 + 2 + 1) + (1 + 1 + 1 + 1))
 #: Token usage every scripted model call reports.
 USAGE = {
     "input_tokens": 10,
@@ -91,6 +95,18 @@ def _write_log(log_dir: Path, log_format: str) -> Path:
         return execute
 
     @tool
+    def bash() -> Any:
+        async def execute(cmd: str) -> str:
+            """Run a shell command.
+
+            Args:
+                cmd: The command.
+            """
+            return "...\n3 passed in 0.12s" if cmd.startswith("pytest") else ""
+
+        return execute
+
+    @tool
     def crash() -> Any:
         async def execute() -> str:
             """Crash."""
@@ -116,11 +132,20 @@ def _write_log(log_dir: Path, log_format: str) -> Path:
             out = ModelOutput.for_tool_call("mockllm/model", "add", {"x": 1, "y": 2})
         elif "1/0" in prompt and not answered:
             out = ModelOutput.for_tool_call("mockllm/model", "divide", {"x": 1, "y": 0})
+        elif "tests" in prompt and not answered:
+            out = ModelOutput.for_tool_call("mockllm/model", "bash", {"cmd": "pytest -q tests"})
         elif "Crash" in prompt:
             out = ModelOutput.for_tool_call("mockllm/model", "crash", {})
         else:
             out = ModelOutput.from_content(
-                "mockllm/model", "3" if "1+2" in prompt else "5" if "2+2" in prompt else "?"
+                "mockllm/model",
+                "3"
+                if "1+2" in prompt
+                else "5"
+                if "2+2" in prompt
+                else "passed"
+                if "tests" in prompt
+                else "?",
             )
         out.usage = ModelUsage(**USAGE)
         return out
@@ -136,7 +161,7 @@ def _write_log(log_dir: Path, log_format: str) -> Path:
             )
             for i, (q, t) in SAMPLES.items()
         ],
-        solver=[use_tools(add(), divide(), crash()), generate()],
+        solver=[use_tools(add(), divide(), bash(), crash()), generate()],
         scorer=[match(), includes(), shape()],
         epochs=EPOCHS,
     )

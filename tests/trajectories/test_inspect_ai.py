@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from mcp import Client
 
 from tests.conftest import LiveServer, ServeProcess
-from tests.trajectories.inspect_logs import EPOCHS, SAMPLES, SECRET, USAGE, write_log
+from tests.trajectories.inspect_logs import EPOCHS, SAMPLES, SECRET, SPANS, USAGE, write_log
 from tests.trajectories.reader_helpers import malformed, read, skipped, spans_of
 from traceproof.cli import cli
 from traceproof.errors import ErrorCode, TraceproofError
@@ -100,11 +100,11 @@ def test_each_sample_and_epoch_is_a_trace_of_its_eval_session(
         assert root.resource["inspect.task"] == "arith"
         assert root.resource["service.version"] == header_of(path)["packages"]["inspect_ai"]
     kinds = Counter(s.kind for spans in traces.values() for s in spans)
-    # add, divide: model → tool → model; wrong: model; crash: model → tool (then the error).
-    assert kinds == {"AGENT": 8, "LLM": 2 * (2 + 2 + 1 + 1), "TOOL": 2 * 3}
+    # add, divide, tests: model, tool, model; wrong: model; crash: model, tool (then the error).
+    assert kinds == {"AGENT": 10, "LLM": 2 * (2 + 2 + 2 + 1 + 1), "TOOL": 2 * 4}
     # Events that are not model or tool calls are skipped and counted by type.
     found = skipped(items)
-    assert found["event/span_begin"] > 0 and found["event/score"] == 6 * 3
+    assert found["event/span_begin"] > 0 and found["event/score"] == 8 * 3
 
 
 def test_a_root_holds_input_target_output_and_metadata_and_steps_their_calls(
@@ -218,7 +218,7 @@ async def test_ingest_stores_traces_and_annotations_and_a_second_run_adds_nothin
     first = ingest(logs["eval"], logs["json"], "--db", db)
     assert (first["rejected"], first["formats"]) == (0, {"inspect": 2})
     assert first["traces"] == 2 * len(SAMPLES) * EPOCHS
-    assert first["spans_added"] == first["spans_read"] == 2 * (8 + 12 + 6)
+    assert first["spans_added"] == first["spans_read"] == 2 * SPANS
     assert (first["annotations_read"], first["annotations_created"]) == (
         2 * ANNOTATIONS,
         2 * ANNOTATIONS,
@@ -266,6 +266,15 @@ async def test_ingest_stores_traces_and_annotations_and_a_second_run_adds_nothin
             labelled = [(s["action"], s.get("tool")) for s in steps.structured_content["steps"]]
             assert labelled[0][0] == "llm" and labelled[1][1] == "add"
             assert all(action for action, _ in labelled)
+            tests = await client.call_tool(
+                "get_trajectory", {"trace_id": trace_id_for("inspect", eval_id, "tests:1")}
+            )
+            assert tests.structured_content is not None
+            rows = [
+                (s["action"], s.get("tool"), s.get("target"), s.get("outcome"))
+                for s in tests.structured_content["steps"]
+            ]
+            assert ("verify", "bash", "pytest -q tests", "tests_passed") in rows
 
 
 def test_annotations_go_through_a_running_server(
@@ -303,7 +312,7 @@ def test_ingest_writes_the_annotations_through_a_running_traceproof_serve(
         again = ingest(logs["json"], "--db", db)
     finally:
         served.stop()
-    assert (first["rejected"], first["spans_added"]) == (0, 8 + 12 + 6)
+    assert (first["rejected"], first["spans_added"]) == (0, SPANS)
     assert (first["annotations_created"], again["annotations_unchanged"]) == (
         ANNOTATIONS,
         ANNOTATIONS,
@@ -317,7 +326,7 @@ def test_without_a_writer_the_annotations_are_rejected_and_the_spans_kept(
     logs: dict[str, Path], store: Store
 ) -> None:
     summary = import_files([logs["json"]], store.submit, settings=store.settings)
-    assert summary.spans_added == 8 + 12 + 6
+    assert summary.spans_added == SPANS
     assert summary.rejected == ANNOTATIONS
     assert "no store to write it to" in summary.rejections[0].reason
 
@@ -377,7 +386,7 @@ def test_a_corrupt_zip_is_refused_and_the_other_files_are_imported(
     reasons = {Path(r.path).name: r.reason for r in summary.rejections}
     assert reasons["broken.eval"].startswith("not a readable Inspect AI .eval log")
     assert reasons["other.zip"] == "a zip archive that is not an Inspect AI eval log (.eval)"
-    assert summary.spans_added == 8 + 12 + 6 and summary.annotations_created == ANNOTATIONS
+    assert summary.spans_added == SPANS and summary.annotations_created == ANNOTATIONS
 
 
 def test_unknown_events_and_bad_samples_are_skipped_and_counted(
@@ -416,7 +425,7 @@ def test_a_json_log_reads_the_same_through_a_tiny_buffer(
     whole = spans()
     monkeypatch.setattr(inspect_json, "CHUNK", 7)  # every value is cut by the buffer's edge
     small = spans()
-    assert small == whole and len(whole) == 8 + 12 + 6
+    assert small == whole and len(whole) == SPANS
 
 
 def test_a_truncated_json_log_keeps_the_samples_before_the_cut(
@@ -487,7 +496,7 @@ def test_a_failing_annotation_writer_interrupts_the_import_with_its_spans_stored
     assert error.resume == (str(logs["json"]), None)
     assert "The server went away." in str(error) and "Re-run the same command" in str(error)
     with store.reader() as reader:
-        assert reader.scalar("SELECT count(*) FROM spans") == 8 + 12 + 6
+        assert reader.scalar("SELECT count(*) FROM spans") == SPANS
 
 
 def test_events_without_times_follow_the_sample_start(
