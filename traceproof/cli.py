@@ -29,7 +29,7 @@ from rich.progress import (
 
 from traceproof import __version__
 from traceproof.errors import ErrorCode, TraceproofError
-from traceproof.ingest.files import ImportSummary, Sink, import_files
+from traceproof.ingest.files import Annotate, ImportSummary, Sink, import_files
 from traceproof.ingest.incremental import Book
 from traceproof.remote import RemoteStore
 from traceproof.settings import Settings
@@ -215,10 +215,10 @@ def ingest(
     config: Path | None,
 ) -> None:
     """Import traces from files or directories: coding-agent transcripts (Claude Code session
-    JSONL, with subagents), OTLP/JSON, OTLP protobuf or span JSON lines (gzip, zstd or plain);
-    and eval results (JSONL, CSV, Parquet with span_id/trace_id/session_id and label/score/
-    explanation) as annotations."""
-    from traceproof.ingest.evalfiles import is_eval_file
+    JSONL, with subagents; Inspect AI eval logs, their scores as annotations), OTLP/JSON, OTLP
+    protobuf or span JSON lines (gzip, zstd or plain); and eval results (JSONL, CSV, Parquet
+    with span_id/trace_id/session_id and label/score/explanation) as annotations."""
+    from traceproof.ingest.evalfiles import is_eval_file, store_writer
     from traceproof.ingest.files import expand_paths
     from traceproof.projectconfig import project_config
 
@@ -246,6 +246,7 @@ def ingest(
                     redact=not no_redact,
                     rules=rules,
                     book=transcript_book(store, settings),
+                    annotate=store_writer(store, settings),
                 )
             if evals:
                 extra = _import_evals(store, evals, settings)
@@ -268,19 +269,9 @@ def _import_evals(
 ) -> dict[str, Any]:
     """Eval-result files as annotations: into the store, or through the server holding it (its
     Phoenix routes, in chunks); the project's annotation configs applied first."""
-    from traceproof.ingest.evalfiles import import_eval_files
-    from traceproof.projectconfig import apply_annotation_configs, project_config
-    from traceproof.storage.annotations import write_annotations
+    from traceproof.ingest.evalfiles import import_eval_files, store_writer
 
-    apply_annotation_configs(store, project_config(settings))
-    if isinstance(store, RemoteStore):
-        result = import_eval_files(paths, store.write_annotations)
-    else:
-        local = store
-        result = import_eval_files(
-            paths, lambda items: write_annotations(local, items, partial=True)
-        )
-    return result.as_dict()
+    return import_eval_files(paths, store_writer(store, settings)).as_dict()
 
 
 def _print_evals(found: dict[str, Any]) -> None:
@@ -307,10 +298,18 @@ def _run_import(
     redact: bool,
     rules: ActionRules | None = None,
     book: Book | None = None,
+    annotate: Annotate | None = None,
 ) -> ImportSummary:
     if not err.is_terminal:
         return import_files(
-            paths, sink, settings=settings, project=project, redact=redact, rules=rules, book=book
+            paths,
+            sink,
+            settings=settings,
+            project=project,
+            redact=redact,
+            rules=rules,
+            book=book,
+            annotate=annotate,
         )
     total = sum(p.stat().st_size for p in paths if p.is_file())
     columns = (
@@ -332,6 +331,7 @@ def _run_import(
             redact=redact,
             rules=rules,
             book=book,
+            annotate=annotate,
         )
 
 
@@ -366,6 +366,14 @@ def _print_summary(summary: ImportSummary) -> None:
         out.print(
             f"Transcripts read from where the last import stopped: {summary.incremental:,}; "
             f"skipped as unchanged: {summary.unchanged:,}.",
+            markup=False,
+            soft_wrap=True,
+        )
+    if summary.annotations_read:
+        out.print(
+            f"Annotations from scores: {summary.annotations_created:,} new "
+            f"({summary.annotations_read:,} read, {summary.annotations_updated:,} updated, "
+            f"{summary.annotations_unchanged:,} unchanged).",
             markup=False,
             soft_wrap=True,
         )

@@ -20,12 +20,18 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from traceproof.evals.annotations import AnnotationInput, AnnotatorKind, TargetKind
 from traceproof.ingest.spanjson import is_span_object
+
+if TYPE_CHECKING:
+    from traceproof.remote import RemoteStore
+    from traceproof.settings import Settings
+    from traceproof.storage import Store
+    from traceproof.storage.annotations import AnnotationWrite
 
 #: Columns naming the target, in the order they are looked for.
 TARGET_COLUMNS: tuple[tuple[str, TargetKind], ...] = (
@@ -213,3 +219,25 @@ def import_eval_files(paths: Sequence[Path], write: Writer) -> EvalImportSummary
         except OSError as exc:
             summary.rejected.append((label, None, f"cannot read the file: {exc}"))
     return summary
+
+
+def store_writer(store: Store | RemoteStore, settings: Settings) -> Writer:
+    """Writes annotations into the store (``write_annotations(..., partial=True)``), or through
+    the server holding it (its Phoenix annotation routes, in chunks); the project's annotation
+    configs (``traceproof.toml``) are stored before the first write."""
+    from traceproof.projectconfig import apply_annotation_configs, project_config
+    from traceproof.remote import RemoteStore
+    from traceproof.storage.annotations import write_annotations
+
+    configured = False
+
+    def write(items: Sequence[AnnotationInput]) -> AnnotationWrite:
+        nonlocal configured
+        if not configured:
+            apply_annotation_configs(store, project_config(settings))
+            configured = True
+        if isinstance(store, RemoteStore):
+            return store.write_annotations(items)
+        return write_annotations(store, items, partial=True)
+
+    return write

@@ -6,7 +6,9 @@ Formats (gzip- or zstd-compressed or not):
   (Claude Code session JSONL, ...): redacted by default, see :mod:`traceproof.trajectories`;
 - OTLP/JSON: one ``ExportTraceServiceRequest`` per file, or JSON lines of requests;
 - OTLP protobuf: one serialized ``ExportTraceServiceRequest`` per file;
-- span JSON lines: one span per line in the shape Phoenix exports (see :mod:`.spanjson`).
+- span JSON lines: one span per line in the shape Phoenix exports (see :mod:`.spanjson`);
+- Inspect AI eval logs (``.eval`` zip archives and ``.json``): their samples' scores become
+  annotations, written through ``annotate`` once the spans they annotate are stored.
 
 JSON lines are streamed: memory stays bounded by the batch size and the two batches in flight,
 whatever the file size. A bad line is counted and reported with its number; it never stops the
@@ -23,7 +25,7 @@ import itertools
 import json
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ import pyarrow as pa
 import zstandard
 
 from traceproof.errors import TraceproofError
+from traceproof.evals.annotations import AnnotationInput
 from traceproof.ingest.normalize import REJECTED, SpanRows, rejection_reason
 from traceproof.ingest.otlp import Decoded, MalformedRequest, decode_json_object, decode_protobuf
 from traceproof.ingest.spanjson import add_span_object, is_span_object
@@ -47,6 +50,8 @@ if TYPE_CHECKING:
     from traceproof.trajectories.actions import ActionRules
 
 GZIP_MAGIC = b"\x1f\x8b"
+#: A zip archive (an Inspect AI .eval log); the same as ``trajectories.inspect_ai.ZIP_MAGIC``.
+ZIP_MAGIC = b"PK\x03\x04"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 #: The formats of trace files (everything else in ``ImportSummary.formats`` is a transcript).
@@ -56,6 +61,11 @@ _TRACE_FORMATS = ("otlp_json", "otlp_protobuf")
 MAX_REJECTIONS = 10_000
 
 Sink = Callable[[pa.Table], "Future[WriteResult]"]
+#: Writes annotations (``write_annotations(store, items, partial=True)`` or
+#: ``RemoteStore.write_annotations``): answers an ``AnnotationWrite``.
+Annotate = Callable[[Sequence[AnnotationInput]], Any]
+#: Annotations written per call of ``annotate``.
+ANNOTATION_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,11 @@ class ImportSummary:
     #: Files read per format (a transcript reader's name, ``otlp_json``, ``otlp_protobuf``).
     formats: dict[str, int] = field(default_factory=dict)
     projects: set[str] = field(default_factory=set)
+    #: Annotations transcripts gave (Inspect AI scores), and what writing them did.
+    annotations_read: int = 0
+    annotations_created: int = 0
+    annotations_updated: int = 0
+    annotations_unchanged: int = 0
     _traces: set[tuple[str, str]] = field(default_factory=set)
 
     @property
@@ -128,6 +143,13 @@ class ImportSummary:
                 "skipped_by_kind": dict(sorted(self.skipped_by_kind.items())),
                 "redactions": self.redactions,
                 "formats": dict(sorted(self.formats.items())),
+            }
+        if self.annotations_read:
+            found |= {
+                "annotations_read": self.annotations_read,
+                "annotations_created": self.annotations_created,
+                "annotations_updated": self.annotations_updated,
+                "annotations_unchanged": self.annotations_unchanged,
             }
         return found | {
             "rejected": self.rejected,
@@ -195,6 +217,9 @@ class _Batcher:
         self.acked_spans = 0
         #: Transcript import states (incremental import); None: every file read whole.
         self.book: Book | None = None
+        self.annotate: Annotate | None = None
+        #: Annotations waiting for their spans to be stored, with the file they came from.
+        self.annotations: list[tuple[str, AnnotationInput]] = []
 
     def note(self, path: str, line: int | None) -> None:
         """Where the next rows come from (for the resume point of an interrupted import)."""
@@ -243,6 +268,35 @@ class _Batcher:
         self.flush()
         while self.in_flight:
             self._settle()
+        self.write_annotations()
+
+    def add_annotations(self, label: str, items: list[AnnotationInput]) -> None:
+        """Annotations to write once the spans sent so far are stored."""
+        self.annotations += [(label, item) for item in items]
+        self.summary.annotations_read += len(items)
+        if len(self.annotations) >= ANNOTATION_BATCH:
+            self.finish()
+
+    def write_annotations(self) -> None:
+        """The annotations collected so far, once every span sent is stored (their targets)."""
+        pending, self.annotations = self.annotations, []
+        if not pending:
+            return
+        if self.annotate is None:
+            for label, _ in pending:
+                self.summary.reject(label, None, "an annotation with no store to write it to")
+            return
+        try:
+            result = self.annotate([item for _, item in pending])
+        except TraceproofError as exc:
+            # Every span sent is stored; these annotations (from this file on) may not be.
+            raise self.interrupted(exc, (pending[0][0], None)) from None
+        self.summary.annotations_created += result.created
+        self.summary.annotations_updated += result.updated
+        self.summary.annotations_unchanged += result.unchanged
+        for rejected in result.rejected:
+            label, item = pending[rejected.index]
+            self.summary.reject(label, None, f"annotation {item.name!r}: {rejected.message}")
 
     def interrupted(
         self, cause: TraceproofError, failed: tuple[str, int | None]
@@ -277,6 +331,7 @@ def import_files(
     redact: bool = True,
     rules: ActionRules | None = None,
     book: Book | None = None,
+    annotate: Annotate | None = None,
 ) -> ImportSummary:
     """Import every file into ``sink`` (``Store.submit`` or a remote equivalent).
 
@@ -285,11 +340,14 @@ def import_files(
     label their steps (the project's ``[trajectories.actions]``; None: the built-in rules).
     ``book``: transcript import states (:mod:`.incremental`): an unchanged transcript is skipped,
     a grown one read from its resume point; the new states are saved once every span is stored.
+    ``annotate`` writes the annotations transcripts give (Inspect AI scores; without it they
+    are rejected).
     """
     settings = settings or Settings()
     summary = ImportSummary()
     batcher = _Batcher(sink, settings, summary)
     batcher.book = book
+    batcher.annotate = annotate
     for path in paths:
         if book is not None and book.unchanged(Path(path)):
             summary.unchanged += 1
@@ -385,6 +443,20 @@ def _import_file(
     with path.open("rb") as probe:
         magic = probe.read(4)
     stream: IO[bytes] = io.BufferedReader(_Reporting(path, on_progress), 1 << 20)
+    if magic == ZIP_MAGIC:
+        # A zip archive: an Inspect AI .eval log (its reader opens the archive itself).
+        from traceproof.ingest.transcripts import _import_transcript
+        from traceproof.trajectories.readers import detect
+
+        with stream:
+            zipped = detect(path, _head(stream))
+            if zipped is None:
+                raise ImportError_("a zip archive that is not an Inspect AI eval log (.eval)")
+            batcher.summary.formats[zipped.name] = batcher.summary.formats.get(zipped.name, 0) + 1
+            _import_transcript(zipped, path, stream, label, batcher, project, redact, rules)
+        if on_progress is not None:
+            on_progress(path.stat().st_size)  # the reader seeks in the archive on its own
+        return
     if magic[:2] == GZIP_MAGIC:
         stream = io.BufferedReader(gzip.GzipFile(fileobj=stream, mode="rb"), 1 << 20)
     elif magic == ZSTD_MAGIC:

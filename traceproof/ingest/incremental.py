@@ -53,7 +53,8 @@ from traceproof.trajectories.records import idle_seconds
 
 #: Bytes hashed from the start of a file to tell a grown file from a rewritten one.
 HEAD_BYTES = 4096
-_COMPRESSED = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd")
+#: Read whole, never from an offset: gzip, zstd, and zip (an Inspect AI .eval log).
+_COMPRESSED = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"PK\x03\x04")
 _CHUNK = 1 << 20
 
 

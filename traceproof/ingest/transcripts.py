@@ -8,6 +8,7 @@ batch. This module is imported only when a transcript is read.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path, PurePath
 from typing import IO, TYPE_CHECKING
 
@@ -60,6 +61,10 @@ def _import_transcript(
                 continue
             summary.warnings += len(warnings)
             batcher.flush_if_full()
+            if span.annotations:
+                batcher.add_annotations(
+                    label, [replace(item, project=name) for item in span.annotations]
+                )
 
     try:
         for item in reader.read(path, stream, redactor):

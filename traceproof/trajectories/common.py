@@ -13,7 +13,10 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from traceproof.evals.annotations import AnnotationInput
 
 #: Which reader made a span (an attribute on every span a reader makes).
 SOURCE = "trajectory.source"
@@ -76,6 +79,9 @@ class StepSpan:
     resource: dict[str, Any] = field(default_factory=dict)
     #: The transcript line the span starts from (the importer's resume point), when known.
     line: int | None = None
+    #: Annotations the transcript gives this span's trace (an Inspect AI sample's scores):
+    #: written once the span is stored, in the span's project.
+    annotations: list[AnnotationInput] = field(default_factory=list)
 
 
 @dataclass(slots=True)

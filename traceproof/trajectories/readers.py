@@ -12,12 +12,14 @@ from pathlib import Path
 from traceproof.trajectories.claude_code import ClaudeCodeReader
 from traceproof.trajectories.codex import CodexReader
 from traceproof.trajectories.common import Reader
+from traceproof.trajectories.inspect_ai import InspectReader
 from traceproof.trajectories.openhands import OpenHandsReader
 from traceproof.trajectories.swe_agent import MiniSweAgentReader, SweAgentReader
 
-#: Every reader, most specific first (mini-swe-agent's ``.traj.json`` before SWE-agent's
-#: ``.traj``).
+#: Every reader, most specific first (Inspect AI's logs, whose first bytes say what they are;
+#: mini-swe-agent's ``.traj.json`` before SWE-agent's ``.traj``).
 READERS: list[Reader] = [
+    InspectReader(),
     ClaudeCodeReader(),
     CodexReader(),
     OpenHandsReader(),
