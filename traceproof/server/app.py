@@ -33,6 +33,7 @@ from traceproof.server.auth import BearerToken
 from traceproof.server.guard import RequestGuard
 from traceproof.server.mcp import create_mcp_server, toolset_names
 from traceproof.server.otlp import OtlpReceiver
+from traceproof.server.otlp_logs import LogsReceiver
 from traceproof.server.phoenix import phoenix_routes
 from traceproof.settings import Settings
 from traceproof.storage import Busy, Store, StoreError
@@ -49,6 +50,7 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
         transport_security=security,
     )
     receiver = OtlpReceiver(store, settings)
+    logs_receiver = LogsReceiver(store, settings)
     if settings.port:  # experiments' runs export their spans here
         from traceproof.experiments.runner import otlp_endpoint_for, set_otlp_endpoint
 
@@ -58,8 +60,12 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
         return await receiver(request)
 
     async def logs(request: Request) -> Response:
+        return await logs_receiver(request)
+
+    async def metrics(request: Request) -> Response:
         return Response(
-            "traceproof receives traces only; send logs elsewhere.",
+            "traceproof receives traces and logs (Claude Code's events), not metrics; "
+            "set OTEL_METRICS_EXPORTER=none or send metrics elsewhere.",
             status_code=404,
             media_type="text/plain",
         )
@@ -136,7 +142,7 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
         routes=[
             Route("/v1/traces", traces, methods=["POST"]),
             Route("/v1/logs", logs, methods=["POST"]),
-            Route("/v1/metrics", logs, methods=["POST"]),
+            Route("/v1/metrics", metrics, methods=["POST"]),
             Route("/healthz", health, methods=["GET"]),
             Route("/api/v1/info", info, methods=["GET"]),
             Route("/api/v1/stats", stats, methods=["GET"]),
