@@ -35,6 +35,7 @@ from traceproof.server.mcp import create_mcp_server, toolset_names
 from traceproof.server.otlp import OtlpReceiver
 from traceproof.server.otlp_logs import LogsReceiver
 from traceproof.server.phoenix import phoenix_routes
+from traceproof.server.phoenix_spans import phoenix_span_routes
 from traceproof.settings import Settings
 from traceproof.storage import Busy, Store, StoreError
 from traceproof.tools.stats import get_stats
@@ -150,6 +151,7 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
             *tool_routes(store),
             *report_routes(store),
             *annotation_config_routes(store),
+            *phoenix_span_routes(store, settings),
             *phoenix_routes(store),
             *mcp_app.routes,
         ],
