@@ -155,3 +155,16 @@ def test_a_phoenix_project_id_is_not_found(live_server: LiveServer) -> None:
     assert response.json() == {"detail": "Project with ID UHJvamVjdDox not found"}
     empty = httpx2.post(live_server.url + "/v1/projects/p/spans", json={"data": []})
     assert (empty.status_code, empty.json()) == (202, {"total_received": 0, "total_queued": 0})
+
+
+@pytest.mark.parametrize("variable", ["PHOENIX_ENDPOINT", "PHOENIX_COLLECTOR_ENDPOINT"])
+def test_a_client_configured_by_the_environment_reaches_traceproof(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """What README tells a hook-based tracer to set: Phoenix's client reads it, unchanged."""
+    for name in ("PHOENIX_ENDPOINT", "PHOENIX_COLLECTOR_ENDPOINT", "PHOENIX_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, live_server.url)
+    answer = Client().spans.log_spans(project_identifier="hooks", spans=[agent_root()])  # type: ignore[list-item]
+    assert answer["total_queued"] == 1
+    assert [r["project"] for r in rows(live_server.store)] == ["hooks"]
