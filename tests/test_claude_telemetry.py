@@ -317,3 +317,37 @@ def test_a_body_over_the_limit_answers_413(store: Store, settings: Settings) -> 
         response = post(server, b'{"resourceLogs": [' + b" " * 4096 + b"]}")
     assert response.status_code == 413
     assert spans(store) == []
+
+
+def test_json_as_a_javascript_exporter_writes_it(live_server: LiveServer) -> None:
+    """Claude Code is a Node program: its http/json exporter may write 64-bit integers as
+    numbers and put the event's name only in the body."""
+
+    def kv(key: str, value: Any) -> dict[str, Any]:
+        typed = {"intValue": value} if isinstance(value, int) else {"stringValue": value}
+        return {"key": key, "value": typed}
+
+    start = int(T0.timestamp() * 1e9)
+    records = [
+        {"timeUnixNano": start, "body": {"stringValue": "claude_code.user_prompt"},
+         "attributes": [kv("session.id", "js"), kv("event.sequence", 0)]},
+        {"timeUnixNano": start + 2_000_000_000, "body": {"stringValue": "claude_code.api_request"},
+         "attributes": [kv("session.id", "js"), kv("event.sequence", 1), kv("model", "m"),
+                        kv("input_tokens", 10), kv("output_tokens", 5), kv("duration_ms", 1000)]},
+    ]  # fmt: skip
+    body = {
+        "resourceLogs": [
+            {
+                "resource": {"attributes": [kv("service.name", "claude-code")]},
+                "scopeLogs": [
+                    {"scope": {"name": "com.anthropic.claude_code.events"}, "logRecords": records}
+                ],
+            }
+        ]
+    }
+    response = post(live_server, json.dumps(body).encode())
+    assert (response.status_code, response.json()) == (200, {})
+    stored = spans(live_server.store)
+    assert [(s["span_kind"], s["session_id"]) for s in stored] == [("AGENT", "js"), ("LLM", "js")]
+    assert stored[1]["start_time"] == (T0 + timedelta(seconds=1)).replace(tzinfo=None)
+    assert stored[1]["prompt_tokens"] == 10

@@ -101,6 +101,15 @@ class OtlpReceiver:
                 )
         except MalformedRequest as exc:
             return self._error(content_type, 400, _INVALID_ARGUMENT, str(exc))
+        except StoreError as exc:  # a decoder that reads the store (/v1/logs) could not
+            log.error("OTLP request not decoded: %s", exc)
+            return self._error(
+                content_type,
+                503,
+                _UNAVAILABLE,
+                "the store could not be read; retry later",
+                retry_after=self.settings.retry_after_seconds,
+            )
         del body
 
         if table is not None:

@@ -84,10 +84,8 @@ class LogsReceiver(OtlpReceiver):
     def _decode(self, content_type: str, body: bytes) -> tuple[Any, pa.Table | None]:
         try:
             return self._spans(content_type, body)
-        except MalformedRequest:
-            raise
-        except StoreError as exc:
-            raise MalformedRequest(f"the store could not be read ({exc})") from None
+        except (MalformedRequest, StoreError):
+            raise  # 400; 503 (the prompt lookup could not read the store)
         except Exception as exc:
             log.warning("could not decode an OTLP logs request", exc_info=True)
             raise MalformedRequest(

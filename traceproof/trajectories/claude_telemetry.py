@@ -311,7 +311,7 @@ def _arguments(tool: str, attrs: Mapping[str, Any]) -> str | None:
 
 def _common(attributes: dict[str, Any], event: TelemetryEvent) -> None:
     attrs = event.attributes
-    for key in ("user.id", "user.email", "organization.id", "terminal.type"):
+    for key in ("user.id", "organization.id", "terminal.type"):
         if isinstance(attrs.get(key), str):
             attributes[key] = attrs[key]
     if event.sequence is not None:
