@@ -351,3 +351,34 @@ def test_json_as_a_javascript_exporter_writes_it(live_server: LiveServer) -> Non
     assert [(s["span_kind"], s["session_id"]) for s in stored] == [("AGENT", "js"), ("LLM", "js")]
     assert stored[1]["start_time"] == (T0 + timedelta(seconds=1)).replace(tzinfo=None)
     assert stored[1]["prompt_tokens"] == 10
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_get_trajectory_reads_a_live_session_in_time_order(
+    live_server: LiveServer, code: ClaudeCode
+) -> None:
+    from mcp import Client
+
+    from traceproof.server.mcp import create_mcp_server
+
+    one_prompt(code)
+    records = code.take()
+    export(live_server, records[4:])  # the later events first: order comes from time
+    export(live_server, records[:4])
+    async with Client(create_mcp_server(live_server.store)) as client:
+        result = await client.call_tool("get_trajectory", {"session_id": SESSION})
+    assert not result.is_error and result.structured_content is not None
+    steps = [(s["n"], s["action"], s.get("tool"), s.get("outcome"))
+             for s in result.structured_content["steps"]]  # fmt: skip
+    assert steps == [
+        (1, "llm", "claude-sonnet-4-6", None),
+        (2, "localize", "Read", "ok"),
+        (3, "edit", "Edit", "ok"),
+        (4, "verify", "Bash", "error"),
+        (5, "llm", "claude-sonnet-4-6", None),
+    ]
