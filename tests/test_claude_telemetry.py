@@ -8,6 +8,7 @@ import gzip
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -26,7 +27,7 @@ from opentelemetry.sdk._logs.export import (
 )
 from opentelemetry.sdk.resources import Resource
 
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, ServeProcess
 from traceproof.settings import Settings
 from traceproof.storage import Store
 
@@ -382,3 +383,37 @@ async def test_get_trajectory_reads_a_live_session_in_time_order(
         (4, "verify", "Bash", "error"),
         (5, "llm", "claude-sonnet-4-6", None),
     ]
+
+
+def test_serve_labels_wire_steps_with_the_projects_action_rules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`traceproof serve` in a child process, with a traceproof.toml naming a tool of its own:
+    both wire routes label that tool's steps by the project's rule."""
+    config = tmp_path / "traceproof.toml"
+    config.write_text('[trajectories.actions.verify]\ntools = ["run_checks"]\n')
+    monkeypatch.setenv("TRACEPROOF_CONFIG", str(config))
+    db = tmp_path / "served.duckdb"
+    server = ServeProcess(db)
+    try:
+        code = ClaudeCode()
+        code.emit("user_prompt", T0, prompt_id=PROMPT)
+        code.emit("tool_result", T0 + timedelta(seconds=1), tool_name="run_checks",
+                  success="true", duration_ms=10, tool_use_id="toolu_rc")  # fmt: skip
+        body = json_body(code.take())
+        code.provider.shutdown()
+        assert httpx2.post(server.url + "/v1/logs", content=body,
+                           headers={"content-type": JSON}).status_code == 200  # fmt: skip
+        phoenix = {"data": [{
+            "name": "run_checks", "context": {"trace_id": "c" * 32, "span_id": "d" * 16},
+            "span_kind": "TOOL", "start_time": "2026-03-15T10:30:00Z",
+            "end_time": "2026-03-15T10:30:01Z", "status_code": "OK",
+            "attributes": {"tool.name": "run_checks"},
+        }]}  # fmt: skip
+        assert httpx2.post(server.url + "/v1/projects/p/spans", json=phoenix).status_code == 202
+    finally:
+        server.stop()
+    settings = Settings(db=db)
+    with Store.open(db, settings) as store:
+        tools = spans(store, "span_kind = 'TOOL'")
+    assert [attrs(s)["trajectory"]["action"] for s in tools] == ["verify", "verify"]

@@ -39,11 +39,19 @@ from traceproof.server.phoenix_spans import phoenix_span_routes
 from traceproof.settings import Settings
 from traceproof.storage import Busy, Store, StoreError
 from traceproof.tools.stats import get_stats
+from traceproof.trajectories.actions import ActionRules
 
 
-def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = None) -> Starlette:
+def create_app(
+    store: Store,
+    settings: Settings,
+    mcp_server: MCPServer | None = None,
+    *,
+    action_rules: ActionRules | None = None,
+) -> Starlette:
     """The app serving ``store``; MCP at ``/mcp`` runs ``mcp_server`` (by default one over the
-    store itself)."""
+    store itself). ``action_rules`` (the project's ``[trajectories.actions]``) label the
+    coding-agent steps that arrive over ``/v1/logs`` and Phoenix's span route."""
     mcp = mcp_server or create_mcp_server(store, toolsets=toolset_names(settings.toolsets))
     security = transport_security(settings.host, settings.port, settings.allowed_hosts)
     mcp_app = mcp.streamable_http_app(
@@ -51,7 +59,7 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
         transport_security=security,
     )
     receiver = OtlpReceiver(store, settings)
-    logs_receiver = LogsReceiver(store, settings)
+    logs_receiver = LogsReceiver(store, settings, rules=action_rules)
     if settings.port:  # experiments' runs export their spans here
         from traceproof.experiments.runner import otlp_endpoint_for, set_otlp_endpoint
 
@@ -151,7 +159,7 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
             *tool_routes(store),
             *report_routes(store),
             *annotation_config_routes(store),
-            *phoenix_span_routes(store, settings),
+            *phoenix_span_routes(store, settings, action_rules),
             *phoenix_routes(store),
             *mcp_app.routes,
         ],

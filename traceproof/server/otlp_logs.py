@@ -31,8 +31,10 @@ from traceproof.ingest.otlp_logs import (
 from traceproof.server.otlp import OtlpReceiver
 from traceproof.server.redaction import ingest_redactor
 from traceproof.server.rpcstatus import PROTOBUF
+from traceproof.settings import Settings
 from traceproof.storage import Store, StoreError
 from traceproof.storage.wire import latest_prompt_key
+from traceproof.trajectories.actions import ActionRules
 from traceproof.trajectories.claude_telemetry import (
     MAPPED,
     SOURCE,
@@ -79,7 +81,11 @@ class LogsOutcome:
 
 
 class LogsReceiver(OtlpReceiver):
-    """The ``/v1/logs`` endpoint over one store."""
+    """The ``/v1/logs`` endpoint over one store; ``rules`` label the steps."""
+
+    def __init__(self, store: Store, settings: Settings, rules: ActionRules | None = None) -> None:
+        super().__init__(store, settings)
+        self.rules = rules
 
     def _decode(self, content_type: str, body: bytes) -> tuple[Any, pa.Table | None]:
         try:
@@ -115,7 +121,7 @@ class LogsReceiver(OtlpReceiver):
                 )
             except NotStored as exc:
                 outcome.reject(str(exc))
-        spans = telemetry_spans(events, partial(_latest_prompt, self.store))
+        spans = telemetry_spans(events, partial(_latest_prompt, self.store), self.rules)
         rows = SpanRows.for_settings(self.settings, redact=ingest_redactor(self.settings))
         for span in spans:
             project = project_of(span.resource, self.settings.default_project)

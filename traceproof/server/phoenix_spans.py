@@ -46,6 +46,7 @@ from traceproof.server.redaction import ingest_redactor
 from traceproof.settings import Settings
 from traceproof.storage import Busy, Store, StoreError
 from traceproof.storage.wire import stored_span_ids
+from traceproof.trajectories.actions import ActionRules
 from traceproof.trajectories.span_labels import PlainSpan, label_tool_spans
 
 _KINDS = frozenset(
@@ -67,7 +68,9 @@ _STATUSES = frozenset({"OK", "ERROR", "UNSET"})
 _OBJECT = "Input should be a valid dictionary or object to extract fields from"
 
 
-def phoenix_span_routes(store: Store, settings: Settings) -> list[Route]:
+def phoenix_span_routes(
+    store: Store, settings: Settings, rules: ActionRules | None = None
+) -> list[Route]:
     async def create_spans(request: Request) -> Response:
         identifier = request.path_params["project_identifier"]
         raw = await request.body()
@@ -83,7 +86,9 @@ def phoenix_span_routes(store: Store, settings: Settings) -> list[Route]:
                 {"detail": f"Project with ID {identifier} not found"}, status_code=404
             )
         try:
-            table, refused = await asyncio.to_thread(_rows, store, settings, identifier, spans)
+            table, refused = await asyncio.to_thread(
+                _rows, store, settings, identifier, spans, rules
+            )
             if refused is not None:
                 return JSONResponse({"detail": json.dumps(refused)}, status_code=400)
             if table is not None:
@@ -174,7 +179,11 @@ def validate(body: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def _rows(
-    store: Store, settings: Settings, project: str, spans: list[dict[str, Any]]
+    store: Store,
+    settings: Settings,
+    project: str,
+    spans: list[dict[str, Any]],
+    rules: ActionRules | None,
 ) -> tuple[Any, dict[str, Any] | None]:
     """The batch to write, or Phoenix's 400 detail when a span is stored already or invalid."""
     with store.reader() as reader:
@@ -188,7 +197,7 @@ def _rows(
     invalid: list[dict[str, str]] = []
     prepared = [_prepared(s) for s in spans if _stored_id(s) not in stored]
     with suppress(*REJECTED):  # labels are a nicety: a span they cannot read is still stored
-        label_tool_spans(plain for _, plain in prepared if plain is not None)
+        label_tool_spans((plain for _, plain in prepared if plain is not None), rules)
     for span, _ in prepared:
         try:
             add_span_object(rows, span, project=project)
