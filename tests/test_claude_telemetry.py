@@ -417,3 +417,15 @@ def test_serve_labels_wire_steps_with_the_projects_action_rules(
     with Store.open(db, settings) as store:
         tools = spans(store, "span_kind = 'TOOL'")
     assert [attrs(s)["trajectory"]["action"] for s in tools] == ["verify", "verify"]
+
+
+def test_a_resumed_session_whose_sequence_starts_again_keeps_both_runs(
+    live_server: LiveServer,
+) -> None:
+    for run, at in enumerate((T0, T0 + timedelta(hours=1))):
+        code = ClaudeCode()  # event.sequence starts at 0 again
+        code.emit("user_prompt", at, prompt_id=f"prompt-{run}")
+        code.emit("api_request", at + timedelta(seconds=2), model="m", duration_ms=1000)
+        export(live_server, code.take())
+        code.provider.shutdown()
+    assert [s["span_kind"] for s in spans(live_server.store)] == ["AGENT", "LLM"] * 2

@@ -18,11 +18,12 @@ values. The mapping follows the transcript readers (:mod:`traceproof.trajectorie
   ``TOOL`` span with status ERROR (the tool never ran). Accepted decisions add nothing.
 
 Other ``claude_code.*`` events (``hook_execution_complete``, ``mcp_server_connection``…) are
-read and not stored. Ids are derived from the session, the prompt and the event's sequence
-number (or its time), so an export sent again adds nothing. The root is written with the first
-request that holds an event of its prompt and never rewritten (a span already stored is
-skipped): its end is the last event of that request (the trace's own end time follows every
-span). The export carries no tool output, so a tool's outcome is ``ok`` or ``error``.
+read and not stored. Ids are derived from the session and the event's sequence number and
+time (a tool call's from its ``tool_use_id``), so an export sent again adds nothing. The root
+is written with the first request that holds an event of its prompt and never rewritten (a
+span already stored is skipped): its end is the last event of that request (the trace's own
+end follows every span). The export carries no tool output, so a tool's outcome is ``ok`` or
+``error``.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ from traceproof.trajectories.common import (
 
 #: ``trajectory.source`` of these spans.
 SOURCE = "claude_telemetry"
-#: The root's attribute naming its prompt (``prompt.id``, ``seq:<n>`` or ``ts:<ns>``), by which
-#: a later request's events without ``prompt.id`` find their prompt.
+#: The root's attribute naming its prompt (``prompt.id``, else the ``user_prompt`` event's
+#: sequence number and time), by which a later request's events without ``prompt.id`` find
+#: their prompt.
 PROMPT_KEY = "claude_code.prompt_key"
 #: The events that become spans (or roots).
 MAPPED = frozenset({"user_prompt", "api_request", "api_error", "tool_result", "tool_decision"})
@@ -76,10 +78,9 @@ class TelemetryEvent:
 
     @property
     def ident(self) -> str:
-        """What names this event in its session, the same on every export."""
-        if self.sequence is not None:
-            return f"seq:{self.sequence}"
-        return f"{self.name}:{self.time_ns}"
+        """What names this event in its session, the same on every export: its sequence number
+        and its time (a sequence may start again when a session is resumed)."""
+        return f"{self.name}:{self.sequence if self.sequence is not None else '-'}:{self.time_ns}"
 
 
 def event_name(body: Any, attributes: Mapping[str, Any], record_name: str | None) -> str | None:
