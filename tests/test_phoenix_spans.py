@@ -13,6 +13,7 @@ from phoenix.client import Client
 from phoenix.client.exceptions import SpanCreationError
 
 from tests.conftest import LiveServer
+from traceproof.settings import Settings
 from traceproof.storage import Store
 
 TRACE = "a1b2c3d4e5f6a1b2c3d4e5f6a1b2c3d4"
@@ -168,3 +169,13 @@ def test_a_client_configured_by_the_environment_reaches_traceproof(
     answer = Client().spans.log_spans(project_identifier="hooks", spans=[agent_root()])  # type: ignore[list-item]
     assert answer["total_queued"] == 1
     assert [r["project"] for r in rows(live_server.store)] == ["hooks"]
+
+
+def test_the_token_guards_the_route(store: Store, settings: Settings) -> None:
+    with LiveServer(store, settings.model_copy(update={"token": "s3cret"})) as server:
+        url = server.url + "/v1/projects/p/spans"
+        assert httpx2.post(url, json={"data": [agent_root()]}).status_code == 401
+        client = Client(base_url=server.url, api_key="s3cret")
+        answer = client.spans.log_spans(project_identifier="p", spans=[agent_root()])  # type: ignore[list-item]
+    assert answer["total_queued"] == 1
+    assert len(rows(store)) == 1
