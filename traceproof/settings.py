@@ -60,6 +60,13 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest OTLP request body accepted, after decompression (413 above).",
     )
+    otlp_redact: bool = Field(
+        default=False,
+        description="Redact secrets (API keys, tokens, private keys, passwords in URLs, "
+        ".env-style assignments) in the string attribute values of spans received over OTLP "
+        "(/v1/traces, /v1/logs) and Phoenix's POST /v1/projects/{project}/spans, as "
+        "traceproof ingest does for transcripts. Off by default.",
+    )
     max_spans_request_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=1024,

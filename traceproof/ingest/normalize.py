@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -335,23 +335,31 @@ class SpanRows:
         *,
         max_key_depth: int = MAX_KEY_DEPTH,
         max_key_chars: int = MAX_KEY_CHARS,
+        redact: Callable[[Any], Any] | None = None,
     ) -> None:
         self._columns: dict[str, list[Any]] = {name: [] for name in SPAN_COLUMNS}
         self.nbytes = 0
         self.max_key_depth = max_key_depth
         self.max_key_chars = max_key_chars
+        #: Applied to every attribute value (span's and events'), and to the status message,
+        #: before anything else (a secret redactor's ``value``: it keeps a value's shape, and
+        #: JSON text stays JSON).
+        self.redact = redact
 
     @classmethod
-    def for_settings(cls, settings: Any) -> SpanRows:
+    def for_settings(cls, settings: Any, *, redact: Callable[[Any], Any] | None = None) -> SpanRows:
         """Rows with the attribute key limits of ``settings`` (a :class:`Settings`)."""
         return cls(
             max_key_depth=settings.max_attribute_key_depth,
             max_key_chars=settings.max_attribute_key_chars,
+            redact=redact,
         )
 
     def like(self) -> SpanRows:
-        """An empty builder with these limits."""
-        return SpanRows(max_key_depth=self.max_key_depth, max_key_chars=self.max_key_chars)
+        """An empty builder with these limits (and this redaction)."""
+        return SpanRows(
+            max_key_depth=self.max_key_depth, max_key_chars=self.max_key_chars, redact=self.redact
+        )
 
     def check_keys(self, attributes: Mapping[str, Any]) -> None:
         """Reject attribute keys deeper or longer than the limits: stored nested, they would
@@ -411,6 +419,14 @@ class SpanRows:
             )
             end_ns = start_ns
 
+        if self.redact is not None:
+            redact = self.redact
+            attributes = {key: redact(value) for key, value in attributes.items()}
+            events = [
+                Event(e.name, e.time_ns, {k: redact(v) for k, v in e.attributes.items()})
+                for e in events
+            ]
+            status_message = redact(status_message) if status_message else status_message
         self.check_keys(attributes)
         events = list(events)
         for event in events:

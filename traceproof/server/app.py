@@ -33,15 +33,25 @@ from traceproof.server.auth import BearerToken
 from traceproof.server.guard import RequestGuard
 from traceproof.server.mcp import create_mcp_server, toolset_names
 from traceproof.server.otlp import OtlpReceiver
+from traceproof.server.otlp_logs import LogsReceiver
 from traceproof.server.phoenix import phoenix_routes
+from traceproof.server.phoenix_spans import phoenix_span_routes
 from traceproof.settings import Settings
 from traceproof.storage import Busy, Store, StoreError
 from traceproof.tools.stats import get_stats
+from traceproof.trajectories.actions import ActionRules
 
 
-def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = None) -> Starlette:
+def create_app(
+    store: Store,
+    settings: Settings,
+    mcp_server: MCPServer | None = None,
+    *,
+    action_rules: ActionRules | None = None,
+) -> Starlette:
     """The app serving ``store``; MCP at ``/mcp`` runs ``mcp_server`` (by default one over the
-    store itself)."""
+    store itself). ``action_rules`` (the project's ``[trajectories.actions]``) label the
+    coding-agent steps that arrive over ``/v1/logs`` and Phoenix's span route."""
     mcp = mcp_server or create_mcp_server(store, toolsets=toolset_names(settings.toolsets))
     security = transport_security(settings.host, settings.port, settings.allowed_hosts)
     mcp_app = mcp.streamable_http_app(
@@ -49,6 +59,7 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
         transport_security=security,
     )
     receiver = OtlpReceiver(store, settings)
+    logs_receiver = LogsReceiver(store, settings, rules=action_rules)
     if settings.port:  # experiments' runs export their spans here
         from traceproof.experiments.runner import otlp_endpoint_for, set_otlp_endpoint
 
@@ -58,8 +69,12 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
         return await receiver(request)
 
     async def logs(request: Request) -> Response:
+        return await logs_receiver(request)
+
+    async def metrics(request: Request) -> Response:
         return Response(
-            "traceproof receives traces only; send logs elsewhere.",
+            "traceproof receives traces and logs (Claude Code's events), not metrics; "
+            "set OTEL_METRICS_EXPORTER=none or send metrics elsewhere.",
             status_code=404,
             media_type="text/plain",
         )
@@ -136,7 +151,7 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
         routes=[
             Route("/v1/traces", traces, methods=["POST"]),
             Route("/v1/logs", logs, methods=["POST"]),
-            Route("/v1/metrics", logs, methods=["POST"]),
+            Route("/v1/metrics", metrics, methods=["POST"]),
             Route("/healthz", health, methods=["GET"]),
             Route("/api/v1/info", info, methods=["GET"]),
             Route("/api/v1/stats", stats, methods=["GET"]),
@@ -144,6 +159,7 @@ def create_app(store: Store, settings: Settings, mcp_server: MCPServer | None = 
             *tool_routes(store),
             *report_routes(store),
             *annotation_config_routes(store),
+            *phoenix_span_routes(store, settings, action_rules),
             *phoenix_routes(store),
             *mcp_app.routes,
         ],

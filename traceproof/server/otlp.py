@@ -14,6 +14,7 @@ import logging
 import zlib
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import pyarrow as pa
 from starlette.requests import ClientDisconnect, Request
@@ -30,6 +31,7 @@ from traceproof.ingest.otlp import (
 )
 from traceproof.server.guard import reserve
 from traceproof.server.pools import pools_for
+from traceproof.server.redaction import ingest_redactor
 from traceproof.server.rpcstatus import JSON, PROTOBUF, status_body
 from traceproof.settings import Settings
 from traceproof.storage import Busy, Store, StoreError
@@ -48,7 +50,8 @@ _UNAVAILABLE = 14
 
 
 class OtlpReceiver:
-    """The ``/v1/traces`` endpoint over one store."""
+    """The ``/v1/traces`` endpoint over one store (subclasses: other signals, through
+    :meth:`_decode` and :meth:`_answer`)."""
 
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
@@ -91,18 +94,22 @@ class OtlpReceiver:
                 content_type, 503, _UNAVAILABLE, "receiver is busy decoding; retry later"
             )
 
-        # Each request gets its own row builder, with the key limits of the settings.
-        decode: Callable[..., Decoded] = partial(
-            decode_protobuf if content_type == PROTOBUF else decode_json,
-            rows=SpanRows.for_settings(self.settings),
-        )
         try:
             async with self._decoders:
                 decoded, table = await pools_for(self.store).decode(
-                    _decode, decode, body, self.settings.default_project
+                    self._decode, content_type, body
                 )
         except MalformedRequest as exc:
             return self._error(content_type, 400, _INVALID_ARGUMENT, str(exc))
+        except StoreError as exc:  # a decoder that reads the store (/v1/logs) could not
+            log.error("OTLP request not decoded: %s", exc)
+            return self._error(
+                content_type,
+                503,
+                _UNAVAILABLE,
+                "the store could not be read; retry later",
+                retry_after=self.settings.retry_after_seconds,
+            )
         del body
 
         if table is not None:
@@ -127,6 +134,19 @@ class OtlpReceiver:
                     "the store could not write; retry later",
                     retry_after=self.settings.retry_after_seconds,
                 )
+        return self._answer(content_type, decoded)
+
+    def _decode(self, content_type: str, body: bytes) -> tuple[Any, pa.Table | None]:
+        """The decoded request (what :meth:`_answer` needs) and its spans (None: no span);
+        on an ingest thread. Raises :class:`MalformedRequest`."""
+        # Each request gets its own row builder, with the key limits of the settings.
+        decode: Callable[..., Decoded] = partial(
+            decode_protobuf if content_type == PROTOBUF else decode_json,
+            rows=SpanRows.for_settings(self.settings, redact=ingest_redactor(self.settings)),
+        )
+        return _decode(decode, body, self.settings.default_project)
+
+    def _answer(self, content_type: str, decoded: Any) -> Response:
         if content_type == PROTOBUF:
             return Response(response_protobuf(decoded), media_type=PROTOBUF)
         return Response(response_json(decoded), media_type=JSON)

@@ -73,7 +73,7 @@ def serve(
                 else "demo project already in the store: it keeps the times of its first load "
                 "(pass another --db for a fresh one)"
             )
-        app = create_app(store, settings)
+        app = create_app(store, settings, action_rules=project.action_rules())
         config = uvicorn.Config(
             app,
             host=settings.host,
@@ -88,7 +88,7 @@ def serve(
         url = f"http://{_url_host(settings.host)}:{settings.port}"
         owner.write(store.path, "traceproof serve", url)
         announce(f"traceproof serving {store.path}")
-        announce(f"  OTLP/HTTP  {url}/v1/traces")
+        announce(f"  OTLP/HTTP  {url}/v1/traces, {url}/v1/logs (Claude Code's telemetry)")
         announce(f"  MCP        {url}/mcp")
         if settings.token:
             announce("  (a bearer token is required: Authorization: Bearer <token>)")
