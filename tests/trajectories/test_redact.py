@@ -124,3 +124,26 @@ def test_a_secret_seen_twice_is_counted_twice() -> None:
         {"k": "[REDACTED:aws_access_key]"}
     ]
     assert redact.count == 3
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "export API_\u212aEY=abc123def456",  # the Kelvin sign lowers to k
+        "PR\u0130VATE_KEY=abc123def456",  # U+0130, which Python's (?i) matches with i
+        "ap\u0131_key: 'abc123def456'",  # U+0131 (dotless i)
+        "x" * 5000 + " PASSWORD=hunter2x9 " + "y" * 5000,
+    ],
+)
+def test_the_fast_scans_miss_nothing_the_rules_match(text: str) -> None:
+    """The RE2 scans run before the rules: where a rule matches, redaction happens as it would
+    with the rules alone, case folding of non-ASCII letters included."""
+    from traceproof.trajectories import redact
+
+    found = next(p for k, _, p in redact._COMPILED if k == "assignment").search(text)
+    assert found is not None
+    redactor = Redactor()
+    out = redactor(text)
+    assert redactor.count >= 1
+    assert "[REDACTED:assignment]" in out
+    assert found.group("secret") not in out

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 __all__ = [
     "BOOTSTRAP_SEED",
@@ -35,6 +34,8 @@ def sign_test(differences: Sequence[float]) -> float:
     down = sum(1 for d in differences if d < -EPSILON)
     if up + down == 0:
         return 1.0
+    from scipy import stats  # imported when used: it costs every CLI command ~1 s and 65 MB
+
     return float(stats.binomtest(up, up + down, 0.5).pvalue)
 
 
@@ -104,6 +105,8 @@ def minimal_detectable_effect(
     sigma = float(np.std(differences, ddof=1)) if n > 1 else 0.0
     if sigma <= EPSILON and len(baseline) > 1:
         sigma = math.sqrt(2) * float(np.std(baseline, ddof=1))
+    from scipy import stats
+
     z = float(stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power))
     effect = z * sigma / math.sqrt(n)
     if binary:

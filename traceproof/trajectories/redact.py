@@ -25,6 +25,8 @@ import re
 from functools import partial
 from typing import Any
 
+import re2  # type: ignore[import-untyped]
+
 #: (kind, substrings one of which a match must hold (lowercase), pattern); the group named
 #: ``secret`` (or the whole match) is replaced. Applied in this order, each only to text that
 #: holds one of its substrings (a literal test is far cheaper than any regex).
@@ -68,6 +70,19 @@ _RULES: list[tuple[str, tuple[str, ...], str]] = [
 _COMPILED = [(kind, hints, re.compile(pattern, re.DOTALL)) for kind, hints, pattern in _RULES]
 _HINTS = tuple(dict.fromkeys(h for _, hints, _ in _RULES for h in hints))
 _HINT = re.compile("|".join(re.escape(h) for h in _HINTS))
+#: The same hints for RE2, case-insensitive on the text itself: it finds every hint that
+#: ``text.lower()`` holds (the only non-ASCII characters that lower to ASCII are the Kelvin
+#: sign, which RE2 folds with k, and U+0130, which lowers to i plus a combining dot, so it ends
+#: no hint), without making the lowered copy; text it finds nothing in is left as it is.
+_HINT_RE2 = re2.compile("(?i)" + "|".join(re.escape(h) for h in _HINTS))
+#: A superset of what the ``assignment`` rule matches, without its lookarounds, for RE2: a
+#: linear scan ~25x faster than Python's on long text; the rule runs only where it finds one.
+#: RE2 does not fold U+0130 and U+0131 (dotted, dotless i) with ``i`` as Python does: spelled out.
+_ASSIGNMENT_HINT = re2.compile(
+    r"(?i)(?:secret|token|passw(?:or)?d|passwd|ap[iİı][_\-]?key|access[_\-]?key"
+    r"|pr[iİı]vate[_\-]?key|credent[iİı]als?|account[_\-]?key)[A-Z0-9_İı]*"
+    r"(?:\\?[\"'])?[ \t]*[=:][ \t]*(?:\\?[\"'])?[^\s\"'\\,;&|(){}<>\[\]]{6}"
+)
 #: Short strings recur (keys, types, ids): their answers are remembered, up to this many.
 _MEMO_SIZE = 50_000
 _MEMO_CHARS = 64
@@ -98,11 +113,15 @@ class Redactor:
         return self._redact(text)
 
     def _redact(self, text: str) -> str:
+        if _HINT_RE2.search(text) is None:
+            return text
         low = text.lower()
         if _HINT.search(low) is None:
             return text
         for kind, hints, pattern in _COMPILED:
             if any(hint in low for hint in hints):
+                if kind == "assignment" and _ASSIGNMENT_HINT.search(text) is None:
+                    continue
                 text = pattern.sub(partial(self._replace, kind=kind), text)
         return text
 
@@ -120,10 +139,31 @@ class Redactor:
         """``value`` with every string in it redacted (keys too); same shape."""
         if not self.enabled:
             return value
+        return self._walk(value)
+
+    def _key(self, key: Any) -> Any:
+        return self(key) if isinstance(key, str) else key
+
+    def _walk(self, value: Any) -> Any:
+        kind = type(value)
+        # Exact types first (what JSON parsers make), strings under 8 characters unchanged
+        # without a call: the walk visits every value of every record.
+        if kind is str:
+            return self(value) if len(value) >= 8 else value
+        if kind is dict:
+            walk = self._walk
+            return {
+                ((self(k) if len(k) >= 8 else k) if type(k) is str else self._key(k)): walk(v)
+                for k, v in value.items()
+            }
+        if kind is list:
+            return [self._walk(v) for v in value]
+        if kind in (int, float, bool) or value is None:
+            return value
         if isinstance(value, str):
             return self(value)
         if isinstance(value, dict):
-            return {self(k) if isinstance(k, str) else k: self.value(v) for k, v in value.items()}
+            return {self(k) if isinstance(k, str) else k: self._walk(v) for k, v in value.items()}
         if isinstance(value, list):
-            return [self.value(v) for v in value]
+            return [self._walk(v) for v in value]
         return value
