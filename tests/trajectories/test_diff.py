@@ -1,0 +1,132 @@
+"""diff_trajectories' domain: two hand-built runs aligned on (action, normalised target)."""
+
+from __future__ import annotations
+
+import pytest
+
+from traceproof.trajectories.analysis import Step
+from traceproof.trajectories.diff import diff, normalise_target
+
+
+def tool(action: str, target: str, outcome: str = "ok", *, recover: bool = False) -> Step:
+    return Step("t", f"s-{action}-{target}", "TOOL", action=action, target=target,
+                outcome=outcome, recover=recover)  # fmt: skip
+
+
+def llm(tokens: int = 100) -> Step:
+    return Step("t", "s-llm", "LLM", model="m", prompt_tokens=tokens, completion_tokens=10)
+
+
+def run(*steps: Step) -> list[Step]:
+    return list(steps)
+
+
+READ = tool("localize", "src/app.py")
+EDIT = tool("edit", "src/app.py")
+FAIL = tool("verify", "pytest -q", "tests_failed")
+PASS = tool("verify", "pytest -q", "tests_passed")
+FIX = tool("edit", "src/util.py", recover=True)
+
+
+def rows(found: object) -> list[tuple[str, list[int], list[int]]]:
+    blocks = found.blocks  # type: ignore[attr-defined]
+    return [(b.op, [s.n for s in b.a], [s.n for s in b.b]) for b in blocks]
+
+
+def test_identical_runs_are_one_equal_block() -> None:
+    steps = run(llm(), READ, EDIT, llm(), PASS)
+    found = diff(steps, list(steps))
+    assert (found.same, found.common_prefix, found.parted, found.loops) == (True, 3, None, [])
+    assert rows(found) == [("equal", [2, 3, 5], [2, 3, 5])]
+    assert found.a == found.b
+    assert (found.a.steps, found.a.edits, found.a.verifications, found.a.tokens) == (3, 1, 1, 220)
+    assert found.a.last_verify == "tests_passed"
+
+
+def test_an_extra_fix_loop_in_one_run_is_where_they_part_and_is_named() -> None:
+    a = run(READ, EDIT, FAIL, FIX, PASS)
+    b = run(READ, EDIT, PASS)
+    found = diff(a, b)
+    assert not found.same
+    assert found.common_prefix == 2
+    assert rows(found) == [
+        ("equal", [1, 2], [1, 2]),
+        ("changed", [3], [3]),  # the same test run: failed in a, passed in b
+        ("only_a", [4, 5], []),
+    ]
+    parted = found.parted
+    assert parted is not None
+    assert (parted.a[0].n, parted.a[0].step.outcome) == (3, "tests_failed")
+    assert (parted.b[0].n, parted.b[0].step.outcome) == (3, "tests_passed")
+    assert [(d.kind, d.target, d.a, d.b) for d in found.loops] == [
+        ("fix", "pytest -q", (3,), ()),
+        ("repeat", "pytest -q", (3, 5), ()),
+    ]
+    assert (found.a.fix_loops, found.b.fix_loops) == (1, 0)
+    assert (found.a.errors, found.a.recoveries, found.b.errors) == (1, 1, 0)
+
+
+def test_runs_that_part_at_step_k_show_what_each_did_there() -> None:
+    a = run(READ, EDIT, tool("execute", "make build"), PASS)
+    b = run(READ, EDIT, tool("localize", "src/other.py"), tool("edit", "src/other.py"), PASS)
+    found = diff(a, b)
+    assert found.common_prefix == 2
+    assert rows(found) == [
+        ("equal", [1, 2], [1, 2]),
+        ("changed", [3], [3, 4]),
+        ("equal", [4], [5]),
+    ]
+    parted = found.parted
+    assert parted is not None
+    assert (parted.a[0].target, parted.b[0].target) == ("make build", "src/other.py")
+
+
+def test_a_retry_unchanged_is_a_loop_the_other_run_lacks() -> None:
+    error = tool("execute", "npm install", "error")
+    found = diff(run(error, error, tool("execute", "npm ci")), run(tool("execute", "npm ci")))
+    assert [(d.kind, d.target, d.a, d.b) for d in found.loops] == [
+        ("retry", "npm install", (1,), ()),
+        ("repeat", "npm install", (1, 2), ()),
+    ]
+    assert rows(found) == [("only_a", [1, 2], []), ("equal", [3], [1])]
+
+
+def test_different_working_directories_still_align() -> None:
+    a = run(tool("localize", "/home/ann/shop/src/app.py"),
+            tool("verify", "cd /home/ann/shop && pytest -q   tests 2>&1 | tail -20"))  # fmt: skip
+    b = run(tool("localize", "/tmp/wt2/shop/src/app.py"), tool("verify", "pytest -q tests"))
+    found = diff(a, b, ["/home/ann/shop"], ["/tmp/wt2/shop/"])
+    assert found.same
+    assert [s.target for s in found.blocks[0].a] == ["src/app.py", "pytest -q tests"]
+    unaligned = diff(a, b)
+    assert not unaligned.same and unaligned.common_prefix == 0
+
+
+@pytest.mark.parametrize(
+    ("target", "roots", "expected"),
+    [
+        ("/w/shop/src/a.py", ["/w/shop"], "src/a.py"),
+        ("/w/shop", ["/w/shop"], "."),
+        ("/w/shopping/a.py", ["/w/shop"], "/w/shopping/a.py"),  # a prefix of a word is not a root
+        ("./src/a.py", [], "src/a.py"),
+        ("cat ./a.py  |  head -5", [], "cat a.py"),
+        ("pytest\n  -x", [], "pytest -x"),
+        ("grep -rn 'a|b' src | sort", [], "grep -rn 'a|b' src | sort"),
+        ("/w/shop/sub/x", ["/w/shop", "/w/shop/sub"], "x"),  # the longest root first
+        (None, ["/w"], ""),
+    ],
+)
+def test_targets_are_normalised(target: str | None, roots: list[str], expected: str) -> None:
+    assert normalise_target(target, roots) == expected
+
+
+def test_an_empty_run_is_all_one_side() -> None:
+    b = run(llm(), READ, EDIT, PASS)
+    found = diff([], b)
+    assert rows(found) == [("only_b", [], [2, 3, 4])]
+    assert (found.common_prefix, found.a.steps, found.a.last_verify, found.b.steps) == (0, 0,
+                                                                                     None, 3)  # fmt: skip
+    parted = found.parted
+    assert parted is not None and parted.a == () and parted.b[0].n == 2
+    nothing = diff([], [])
+    assert (nothing.blocks, nothing.same, nothing.parted) == ([], True, None)
