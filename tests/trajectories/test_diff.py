@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from traceproof.trajectories.analysis import Step
-from traceproof.trajectories.diff import diff, normalise_target
+from traceproof.trajectories.diff import Diff, diff, normalise_target
 
 
 def tool(action: str, target: str, outcome: str = "ok", *, recover: bool = False) -> Step:
@@ -28,9 +28,8 @@ PASS = tool("verify", "pytest -q", "tests_passed")
 FIX = tool("edit", "src/util.py", recover=True)
 
 
-def rows(found: object) -> list[tuple[str, list[int], list[int]]]:
-    blocks = found.blocks  # type: ignore[attr-defined]
-    return [(b.op, [s.n for s in b.a], [s.n for s in b.b]) for b in blocks]
+def rows(found: Diff) -> list[tuple[str, list[int], list[int]]]:
+    return [(b.op, [s.n for s in b.a], [s.n for s in b.b]) for b in found.blocks]
 
 
 def test_identical_runs_are_one_equal_block() -> None:
@@ -124,8 +123,8 @@ def test_an_empty_run_is_all_one_side() -> None:
     b = run(llm(), READ, EDIT, PASS)
     found = diff([], b)
     assert rows(found) == [("only_b", [], [2, 3, 4])]
-    assert (found.common_prefix, found.a.steps, found.a.last_verify, found.b.steps) == (0, 0,
-                                                                                     None, 3)  # fmt: skip
+    assert (found.common_prefix, found.a.steps, found.b.steps) == (0, 0, 3)
+    assert found.a.last_verify is None
     parted = found.parted
     assert parted is not None and parted.a == () and parted.b[0].n == 2
     nothing = diff([], [])

@@ -41,6 +41,7 @@ __all__ = [
 
 Op = Literal["equal", "only_a", "only_b", "changed"]
 LoopKind = Literal["fix", "retry", "repeat"]
+_OPS: dict[str, Op] = {"replace": "changed", "delete": "only_a", "insert": "only_b"}
 _LOOP_ORDER: dict[str, int] = {"fix": 0, "retry": 1, "repeat": 2}
 
 _SPACES = re.compile(r"\s+")
@@ -113,8 +114,7 @@ def _blocks(a: Sequence[Aligned], b: Sequence[Aligned]) -> list[Block]:
         if tag == "equal":
             blocks += _split_by_outcome(a[i1:i2], b[j1:j2])
         else:
-            op: Op = {"replace": "changed", "delete": "only_a", "insert": "only_b"}[tag]  # type: ignore[assignment]
-            blocks.append(Block(op, tuple(a[i1:i2]), tuple(b[j1:j2])))
+            blocks.append(Block(_OPS[tag], tuple(a[i1:i2]), tuple(b[j1:j2])))
     return blocks
 
 
