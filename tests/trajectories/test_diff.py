@@ -59,7 +59,7 @@ def test_an_extra_fix_loop_in_one_run_is_where_they_part_and_is_named() -> None:
     assert (parted.b[0].n, parted.b[0].step.outcome) == (3, "tests_passed")
     assert [(d.kind, d.target, d.a, d.b) for d in found.loops] == [
         ("fix", "pytest -q", (3,), ()),
-        ("repeat", "pytest -q", (3, 5), ()),
+        ("repeat", "pytest -q", (3, 5), (3,)),  # b ran it once: not a loop, but the count shows
     ]
     assert (found.a.fix_loops, found.b.fix_loops) == (1, 0)
     assert (found.a.errors, found.a.recoveries, found.b.errors) == (1, 1, 0)
@@ -78,6 +78,7 @@ def test_runs_that_part_at_step_k_show_what_each_did_there() -> None:
     parted = found.parted
     assert parted is not None
     assert (parted.a[0].target, parted.b[0].target) == ("make build", "src/other.py")
+    assert found.loops == []  # commands run once, or not at all, are no loop
 
 
 def test_a_retry_unchanged_is_a_loop_the_other_run_lacks() -> None:

@@ -146,8 +146,8 @@ class Loop:
 def loops(steps: Sequence[Aligned]) -> list[Loop]:
     """The loops of one run: ``fix`` (a failed verification, at least one other step, then a
     verification again; keyed by the failed one), ``retry`` (a failed step whose next tool step
-    is the same action and target) and ``repeat`` (a command, as trajectory_stats counts them,
-    run more than once)."""
+    is the same action and target) and ``repeat`` (every run of a command, as trajectory_stats
+    counts them: a ``repeat`` of one run is not a loop, but the other run may repeat it)."""
     found: dict[tuple[LoopKind, str, str], list[int]] = {}
     verifies = [i for i, s in enumerate(steps) if s.action == "verify"]
     for i, j in pairwise(verifies):
@@ -161,8 +161,7 @@ def loops(steps: Sequence[Aligned]) -> list[Loop]:
         if step.target and step.action in COMMAND_ACTIONS:
             runs.setdefault(step.key, []).append(step.n)
     for (action, target), at in runs.items():
-        if len(at) > 1:
-            found[("repeat", action, target)] = at
+        found[("repeat", action, target)] = at
     return [Loop(kind, action, target, tuple(at)) for (kind, action, target), at in found.items()]
 
 
@@ -176,16 +175,17 @@ class LoopDifference:
 
 
 def loop_differences(a: Iterable[Loop], b: Iterable[Loop]) -> list[LoopDifference]:
-    """The loops whose count differs between the runs: fix loops first, then retries, then
-    repeats, the largest difference first."""
+    """The loops whose count differs between the runs (a command run more than once in at least
+    one of them, for repeats): fix loops first, then retries, then repeats, the largest
+    difference first."""
     mine = {(x.kind, x.action, x.target): x.steps for x in a}
     theirs = {(x.kind, x.action, x.target): x.steps for x in b}
-    found = [
-        LoopDifference(kind, action, target, mine.get(key, ()), theirs.get(key, ()))
-        for key in mine.keys() | theirs.keys()
-        for kind, action, target in [key]
-        if len(mine.get(key, ())) != len(theirs.get(key, ()))
-    ]
+    found: list[LoopDifference] = []
+    for key in mine.keys() | theirs.keys():
+        left, right = mine.get(key, ()), theirs.get(key, ())
+        kind, action, target = key
+        if len(left) != len(right) and (kind != "repeat" or max(len(left), len(right)) > 1):
+            found.append(LoopDifference(kind, action, target, left, right))
     return sorted(
         found,
         key=lambda d: (_LOOP_ORDER[d.kind], -abs(len(d.a) - len(d.b)), d.action, d.target),
