@@ -52,7 +52,8 @@ def _sections(blocks: list[dict[str, Any]]) -> list[list[Row]]:
 def _rows(block: dict[str, Any]) -> list[Row]:
     op = block["op"]
     if op == "equal":
-        alike = f"… {block['count_a']} steps alike ({_span(block['a_range'])})"
+        count = block["count_a"]
+        alike = f"… {count} step{'s' if count != 1 else ''} alike ({_span(block['a_range'])})"
         return [(alike, MARKS[op], f"({_span(block['b_range'])})")]
     a, b = block.get("a") or [], block.get("b") or []
     rows = [(_step(left), MARKS[op], _step(right)) for left, right in zip_longest(a, b)]

@@ -78,6 +78,7 @@ def test_runs_that_part_at_step_k_show_what_each_did_there() -> None:
     parted = found.parted
     assert parted is not None
     assert (parted.a[0].target, parted.b[0].target) == ("make build", "src/other.py")
+    assert found.parting() == (parted.a[0], parted.b[0])
     assert found.loops == []  # commands run once, or not at all, are no loop
 
 
@@ -89,6 +90,9 @@ def test_a_retry_unchanged_is_a_loop_the_other_run_lacks() -> None:
         ("repeat", "npm install", (1, 2), ()),
     ]
     assert rows(found) == [("only_a", [1, 2], []), ("equal", [3], [1])]
+    # b has no step in the block where they part: what it did there is its next step.
+    did_a, did_b = found.parting()
+    assert (did_a and did_a.n, did_b and did_b.n) == (1, 1)
 
 
 def test_different_working_directories_still_align() -> None:
@@ -128,5 +132,7 @@ def test_an_empty_run_is_all_one_side() -> None:
     assert found.a.last_verify is None
     parted = found.parted
     assert parted is not None and parted.a == () and parted.b[0].n == 2
+    ended, first = found.parting()
+    assert ended is None and first is not None and first.n == 2
     nothing = diff([], [])
     assert (nothing.blocks, nothing.same, nothing.parted) == ([], True, None)

@@ -116,7 +116,7 @@ class TrajectoryDiff(BaseModel):
     same: bool = Field(description="Same steps with the same outcomes.")
     common_prefix: int = Field(description="Tool steps alike before they part.")
     parted_a: DiffStep | None = Field(
-        default=None, description="a's first step where they part (first page); None: ended."
+        default=None, description="What a did where they part (first page); None: it had ended."
     )
     parted_b: DiffStep | None = None
     loops: list[DiffLoop] = Field(description="Loops whose count differs (first page).")
@@ -283,7 +283,7 @@ def diff_trajectories(
     steps = [[step_of(row) for row in rows[:DIFF_MAX_STEPS]] for *_, rows in runs]
     found = domain.diff(steps[0], steps[1], runs[0][3], runs[1][3])
     blocks = found.blocks[offset:]
-    parted = found.parted
+    parted_a, parted_b = found.parting()
     shape = _Shape()
 
     def build(count: int) -> TrajectoryDiff:
@@ -294,8 +294,8 @@ def diff_trajectories(
             b=shape.run(*runs[1][:4], found.b) if first else None,
             same=found.same,
             common_prefix=found.common_prefix,
-            parted_a=shape.step(parted.a[0], span=True) if first and parted and parted.a else None,
-            parted_b=shape.step(parted.b[0], span=True) if first and parted and parted.b else None,
+            parted_a=shape.step(parted_a, span=True) if first and parted_a else None,
+            parted_b=shape.step(parted_b, span=True) if first and parted_b else None,
             loops=[shape.loop(x) for x in found.loops[: shape.loops]] if first else [],
             blocks=[shape.block(x) for x in blocks[:count]],
             partial=partial,

@@ -245,6 +245,18 @@ class Diff:
         """The first block where the runs differ (None: they never do)."""
         return next((block for block in self.blocks if block.op != "equal"), None)
 
+    def parting(self) -> tuple[Aligned | None, Aligned | None]:
+        """What each run did where they part: its first step from the first differing block
+        on (a run the block has no step of goes on with its next one; None: it had ended, or
+        they never part)."""
+        at = next((i for i, block in enumerate(self.blocks) if block.op != "equal"), None)
+        if at is None:
+            return None, None
+        rest = self.blocks[at:]
+        first_a = next((block.a[0] for block in rest if block.a), None)
+        first_b = next((block.b[0] for block in rest if block.b), None)
+        return first_a, first_b
+
 
 def diff(
     a: Sequence[Step],
