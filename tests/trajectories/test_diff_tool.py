@@ -35,6 +35,20 @@ from traceproof.storage import Store
 
 pytestmark = pytest.mark.anyio
 
+SWE_AGENT = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "swe-agent"
+#: Two SWE-agent replays of one task (marshmallow-1867): one installs from source first.
+REPLAYS = "trajectories__demonstrations__replay__marshmallow-code__marshmallow-1867__"
+FROM_SOURCE = (
+    REPLAYS
+    + "default__t-0.20__p-0.95__c-2.00__install-1___install_from_source__"
+    + ("marshmallow-code__marshmallow-1867.traj")
+)
+DEFAULT = (
+    REPLAYS
+    + "default_sys-env_window100__t-0.20__p-0.95__c-2.00__install-1__"
+    + ("marshmallow-code__marshmallow-1867.traj")
+)
+
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -122,6 +136,37 @@ async def test_a_trace_and_a_session_diff_alike(store: Store, runs: Runs) -> Non
     same = await diff(store, a=runs.b, b=runs.b)
     assert (same["same"], same["common_prefix"], same.get("loops", [])) == (True, 5, [])
     assert "parted_a" not in same and "parted_b" not in same
+
+
+@pytest.mark.skipif(not SWE_AGENT.is_dir(), reason="../shared/data/swe-agent is not here")
+async def test_two_real_swe_agent_runs_of_one_task(store: Store) -> None:
+    summary = import_files([SWE_AGENT / FROM_SOURCE, SWE_AGENT / DEFAULT], store.submit,
+                           settings=store.settings)  # fmt: skip
+    assert not summary.rejected
+    with store.reader() as reader:
+        ids = [row[0] for row in reader.rows("SELECT trace_id FROM trace_index ORDER BY trace_id")]
+    assert len(ids) == 2
+    first, second = await diff(store, a=ids[0], b=ids[1]), await diff(store, a=ids[1], b=ids[0])
+    # Whichever way round, the run that installs from source has three steps first.
+    found = first if first["blocks"][0]["op"] == "only_a" else second
+    assert [(b["op"], b["count_a"], b["count_b"]) for b in found["blocks"]] == [
+        ("only_a", 3, 0),
+        ("equal", 11, 11),
+    ]
+    mirror = second if found is first else first
+    assert [(b["op"], b["count_a"], b["count_b"]) for b in mirror["blocks"]] == [
+        ("only_b", 0, 3),
+        ("equal", 11, 11),
+    ]
+    assert [s["target"] for s in found["blocks"][0]["a"]] == [
+        "ls -F",
+        "open setup.py",
+        "pip install -e .[dev]",
+    ]
+    assert (found["a"]["roots"], found["b"]["roots"]) == (["/marshmallow-code__marshmallow"],) * 2
+    assert [(x["kind"], x["target"], x["a"], x["b"]) for x in found["loops"]] == [
+        ("repeat", "ls -F", 2, 1)
+    ]
 
 
 def long_runs(store: Store, folder: Path) -> Runs:
