@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from traceproof.trajectories import diff as diff_module
 from traceproof.trajectories.analysis import Step
 from traceproof.trajectories.diff import Diff, diff, normalise_target
 
@@ -136,3 +139,35 @@ def test_an_empty_run_is_all_one_side() -> None:
     assert ended is None and first is not None and first.n == 2
     nothing = diff([], [])
     assert (nothing.blocks, nothing.same, nothing.parted) == ([], True, None)
+
+
+def generated(seed: int, count: int) -> list[Step]:
+    rng = random.Random(seed)
+    steps = []
+    for _ in range(count):
+        x = rng.random()
+        if x < 0.4:
+            steps.append(FAIL if rng.random() < 0.5 else PASS)
+        else:
+            steps.append(tool("edit" if x < 0.7 else "localize", f"src/m{rng.randrange(40)}.py"))
+    return steps
+
+
+@pytest.mark.parametrize("exact_max", [2000, 5])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_step_is_in_one_block_in_order_on_long_runs_too(
+    monkeypatch: pytest.MonkeyPatch, exact_max: int, seed: int
+) -> None:
+    """Past EXACT_MAX differing steps frequent steps only extend matches: the diff still
+    partitions both runs, and its equal blocks are equal."""
+    monkeypatch.setattr(diff_module, "EXACT_MAX", exact_max)
+    a = generated(seed, 600)
+    b = generated(seed, 150) + generated(seed + 10, 450)  # difflib's autojunk needs 200 and up
+    found = diff(a, b)
+    assert [s.n for block in found.blocks for s in block.a] == list(range(1, 601))
+    assert [s.n for block in found.blocks for s in block.b] == list(range(1, 601))
+    for block in found.blocks:
+        if block.op == "equal":
+            assert [(s.key, s.failed) for s in block.a] == [(s.key, s.failed) for s in block.b]
+    assert found.common_prefix >= 150
+    assert 3 < len(found.blocks) < 600  # aligned past the common head, not one block a step

@@ -1,8 +1,9 @@
 """Two runs of the same task side by side: where they part ways, and the loops one has.
 
 :func:`diff` aligns the tool steps of two trajectories on (action, normalised target) with
-:class:`difflib.SequenceMatcher` (junk heuristics off, so frequent steps such as the test run
-still match) and returns the aligned blocks: ``equal`` (same action and target, both failed or
+:class:`difflib.SequenceMatcher` (after their common head and tail; junk heuristics off up to
+:data:`EXACT_MAX` differing steps, so frequent steps such as the test run still match) and
+returns the aligned blocks: ``equal`` (same action and target, both failed or
 both not), ``only_a``, ``only_b`` and ``changed`` (a stretch each run did differently, or the
 same step with a different outcome). A target is normalised (:func:`normalise_target`) so that
 the same file or command of two runs in different working directories matches.
@@ -41,6 +42,10 @@ __all__ = [
 
 Op = Literal["equal", "only_a", "only_b", "changed"]
 LoopKind = Literal["fix", "retry", "repeat"]
+#: Past this many differing tool steps a side, steps as frequent as a test run (over 1 % of a
+#: run) no longer anchor the alignment, only extend it (difflib's ``autojunk``): exact
+#: matching is quadratic in them (benchmarks/trajectory_diff.py).
+EXACT_MAX = 2000
 _OPS: dict[str, Op] = {"replace": "changed", "delete": "only_a", "insert": "only_b"}
 _LOOP_ORDER: dict[str, int] = {"fix": 0, "retry": 1, "repeat": 2}
 
@@ -107,10 +112,36 @@ class Block:
     b: tuple[Aligned, ...]
 
 
+def _opcodes(left: Sequence[int], right: Sequence[int]) -> list[tuple[str, int, int, int, int]]:
+    """SequenceMatcher's opcodes, the common head and tail taken off first (the matcher is
+    quadratic in the worst case; two runs of one task often share both ends; past
+    :data:`EXACT_MAX` steps, frequent steps only extend matches). The middle starts and ends
+    with a difference, so no two equal stretches touch."""
+    head = 0
+    while head < min(len(left), len(right)) and left[head] == right[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(left), len(right)) - head and left[-1 - tail] == right[-1 - tail]:
+        tail += 1
+    a, b = left[head : len(left) - tail], right[head : len(right) - tail]
+    middle = SequenceMatcher(None, a, b, autojunk=max(len(a), len(b)) > EXACT_MAX)
+    codes = [("equal", 0, head, 0, head)] if head else []
+    codes += [
+        (tag, i1 + head, i2 + head, j1 + head, j2 + head)
+        for tag, i1, i2, j1, j2 in middle.get_opcodes()
+        if i1 != i2 or j1 != j2
+    ]
+    if tail:
+        codes.append(("equal", len(left) - tail, len(left), len(right) - tail, len(right)))
+    return codes
+
+
 def _blocks(a: Sequence[Aligned], b: Sequence[Aligned]) -> list[Block]:
-    matcher = SequenceMatcher(None, [s.key for s in a], [s.key for s in b], autojunk=False)
+    ids: dict[tuple[str, str], int] = {}  # keys as small ints: cheaper to hash and compare
+    left = [ids.setdefault(s.key, len(ids)) for s in a]
+    right = [ids.setdefault(s.key, len(ids)) for s in b]
     blocks: list[Block] = []
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    for tag, i1, i2, j1, j2 in _opcodes(left, right):
         if tag == "equal":
             blocks += _split_by_outcome(a[i1:i2], b[j1:j2])
         else:
