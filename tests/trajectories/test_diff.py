@@ -114,6 +114,8 @@ def test_different_working_directories_still_align() -> None:
     [
         ("/w/shop/src/a.py", ["/w/shop"], "src/a.py"),
         ("/w/shop", ["/w/shop"], "."),
+        ("cd /w/shop/ && pytest", ["/w/shop"], "pytest"),
+        ("ls /w/shop/", ["/w/shop/"], "ls ."),
         ("/w/shopping/a.py", ["/w/shop"], "/w/shopping/a.py"),  # a prefix of a word is not a root
         ("./src/a.py", [], "src/a.py"),
         ("cat ./a.py  |  head -5", [], "cat a.py"),

@@ -68,8 +68,8 @@ def normalise_target(target: str | None, roots: Sequence[str] = ()) -> str:
     text = _SPACES.sub(" ", target).strip()
     for root in sorted({r.rstrip("/\\") for r in roots if r.strip("/\\")}, key=len, reverse=True):
         escaped = re.escape(root)
+        text = re.sub(escaped + r"[/\\]*(?=$|[\s;&|)'\"])", ".", text)
         text = re.sub(escaped + r"[/\\]+", "", text)
-        text = re.sub(escaped + r"(?=$|[\s;&|)'\"])", ".", text)
     text = _DOT_SLASH.sub(r"\1", text)
     text = _CD_HERE.sub("", text)
     text = _PAGER.sub("", _REDIRECT.sub("", text))
