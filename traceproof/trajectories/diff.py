@@ -98,11 +98,14 @@ class Aligned:
 
 def numbered(steps: Sequence[Step], roots: Sequence[str] = ()) -> list[Aligned]:
     """The tool steps of ``steps`` with their step numbers and normalised targets."""
-    return [
-        Aligned(n, s, s.action or "other", normalise_target(s.target, roots))
-        for n, s in enumerate(steps, 1)
-        if s.is_tool
-    ]
+    seen: dict[str | None, str] = {}  # a run repeats its targets: each is normalised once
+    aligned: list[Aligned] = []
+    for n, step in enumerate(steps, 1):
+        if step.is_tool:
+            if step.target not in seen:
+                seen[step.target] = normalise_target(step.target, roots)
+            aligned.append(Aligned(n, step, step.action or "other", seen[step.target]))
+    return aligned
 
 
 @dataclass(frozen=True, slots=True)
