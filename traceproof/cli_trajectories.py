@@ -61,7 +61,7 @@ def stats(db: Path | None, as_json: bool, trace_id: str | None, **options: Any) 
 @json_option
 def diff(db: Path | None, as_json: bool, a: str, b: str, **options: Any) -> None:
     """Two runs of one task side by side (A and B: trace or session ids): where they part
-    ways, the fix and retry loops one has and the other lacks, each run's figures."""
+    ways, the fix, recover and retry loops one has and the other lacks, each run's figures."""
     result = call(db, "diff_trajectories", {"a": a, "b": b, **options})
     if as_json:
         emit(result, as_json)

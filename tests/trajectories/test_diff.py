@@ -98,6 +98,16 @@ def test_a_retry_unchanged_is_a_loop_the_other_run_lacks() -> None:
     assert (did_a and did_a.n, did_b and did_b.n) == (1, 1)
 
 
+def test_a_failed_step_tried_again_after_a_change_is_a_recover_loop() -> None:
+    install = tool("execute", "npm install", "error")
+    a = run(install, tool("edit", "package.json"), tool("execute", "npm install"))
+    found = diff(a, run(tool("execute", "npm install")))
+    assert [(d.kind, d.target, d.a, d.b) for d in found.loops] == [
+        ("recover", "npm install", (1,), ()),
+        ("repeat", "npm install", (1, 3), (1,)),
+    ]
+
+
 def test_different_working_directories_still_align() -> None:
     a = run(tool("localize", "/home/ann/shop/src/app.py"),
             tool("verify", "cd /home/ann/shop && pytest -q   tests 2>&1 | tail -20"))  # fmt: skip

@@ -83,9 +83,10 @@ class DiffBlock(BaseModel):
 
 
 class DiffLoop(BaseModel):
-    kind: Literal["fix", "retry", "repeat"] = Field(
-        description="fix: a failed verification, other steps, a verification again; retry: a "
-        "failed step run again unchanged; repeat: a command run more than once."
+    kind: Literal["fix", "recover", "retry", "repeat"] = Field(
+        description="fix: a failed verification, other steps, a verification again; recover: "
+        "another failed step, other steps, the same step again; retry: a failed step run again "
+        "at once; repeat: a command run more than once."
     )
     action: str
     target: str

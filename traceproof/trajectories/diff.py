@@ -9,6 +9,7 @@ same step with a different outcome). A target is normalised (:func:`normalise_ta
 the same file or command of two runs in different working directories matches.
 
 Loops (:func:`loops`): ``fix`` (a failed verification, other steps, then a verification again),
+``recover`` (any other failed step, other steps, then that step again),
 ``retry`` (a failed step run again unchanged at once) and ``repeat`` (the same command run more
 than once); :func:`loop_differences` keeps those whose counts differ between the runs.
 Everything is deterministic: the same steps give the same diff.
@@ -41,13 +42,13 @@ __all__ = [
 ]
 
 Op = Literal["equal", "only_a", "only_b", "changed"]
-LoopKind = Literal["fix", "retry", "repeat"]
+LoopKind = Literal["fix", "recover", "retry", "repeat"]
 #: Past this many differing tool steps a side, steps as frequent as a test run (over 1 % of a
 #: run) no longer anchor the alignment, only extend it (difflib's ``autojunk``): exact
 #: matching is quadratic in them (benchmarks/trajectory_diff.py).
 EXACT_MAX = 2000
 _OPS: dict[str, Op] = {"replace": "changed", "delete": "only_a", "insert": "only_b"}
-_LOOP_ORDER: dict[str, int] = {"fix": 0, "retry": 1, "repeat": 2}
+_LOOP_ORDER: dict[str, int] = {"fix": 0, "recover": 1, "retry": 2, "repeat": 3}
 
 _SPACES = re.compile(r"\s+")
 #: ``2>&1`` and a trailing ``| head …`` / ``| tail …``: how much output an agent looks at, not
@@ -179,14 +180,24 @@ class Loop:
 
 def loops(steps: Sequence[Aligned]) -> list[Loop]:
     """The loops of one run: ``fix`` (a failed verification, at least one other step, then a
-    verification again; keyed by the failed one), ``retry`` (a failed step whose next tool step
-    is the same action and target) and ``repeat`` (every run of a command, as trajectory_stats
-    counts them: a ``repeat`` of one run is not a loop, but the other run may repeat it)."""
+    verification again; keyed by the failed one), ``recover`` (another failed step, at least
+    one other step, then the same action and target again), ``retry`` (a failed step whose
+    next tool step is the same action and target) and ``repeat`` (every run of a command, as
+    trajectory_stats counts them: a ``repeat`` of one run is not a loop, but the other run may
+    repeat it)."""
     found: dict[tuple[LoopKind, str, str], list[int]] = {}
     verifies = [i for i, s in enumerate(steps) if s.action == "verify"]
     for i, j in pairwise(verifies):
         if steps[i].failed and j > i + 1:
             found.setdefault(("fix", "verify", steps[i].target), []).append(steps[i].n)
+    following: dict[tuple[str, str], int] = {}  # key -> the index of its next occurrence
+    again: list[int | None] = [None] * len(steps)
+    for i in range(len(steps) - 1, -1, -1):
+        again[i] = following.get(steps[i].key)
+        following[steps[i].key] = i
+    for i, (step, next_at) in enumerate(zip(steps, again, strict=True)):
+        if step.failed and step.action != "verify" and next_at is not None and next_at > i + 1:
+            found.setdefault(("recover", step.action, step.target), []).append(step.n)
     for step, after in pairwise(steps):
         if step.failed and after.key == step.key:
             found.setdefault(("retry", step.action, step.target), []).append(step.n)
@@ -210,7 +221,7 @@ class LoopDifference:
 
 def loop_differences(a: Iterable[Loop], b: Iterable[Loop]) -> list[LoopDifference]:
     """The loops whose count differs between the runs (a command run more than once in at least
-    one of them, for repeats): fix loops first, then retries, then repeats, the largest
+    one of them, for repeats): fix loops first, then recoveries, retries and repeats, the largest
     difference first."""
     mine = {(x.kind, x.action, x.target): x.steps for x in a}
     theirs = {(x.kind, x.action, x.target): x.steps for x in b}
