@@ -169,6 +169,30 @@ async def test_two_real_swe_agent_runs_of_one_task(store: Store) -> None:
     ]
 
 
+@pytest.mark.parametrize("max_chars", [1000, 1200, 2000])
+async def test_a_tight_budget_cuts_loops_and_pages_blocks_but_loses_no_block(
+    store: Store, runs: Runs, max_chars: int
+) -> None:
+    whole = await diff(store, a=runs.a, b=runs.b)
+    arguments: dict[str, Any] = {"a": runs.a, "b": runs.b, "max_chars": max_chars}
+    pages = []
+    while True:
+        result = await call(store, "diff_trajectories", arguments)
+        assert not result.is_error and len(text_of(result)) <= max_chars
+        assert result.structured_content is not None
+        pages.append(result.structured_content)
+        if not pages[-1].get("next_cursor"):
+            break
+        arguments["cursor"] = pages[-1]["next_cursor"]
+    first = pages[0]
+    assert first["truncated"] and first["a"]["steps"] == 8
+    if max_chars < 2000:  # the loops are cut to fit (truncated says so) before a block is
+        assert len(first.get("loops", [])) < len(whole["loops"])
+    else:
+        assert first["loops"] == whole["loops"]
+    assert ops([b for page in pages for b in page["blocks"]]) == ops(whole["blocks"])
+
+
 def long_runs(store: Store, folder: Path) -> Runs:
     """Run A reads a file after each of its 40 test runs; run B only runs the tests."""
     test: Call = ("Bash", {"command": "pytest -q tests"}, PASSED, False)
