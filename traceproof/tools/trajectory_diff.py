@@ -180,7 +180,7 @@ class _Shape:
 
     def tighten(self) -> bool:
         """One step tighter, the least telling parts first; False when nothing is left."""
-        steps: list[tuple[bool, dict[str, object]]] = [
+        steps: list[tuple[bool, dict[str, int | bool]]] = [
             (self.loops > 2, {"loops": self.loops // 2}),
             (self.target > 40, {"target": 40}),
             (self.block_steps > 2, {"block_steps": 2}),
@@ -193,7 +193,8 @@ class _Shape:
         ]
         for applies, change in steps:
             if applies:
-                self.__dict__.update(change)
+                for name, value in change.items():
+                    setattr(self, name, value)
                 return True
         return False
 
