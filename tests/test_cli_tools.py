@@ -442,18 +442,17 @@ def fresh_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
-#: The transcript README's trajectory examples read (imported into the demo for them).
-EXAMPLE_TRANSCRIPT = (
-    Path(__file__).resolve().parents[1] / "examples" / "transcripts" / "claude-code-session.jsonl"
-)
+#: The transcripts README's trajectory examples read (imported into the demo for them): two
+#: runs of one task, for ``trajectory diff``.
+EXAMPLE_TRANSCRIPTS = Path(__file__).resolve().parents[1] / "examples" / "transcripts"
 
 
 @pytest.fixture(scope="module")
 def demo_with_transcript(fresh_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo plus README's example transcript, imported as README says."""
+    """The demo plus README's example transcripts, imported as README says."""
     db = tmp_path_factory.mktemp("transcript") / "demo.duckdb"
     shutil.copyfile(fresh_demo, db)
-    imported = CliRunner().invoke(cli, ["ingest", str(EXAMPLE_TRANSCRIPT), "--db", str(db)])
+    imported = CliRunner().invoke(cli, ["ingest", str(EXAMPLE_TRANSCRIPTS), "--db", str(db)])
     assert imported.exit_code == 0, imported.output
     return db
 

@@ -156,6 +156,10 @@ def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
             {"session_id": ids["trajectory_session"]},
             {"trace_id": ids["trajectory_trace"], "max_chars": 1000},
         ],
+        "diff_trajectories": [
+            {"a": ids["trajectory_trace"], "b": ids["trajectory_session"]},
+            {"a": ids["trajectory_session"], "b": ids["trajectory_trace"], "max_chars": 1000},
+        ],
     }
 
 

@@ -149,6 +149,7 @@ TOOL_COMMANDS = {
     "cancel_experiment": "experiment cancel",
     "get_trajectory": "trajectory show",
     "trajectory_stats": "trajectory stats",
+    "diff_trajectories": "trajectory diff",
 }
 
 # "Call NAME(args)" / "call NAME" / a bare tool name with an underscore (never a word of text).

@@ -1,5 +1,5 @@
-"""``traceproof trajectory show|stats``: a coding agent's trace or session, step by step
-(the tools ``get_trajectory`` and ``trajectory_stats``)."""
+"""``traceproof trajectory show|stats|diff``: a coding agent's trace or session, step by step
+(the tools ``get_trajectory``, ``trajectory_stats`` and ``diff_trajectories``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from traceproof.cli import cli, db_option
+from traceproof.cli_render import closed_pipe_ok, drawing_console
 from traceproof.cli_tools import call, cursor_option, emit, json_option, max_chars_option
+from traceproof.cli_trajectory_diff import draw_diff
 
 
 @cli.group()
@@ -47,3 +49,22 @@ def stats(db: Path | None, as_json: bool, trace_id: str | None, **options: Any) 
     """Figures of a trace or session: steps by action, edits before the first verification,
     repeated commands, errors retried unchanged, recoveries, files, tokens and cost."""
     emit(call(db, "trajectory_stats", _which(trace_id, options)), as_json)
+
+
+@trajectory.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--project", default=None, help="Project of both runs (default: each its own).")
+@db_option
+@cursor_option
+@max_chars_option
+@json_option
+def diff(db: Path | None, as_json: bool, a: str, b: str, **options: Any) -> None:
+    """Two runs of one task side by side (A and B: trace or session ids): where they part
+    ways, the fix, recover and retry loops one has and the other lacks, each run's figures."""
+    result = call(db, "diff_trajectories", {"a": a, "b": b, **options})
+    if as_json:
+        emit(result, as_json)
+        return
+    with closed_pipe_ok():
+        draw_diff(result, drawing_console())

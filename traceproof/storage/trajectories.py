@@ -14,7 +14,7 @@ import orjson
 
 from traceproof.storage.reader import Reader
 
-__all__ = ["Scope", "trajectory_projects", "trajectory_steps"]
+__all__ = ["Scope", "trajectory_projects", "trajectory_roots", "trajectory_steps"]
 
 Scope = Literal["trace", "session"]
 
@@ -30,6 +30,25 @@ def trajectory_projects(reader: Reader, scope: Scope, key: str, project: str | N
         sql += " AND project = ?"
         params.append(project)
     return [row[0] for row in reader.rows(sql + " ORDER BY project LIMIT 11", params)]
+
+
+#: Resource attributes naming a run's working directory (SWE-agent's sandbox under its own).
+_ROOTS = ("process.cwd", "swe_agent.working_dir", "mini_swe_agent.working_dir")
+
+
+def trajectory_roots(reader: Reader, project: str, scope: Scope, key: str) -> list[str]:
+    """The working directories of trace (or session) ``key``'s spans, sorted (at most 20)."""
+    values = " UNION ".join(
+        f"SELECT s.resource->>'$.{path}' AS root FROM spans s JOIN tr USING (trace_id) "
+        "WHERE s.project = ?"
+        for path in _ROOTS
+    )
+    sql = (
+        f"WITH tr AS (SELECT trace_id FROM trace_index WHERE project = ? AND {_COLUMN[scope]} = ?) "
+        f"SELECT DISTINCT root FROM ({values}) WHERE root IS NOT NULL AND root <> '' "
+        "ORDER BY root LIMIT 20"
+    )
+    return [row[0] for row in reader.rows(sql, [project, key, *[project] * len(_ROOTS)])]
 
 
 def _attr(path: str) -> str:

@@ -26,6 +26,7 @@ from traceproof.tools import (
     spans,
     sql,
     traces,
+    trajectory_diff,
 )
 from traceproof.tools import annotations as annotation_tools
 from traceproof.tools import calibrate as calibrate_tools
@@ -85,6 +86,7 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(compare_tools.compare_experiments, read_only=False, family="proof"),
     ToolSpec(trajectory_tools.get_trajectory, family="trajectories"),
     ToolSpec(trajectory_tools.trajectory_stats, family="trajectories"),
+    ToolSpec(trajectory_diff.diff_trajectories, family="trajectories"),
 )
 
 TOOLS_BY_NAME: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}

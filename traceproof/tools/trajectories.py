@@ -32,7 +32,7 @@ from traceproof.tools.paging import ID_CHARS, NEXT_CALL_DESCRIPTION, largest_fit
 from traceproof.trajectories import analysis
 from traceproof.trajectories.analysis import Step
 
-__all__ = ["TrajectoryStats", "TrajectoryStep", "TrajectoryView", "get_trajectory",
+__all__ = ["TrajectoryStats", "TrajectoryStep", "TrajectoryView", "get_trajectory", "step_of",
            "trajectory_stats"]  # fmt: skip
 
 #: Characters of a step's target in get_trajectory.
@@ -227,7 +227,8 @@ def _keyset(key: list[Any]) -> tuple[tuple[int, str, int], int]:
     return (key[0], key[1], key[2]), key[3]
 
 
-def _step(row: dict[str, Any]) -> Step:
+def step_of(row: dict[str, Any]) -> Step:
+    """A stored step (a row of trajectory_steps) as analysis reads it."""
     return Step(
         trace_id=row["trace_id"],
         span_id=row["span_id"],
@@ -265,7 +266,7 @@ def trajectory_stats(
     with store.reader() as reader:
         rows = trajectory_steps(reader, resolved, scope, key, limit=STATS_MAX_STEPS + 1)
     partial = len(rows) > STATS_MAX_STEPS
-    steps = [_step(row) for row in rows[:STATS_MAX_STEPS]]
+    steps = [step_of(row) for row in rows[:STATS_MAX_STEPS]]
     tools = [s for s in steps if s.is_tool]
     read, edited = analysis.files_read_and_edited(steps)
     spent = analysis.tokens(steps, store.settings.llm_prices)

@@ -16,6 +16,7 @@ from traceproof.evals.llm import Price, Usage, cost
 from traceproof.trajectories.actions import FAILED
 
 __all__ = [
+    "COMMAND_ACTIONS",
     "FAILED",
     "Repeat",
     "Step",
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 #: Actions whose target is a command (so repeating it is running the same command again).
-_COMMAND_ACTIONS = frozenset({"execute", "verify", "vcs", "localize"})
+COMMAND_ACTIONS = frozenset({"execute", "verify", "vcs", "localize"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +111,7 @@ def repeated_commands(steps: Sequence[Step]) -> list[Repeat]:
     where = _positions(steps)
     runs: dict[tuple[str | None, str], list[int]] = {}
     for step in _tools(steps):
-        if step.target and step.action in _COMMAND_ACTIONS:
+        if step.target and step.action in COMMAND_ACTIONS:
             runs.setdefault((step.tool, step.target), []).append(where[step.span_id])
     repeats = [Repeat(t, target, len(at), tuple(at)) for (t, target), at in runs.items()]
     return sorted((r for r in repeats if r.count > 1), key=lambda r: (-r.count, r.steps[0]))
