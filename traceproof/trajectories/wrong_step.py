@@ -1,0 +1,386 @@
+"""Where a coding trajectory first went wrong: candidate steps by four deterministic rules.
+
+The rules read the labelled steps (:class:`~traceproof.trajectories.analysis.Step`) and, for
+tool steps, their arguments and output (:class:`StepText`):
+
+- ``ignored_error``: a tool step that failed (outcome ``error``, not a verification) and was
+  ignored: retried unchanged and never succeeded (:func:`analysis.errors_without_change`), a
+  failed edit whose file was never edited successfully afterwards, or the run ended on it.
+- ``reverted_edit``: an edit later undone: ``git checkout``/``git restore`` of its file (or
+  ``git checkout .``, ``git reset --hard``, ``git stash``) with no commit between, an Edit whose
+  old and new text invert it, a Write restoring the content an earlier Write gave the file, or
+  an editor's ``undo_edit``.
+- ``unread_edit``: the first edit of a file that no earlier step read, found in its output (a
+  grep or glob hit) or wrote. Writing a new file (Write, ``create``, a patch's ``Add File``,
+  a shell redirect, an edit whose output is a diff from an empty file) is not one.
+- ``unfixed_verification``: a failed verification (tests failed, or a lint or type-check
+  error) that no later verification covering it passed: the same command, or the same runner
+  over the same or wider selection (``pytest tests`` covers ``pytest tests/test_a.py::t``).
+
+Steps are numbered from 1 over the whole trajectory (LLM steps included), as
+``get_trajectory`` numbers them. The first wrong step is the earliest candidate; at one step,
+the rule listed first in :data:`RULES` wins.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from traceproof.trajectories import analysis
+from traceproof.trajectories.analysis import Step
+from traceproof.trajectories.commands import is_verification, simple_commands
+
+__all__ = ["RULES", "Candidate", "StepText", "candidates", "first_wrong_step"]
+
+#: The rules, strongest evidence first (the tie-break at one step).
+RULES = ("ignored_error", "reverted_edit", "unread_edit", "unfixed_verification")
+_PASSED = frozenset({"ok", "tests_passed"})
+#: Tools that write a whole file (creating it when it is new).
+_WRITERS = frozenset({"write", "create", "create_file", "write_file", "write_to_file"})
+_OVERWRITTEN = re.compile(r"has been (?:updated|overwritten)", re.IGNORECASE)
+#: Output saying an edit created its file: Claude Code's Write, a diff from an empty file.
+_CREATED = re.compile(r"File created successfully|^@@ -0,0 ", re.M)
+_HIT = re.compile(r"^\s*((?:[\w.~-]*/)*[\w.-]+\.[A-Za-z0-9]+|/[^\s:]+)(?::\d+)?(?::|\s|$)")
+_EXIT = re.compile(r"^(?:Exit code|exit status|exited with)\s*\d+\s*$", re.IGNORECASE)
+_ADDED = re.compile(r"^\*\*\* Add File: (.+?)\s*$", re.M)
+#: Characters of a command or file a reason shows.
+NAME_CHARS = 120
+
+
+@dataclass(frozen=True, slots=True)
+class StepText:
+    """What the rules read of a tool step beyond its labels."""
+
+    arguments: Mapping[str, Any]
+    output: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A step a rule flags, with the reason in words."""
+
+    step: int
+    span_id: str
+    trace_id: str
+    rule: str
+    reason: str
+
+    @property
+    def order(self) -> tuple[int, int]:
+        return self.step, RULES.index(self.rule)
+
+
+def candidates(steps: Sequence[Step], texts: Mapping[str, StepText]) -> list[Candidate]:
+    """Every candidate of every rule, earliest first (ties: :data:`RULES` order)."""
+    tools = [(n, s) for n, s in enumerate(steps, 1) if s.is_tool]
+    found = [
+        *_ignored_errors(steps, tools, texts),
+        *_reverted_edits(tools, texts),
+        *_unread_edits(tools, texts),
+        *_unfixed_verifications(tools),
+    ]
+    return sorted(found, key=lambda c: c.order)
+
+
+def first_wrong_step(found: Sequence[Candidate]) -> Candidate | None:
+    """The earliest candidate (ties: :data:`RULES` order), or None."""
+    return min(found, key=lambda c: c.order, default=None)
+
+
+def _make(n: int, step: Step, rule: str, reason: str) -> Candidate:
+    return Candidate(n, step.span_id, step.trace_id, rule, reason)
+
+
+def _name(text: str | None) -> str:
+    text = " ".join((text or "").split())
+    return "`" + (text if len(text) <= NAME_CHARS else text[: NAME_CHARS - 1] + "…") + "`"
+
+
+def _text(texts: Mapping[str, StepText], step: Step) -> StepText:
+    return texts.get(step.span_id) or StepText({})
+
+
+def _message(output: str) -> str:
+    """The first telling line of a failed step's output."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    telling = [line for line in lines if not _EXIT.match(line)] or lines
+    return _name(telling[0])[1:-1] if telling else "no message"
+
+
+def _same_file(a: str, b: str) -> bool:
+    a, b = a.removeprefix("./").rstrip("/"), b.removeprefix("./").rstrip("/")
+    return bool(a and b) and (a == b or a.endswith("/" + b) or b.endswith("/" + a))
+
+
+def _under(path: str, directory: str) -> bool:
+    directory = directory.removeprefix("./").rstrip("/")
+    return (
+        directory in ("", ".", ":/")
+        or _same_file(path, directory)
+        or ("/" + directory + "/" in "/" + path.removeprefix("./"))
+    )
+
+
+# --- ignored errors ----------------------------------------------------------------------------
+
+
+def _ignored_errors(
+    steps: Sequence[Step], tools: list[tuple[int, Step]], texts: Mapping[str, StepText]
+) -> list[Candidate]:
+    retried = set(analysis.errors_without_change(steps))
+    last = tools[-1][0] if tools else None
+    out: list[Candidate] = []
+    for i, (n, step) in enumerate(tools):
+        if step.outcome != "error" or step.action == "verify":
+            continue
+        later = tools[i + 1 :]
+        message = _message(_text(texts, step).output)
+        what = f"{step.tool or 'tool'} {_name(step.target)} failed ({message})"
+        again = [m for m, s in later if (s.tool, s.target) == (step.tool, step.target)]
+        succeeded = any(
+            (s.tool, s.target) == (step.tool, step.target) and s.outcome in _PASSED
+            for _, s in later
+        )
+        if n in retried and not succeeded:
+            reason = f"{what}; retried unchanged at step {again[0]} and never succeeded"
+            out.append(_make(n, step, "ignored_error", reason))
+        elif step.action == "edit" and step.files and not any(
+            s.action == "edit" and s.outcome in _PASSED
+            and any(_same_file(f, g) for f in s.files for g in step.files)
+            for _, s in later
+        ):  # fmt: skip
+            out.append(_make(n, step, "ignored_error",
+                             f"{what}; {_name(step.files[0])} was never edited successfully "
+                             "afterwards"))  # fmt: skip
+        elif n == last and step.action not in ("localize", "web", "plan"):
+            out.append(_make(n, step, "ignored_error", f"{what}; the run ended on it"))
+    return out
+
+
+# --- reverted edits ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Edit:
+    n: int
+    step: Step
+    files: tuple[str, ...]
+    pairs: tuple[tuple[str, str], ...]  # (old, new) replacements
+    content: str | None  # a whole-file write
+    reverted: bool = False
+    committed: bool = False
+
+
+def _pairs(args: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    found: list[tuple[str, str]] = []
+    for old_key, new_key in (("old_string", "new_string"), ("old_str", "new_str")):
+        old, new = args.get(old_key), args.get(new_key)
+        if isinstance(old, str) and isinstance(new, str) and old != new:
+            found.append((old, new))
+    edits = args.get("edits")
+    if isinstance(edits, list):
+        for edit in edits:
+            if isinstance(edit, dict):
+                found.extend(_pairs(edit))
+    return tuple(found)
+
+
+def _content(step: Step, args: Mapping[str, Any]) -> str | None:
+    for key in ("content", "file_text", "contents"):
+        value = args.get(key)
+        if isinstance(value, str) and (
+            (step.tool or "").lower() in _WRITERS or str(args.get("command")) == "create"
+        ):
+            return value
+    return None
+
+
+def _git_restores(command: str) -> list[str] | None:
+    """The paths a git command restores (``["."]``: everything), None when it restores none;
+    ``[]`` for a commit (what was edited before it is no longer reverted by a checkout)."""
+    restored: list[str] | None = None
+    for words in simple_commands(command):
+        if words[0] != "git" or len(words) < 2:
+            continue
+        sub, rest = words[1], [w for w in words[2:] if not w.startswith("-")]
+        if sub == "commit":
+            return []
+        stash = sub == "stash" and not (rest and rest[0] in ("pop", "apply", "list", "show"))
+        if stash or (sub == "reset" and "--hard" in words):
+            restored = ["."]
+        elif sub == "restore" and "--staged" not in words:
+            restored = [w for w in rest if w] or None
+        elif sub == "checkout" and "--" in words:
+            restored = [w for w in words[words.index("--") + 1 :] if w] or None
+        elif sub == "checkout" and rest and all(w == "." or "/" in w or "." in w for w in rest):
+            restored = rest
+    return restored
+
+
+def _reverted_edits(
+    tools: list[tuple[int, Step]], texts: Mapping[str, StepText]
+) -> list[Candidate]:
+    edits: list[_Edit] = []
+    out: list[Candidate] = []
+
+    def revert(edit: _Edit, n: int, how: str) -> None:
+        edit.reverted = True
+        files = ", ".join(_name(f) for f in edit.files[:3])
+        reason = f"{edit.step.tool or 'edit'} of {files} was undone at step {n} {how}"
+        out.append(_make(edit.n, edit.step, "reverted_edit", reason))
+
+    for n, step in tools:
+        args = _text(texts, step).arguments
+        if step.action == "vcs" and step.outcome in _PASSED and step.target:
+            paths = _git_restores(step.target)
+            if paths == []:
+                for edit in edits:
+                    edit.committed = True  # a later checkout no longer undoes it
+            elif paths:
+                for edit in edits:
+                    if not (edit.reverted or edit.committed) and any(
+                        _under(f, p) for f in edit.files for p in paths
+                    ):
+                        revert(edit, n, f"by {_name(step.target)}")
+            continue
+        if step.action != "edit" or step.outcome not in _PASSED or not step.files:
+            continue
+        pairs, content = _pairs(args), _content(step, args)
+        same = [e for e in edits if not e.reverted and any(
+            _same_file(f, g) for f in e.files for g in step.files)]  # fmt: skip
+        if str(args.get("command")) == "undo_edit" and same:
+            revert(same[-1], n, "by undo_edit")
+            continue
+        for edit in same:
+            if pairs and edit.pairs and set(edit.pairs) == {(new, old) for old, new in pairs}:
+                revert(edit, n, f"by {step.tool or 'an edit'} putting its old text back")
+        if content is not None:
+            writes = [i for i, e in enumerate(same) if e.content == content]
+            for edit in same[writes[-1] + 1 :] if writes else ():
+                revert(edit, n, f"by a Write restoring the content of step {same[writes[-1]].n}")
+        edits.append(_Edit(n, step, step.files, pairs, content))
+    return out
+
+
+# --- edits of files never read -----------------------------------------------------------------
+
+
+def _hits(output: str) -> list[str]:
+    """Paths a search's output names (``path:line:…``, one path a line)."""
+    found: list[str] = []
+    for line in output.splitlines()[:500]:
+        match = _HIT.match(line)
+        if match:
+            found.append(match.group(1))
+    return found
+
+
+def _operands(command: str) -> list[str]:
+    """Path-like words of a shell command (``grep -n x src/a.py`` reads ``src/a.py``)."""
+    return [w for words in simple_commands(command) for w in words[1:]
+            if not w.startswith("-") and _HIT.match(w)]  # fmt: skip
+
+
+def _new_files(step: Step, text: StepText) -> set[str]:
+    """Files this edit creates (or writes whole, so it needs no reading)."""
+    args = text.arguments
+    tool = (step.tool or "").lower()
+    whole = tool in _WRITERS or str(args.get("command")) == "create"
+    if (whole and not _OVERWRITTEN.search(text.output[:300])) or _CREATED.search(text.output[:500]):
+        return set(step.files)
+    patch = "\n".join(str(v) for v in args.values() if isinstance(v, str))
+    added = set(_ADDED.findall(patch))
+    command = step.target or ""
+    if step.files and not patch.count("*** Update File") and (">" in command or "tee " in command):
+        added |= set(step.files)  # a shell redirect or tee writes the file whole
+    return added
+
+
+def _unread_edits(tools: list[tuple[int, Step]], texts: Mapping[str, StepText]) -> list[Candidate]:
+    known: list[str] = []
+    out: list[Candidate] = []
+    for n, step in tools:
+        text = _text(texts, step)
+        if step.action == "localize":
+            known.extend(step.files)
+            known.extend(_hits(text.output))
+            known.extend(_operands(step.target or ""))
+            continue
+        if step.action != "edit" or step.outcome not in _PASSED:
+            continue
+        new = _new_files(step, text)
+        for path in step.files:
+            if path not in new and not any(_same_file(path, k) for k in known):
+                out.append(_make(n, step, "unread_edit",
+                                 f"{step.tool or 'edit'} of {_name(path)}, which no earlier "
+                                 "step read, searched or wrote"))  # fmt: skip
+                break
+        known.extend(step.files)
+    return out
+
+
+# --- unfixed verifications ---------------------------------------------------------------------
+
+_Key = tuple[str, tuple[str, ...]]
+
+
+def _keys(command: str) -> list[_Key]:
+    """(runner, selection) of each verification in a command: ``python -m pytest -q tests/a.py``
+    is ``("pytest", ("tests/a.py",))``."""
+    keys: list[_Key] = []
+    for command_words in simple_commands(command):
+        if not is_verification(command_words):
+            continue
+        words = [w for w in command_words if ">" not in w]
+        if len(words) >= 3 and words[1] == "-m":
+            words = words[2:]
+        head = words[0].rsplit("/", 1)[-1]
+        rest = words[1:]
+        if head in ("npm", "pnpm", "yarn", "bun", "go", "cargo", "make", "just", "mix") and rest:
+            head, rest = f"{head} {rest[0]}", rest[1:]
+        keys.append((head, tuple(sorted(w for w in rest if not w.startswith("-")))))
+    return keys
+
+
+def _covers(passed: _Key, failed: _Key) -> bool:
+    if passed[0] != failed[0]:
+        return False
+    return not passed[1] or all(
+        any(f == p or f.startswith(p.rstrip("/") + "/") or f.startswith(p + "::")
+            for p in passed[1])
+        for f in failed[1]
+    )  # fmt: skip
+
+
+def _fixed(step: Step, later: Sequence[Step]) -> bool:
+    failed = _keys(step.target or "")
+    for after in later:
+        if after.action != "verify" or after.outcome not in _PASSED:
+            continue
+        if after.target == step.target:
+            return True
+        passed = _keys(after.target or "")
+        if failed and all(any(_covers(p, f) for p in passed) for f in failed):
+            return True
+    return False
+
+
+def _unfixed_verifications(tools: list[tuple[int, Step]]) -> list[Candidate]:
+    out: list[Candidate] = []
+    for i, (n, step) in enumerate(tools):
+        if step.action != "verify" or step.outcome not in analysis.FAILED:
+            continue
+        later = [s for _, s in tools[i + 1 :]]
+        if _fixed(step, later):
+            continue
+        tests = ((step.tests_failed, "failed"), (step.tests_passed, "passed"))
+        counts = [f"{v} {w}" for v, w in tests if v is not None]
+        failed = ", ".join(counts) if counts else step.outcome.replace("_", " ")
+        edits = sum(s.action == "edit" for s in later)
+        out.append(_make(n, step, "unfixed_verification",
+                         f"{_name(step.target)} failed ({failed}) and no later run covering it "
+                         f"passed ({edits} edit{'s' if edits != 1 else ''} after it)"))  # fmt: skip
+    return out
