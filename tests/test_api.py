@@ -263,6 +263,7 @@ def test_every_registered_tool_answers_through_the_api(
         "compare_experiments": {"candidate": "exp_cand"},
         "get_trajectory": {"session_id": SESSION},
         "trajectory_stats": {"session_id": SESSION},
+        "find_first_wrong_step": {"session_id": SESSION},
     }
     assert set(calls) == {spec.name for spec in registry.TOOLS}
     answers = {}
@@ -298,6 +299,7 @@ def test_every_registered_tool_answers_through_the_api(
     assert answers["compare_experiments"]["verdict"]["status"] == "fail"
     assert len(answers["get_trajectory"]["steps"]) == 14
     assert answers["trajectory_stats"]["by_action"]["verify"] == 3
+    assert answers["find_first_wrong_step"]["first"]["rule"] == "unread_edit"
 
 
 @pytest.mark.parametrize(

@@ -247,7 +247,7 @@ async def test_toolsets_choose_the_families_a_host_gets(demo_store: Store) -> No
     assert proof_tools == {spec.name for spec in registry.TOOLS if spec.family == "proof"}
     async with Client(create_mcp_server(demo_store, toolsets=["trajectories"])) as client:
         trajectory_tools = [t.name for t in (await client.list_tools()).tools]
-    assert trajectory_tools == ["get_trajectory", "trajectory_stats"]
+    assert trajectory_tools == ["get_trajectory", "trajectory_stats", "find_first_wrong_step"]
     assert [t.name for t in inspect_tools] == [
         spec.name for spec in registry.TOOLS if spec.family == "inspect"
     ]

@@ -156,6 +156,11 @@ def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
             {"session_id": ids["trajectory_session"]},
             {"trace_id": ids["trajectory_trace"], "max_chars": 1000},
         ],
+        "find_first_wrong_step": [
+            {"session_id": ids["trajectory_session"]},
+            {"trace_id": ids["trajectory_trace"], "write": False, "max_chars": 1000},
+            {"session_id": ids["trajectory_session"], "judge": True},
+        ],
     }
 
 

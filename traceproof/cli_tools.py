@@ -149,6 +149,7 @@ TOOL_COMMANDS = {
     "cancel_experiment": "experiment cancel",
     "get_trajectory": "trajectory show",
     "trajectory_stats": "trajectory stats",
+    "find_first_wrong_step": "trajectory first-wrong-step",
 }
 
 # "Call NAME(args)" / "call NAME" / a bare tool name with an underscore (never a word of text).

@@ -1,5 +1,6 @@
-"""``traceproof trajectory show|stats``: a coding agent's trace or session, step by step
-(the tools ``get_trajectory`` and ``trajectory_stats``)."""
+"""``traceproof trajectory show|stats|first-wrong-step``: a coding agent's trace or session,
+step by step (the tools ``get_trajectory``, ``trajectory_stats`` and
+``find_first_wrong_step``)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,22 @@ def stats(db: Path | None, as_json: bool, trace_id: str | None, **options: Any) 
     """Figures of a trace or session: steps by action, edits before the first verification,
     repeated commands, errors retried unchanged, recoveries, files, tokens and cost."""
     emit(call(db, "trajectory_stats", _which(trace_id, options)), as_json)
+
+
+@trajectory.command("first-wrong-step")
+@click.argument("trace_id", required=False)
+@click.option("--session", "session_id", default=None, help="A session: all its turns.")
+@click.option("--project", default=None, help="Project of the trace or session.")
+@click.option("--judge", is_flag=True, help="An LLM chooses among the candidates.")
+@click.option("--no-write", "no_write", is_flag=True, help="Do not store annotations.")
+@db_option
+@max_chars_option
+@json_option
+def first_wrong_step(
+    db: Path | None, as_json: bool, trace_id: str | None, no_write: bool, **options: Any
+) -> None:
+    """Where a trace or session first went wrong: candidate steps by rule (ignored error,
+    reverted edit, edit of an unread file, failed verification never fixed), stored as
+    annotations first_wrong_step and wrong_step_candidate unless --no-write."""
+    arguments = _which(trace_id, options) | {"write": not no_write}
+    emit(call(db, "find_first_wrong_step", arguments), as_json)
