@@ -62,9 +62,8 @@ async def test_the_tools_that_may_call_an_llm_say_they_reach_an_open_world(
     async with Client(create_mcp_server(demo_store)) as client:
         tools = (await client.list_tools()).tools
     open_world = {t.name for t in tools if t.annotations and t.annotations.open_world_hint}
-    assert open_world == {
-        "evaluate", "calibrate_judge", "categorize_errors", "run_experiment", "find_first_wrong_step"
-    }  # fmt: skip
+    assert open_world == {"evaluate", "calibrate_judge", "categorize_errors", "run_experiment",
+                          "find_first_wrong_step"}  # fmt: skip
 
 
 #: Parameters whose name and type say all a model needs (a description would be noise).
