@@ -25,8 +25,9 @@ the rule listed first in :data:`RULES` wins.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from traceproof.trajectories import analysis
@@ -115,6 +116,24 @@ def _same_file(a: str, b: str) -> bool:
     return bool(a and b) and (a == b or a.endswith("/" + b) or b.endswith("/" + a))
 
 
+def _base(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+class _Paths:
+    """Paths seen, looked up as :func:`_same_file` matches them (by their last part first)."""
+
+    def __init__(self) -> None:
+        self._by_base: dict[str, list[str]] = {}
+
+    def add(self, paths: Iterable[str]) -> None:
+        for path in paths:
+            self._by_base.setdefault(_base(path), []).append(path)
+
+    def has(self, path: str) -> bool:
+        return any(_same_file(path, seen) for seen in self._by_base.get(_base(path), ()))
+
+
 def _under(path: str, directory: str) -> bool:
     directory = directory.removeprefix("./").rstrip("/")
     return (
@@ -132,26 +151,36 @@ def _ignored_errors(
 ) -> list[Candidate]:
     retried = set(analysis.errors_without_change(steps))
     last = tools[-1][0] if tools else None
+    runs: dict[tuple[str | None, str | None], list[int]] = {}
+    last_ok: dict[tuple[str | None, str | None], int] = {}
+    edited: dict[str, list[tuple[int, str]]] = {}  # last part of a path -> successful edits
+    for n, s in tools:
+        if s.action == "edit" and s.outcome in _PASSED:
+            for f in s.files:
+                edited.setdefault(_base(f), []).append((n, f))
+    for n, step in tools:
+        runs.setdefault((step.tool, step.target), []).append(n)
+        if step.outcome in _PASSED:
+            last_ok[(step.tool, step.target)] = n
     out: list[Candidate] = []
-    for i, (n, step) in enumerate(tools):
+    for n, step in tools:
         if step.outcome != "error" or step.action == "verify":
             continue
-        later = tools[i + 1 :]
+        call = (step.tool, step.target)
         message = _message(_text(texts, step).output)
         what = f"{step.tool or 'tool'} {_name(step.target)} failed ({message})"
-        again = [m for m, s in later if (s.tool, s.target) == (step.tool, step.target)]
-        succeeded = any(
-            (s.tool, s.target) == (step.tool, step.target) and s.outcome in _PASSED
-            for _, s in later
-        )
+        succeeded = last_ok.get(call, 0) > n
         if n in retried and not succeeded:
-            reason = f"{what}; retried unchanged at step {again[0]} and never succeeded"
+            again = next(m for m in runs[call] if m > n)
+            reason = f"{what}; retried unchanged at step {again} and never succeeded"
             out.append(_make(n, step, "ignored_error", reason))
-        elif step.action == "edit" and step.files and not any(
-            s.action == "edit" and s.outcome in _PASSED
-            and any(_same_file(f, g) for f in s.files for g in step.files)
-            for _, s in later
-        ):  # fmt: skip
+        elif (
+            step.action == "edit"
+            and step.files
+            and not any(
+                m > n and _same_file(f, g) for g in step.files for m, f in edited.get(_base(g), ())
+            )
+        ):
             out.append(_make(n, step, "ignored_error",
                              f"{what}; {_name(step.files[0])} was never edited successfully "
                              "afterwards"))  # fmt: skip
@@ -198,6 +227,11 @@ def _content(step: Step, args: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _live_on(edit: _Edit, files: Sequence[str]) -> bool:
+    """Whether ``edit``, not yet reverted, is of one of ``files``."""
+    return not edit.reverted and any(_same_file(f, g) for f in edit.files for g in files)
+
+
 def _git_restores(command: str) -> list[str] | None:
     """The paths a git command restores (``["."]``: everything), None when it restores none;
     ``[]`` for a commit (what was edited before it is no longer reverted by a checkout)."""
@@ -224,6 +258,10 @@ def _reverted_edits(
     tools: list[tuple[int, Step]], texts: Mapping[str, StepText]
 ) -> list[Candidate]:
     edits: list[_Edit] = []
+    # By the last part of their path: the edits, by their replacements, by the content written.
+    by_base: dict[str, list[_Edit]] = {}
+    by_pairs: dict[tuple[str, frozenset[tuple[str, str]]], list[_Edit]] = {}
+    by_content: dict[tuple[str, str], _Edit] = {}
     out: list[Candidate] = []
 
     def revert(edit: _Edit, n: int, how: str) -> None:
@@ -249,19 +287,33 @@ def _reverted_edits(
         if step.action != "edit" or step.outcome not in _PASSED or not step.files:
             continue
         pairs, content = _pairs(args), _content(step, args)
-        same = [e for e in edits if not e.reverted and any(
-            _same_file(f, g) for f in e.files for g in step.files)]  # fmt: skip
-        if str(args.get("command")) == "undo_edit" and same:
-            revert(same[-1], n, "by undo_edit")
+        bases = {_base(f) for f in step.files}
+        if str(args.get("command")) == "undo_edit":
+            latest = [next((e for e in reversed(by_base.get(b, [])) if _live_on(e, step.files)),
+                           None) for b in bases]  # fmt: skip
+            if live := [e for e in latest if e is not None]:
+                revert(max(live, key=lambda e: e.n), n, "by undo_edit")
             continue
-        for edit in same:
-            if pairs and edit.pairs and set(edit.pairs) == {(new, old) for old, new in pairs}:
+        inverse = frozenset((new, old) for old, new in pairs)
+        for edit in [e for b in bases for e in by_pairs.get((b, inverse), ())] if pairs else ():
+            if _live_on(edit, step.files):
                 revert(edit, n, f"by {step.tool or 'an edit'} putting its old text back")
-        if content is not None:
-            writes = [i for i, e in enumerate(same) if e.content == content]
-            for edit in same[writes[-1] + 1 :] if writes else ():
-                revert(edit, n, f"by a Write restoring the content of step {same[writes[-1]].n}")
-        edits.append(_Edit(n, step, step.files, pairs, content))
+        restored = [] if content is None else [
+            by_content[(b, content)] for b in bases if (b, content) in by_content
+        ]  # fmt: skip
+        if restored:
+            since = max(e.n for e in restored)
+            for edit in [e for b in bases for e in by_base.get(b, ()) if e.n > since]:
+                if _live_on(edit, step.files):
+                    revert(edit, n, f"by a Write restoring the content of step {since}")
+        made = _Edit(n, step, step.files, pairs, content)
+        edits.append(made)
+        for base in bases:
+            by_base.setdefault(base, []).append(made)
+            if pairs:
+                by_pairs.setdefault((base, frozenset(pairs)), []).append(made)
+            if content is not None:
+                by_content[(base, content)] = made
     return out
 
 
@@ -300,25 +352,25 @@ def _new_files(step: Step, text: StepText) -> set[str]:
 
 
 def _unread_edits(tools: list[tuple[int, Step]], texts: Mapping[str, StepText]) -> list[Candidate]:
-    known: list[str] = []
+    known = _Paths()
     out: list[Candidate] = []
     for n, step in tools:
         text = _text(texts, step)
         if step.action == "localize":
-            known.extend(step.files)
-            known.extend(_hits(text.output))
-            known.extend(_operands(step.target or ""))
+            known.add(step.files)
+            known.add(_hits(text.output))
+            known.add(_operands(step.target or ""))
             continue
         if step.action != "edit" or step.outcome not in _PASSED:
             continue
         new = _new_files(step, text)
         for path in step.files:
-            if path not in new and not any(_same_file(path, k) for k in known):
+            if path not in new and not known.has(path):
                 out.append(_make(n, step, "unread_edit",
                                  f"{step.tool or 'edit'} of {_name(path)}, which no earlier "
                                  "step read, searched or wrote"))  # fmt: skip
                 break
-        known.extend(step.files)
+        known.add(step.files)
     return out
 
 
@@ -327,7 +379,8 @@ def _unread_edits(tools: list[tuple[int, Step]], texts: Mapping[str, StepText]) 
 _Key = tuple[str, tuple[str, ...]]
 
 
-def _keys(command: str) -> list[_Key]:
+@lru_cache(maxsize=4096)
+def _keys(command: str) -> tuple[_Key, ...]:
     """(runner, selection) of each verification in a command: ``python -m pytest -q tests/a.py``
     is ``("pytest", ("tests/a.py",))``."""
     keys: list[_Key] = []
@@ -342,7 +395,7 @@ def _keys(command: str) -> list[_Key]:
         if head in ("npm", "pnpm", "yarn", "bun", "go", "cargo", "make", "just", "mix") and rest:
             head, rest = f"{head} {rest[0]}", rest[1:]
         keys.append((head, tuple(sorted(w for w in rest if not w.startswith("-")))))
-    return keys
+    return tuple(keys)
 
 
 def _covers(passed: _Key, failed: _Key) -> bool:
@@ -355,32 +408,35 @@ def _covers(passed: _Key, failed: _Key) -> bool:
     )  # fmt: skip
 
 
-def _fixed(step: Step, later: Sequence[Step]) -> bool:
-    failed = _keys(step.target or "")
-    for after in later:
-        if after.action != "verify" or after.outcome not in _PASSED:
-            continue
-        if after.target == step.target:
-            return True
-        passed = _keys(after.target or "")
-        if failed and all(any(_covers(p, f) for p in passed) for f in failed):
-            return True
-    return False
-
-
 def _unfixed_verifications(tools: list[tuple[int, Step]]) -> list[Candidate]:
+    """Read backwards: what passed later (commands, their keys) and how many edits followed."""
+    passed_targets: set[str | None] = set()
+    passed_keys: set[_Key] = set()
+    edits = 0
     out: list[Candidate] = []
-    for i, (n, step) in enumerate(tools):
-        if step.action != "verify" or step.outcome not in analysis.FAILED:
+    for n, step in reversed(tools):
+        edits += step.action == "edit"
+        if step.action != "verify":
             continue
-        later = [s for _, s in tools[i + 1 :]]
-        if _fixed(step, later):
+        if step.outcome in _PASSED:
+            passed_targets.add(step.target)
+            passed_keys.update(_keys(step.target or ""))
+            continue
+        if step.outcome not in analysis.FAILED or step.target in passed_targets:
+            continue
+        failed_keys = _keys(step.target or "")
+        if failed_keys and all(any(_covers(p, f) for p in passed_keys) for f in failed_keys):
             continue
         tests = ((step.tests_failed, "failed"), (step.tests_passed, "passed"))
         counts = [f"{v} {w}" for v, w in tests if v is not None]
         failed = ", ".join(counts) if counts else step.outcome.replace("_", " ")
-        edits = sum(s.action == "edit" for s in later)
-        out.append(_make(n, step, "unfixed_verification",
-                         f"{_name(step.target)} failed ({failed}) and no later run covering it "
-                         f"passed ({edits} edit{'s' if edits != 1 else ''} after it)"))  # fmt: skip
-    return out
+        out.append(
+            _make(
+                n,
+                step,
+                "unfixed_verification",
+                f"{_name(step.target)} failed ({failed}) and no later run covering it "
+                f"passed ({edits} edit{'s' if edits != 1 else ''} after it)",
+            )
+        )
+    return out[::-1]
