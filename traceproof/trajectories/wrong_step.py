@@ -124,14 +124,19 @@ class _Paths:
     """Paths seen, looked up as :func:`_same_file` matches them (by their last part first)."""
 
     def __init__(self) -> None:
-        self._by_base: dict[str, list[str]] = {}
+        self._exact: set[str] = set()
+        self._by_base: dict[str, set[str]] = {}
 
     def add(self, paths: Iterable[str]) -> None:
         for path in paths:
-            self._by_base.setdefault(_base(path), []).append(path)
+            if path not in self._exact:
+                self._exact.add(path)
+                self._by_base.setdefault(_base(path), set()).add(path)
 
     def has(self, path: str) -> bool:
-        return any(_same_file(path, seen) for seen in self._by_base.get(_base(path), ()))
+        return path in self._exact or any(
+            _same_file(path, seen) for seen in self._by_base.get(_base(path), ())
+        )
 
 
 def _under(path: str, directory: str) -> bool:
@@ -153,11 +158,11 @@ def _ignored_errors(
     last = tools[-1][0] if tools else None
     runs: dict[tuple[str | None, str | None], list[int]] = {}
     last_ok: dict[tuple[str | None, str | None], int] = {}
-    edited: dict[str, list[tuple[int, str]]] = {}  # last part of a path -> successful edits
+    edited: dict[str, dict[str, int]] = {}  # last part of a path -> path -> its last edit
     for n, s in tools:
         if s.action == "edit" and s.outcome in _PASSED:
             for f in s.files:
-                edited.setdefault(_base(f), []).append((n, f))
+                edited.setdefault(_base(f), {})[f] = n
     for n, step in tools:
         runs.setdefault((step.tool, step.target), []).append(n)
         if step.outcome in _PASSED:
@@ -178,7 +183,9 @@ def _ignored_errors(
             step.action == "edit"
             and step.files
             and not any(
-                m > n and _same_file(f, g) for g in step.files for m, f in edited.get(_base(g), ())
+                m > n and _same_file(f, g)
+                for g in step.files
+                for f, m in edited.get(_base(g), {}).items()
             )
         ):
             out.append(_make(n, step, "ignored_error",
@@ -359,7 +366,8 @@ def _unread_edits(tools: list[tuple[int, Step]], texts: Mapping[str, StepText]) 
         if step.action == "localize":
             known.add(step.files)
             known.add(_hits(text.output))
-            known.add(_operands(step.target or ""))
+            if " " in (step.target or ""):  # a command, not a path
+                known.add(_operands(step.target or ""))
             continue
         if step.action != "edit" or step.outcome not in _PASSED:
             continue
