@@ -44,7 +44,7 @@ def text_of(result: CallToolResult) -> str:
 
 async def annotations(store: Store, name: str) -> list[dict[str, Any]]:
     found = await call(store, "get_annotations", {"name": name, "limit": 100})
-    return sorted(found["rows"], key=lambda r: (r["target_id"], r["annotator"]))
+    return sorted(found.get("rows", []), key=lambda r: (r["target_id"], r["annotator"]))
 
 
 async def test_a_session_answers_its_first_wrong_step_and_writes_it_once(store: Store) -> None:
@@ -232,3 +232,16 @@ async def test_first_wrong_steps_aggregate_into_a_heatmap(store: Store) -> None:
         ["unfixed_verification", 4.0, 1],
         ["none", None, 1],
     ]
+
+
+async def test_an_unknown_trace_and_two_ids_are_refused(store: Store) -> None:
+    stored = store_trajectory(store)
+    async with Client(create_mcp_server(store)) as client:
+        unknown = await client.call_tool("find_first_wrong_step", {"trace_id": "f" * 32})
+        both = await client.call_tool(
+            "find_first_wrong_step",
+            {"trace_id": stored.trace_ids[0], "session_id": stored.session_id},
+        )
+    assert unknown.is_error and "[unknown_trace]" in text_of(unknown)
+    assert both.is_error and "Pass exactly one of trace_id and session_id" in text_of(both)
+    assert await annotations(store, "first_wrong_step") == []
