@@ -176,6 +176,12 @@ async def test_the_judge_sees_the_candidates_and_its_choice_is_recorded(
     assert (by["CODE"]["score"], by["LLM"]["score"]) == (2.0, 3.0)
     assert by["LLM"]["annotator"] == "traceproof.wrong_step.judge"
     assert by["LLM"]["metadata"]["model"] == "claude-sonnet-5-5"
+    # The judge's verdict, written last, is the one aggregate reads.
+    heatmap = await call(store, "aggregate", {
+        "over": "traces", "session_id": session, "metrics": ["count"],
+        "group_by": ["annotation.first_wrong_step", "annotation.first_wrong_step.score"],
+    })  # fmt: skip
+    assert heatmap["rows"] == [["unfixed_verification", 3.0, 1]]
 
 
 async def test_a_malformed_judge_answer_leaves_the_rules_choice(

@@ -161,8 +161,12 @@ def find_first_wrong_step(
     written = None
     if write:
         items = _annotations(store, resolved, scope, key, found, len(steps), verdict, chosen)
-        done = write_annotations(store, items)
-        written = {"created": done.created, "updated": done.updated, "unchanged": done.unchanged}
+        # The judge's verdict in a later transaction: where both are stored, it is the latest
+        # (the one aggregate and where read), never tied with the rules' on its timestamp.
+        judged = [item for item in items if item.annotator == JUDGE_ANNOTATOR]
+        batches = [[item for item in items if item.annotator != JUDGE_ANNOTATOR], judged]
+        done = [write_annotations(store, batch) for batch in batches if batch]
+        written = {k: sum(d.count(k) for d in done) for k in ("created", "updated", "unchanged")}
 
     def shown(c: Candidate) -> WrongStepCandidate:
         return WrongStepCandidate(step=c.step, turn=turns.get(c.span_id, 1), span_id=c.span_id,
