@@ -160,6 +160,18 @@ def test_a_write_restoring_earlier_content_and_undo_edit_revert() -> None:
     assert undo.found() == [(2, "reverted_edit")]  # fmt: skip
 
 
+def test_a_patch_undone_by_its_inverse_is_reverted() -> None:
+    forward = "*** Begin Patch\n*** Update File: src/a.py\n@@\n-x = 1\n+x = 2\n*** End Patch"
+    back = "*** Begin Patch\n*** Update File: src/a.py\n@@\n-x = 2\n+x = 1\n*** End Patch"
+    onward = "*** Begin Patch\n*** Update File: src/a.py\n@@\n-x = 2\n+x = 3\n*** End Patch"
+    run = Run().read("src/a.py").tool("edit", "apply_patch", "src/a.py", args={"input": forward})
+    assert run.tool("edit", "apply_patch", "src/a.py", args={"input": back}).found() == [
+        (2, "reverted_edit")
+    ]
+    kept = Run().read("src/a.py").tool("edit", "apply_patch", "src/a.py", args={"input": forward})
+    assert kept.tool("edit", "apply_patch", "src/a.py", args={"input": onward}).found() == []
+
+
 # --- unread_edit -------------------------------------------------------------------------------
 
 

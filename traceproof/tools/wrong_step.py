@@ -113,7 +113,8 @@ def _texts(rows: dict[str, dict[str, Any]]) -> dict[str, StepText]:
                 parsed = orjson.loads(row["input"])
             except orjson.JSONDecodeError:
                 parsed = None
-            arguments = parsed if isinstance(parsed, dict) else {}
+            # Not a JSON object (a raw patch, a command): the rules read it as the input.
+            arguments = parsed if isinstance(parsed, dict) else {"input": row["input"]}
         out[span_id] = StepText(arguments, row["output"] or "")
     return out
 

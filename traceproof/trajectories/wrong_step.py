@@ -7,9 +7,9 @@ tool steps, their arguments and output (:class:`StepText`):
   ignored: retried unchanged and never succeeded (:func:`analysis.errors_without_change`), a
   failed edit whose file was never edited successfully afterwards, or the run ended on it.
 - ``reverted_edit``: an edit later undone: ``git checkout``/``git restore`` of its file (or
-  ``git checkout .``, ``git reset --hard``, ``git stash``) with no commit between, an Edit whose
-  old and new text invert it, a Write restoring the content an earlier Write gave the file, or
-  an editor's ``undo_edit``.
+  ``git checkout .``, ``git reset --hard``, ``git stash``) with no commit between, an Edit (or
+  a patch's hunks) whose old and new text invert it, a Write restoring the content an earlier
+  Write gave the file, or an editor's ``undo_edit``.
 - ``unread_edit``: the first edit of a file that no earlier step read, found in its output (a
   grep or glob hit) or wrote. Writing a new file (Write, ``create``, a patch's ``Add File``,
   a shell redirect, an edit whose output is a diff from an empty file) is not one.
@@ -221,7 +221,34 @@ def _pairs(args: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         for edit in edits:
             if isinstance(edit, dict):
                 found.extend(_pairs(edit))
+    for key in ("input", "patch", "command"):
+        value = args.get(key)
+        if not found and isinstance(value, str) and ("\n@@" in value or "\n-" in value):
+            found.extend(_patch_pairs(value))
     return tuple(found)
+
+
+def _patch_pairs(patch: str) -> list[tuple[str, str]]:
+    """(removed, added) lines of each hunk of a patch (``apply_patch`` or unified diff)."""
+    pairs: list[tuple[str, str]] = []
+    removed: list[str] = []
+    added: list[str] = []
+
+    def close() -> None:
+        if removed != added and (removed or added):
+            pairs.append(("\n".join(removed), "\n".join(added)))
+        removed.clear()
+        added.clear()
+
+    for line in patch.splitlines():
+        if line.startswith(("@@", "*** ", "--- ", "+++ ", "diff ")):
+            close()
+        elif line.startswith("-"):
+            removed.append(line[1:])
+        elif line.startswith("+"):
+            added.append(line[1:])
+    close()
+    return pairs
 
 
 def _content(step: Step, args: Mapping[str, Any]) -> str | None:
