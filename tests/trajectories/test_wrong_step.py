@@ -160,6 +160,20 @@ def test_a_write_restoring_earlier_content_and_undo_edit_revert() -> None:
     assert undo.found() == [(2, "reverted_edit")]  # fmt: skip
 
 
+def test_a_write_restoring_the_content_a_read_showed_reverts_the_edits_between() -> None:
+    shown = "     1\u2192x = 1\n     2\u2192y = 2\n\n<system-reminder>ok</system-reminder>"
+    run = Run().tool("localize", "Read", "a.py", args={"file_path": "a.py"}, output=shown)
+    run.edit("a.py", "x = 1", "x = 3").edit("a.py", "y = 2", "y = 4")
+    write = {"file_path": "a.py", "content": "x = 1\ny = 2\n"}
+    run.tool("edit", "Write", "a.py", args=write, output="The file a.py has been updated.")
+    assert run.found() == [(2, "reverted_edit"), (3, "reverted_edit")]
+    assert "by a Write restoring the content of step 1" in run.candidates()[0].reason
+    part = Run().tool("localize", "Read", "a.py", args={"file_path": "a.py", "offset": 1},
+                      output=shown)  # fmt: skip
+    part.edit("a.py", "x = 1", "x = 3")
+    assert part.tool("edit", "Write", "a.py", args=write, output="updated").found() == []
+
+
 def test_a_patch_undone_by_its_inverse_is_reverted() -> None:
     forward = "*** Begin Patch\n*** Update File: src/a.py\n@@\n-x = 1\n+x = 2\n*** End Patch"
     back = "*** Begin Patch\n*** Update File: src/a.py\n@@\n-x = 2\n+x = 1\n*** End Patch"

@@ -9,7 +9,7 @@ tool steps, their arguments and output (:class:`StepText`):
 - ``reverted_edit``: an edit later undone: ``git checkout``/``git restore`` of its file (or
   ``git checkout .``, ``git reset --hard``, ``git stash``) with no commit between, an Edit (or
   a patch's hunks) whose old and new text invert it, a Write restoring the content an earlier
-  Write gave the file, or an editor's ``undo_edit``.
+  Write gave the file or a whole-file read showed (``cat -n`` lines), or an editor's ``undo_edit``.
 - ``unread_edit``: the first edit of a file that no earlier step read, found in its output (a
   grep or glob hit) or wrote. Writing a new file (Write, ``create``, a patch's ``Add File``,
   a shell redirect, an edit whose output is a diff from an empty file) is not one.
@@ -252,13 +252,37 @@ def _patch_pairs(patch: str) -> list[tuple[str, str]]:
 
 
 def _content(step: Step, args: Mapping[str, Any]) -> str | None:
+    """What a whole-file write writes (trailing newlines dropped, as a read shows it)."""
     for key in ("content", "file_text", "contents"):
         value = args.get(key)
         if isinstance(value, str) and (
             (step.tool or "").lower() in _WRITERS or str(args.get("command")) == "create"
         ):
-            return value
+            return value.rstrip("\n")
     return None
+
+
+_NUMBERED = re.compile(r"^ *\d+(?:→|\t)(.*)$")
+
+
+def _file_shown(args: Mapping[str, Any], output: str) -> str | None:
+    """A whole file's content as a read showed it (``cat -n`` lines: Claude Code's Read,
+    OpenHands' view), None for part of a file or another output."""
+    if any(args.get(k) is not None for k in ("offset", "limit", "view_range", "start_line")):
+        return None
+    lines = output.split("\n")
+    if lines and lines[0].startswith("Here's the result of running `cat -n`"):
+        lines = lines[1:]
+    shown: list[str] = []
+    for i, line in enumerate(lines):
+        match = _NUMBERED.match(line)
+        if match is None:
+            rest = "\n".join(lines[i:]).strip()
+            if rest and not rest.startswith("<system-reminder>"):
+                return None
+            break
+        shown.append(match.group(1))
+    return "\n".join(shown).rstrip("\n") if shown else None
 
 
 def _live_on(edit: _Edit, files: Sequence[str]) -> bool:
@@ -306,6 +330,15 @@ def _reverted_edits(
 
     for n, step in tools:
         args = _text(texts, step).arguments
+        if (
+            step.action == "localize"
+            and step.files
+            and (shown := _file_shown(args, _text(texts, step).output))
+        ):
+            seen = _Edit(n, step, step.files, (), shown, reverted=True)  # a state, not an edit
+            for base in {_base(f) for f in step.files}:
+                by_content[(base, shown)] = seen
+            continue
         if step.action == "vcs" and step.outcome in _PASSED and step.target:
             paths = _git_restores(step.target)
             if paths == []:
@@ -336,7 +369,7 @@ def _reverted_edits(
             by_content[(b, content)] for b in bases if (b, content) in by_content
         ]  # fmt: skip
         if restored:
-            since = max(e.n for e in restored)
+            since = max(e.n for e in restored)  # the latest step that wrote or showed it
             for edit in [e for b in bases for e in by_base.get(b, ()) if e.n > since]:
                 if _live_on(edit, step.files):
                     revert(edit, n, f"by a Write restoring the content of step {since}")
