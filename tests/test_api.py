@@ -264,6 +264,7 @@ def test_every_registered_tool_answers_through_the_api(
         "get_trajectory": {"session_id": SESSION},
         "trajectory_stats": {"session_id": SESSION},
         "diff_trajectories": {"a": SESSION, "b": SESSION},
+        "find_first_wrong_step": {"session_id": SESSION},
     }
     assert set(calls) == {spec.name for spec in registry.TOOLS}
     answers = {}
@@ -303,6 +304,7 @@ def test_every_registered_tool_answers_through_the_api(
         True,
         9,
     )
+    assert answers["find_first_wrong_step"]["first"]["rule"] == "unread_edit"
 
 
 @pytest.mark.parametrize(

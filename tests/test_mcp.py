@@ -62,7 +62,8 @@ async def test_the_tools_that_may_call_an_llm_say_they_reach_an_open_world(
     async with Client(create_mcp_server(demo_store)) as client:
         tools = (await client.list_tools()).tools
     open_world = {t.name for t in tools if t.annotations and t.annotations.open_world_hint}
-    assert open_world == {"evaluate", "calibrate_judge", "categorize_errors", "run_experiment"}
+    assert open_world == {"evaluate", "calibrate_judge", "categorize_errors", "run_experiment",
+                          "find_first_wrong_step"}  # fmt: skip
 
 
 #: Parameters whose name and type say all a model needs (a description would be noise).
@@ -247,7 +248,12 @@ async def test_toolsets_choose_the_families_a_host_gets(demo_store: Store) -> No
     assert proof_tools == {spec.name for spec in registry.TOOLS if spec.family == "proof"}
     async with Client(create_mcp_server(demo_store, toolsets=["trajectories"])) as client:
         trajectory_tools = [t.name for t in (await client.list_tools()).tools]
-    assert trajectory_tools == ["get_trajectory", "trajectory_stats", "diff_trajectories"]
+    assert trajectory_tools == [
+        "get_trajectory",
+        "trajectory_stats",
+        "diff_trajectories",
+        "find_first_wrong_step",
+    ]
     assert [t.name for t in inspect_tools] == [
         spec.name for spec in registry.TOOLS if spec.family == "inspect"
     ]

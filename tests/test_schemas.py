@@ -160,6 +160,11 @@ def calls_for(ids: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
             {"a": ids["trajectory_trace"], "b": ids["trajectory_session"]},
             {"a": ids["trajectory_session"], "b": ids["trajectory_trace"], "max_chars": 1000},
         ],
+        "find_first_wrong_step": [
+            {"session_id": ids["trajectory_session"]},
+            {"trace_id": ids["trajectory_trace"], "write": False, "max_chars": 1000},
+            {"session_id": ids["trajectory_session"], "judge": True},
+        ],
     }
 
 

@@ -57,9 +57,15 @@ def tool_result(
     create: bool = False,
 ) -> dict[str, Any]:
     """:func:`call`, raising the tool's :class:`TraceproofError` instead of exiting."""
-    from traceproof.tools.invoke import run_tool  # the tools load only for the commands using them
+    # The tools load only for the commands using them.
+    from traceproof.tools.invoke import arguments_model, find_tool, run_tool
 
-    given = {k: v for k, v in arguments.items() if v is not None and v != () and v is not False}
+    fields = arguments_model(find_tool(name).fn).model_fields
+    given = {
+        k: v
+        for k, v in arguments.items()
+        if v is not None and v != () and (v is not False or _defaults_true(fields.get(k)))
+    }
     given = {k: list(v) if isinstance(v, tuple) else v for k, v in given.items()}
     settings = _settings(db, config=config)
     with _store_or_remote(settings, create=create) as store:
@@ -70,6 +76,11 @@ def tool_result(
         if isinstance(store, RemoteStore):
             return notes_for_people(store.call_tool(name, given))
         return notes_for_people(run_tool(store, name, given).model_dump(mode="json"))
+
+
+def _defaults_true(field: Any) -> bool:
+    """Whether a tool parameter defaults to true (so a false from the CLI must be sent)."""
+    return field is not None and field.default is True
 
 
 #: A tool's parameter as a note names it -> the CLI's option.
@@ -150,6 +161,7 @@ TOOL_COMMANDS = {
     "get_trajectory": "trajectory show",
     "trajectory_stats": "trajectory stats",
     "diff_trajectories": "trajectory diff",
+    "find_first_wrong_step": "trajectory first-wrong-step",
 }
 
 # "Call NAME(args)" / "call NAME" / a bare tool name with an underscore (never a word of text).

@@ -1,5 +1,6 @@
-"""``traceproof trajectory show|stats|diff``: a coding agent's trace or session, step by step
-(the tools ``get_trajectory``, ``trajectory_stats`` and ``diff_trajectories``)."""
+"""``traceproof trajectory show|stats|diff|first-wrong-step``: a coding agent's trace or
+session, step by step (the tools ``get_trajectory``, ``trajectory_stats``,
+``diff_trajectories`` and ``find_first_wrong_step``)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,22 @@ def diff(db: Path | None, as_json: bool, a: str, b: str, **options: Any) -> None
         return
     with closed_pipe_ok():
         draw_diff(result, drawing_console())
+
+
+@trajectory.command("first-wrong-step")
+@click.argument("trace_id", required=False)
+@click.option("--session", "session_id", default=None, help="A session: all its turns.")
+@click.option("--project", default=None, help="Project of the trace or session.")
+@click.option("--judge", is_flag=True, help="An LLM chooses among the candidates.")
+@click.option("--no-write", "no_write", is_flag=True, help="Do not store annotations.")
+@db_option
+@max_chars_option
+@json_option
+def first_wrong_step(
+    db: Path | None, as_json: bool, trace_id: str | None, no_write: bool, **options: Any
+) -> None:
+    """Where a trace or session first went wrong: candidate steps by rule (ignored error,
+    reverted edit, edit of an unread file, failed verification never fixed), stored as
+    annotations first_wrong_step and wrong_step_candidate unless --no-write."""
+    arguments = _which(trace_id, options) | {"write": not no_write}
+    emit(call(db, "find_first_wrong_step", arguments), as_json)

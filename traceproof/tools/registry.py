@@ -33,6 +33,7 @@ from traceproof.tools import calibrate as calibrate_tools
 from traceproof.tools import compare as compare_tools
 from traceproof.tools import datasets as dataset_tools
 from traceproof.tools import trajectories as trajectory_tools
+from traceproof.tools import wrong_step as wrong_step_tools
 
 #: Tool families (DESIGN.md's tool surface), the units a host asks for with ``--toolsets``
 #: (``TRACEPROOF_TOOLSETS``): trace inspection, judgment (annotations, evaluators), proof
@@ -87,6 +88,13 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec(trajectory_tools.get_trajectory, family="trajectories"),
     ToolSpec(trajectory_tools.trajectory_stats, family="trajectories"),
     ToolSpec(trajectory_diff.diff_trajectories, family="trajectories"),
+    # read_only=False: write=true (the default) stores annotations; open_world: judge=true.
+    ToolSpec(
+        wrong_step_tools.find_first_wrong_step,
+        read_only=False,
+        family="trajectories",
+        open_world=True,
+    ),
 )
 
 TOOLS_BY_NAME: dict[str, ToolSpec] = {spec.name: spec for spec in TOOLS}

@@ -111,7 +111,7 @@ class TrajectoryStats(BaseModel):
     truncated: bool = Field(description="True when lists were cut to fit max_chars.")
 
 
-def _scope(trace_id: str | None, session_id: str | None) -> tuple[Scope, str]:
+def scope_of(trace_id: str | None, session_id: str | None) -> tuple[Scope, str]:
     if (trace_id is None) == (session_id is None):
         raise ToolFailure(
             "Pass exactly one of trace_id and session_id. search_traces lists both.",
@@ -120,7 +120,7 @@ def _scope(trace_id: str | None, session_id: str | None) -> tuple[Scope, str]:
     return ("trace", trace_id) if trace_id is not None else ("session", session_id or "")
 
 
-def _project(store: Store, scope: Scope, key: str, project: str | None) -> str:
+def project_of(store: Store, scope: Scope, key: str, project: str | None) -> str:
     with store.reader() as reader:
         projects = trajectory_projects(reader, scope, key, project)
     if not projects:
@@ -178,14 +178,14 @@ def get_trajectory(
 ) -> TrajectoryView:
     """A coding agent's trace or session as numbered steps: action, tool, target, outcome,
     tokens. Expand a step with get_span_data(span_id)."""
-    scope, key = _scope(trace_id, session_id)
+    scope, key = scope_of(trace_id, session_id)
     limit_chars = budget(max_chars, store.settings)
     fingerprint = _fingerprint(scope, key, project)
     after: tuple[int, str, int] | None = None
     shown_before = 0
     if cursor:
         after, shown_before = _keyset(decode_cursor(cursor, "get_trajectory", fingerprint))
-    resolved = _project(store, scope, key, project)
+    resolved = project_of(store, scope, key, project)
     fetch = min(500, limit_chars // 80 + 1)
     with store.reader() as reader:
         rows = trajectory_steps(reader, resolved, scope, key, after=after, limit=fetch + 1)
@@ -260,9 +260,9 @@ def trajectory_stats(
     """Figures of a coding agent's trace or session: steps by action, edits before the first
     verification, repeated commands, errors retried unchanged, recoveries, files read vs
     edited, tokens, cost."""
-    scope, key = _scope(trace_id, session_id)
+    scope, key = scope_of(trace_id, session_id)
     limit_chars = budget(max_chars, store.settings)
-    resolved = _project(store, scope, key, project)
+    resolved = project_of(store, scope, key, project)
     with store.reader() as reader:
         rows = trajectory_steps(reader, resolved, scope, key, limit=STATS_MAX_STEPS + 1)
     partial = len(rows) > STATS_MAX_STEPS

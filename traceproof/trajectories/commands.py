@@ -251,3 +251,23 @@ _PATCH_FILE = re.compile(
 def patch_files(text: str) -> list[str]:
     files = [next(g for g in m.groups() if g) for m in _PATCH_FILE.finditer(text)]
     return _unique(f for f in files if f != "/dev/null")
+
+
+def simple_commands(command: str) -> list[list[str]]:
+    """The words of each simple command of a shell line (split as :func:`classify_command`
+    splits it, wrappers and ``cd`` dropped, ``bash -c SCRIPT`` opened), in order."""
+    out: list[list[str]] = []
+    for segment in _segments(command):
+        words = _words(segment)
+        if not words or words[0] in ("cd", "export"):
+            continue
+        inner = shell_inner(words)
+        out.extend(simple_commands(inner) if inner is not None else [words])
+    return out
+
+
+def is_verification(words: list[str]) -> bool:
+    """Whether one simple command (its words) is a test, lint or type-check run."""
+    joined = " ".join(words)
+    name = words[0].rsplit("/", 1)[-1] if words else ""
+    return bool(_VERIFY.match(joined) or _VERIFY.match(" ".join([name, *words[1:]])))
