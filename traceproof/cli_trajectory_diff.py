@@ -32,12 +32,19 @@ def _span(numbers: list[int]) -> str:
     return str(numbers[0]) if numbers[0] == numbers[-1] else f"{numbers[0]}-{numbers[-1]}"
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 edit``, ``2 edits``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def _run_line(name: str, run: dict[str, Any]) -> str:
     last = run.get("last_verify") or "never verified"
     return (
-        f"{name}: {run['scope']} {run['id']} ({run['project']}): {run['steps']} steps, "
-        f"{run['edits']} edits, {run['verifications']} verifications ({last}), "
-        f"{run['errors']} errors, {run['fix_loops']} fix loops, {run['tokens']:,} tokens"
+        f"{name}: {run['scope']} {run['id']} ({run['project']}): {_count(run['steps'], 'step')}, "
+        f"{_count(run['edits'], 'edit')}, "
+        f"{_count(run['verifications'], 'verification')} ({last}), "
+        f"{_count(run['errors'], 'error')}, {_count(run['fix_loops'], 'fix loop')}, "
+        f"{_count(run['tokens'], 'token')}"
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +291,14 @@ def test_the_cli_draws_the_runs_side_by_side_and_json_is_the_tools_answer(
     assert "tests_passed" in row and row.count("pytest -q tests") == 2
     assert any("3 steps alike" in line for line in lines)
     assert any("fix" in line and "pytest -q tests" in line for line in lines)
+    # Each run's figures, counted in words: "1 edit", "2 edits", never "1 edits".
+    answer = json.loads(found.stdout)
+    for side in ("a", "b"):
+        run = answer[side]
+        line = next(line for line in lines if line.startswith(f"{side}: "))
+        edits = run["edits"]
+        assert f" {edits} edit{'' if edits == 1 else 's'}," in line, line
+        assert not re.search(r"\b1 (edits|errors|steps|verifications|fix loops)\b", line), line
     unknown = runner.invoke(cli, ["trajectory", "diff", "nope", runs.b, "--db", str(db)])
     assert unknown.exit_code == 1
     assert unknown.stderr.startswith("error: [unknown_session] ")
