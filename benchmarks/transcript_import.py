@@ -50,7 +50,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +57,7 @@ from typing import Any
 
 import duckdb
 import psutil
+from ingest import PeakRSS  # the same sampler as benchmarks/ingest.py
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "claude-code" / "spotter"
@@ -215,36 +215,6 @@ def generate(out: Path, size_mb: float, big_mb: float, projects: int = 8) -> dic
     return {"bytes": written, "mb": written / MB, "files": files, "replicas": replicas,
             "big_session_mb": big_written / MB, "projects": projects,
             "generate_seconds": time.perf_counter() - t0}  # fmt: skip
-
-
-class PeakRSS:
-    """Samples the RSS of a process plus its children every ``interval`` s; keeps the peak."""
-
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        self.proc, self.interval, self.peak = psutil.Process(pid), interval, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                procs = [self.proc, *self.proc.children(recursive=True)]
-            except psutil.Error:
-                return
-            total = 0
-            for p in procs:
-                with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
-            self.peak = max(self.peak, total)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 def _pin() -> list[str]:
