@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from mcp import Client
-from mcp_types import CallToolResult, TextContent
 from rich.console import Console
 
 from tests.trajectories.diff_runs import (
@@ -26,11 +24,11 @@ from tests.trajectories.diff_runs import (
     import_runs,
     transcript,
 )
+from tests.trajectories.test_tools import call, text_of
 from traceproof.cli import cli
 from traceproof.cli_trajectory_diff import draw_diff
 from traceproof.errors import ErrorCode
 from traceproof.ingest.files import import_files
-from traceproof.server.mcp import create_mcp_server
 from traceproof.settings import Settings
 from traceproof.storage import Store
 
@@ -59,17 +57,6 @@ def anyio_backend() -> str:
 @pytest.fixture
 def runs(store: Store, tmp_path: Path) -> Runs:
     return import_runs(store, tmp_path)
-
-
-def text_of(result: CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    return block.text
-
-
-async def call(store: Store, name: str, arguments: dict[str, Any]) -> CallToolResult:
-    async with Client(create_mcp_server(store)) as client:
-        return await client.call_tool(name, arguments)
 
 
 async def diff(store: Store, **arguments: Any) -> dict[str, Any]:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 from mcp import Client
-from mcp_types import CallToolResult, TextContent
 
 from tests.evals.anthropic_mock import FakeAnthropic, message
+from tests.trajectories.test_tools import text_of
 from tests.trajectories.wrong_step_fixtures import edit, pytest_run, read, store_turn
 from tests.trajectory_fixtures import PROJECT, StoredTrajectory, store_trajectory
 from traceproof.evals.llm import LLMClient
@@ -34,12 +34,6 @@ async def call(store: Store, name: str, arguments: dict[str, Any]) -> dict[str, 
     assert not result.is_error, result.content
     assert result.structured_content is not None
     return dict(result.structured_content)
-
-
-def text_of(result: CallToolResult) -> str:
-    block = result.content[0]
-    assert isinstance(block, TextContent)
-    return block.text
 
 
 async def annotations(store: Store, name: str) -> list[dict[str, Any]]:
