@@ -19,7 +19,7 @@ from traceproof.trajectories.emit import add_step
 from traceproof.trajectories.redact import Redactor
 
 if TYPE_CHECKING:
-    from traceproof.ingest.files import _Batcher
+    from traceproof.ingest.batcher import _Batcher
 
 
 def _import_transcript(
