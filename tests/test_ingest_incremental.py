@@ -174,3 +174,32 @@ def test_rewritten_truncated_and_replaced_files_are_read_from_the_start(
     copy.replace(path)
     replaced = ingest(db, path)
     assert (replaced.incremental, replaced.spans_read, replaced.spans_added) == (0, 6, 0)
+
+
+def test_file_states_are_saved_in_one_statement_last_state_of_a_path_winning(
+    tmp_path: Path,
+) -> None:
+    """Thousands of states (a history's files) are written as one Arrow table, replacing
+    those stored; a path given twice keeps its last state; every column reads back."""
+    from traceproof.storage.transcript_files import (
+        TranscriptFile,
+        load_transcript_files,
+        save_transcript_files,
+    )
+
+    def state(n: int, line: int) -> TranscriptFile:
+        return TranscriptFile(
+            f"/h/{n}.jsonl", 2049, 10**12 + n, 4096 + n, 1_700_000_000_000_000_000 + n, 4096,
+            f"hash{n}", None if n % 2 else f"/h/{n}", 123 * n, line, [(1, 0, 80 + n)],
+            n % 3 == 0, "claude_code" if n % 5 else None,
+        )  # fmt: skip
+
+    db = tmp_path / "s.duckdb"
+    with Store.open(db, Settings(db=db)) as store:
+        save_transcript_files(store, [state(n, 1) for n in range(3000)])
+        save_transcript_files(store, [state(7, 2), state(8, 2), state(7, 3)])
+        found = load_transcript_files(store)
+    assert len(found) == 3000
+    assert found["/h/7.jsonl"] == state(7, 3)
+    assert found["/h/8.jsonl"] == state(8, 2)
+    assert found["/h/2999.jsonl"] == state(2999, 1)

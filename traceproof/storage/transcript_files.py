@@ -81,6 +81,13 @@ _COLUMNS = (
 )
 
 
+def _arrow_types() -> list[Any]:
+    import pyarrow as pa
+
+    big, text = pa.int64(), pa.string()
+    return [text, big, big, big, big, big, text, text, big, big, text, pa.bool_(), text]
+
+
 def load_transcript_files(store: Store) -> dict[str, TranscriptFile]:
     """Every stored file state, by path."""
     with store.reader() as reader:
@@ -89,17 +96,32 @@ def load_transcript_files(store: Store) -> dict[str, TranscriptFile]:
 
 
 def save_transcript_files(store: Store, states: Iterable[TranscriptFile]) -> None:
-    """Insert or replace the states of these files, in one transaction."""
-    rows = [(*_values(state), datetime.now(UTC).replace(tzinfo=None)) for state in states]
-    if not rows:
+    """Insert or replace the states of these files, in one transaction and one statement (an
+    Arrow table of the rows: ``executemany`` of thousands of rows ran DuckDB out of memory at
+    the import's memory limit after a 1 GB import)."""
+    import pyarrow as pa
+
+    latest = {state.path: state for state in states}  # one row a path: the last state
+    if not latest:
         return
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows = [_values(state) for state in latest.values()]
+    columns = zip(*rows, strict=True)
+    arrays = [pa.array(list(c), t) for c, t in zip(columns, _arrow_types(), strict=True)]
+    table = pa.table(
+        [*arrays, pa.array([now] * len(rows), pa.timestamp("us"))],
+        names=[*(name.strip() for name in _COLUMNS.split(",")), "updated_at"],
+    )
 
     def write(cursor: duckdb.DuckDBPyConnection) -> None:
-        cursor.executemany(
-            f"INSERT OR REPLACE INTO transcript_files ({_COLUMNS}, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        cursor.register("transcript_states", table)
+        try:
+            cursor.execute(
+                f"INSERT OR REPLACE INTO transcript_files ({_COLUMNS}, updated_at) "
+                f"SELECT {_COLUMNS}, updated_at FROM transcript_states"
+            )
+        finally:
+            cursor.unregister("transcript_states")
 
     store.run_write(write)
 
