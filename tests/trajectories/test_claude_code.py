@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.trajectories.claude_files import SESSION, Transcript, basic_session, text, tool_use
+from traceproof.trajectories import claude_records
 from traceproof.trajectories.claude_code import ClaudeCodeReader
 from traceproof.trajectories.common import (
     DEAD_END,
@@ -24,6 +25,14 @@ from traceproof.trajectories.readers import HEAD_BYTES, detect
 from traceproof.trajectories.redact import Redactor
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "claude-code"
+
+
+@pytest.fixture(autouse=True, params=["in memory", "spilled"])
+def spill_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here runs twice: with the records' data in memory (a small file) and with
+    every record's data in a spill from the first line on (what a large file does)."""
+    if request.param == "spilled":
+        monkeypatch.setattr(claude_records, "SPILL_BYTES", 0)
 
 
 def read(path: Path, reader: ClaudeCodeReader | None = None) -> tuple[list[Item], Redactor]:

@@ -38,6 +38,7 @@ module holds the reader, each turn's root span and the compactions.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,7 @@ import orjson
 from traceproof.trajectories.claude_records import (
     SERVICE,
     SOURCE,
+    Parsed,
     Record,
     content_of,
     put_raw,
@@ -55,7 +57,7 @@ from traceproof.trajectories.claude_records import (
     text_of,
 )
 from traceproof.trajectories.claude_spans import Context, agent_body, agent_spans, llm_span
-from traceproof.trajectories.claude_tree import Turn, parse, turns_of, within
+from traceproof.trajectories.claude_tree import Turn, by_turn, parse, turns_of
 from traceproof.trajectories.common import (
     Item,
     Redact,
@@ -104,37 +106,42 @@ class ClaudeCodeReader:
     def read(self, path: Path, stream: IO[bytes], redact: Redact) -> Iterator[Item]:
         items: list[Item] = []
         parsed = parse(stream, redact, items)
-        yield from items
+        try:
+            yield from items
+            del items[:]
+            yield from self._read(path, parsed, redact)
+        finally:
+            parsed.close()
+
+    def _read(self, path: Path, parsed: Parsed, redact: Redact) -> Iterator[Item]:
         records = parsed.records
         if not records:
             return
         first = records[0].data
-        session = next(
-            (r.data["sessionId"] for r in records if isinstance(r.data.get("sessionId"), str)),
-            path.stem,
-        )
+        session = parsed.session or path.stem
         context = Context(
             session, path, redact, resource_of(first), parsed.by_uuid, copies=parsed.copies
         )
         now = self.now if self.now is not None else time.time()
         open_tail = now * 1e9 - records[-1].ts < idle_seconds() * 1e9
-        if all(r.data.get("isSidechain") for r in records) and isinstance(
-            first.get("agentId"), str
-        ):
+        if all(r.sidechain for r in records) and isinstance(first.get("agentId"), str):
             yield from self._standalone_agent(records, context, open_tail, parsed.title)
             trace_id = trace_id_for(SOURCE, context.session, f"agent:{first['agentId']}")
             # One trace, the whole file: read from the start.
             yield Resume(1, open=open_tail, trace_id=trace_id, pending_ns=context.pending_ns)
             return
-        turns = turns_of([r for r in records if not r.data.get("isSidechain")])
-        sidechains = [r for r in records if r.data.get("isSidechain")]
+        turns = turns_of([r for r in records if not r.sidechain])
+        inline = by_turn([r for r in records if r.sidechain], turns)
         for index, turn in enumerate(turns):
             last = index == len(turns) - 1
             held = last and open_tail and not (turn.interrupted or turn.duration_ms is not None)
             context.held = held
             context.last_line = records[-1].line
-            inline = [r for r in sidechains if within(r, turn, turns, index)]
-            yield from _turn_spans(turn, context, parsed.title, inline)
+            yield from _turn_spans(turn, context, parsed.title, inline[index])
+            if not last:  # the last turn's records are read again for its pending spans
+                turn.start.release()
+                for rec in (*turn.records, *inline[index]):
+                    rec.release()
         if turns:
             # The last turn may go on while the file is active (a stop hook can make the agent
             # continue after a closing record): its spans still to come are noted, and the
@@ -230,7 +237,7 @@ def _note_pending(turn: Turn, context: Context) -> None:
             id(calls[r.data["logicalParentUuid"]])
             for r in context.by_uuid.values()
             if r.type == "system"
-            and r.data.get("subtype") == "compact_boundary"
+            and r.subtype == "compact_boundary"
             and r.data.get("logicalParentUuid") in calls
         }
         for parent, call in calls.items():
@@ -241,11 +248,7 @@ def _note_pending(turn: Turn, context: Context) -> None:
 
 def _compactions(turn: Turn, trace_id: str, parent_id: str, context: Context) -> list[StepSpan]:
     spans: list[StepSpan] = []
-    boundaries = [
-        r
-        for r in turn.records
-        if r.type == "system" and r.data.get("subtype") == "compact_boundary"
-    ]
+    boundaries = [r for r in turn.records if r.type == "system" and r.subtype == "compact_boundary"]
     if not boundaries:
         return spans
     summaries = [r for r in turn.records if r.data.get("isCompactSummary")]
@@ -295,7 +298,8 @@ def _compaction_calls(path: Path, redact: Redact) -> dict[str, list[Record]]:
         return found
     for candidate in sorted(folder.glob("agent-acompact-*.jsonl")):
         with candidate.open("rb") as stream:
-            parsed = parse(stream, redact, None)
+            # Read whole (never spilled): its records outlive this function.
+            parsed = parse(stream, redact, None, spill_bytes=sys.maxsize)
         for rec in parsed.records:
             if rec.parent is not None and rec.parent not in parsed.by_uuid:
                 found.setdefault(rec.parent, parsed.records)

@@ -10,6 +10,8 @@ become.
 
 from __future__ import annotations
 
+import re
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
@@ -26,17 +28,163 @@ RAW_LIMIT = 64 * 1024
 MESSAGE_LIMIT = 500
 
 _CONVERSATION = {"user", "assistant", "system"}
+#: A transcript longer than this keeps its records' data in a :class:`Spill` (from the record
+#: that crossed it on): a session of hundreds of MB is then read in memory that grows with its
+#: records' count (about 0.5 KB each) and its largest turn, not its size.
+SPILL_BYTES = 16 * 1024 * 1024
 
 
-@dataclass(slots=True)
 class Record:
-    line: int
-    data: dict[str, Any]
-    type: str
-    uuid: str | None
-    parent: str | None
-    ts: int = 0
-    dead: bool = False
+    """One conversation record: its line, type, ``uuid``/``parentUuid`` and timestamp, what the
+    ``parentUuid`` tree and the turns are cut from (read once, when the record is read), and its
+    redacted ``data``. A record of a large file keeps its data in the file's :class:`Spill`
+    instead, and reads it back when asked; :meth:`release` lets it go again."""
+
+    __slots__ = (
+        "_at",
+        "_data",
+        "_size",
+        "_spill",
+        "command",
+        "dead",
+        "duration_ms",
+        "line",
+        "message_id",
+        "opening",
+        "parent",
+        "sidechain",
+        "subtype",
+        "tool_results",
+        "tool_uses",
+        "ts",
+        "type",
+        "uuid",
+    )
+
+    def __init__(
+        self,
+        line: int,
+        data: dict[str, Any],
+        type: str,
+        uuid: str | None,
+        parent: str | None,
+        ts: int = 0,
+        dead: bool = False,
+    ) -> None:
+        self.line, self.type, self.uuid, self.parent, self.ts = line, type, uuid, parent, ts
+        self.dead = dead
+        self._data: dict[str, Any] | None = data
+        self._spill: Spill | None = None
+        self._at = self._size = 0
+        self.sidechain = bool(data.get("isSidechain"))
+        message = data.get("message")
+        message = message if isinstance(message, dict) else {}
+        content = message.get("content")
+        blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+        #: An assistant record's ``message.id`` (a str, else None).
+        self.message_id: str | None = None
+        #: An assistant record's ``tool_use`` block ids; a user record's ``tool_result`` ids.
+        self.tool_uses: tuple[str, ...] = ()
+        self.tool_results: tuple[str | None, ...] = ()
+        if type == "assistant":
+            found = message.get("id")
+            self.message_id = found if isinstance(found, str) else None
+            self.tool_uses = tuple(
+                b["id"]
+                for b in blocks
+                if b.get("type") == "tool_use" and isinstance(b.get("id"), str)
+            )
+        elif type == "user":
+            self.tool_results = tuple(
+                i if isinstance(i := b.get("tool_use_id"), str) else None
+                for b in blocks
+                if b.get("type") == "tool_result"
+            )
+        subtype = data.get("subtype")
+        self.subtype: str | None = subtype if isinstance(subtype, str) else None
+        duration = data.get("durationMs")
+        self.duration_ms: int | None = duration if isinstance(duration, int) else None
+        self.opening, self.command = _opening(type, data, content, bool(self.tool_results))
+
+    @property
+    def data(self) -> dict[str, Any]:
+        data = self._data
+        if data is None:
+            assert self._spill is not None
+            data = self._data = self._spill.get(self._at, self._size)
+        return data
+
+    def spill(self, spill: Spill) -> None:
+        """Keep the data in ``spill`` from now on (it is read back when asked for)."""
+        if self._spill is None and self._data is not None:
+            self._at, self._size = spill.put(self._data)
+            self._spill, self._data = spill, None
+
+    def release(self) -> None:
+        """Let the data go (it stays in the spill); a record not spilled keeps it."""
+        if self._spill is not None:
+            self._data = None
+
+
+#: What a user record is to the turns (:attr:`Record.opening`): nothing, a prompt that opens a
+#: turn, an interruption (``[Request interrupted by user]``: it ends the turn), or text that is
+#: not a prompt (command output, notifications, reminders).
+NOTHING, PROMPT, INTERRUPTION, NOT_PROMPT = 0, 1, 2, 3
+_NOT_PROMPTS = (
+    "<local-command-caveat>",
+    "<local-command-stdout>",
+    "<local-command-stderr>",
+    "<task-notification>",
+    "<system-reminder>",
+    "[Request interrupted by user",
+)
+_INTERRUPTED = "[Request interrupted by user"
+_COMMAND = re.compile(r"<command-name>\s*([^<\s]+)\s*</command-name>")
+
+
+def _opening(
+    kind: str, data: dict[str, Any], content: Any, results: bool
+) -> tuple[int, str | None]:
+    """:attr:`Record.opening` and the slash command a prompt runs (``/clear``: ``clear``)."""
+    if kind != "user" or data.get("isMeta") or data.get("isCompactSummary") or results:
+        return NOTHING, None
+    text = text_of(content)
+    if not text.strip():
+        return NOTHING, None
+    stripped = text.lstrip()
+    if stripped.startswith(_INTERRUPTED):
+        return INTERRUPTION, None
+    if stripped.startswith(_NOT_PROMPTS):
+        return NOT_PROMPT, None
+    command = _COMMAND.search(text) if stripped.startswith("<command-") else None
+    return PROMPT, command.group(1) if command is not None else None
+
+
+class Spill:
+    """Where the records of a large transcript keep their (redacted) data while the file's
+    ``parentUuid`` tree is built: a temporary file of JSON values, read back one record at a
+    time when its turn is made into spans. Memory then grows with the records' count, not
+    their size."""
+
+    def __init__(self) -> None:
+        # Closed by close(), when the reader is done with the file's records.
+        self._file = tempfile.TemporaryFile(prefix="traceproof-spill-")  # noqa: SIM115
+        self._end = 0
+
+    def put(self, data: dict[str, Any]) -> tuple[int, int]:
+        blob = orjson.dumps(data)
+        at, self._end = self._end, self._end + len(blob)
+        self._file.seek(at)
+        self._file.write(blob)
+        return at, len(blob)
+
+    def get(self, at: int, size: int) -> dict[str, Any]:
+        self._file.seek(at)
+        value: dict[str, Any] = orjson.loads(self._file.read(size))
+        return value
+
+    def close(self) -> None:
+        self._file.close()
 
 
 @dataclass
@@ -49,6 +197,15 @@ class Parsed:
     #: Subagent records copied into ``progress/agent_progress`` records, by agent id: the
     #: subagent when its own transcript is missing.
     copies: dict[str, list[Record]] = field(default_factory=dict)
+    #: The first ``sessionId`` of the records.
+    session: str | None = None
+    #: Where the records keep their data when the file is large (else None).
+    spill: Spill | None = None
+
+    def close(self) -> None:
+        """Drop the spill (records that kept their data there can no longer read it)."""
+        if self.spill is not None:
+            self.spill.close()
 
 
 def _ns(value: Any) -> int | None:
@@ -107,16 +264,32 @@ def clip_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
     return first_line if len(first_line) <= limit else first_line[: limit - 1] + "…"
 
 
-def read_records(stream: IO[bytes], redact: Redact, items: list[Item] | None) -> Parsed:
+def read_records(
+    stream: IO[bytes], redact: Redact, items: list[Item] | None, spill_bytes: int | None = None
+) -> Parsed:
     """The records of a transcript, redacted and in file order (dead ends not yet marked: see
     :func:`~traceproof.trajectories.claude_tree.parse`); bad lines and skipped records go to
-    ``items`` (None: dropped, for files read beside the main one)."""
+    ``items`` (None: dropped, for files read beside the main one). Past ``spill_bytes`` read
+    (default :data:`SPILL_BYTES`) the records keep their data in a :class:`Spill`: the caller
+    closes the answer (:meth:`Parsed.close`) when done with it."""
+    limit = SPILL_BYTES if spill_bytes is None else spill_bytes
     records: list[Record] = []
     by_uuid: dict[str, Record] = {}
     title: str | None = None
     title_line: int | None = None
+    session: str | None = None
     copies: dict[str, dict[str, Record]] = {}
+    spill: Spill | None = None
+    read = 0
     for number, line in enumerate(stream, start=1):
+        read += len(line)
+        if spill is None and read > limit:
+            spill = Spill()
+            for rec in records:
+                rec.spill(spill)
+            for agent_copies in copies.values():
+                for rec in agent_copies.values():
+                    rec.spill(spill)
         if not line.strip():
             continue
         try:
@@ -136,7 +309,7 @@ def read_records(stream: IO[bytes], redact: Redact, items: list[Item] | None) ->
                 title, title_line = redact(obj["summary"]), number
             continue
         if kind == "progress":
-            _keep_copy(obj, number, redact, copies)
+            _keep_copy(obj, number, redact, copies, spill)
         if kind not in _CONVERSATION:
             if items is not None:
                 items.append(Skipped(str(kind) if isinstance(kind, str) else "untyped", number))
@@ -162,6 +335,10 @@ def read_records(stream: IO[bytes], redact: Redact, items: list[Item] | None) ->
             parent if isinstance(parent, str) else None,
             _ns(obj.get("timestamp")) or 0,
         )
+        if session is None and isinstance(data.get("sessionId"), str):
+            session = data["sessionId"]
+        if spill is not None:
+            rec.spill(spill)
         records.append(rec)
         if uuid is not None:
             by_uuid[uuid] = rec
@@ -169,11 +346,15 @@ def read_records(stream: IO[bytes], redact: Redact, items: list[Item] | None) ->
     kept = {agent: list(found.values()) for agent, found in copies.items()}
     for found in kept.values():
         fill_times(found)
-    return Parsed(records, by_uuid, title, title_line, kept)
+    return Parsed(records, by_uuid, title, title_line, kept, session, spill)
 
 
 def _keep_copy(
-    obj: dict[str, Any], number: int, redact: Redact, copies: dict[str, dict[str, Record]]
+    obj: dict[str, Any],
+    number: int,
+    redact: Redact,
+    copies: dict[str, dict[str, Record]],
+    spill: Spill | None,
 ) -> None:
     data = obj.get("data")
     if not isinstance(data, dict) or data.get("type") != "agent_progress":
@@ -188,6 +369,8 @@ def _keep_copy(
         return
     record = redact.value(copy) | {"isSidechain": True, "agentId": agent}
     rec = Record(number, record, kind, uuid, None, _ns(copy.get("timestamp")) or 0)
+    if spill is not None:
+        rec.spill(spill)
     copies.setdefault(agent, {})[uuid] = rec
 
 

@@ -288,9 +288,14 @@ def _subagent(
         last_line=0,
         depth=context.depth + 1,
     )
-    spans, _ = agent_spans(
-        parsed.records, trace_id, tool.span_id, agent_id, arguments, inner, root=False
-    )
+    try:
+        spans, _ = agent_spans(
+            parsed.records, trace_id, tool.span_id, agent_id, arguments, inner, root=False
+        )
+    finally:
+        parsed.close()
+        for rec in parsed.records:
+            rec.release()
     if spans and tool.attributes.get("claude_code.subagent_from_progress"):
         spans[0].attributes["claude_code.subagent_from_progress"] = True
     return spans

@@ -7,30 +7,18 @@ marked; :func:`turns_of` cuts the main chain into turns.
 
 from __future__ import annotations
 
-import re
+import bisect
 from dataclasses import dataclass, field
 from typing import IO
 
 from traceproof.trajectories.claude_records import (
+    INTERRUPTION,
+    PROMPT,
     Parsed,
     Record,
-    blocks_of,
-    content_of,
     read_records,
-    text_of,
 )
 from traceproof.trajectories.common import Item, Redact
-
-_NOT_PROMPTS = (
-    "<local-command-caveat>",
-    "<local-command-stdout>",
-    "<local-command-stderr>",
-    "<task-notification>",
-    "<system-reminder>",
-    "[Request interrupted by user",
-)
-_INTERRUPTED = "[Request interrupted by user"
-_COMMAND = re.compile(r"<command-name>\s*([^<\s]+)\s*</command-name>")
 
 
 @dataclass
@@ -45,29 +33,21 @@ class Turn:
     command: str | None = None
 
 
-def parse(stream: IO[bytes], redact: Redact, items: list[Item] | None) -> Parsed:
+def parse(
+    stream: IO[bytes], redact: Redact, items: list[Item] | None, spill_bytes: int | None = None
+) -> Parsed:
     """The records of a transcript, redacted, dead ends marked; bad lines and skipped records go
-    to ``items`` (None: dropped, for files read beside the main one)."""
-    parsed = read_records(stream, redact, items)
+    to ``items`` (None: dropped, for files read beside the main one). The caller closes the
+    answer (:meth:`~traceproof.trajectories.claude_records.Parsed.close`)."""
+    parsed = read_records(stream, redact, items, spill_bytes)
     mark_dead_ends(parsed.records, parsed.by_uuid)
     return parsed
-
-
-def prompt_text(rec: Record) -> str | None:
-    """The prompt of a user record that opens a turn (or an interruption), else None."""
-    if rec.type != "user" or rec.data.get("isMeta") or rec.data.get("isCompactSummary"):
-        return None
-    content = content_of(rec)
-    if isinstance(content, list) and any(b.get("type") == "tool_result" for b in blocks_of(rec)):
-        return None
-    text = text_of(content)
-    return text if text.strip() else None
 
 
 def mark_dead_ends(records: list[Record], by_uuid: dict[str, Record]) -> None:
     """Follow the branch that continued (from the last conversation record back to the root)
     and mark the branches that forked off it and went nowhere (retried API calls)."""
-    main = [r for r in records if not r.data.get("isSidechain")] or records
+    main = [r for r in records if not r.sidechain] or records
     if not main:
         return
     path: set[str] = set()
@@ -92,12 +72,11 @@ def mark_dead_ends(records: list[Record], by_uuid: dict[str, Record]) -> None:
         if parent.uuid not in path:
             continue  # a chain off the main path (a sidechain): its own line
         if rec.type == "assistant":
-            message = rec.data["message"].get("id")
-            if message is not None and message in live_messages:
+            if rec.message_id is not None and rec.message_id in live_messages:
                 _note_live(rec, live_messages, live_tools)
                 continue
         elif rec.type == "user":
-            ids = [b.get("tool_use_id") for b in blocks_of(rec) if b.get("type") == "tool_result"]
+            ids = rec.tool_results
             if ids and all(i in live_tools for i in ids):
                 continue
         elif rec.type == "system":
@@ -106,39 +85,39 @@ def mark_dead_ends(records: list[Record], by_uuid: dict[str, Record]) -> None:
 
 
 def _note_live(rec: Record, messages: set[str], tools: set[str]) -> None:
-    message = rec.data["message"].get("id")
-    if isinstance(message, str):
-        messages.add(message)
-    for block in blocks_of(rec):
-        if block.get("type") == "tool_use" and isinstance(block.get("id"), str):
-            tools.add(block["id"])
+    if rec.message_id is not None:
+        messages.add(rec.message_id)
+    tools.update(rec.tool_uses)
 
 
-def within(rec: Record, turn: Turn, turns: list[Turn], index: int) -> bool:
-    after = rec.line >= turn.start.line or index == 0
-    before = index == len(turns) - 1 or rec.line < turns[index + 1].start.line
-    return after and before
+def by_turn(records: list[Record], turns: list[Turn]) -> list[list[Record]]:
+    """``records`` (sidechain records written into the main file) by the turn they were
+    written in: from a turn's first line to the next turn's (those before the first turn go
+    to it)."""
+    starts = [turn.start.line for turn in turns]
+    found: list[list[Record]] = [[] for _ in turns]
+    for rec in records:
+        found[max(bisect.bisect_right(starts, rec.line) - 1, 0)].append(rec)
+    return found
 
 
 def turns_of(records: list[Record]) -> list[Turn]:
     turns: list[Turn] = []
     current: Turn | None = None
     for rec in records:
-        text = prompt_text(rec) if not rec.dead else None
-        if text is not None and text.lstrip().startswith(_INTERRUPTED):
+        opening = rec.opening if not rec.dead else None
+        if opening == INTERRUPTION:
             if current is not None:
                 current.records.append(rec)
                 current.interrupted = True
                 current.closed = True
                 current.end_ts = max(current.end_ts, rec.ts)
             continue
-        if text is not None and not text.lstrip().startswith(_NOT_PROMPTS):
+        if opening == PROMPT:
             if current is not None:
                 current.closed = True
             current = Turn(rec, rec.uuid or f"line:{rec.line}", end_ts=rec.ts)
-            command = _COMMAND.search(text)
-            if command is not None and text.lstrip().startswith("<command-"):
-                current.command = command.group(1)
+            current.command = rec.command
             turns.append(current)
             continue
         if current is None:
@@ -149,11 +128,8 @@ def turns_of(records: list[Record]) -> list[Turn]:
             turns.append(current)
         current.records.append(rec)
         current.end_ts = max(current.end_ts, rec.ts)
-        if rec.type == "system" and rec.data.get("subtype") in (
-            "turn_duration",
-            "stop_hook_summary",
-        ):
+        if rec.type == "system" and rec.subtype in ("turn_duration", "stop_hook_summary"):
             current.closed = True
-            if isinstance(rec.data.get("durationMs"), int):
-                current.duration_ms = rec.data["durationMs"]
+            if rec.duration_ms is not None:
+                current.duration_ms = rec.duration_ms
     return turns
