@@ -353,6 +353,20 @@ def test_project_rules_come_before_the_built_in_ones() -> None:
     assert classify("Bash", '{"command": "python tools/other.py"}', rules).action == "execute"
 
 
+def test_remembered_command_answers_are_copies_and_project_rules_still_apply() -> None:
+    command = "cat src/remembered.py docs/remembered.md"
+    first = classify_command(command)
+    first.files.append("changed-by-the-caller.py")
+    again = classify_command(command)
+    assert (again.action, again.files) == (
+        "localize",
+        ["src/remembered.py", "docs/remembered.md"],
+    )
+    rules = ActionRules.from_table({"verify": {"commands": [r"^cat src/remembered"]}})
+    assert classify_command(command, rules).action == "verify"
+    assert classify("Bash", orjson.dumps({"command": command}).decode(), rules).action == "verify"
+
+
 @pytest.mark.parametrize(
     ("table", "where"),
     [

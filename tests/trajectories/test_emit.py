@@ -44,3 +44,21 @@ def test_a_turn_of_step_spans_is_stored_with_its_columns_and_ids_are_stable(
         ("claude", "LLM", "s1", None, "claude-sonnet-4-5", 120, "OK", None, "claude_code"),
         ("Bash", "TOOL", "s1", "Bash", None, None, "ERROR", "exit 1", "claude_code"),
     ]
+
+
+def test_resources_equal_in_python_but_of_other_types_keep_their_own_json() -> None:
+    trace = trace_id_for("claude_code", "s2", "u1")
+    spans = [
+        StepSpan(trace, span_id_for("claude_code", "s2", str(i)), None, "turn", "AGENT", 1_000,
+                 2_000, resource={"process.pid": value, "host.name": "h"})
+        for i, value in enumerate([1, True, 1.0, 1, "1"])
+    ]  # fmt: skip
+    rows = SpanRows()
+    assert add_steps(rows, spans, project="agents", source="claude_code") == []
+    assert rows.table().column("resource").to_pylist() == [
+        '{"process":{"pid":1},"host":{"name":"h"}}',
+        '{"process":{"pid":true},"host":{"name":"h"}}',
+        '{"process":{"pid":1.0},"host":{"name":"h"}}',
+        '{"process":{"pid":1},"host":{"name":"h"}}',
+        '{"process":{"pid":"1"},"host":{"name":"h"}}',
+    ]

@@ -9,6 +9,7 @@ batch. This module is imported only when a transcript is read.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path, PurePath
 from typing import IO, TYPE_CHECKING
 
@@ -98,5 +99,11 @@ def _import_transcript(
 def _project_of(span: StepSpan, agent: str) -> str:
     cwd = span.resource.get("process.cwd")
     if isinstance(cwd, str) and cwd.strip("/\\"):
-        return PurePath(cwd.rstrip("/\\")).name or agent
+        return _dir_name(cwd) or agent
     return agent.replace("_", "-")
+
+
+@lru_cache(maxsize=1024)
+def _dir_name(cwd: str) -> str:
+    """The last component of a working directory (remembered: every span of a trace asks)."""
+    return PurePath(cwd.rstrip("/\\")).name

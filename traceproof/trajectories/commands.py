@@ -164,9 +164,28 @@ def _operands(words: list[str]) -> list[str]:
     return found[:20]
 
 
+#: Answers of :func:`classify_command` without project command rules (then a pure function of
+#: the command: agents run the same commands again and again), up to this many commands of up
+#: to this many characters; each caller gets its own copy of the file list.
+_MEMO: dict[str, tuple[Action, tuple[str, ...]]] = {}
+_MEMO_SIZE = 10_000
+_MEMO_CHARS = 2_000
+
+
 def classify_command(command: str, rules: ActionRules | None = None) -> _Shell:
     """The action of a shell command and the files it reads or edits (when it names them)."""
-    rules = rules or ActionRules()
+    if rules is not None and rules.commands:
+        return _classify(command, rules)
+    known = _MEMO.get(command)
+    if known is not None:
+        return _Shell(known[0], list(known[1]))
+    shell = _classify(command, ActionRules())
+    if len(command) <= _MEMO_CHARS and len(_MEMO) < _MEMO_SIZE:
+        _MEMO[command] = (shell.action, tuple(shell.files))
+    return shell
+
+
+def _classify(command: str, rules: ActionRules) -> _Shell:
     for action, pattern in rules.commands:
         if pattern.search(command):
             return _Shell(action, [])

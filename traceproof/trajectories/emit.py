@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from traceproof.ingest.normalize import REJECTED, SpanRows, resource_json
 from traceproof.trajectories.common import SOURCE, StepSpan
@@ -23,9 +24,29 @@ def add_step(rows: SpanRows, span: StepSpan, *, project: str, source: str) -> li
         status=span.status,
         status_message=span.status_message,
         attributes=attributes,
-        resource_json=resource_json(span.resource) if span.resource else None,
+        resource_json=_resource_json(span.resource) if span.resource else None,
         scope_name=f"traceproof.trajectories.{source}",
     )
+
+
+_SCALARS = (str, int, float, bool, type(None))
+#: Resource JSON by the resource's (key, type, value) items: a trace's spans share one resource.
+#: Only flat resources of scalars are remembered (1, 1.0 and True are equal keys: the types
+#: tell them apart), up to this many.
+_RESOURCES: dict[tuple[tuple[str, type, Any], ...], str] = {}
+_RESOURCES_SIZE = 1_000
+
+
+def _resource_json(resource: Mapping[str, Any]) -> str:
+    if not all(type(v) in _SCALARS for v in resource.values()):
+        return resource_json(resource)
+    key = tuple((k, type(v), v) for k, v in resource.items())
+    found = _RESOURCES.get(key)
+    if found is None:
+        found = resource_json(resource)
+        if len(_RESOURCES) < _RESOURCES_SIZE:
+            _RESOURCES[key] = found
+    return found
 
 
 def add_steps(

@@ -69,7 +69,6 @@ _RULES: list[tuple[str, tuple[str, ...], str]] = [
 ]
 _COMPILED = [(kind, hints, re.compile(pattern, re.DOTALL)) for kind, hints, pattern in _RULES]
 _HINTS = tuple(dict.fromkeys(h for _, hints, _ in _RULES for h in hints))
-_HINT = re.compile("|".join(re.escape(h) for h in _HINTS))
 #: The same hints for RE2, case-insensitive on the text itself: it finds every hint that
 #: ``text.lower()`` holds (the only non-ASCII characters that lower to ASCII are the Kelvin
 #: sign, which RE2 folds with k, and U+0130, which lowers to i plus a combining dot, so it ends
@@ -83,6 +82,12 @@ _ASSIGNMENT_HINT = re2.compile(
     r"|pr[iİı]vate[_\-]?key|credent[iİı]als?|account[_\-]?key)[A-Z0-9_İı]*"
     r"(?:\\?[\"'])?[ \t]*[=:][ \t]*(?:\\?[\"'])?[^\s\"'\\,;&|(){}<>\[\]]{6}"
 )
+#: A superset of what the ``url_password`` rule matches, for RE2 (no ``\b``; RE2's ``\s`` is
+#: ASCII only, so its negated classes allow more): the rule runs only where it finds one.
+_URL_PASSWORD_HINT = re2.compile(
+    r"[a-zA-Z][a-zA-Z0-9+.\-]{1,20}://[^\s/:@\"'\\]{1,256}:[^\s@/\"'\\]{1,256}@"
+)
+_PREFILTERS = {"assignment": _ASSIGNMENT_HINT, "url_password": _URL_PASSWORD_HINT}
 #: Short strings recur (keys, types, ids): their answers are remembered, up to this many.
 _MEMO_SIZE = 50_000
 _MEMO_CHARS = 64
@@ -115,14 +120,19 @@ class Redactor:
     def _redact(self, text: str) -> str:
         if _HINT_RE2.search(text) is None:
             return text
+        # No second test of the hints on ``low``: a rule runs only where one of its own hints
+        # is in ``low``, so text that holds none is returned unchanged by the loop anyway.
         low = text.lower()
-        if _HINT.search(low) is None:
-            return text
         for kind, hints, pattern in _COMPILED:
-            if any(hint in low for hint in hints):
-                if kind == "assignment" and _ASSIGNMENT_HINT.search(text) is None:
-                    continue
-                text = pattern.sub(partial(self._replace, kind=kind), text)
+            for hint in hints:  # a loop, not any(): this runs for every rule of most texts
+                if hint in low:
+                    break
+            else:
+                continue
+            prefilter = _PREFILTERS.get(kind)
+            if prefilter is not None and prefilter.search(text) is None:
+                continue
+            text = pattern.sub(partial(self._replace, kind=kind), text)
         return text
 
     def _replace(self, match: re.Match[str], kind: str) -> str:
@@ -146,18 +156,49 @@ class Redactor:
 
     def _walk(self, value: Any) -> Any:
         kind = type(value)
-        # Exact types first (what JSON parsers make), strings under 8 characters unchanged
-        # without a call: the walk visits every value of every record.
+        # Exact types first (what JSON parsers make); strings under 8 characters unchanged and
+        # remembered short strings answered without a call: the walk visits every value of
+        # every record.
         if kind is str:
-            return self(value) if len(value) >= 8 else value
+            if len(value) < 8:
+                return value
+            known = self._memo.get(value)
+            if known is None:
+                return self(value)
+            self.count += known[1]
+            return known[0]
         if kind is dict:
             walk = self._walk
-            return {
-                ((self(k) if len(k) >= 8 else k) if type(k) is str else self._key(k)): walk(v)
-                for k, v in value.items()
-            }
+            memo = self._memo
+            out = {}
+            for key, item in value.items():
+                k, v = key, item
+                if type(key) is str:
+                    if len(key) >= 8:
+                        known = memo.get(key)
+                        if known is None:
+                            k = self(key)
+                        else:
+                            self.count += known[1]
+                            k = known[0]
+                else:
+                    k = self._key(key)
+                kv = type(item)
+                if kv is str:
+                    if len(item) >= 8:
+                        known = memo.get(item)
+                        if known is None:
+                            v = self(item)
+                        else:
+                            self.count += known[1]
+                            v = known[0]
+                elif kv is not int and kv is not bool and item is not None:
+                    v = walk(item)
+                out[k] = v
+            return out
         if kind is list:
-            return [self._walk(v) for v in value]
+            walk = self._walk
+            return [v if type(v) is int or v is None else walk(v) for v in value]
         if kind in (int, float, bool) or value is None:
             return value
         if isinstance(value, str):
