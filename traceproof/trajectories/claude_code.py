@@ -33,7 +33,9 @@ can make the agent go on, and a root once stored is not replaced.)
 Where it is done: :mod:`~traceproof.trajectories.claude_records` reads the lines,
 :mod:`~traceproof.trajectories.claude_tree` follows the ``parentUuid`` tree and cuts turns,
 :mod:`~traceproof.trajectories.claude_spans` makes an agent's LLM, TOOL and subagent spans; this
-module holds the reader, each turn's root span and the compactions.
+module holds the reader, each turn's root span and the compactions. A file past
+:data:`~traceproof.trajectories.claude_records.SPILL_BYTES` keeps its records' data in a spill
+file while the tree is built, and each turn's data is let go once its spans are made.
 """
 
 from __future__ import annotations
