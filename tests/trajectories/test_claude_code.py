@@ -356,6 +356,22 @@ def test_inline_sidechain_records_are_a_subagent_under_their_task_call(tmp_path:
     assert not [s for s in got if s.attributes.get(DEAD_END)]
 
 
+def test_inline_sidechain_records_without_a_turn_give_no_spans(tmp_path: Path) -> None:
+    """A file whose main chain opens no turn (a system record) but holds sidechain records
+    without an agent id: nothing to nest them under, so no spans, and no failure."""
+    t = Transcript()
+    t.system("s1", "local_command")
+    side = Transcript(agent_id="old", seconds=t.seconds)
+    side.prompt("x1", "Plan the work", parent=None)
+    side.assistant("x2", "msg_x", text("Step 1."))
+    for record in side.records:
+        del record["agentId"]
+    t.records += side.records
+    items = read(t.write(tmp_path / "no-turn.jsonl"))[0]
+    assert spans(items) == []
+    assert not [i for i in items if isinstance(i, Malformed)]
+
+
 def test_a_huge_unicode_tool_output_is_kept_whole_and_its_raw_record_clipped(
     tmp_path: Path,
 ) -> None:

@@ -140,10 +140,9 @@ class ClaudeCodeReader:
             context.held = held
             context.last_line = records[-1].line
             yield from _turn_spans(turn, context, parsed.title, inline[index])
-            if not last:  # the last turn's records are read again for its pending spans
-                turn.start.release()
-                for rec in (*turn.records, *inline[index]):
-                    rec.release()
+            turn.start.release()
+            for rec in (*turn.records, *inline[index]):
+                rec.release()
         if turns:
             # The last turn may go on while the file is active (a stop hook can make the agent
             # continue after a closing record): its spans still to come are noted, and the

@@ -93,9 +93,11 @@ def _note_live(rec: Record, messages: set[str], tools: set[str]) -> None:
 def by_turn(records: list[Record], turns: list[Turn]) -> list[list[Record]]:
     """``records`` (sidechain records written into the main file) by the turn they were
     written in: from a turn's first line to the next turn's (those before the first turn go
-    to it)."""
+    to it); none without turns."""
     starts = [turn.start.line for turn in turns]
     found: list[list[Record]] = [[] for _ in turns]
+    if not turns:
+        return found
     for rec in records:
         found[max(bisect.bisect_right(starts, rec.line) - 1, 0)].append(rec)
     return found
