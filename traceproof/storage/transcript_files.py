@@ -81,13 +81,6 @@ _COLUMNS = (
 )
 
 
-def _arrow_types() -> list[Any]:
-    import pyarrow as pa
-
-    big, text = pa.int64(), pa.string()
-    return [text, big, big, big, big, big, text, text, big, big, text, pa.bool_(), text]
-
-
 def load_transcript_files(store: Store) -> dict[str, TranscriptFile]:
     """Every stored file state, by path."""
     with store.reader() as reader:
@@ -105,12 +98,10 @@ def save_transcript_files(store: Store, states: Iterable[TranscriptFile]) -> Non
     if not latest:
         return
     now = datetime.now(UTC).replace(tzinfo=None)
-    rows = [_values(state) for state in latest.values()]
-    columns = zip(*rows, strict=True)
-    arrays = [pa.array(list(c), t) for c, t in zip(columns, _arrow_types(), strict=True)]
-    table = pa.table(
-        [*arrays, pa.array([now] * len(rows), pa.timestamp("us"))],
-        names=[*(name.strip() for name in _COLUMNS.split(",")), "updated_at"],
+    names = [*(name.strip() for name in _COLUMNS.split(",")), "updated_at"]
+    # Column types are inferred; the INSERT casts them to the table's.
+    table = pa.Table.from_pylist(
+        [dict(zip(names, (*_values(state), now), strict=True)) for state in latest.values()]
     )
 
     def write(cursor: duckdb.DuckDBPyConnection) -> None:
