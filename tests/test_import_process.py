@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -27,3 +29,43 @@ def test_ingest_does_not_import_pandas_although_it_is_installed(tmp_path: Path) 
     # -X importtime logs every module loaded: pandas would load dozens of its own.
     loaded = [line for line in result.stderr.splitlines() if re.search(r"\| +pandas\.", line)]
     assert not loaded, loaded[:5]
+
+
+_PROBE = """
+import atexit, json, sys
+import pyarrow as pa
+import traceproof.storage.store as store_module
+seen = {}
+opened = store_module.open_connection
+def open_connection(path, settings):
+    conn = opened(path, settings)
+    threads, limit = conn.execute(
+        "SELECT current_setting('threads'), current_setting('memory_limit')"
+    ).fetchone()
+    seen.update(threads=threads, memory_limit=limit)
+    return conn
+store_module.open_connection = open_connection
+atexit.register(lambda: print("PROBE " + json.dumps(
+    seen | {"arrow_pool": pa.default_memory_pool().backend_name}), file=sys.stderr))
+sys.argv = ["traceproof", *sys.argv[1:]]
+from traceproof.cli import main
+main()
+"""
+
+
+def test_ingest_runs_duckdb_and_the_heap_with_the_import_settings(tmp_path: Path) -> None:
+    # The import's memory: one DuckDB thread, import_memory_limit, and the server's heap
+    # settings (pyarrow on the system allocator, applied before any thread starts).
+    transcript = basic_session().write(tmp_path / "session.jsonl")
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE, "ingest", str(transcript),
+         "--db", str(tmp_path / "s.duckdb"), "--json"],
+        capture_output=True, text=True, check=False, timeout=120,
+        env={**os.environ, "TRACEPROOF_IMPORT_MEMORY_LIMIT": "80MB"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    probe = next(line for line in result.stderr.splitlines() if line.startswith("PROBE "))
+    seen = json.loads(probe.removeprefix("PROBE "))
+    assert seen["threads"] == 1, seen
+    assert seen["memory_limit"] == "76.0 MiB", seen  # 80 MB, in the MiB DuckDB was given
+    assert seen["arrow_pool"] == "system"

@@ -31,6 +31,7 @@ from traceproof import __version__
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.ingest.files import Annotate, ImportSummary, Sink, import_files
 from traceproof.ingest.incremental import Book
+from traceproof.memory import configure_server
 from traceproof.remote import RemoteStore
 from traceproof.settings import Settings
 from traceproof.storage import Store, StoreLocked
@@ -237,6 +238,7 @@ def ingest(
     from traceproof.projectconfig import project_config
 
     settings = _settings(db, config=config)
+    configure_server(settings)  # the heap settings, before the store starts its threads
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise click.BadParameter(f"{missing[0]} does not exist.", param_hint="PATHS")

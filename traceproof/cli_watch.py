@@ -27,6 +27,7 @@ from traceproof.cli import (
 )
 from traceproof.errors import TraceproofError
 from traceproof.ingest.files import ImportSummary, Sink
+from traceproof.memory import configure_server
 from traceproof.remote import RemoteStore
 
 
@@ -74,6 +75,7 @@ def watch(
     if missing:
         raise click.BadParameter(f"{missing[0]} does not exist.", param_hint="DIRS")
     settings = _settings(db, config=config)
+    configure_server(settings)  # the heap settings, before the store starts its threads
     stopping: list[int] = []
 
     def stop(signum: int, frame: FrameType | None) -> None:

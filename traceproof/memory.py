@@ -1,4 +1,5 @@
-"""The server process's heap: how freed memory goes back to the operating system.
+"""The heap of the server (and of `traceproof ingest` and `watch`): how freed memory goes back to
+the operating system.
 
 Measured on a loaded server (benchmarks/load.py, 300k spans, 8 OTLP senders and 4 tool callers,
 then 40 senders of 16 MB bodies), DuckDB stayed within its memory_limit, but the process's RSS

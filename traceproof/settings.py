@@ -204,8 +204,20 @@ class Settings(BaseSettings):
         description="Rows per DuckDB row group written by this process (DuckDB's default).",
     )
     import_memory_limit: str = Field(
-        default="192MB",
-        description="DuckDB's memory_limit while traceproof ingest holds the store itself.",
+        default="96MB",
+        description="DuckDB's memory_limit while traceproof ingest or watch holds the store "
+        "itself. An import only appends: DuckDB fills its pool up to the limit with blocks it "
+        "has written, so a larger limit is mostly RSS. Measured on a 1 GB Claude Code history "
+        "(benchmarks/transcript_import.py): 192 MB gave ~90 MB more RSS than 96 MB and was "
+        "~5% faster; 64 MB was ~20% slower (the writes not yet checkpointed, up to "
+        "duckdb_checkpoint_threshold, no longer fit and were evicted and read back).",
+    )
+    import_threads: int = Field(
+        default=1,
+        ge=1,
+        description="DuckDB worker threads while traceproof ingest or watch holds the store "
+        "itself. The import's CPU is the transcript reader's (Python, one core); on one core "
+        "a second DuckDB thread made the same writes slower and kept ~50 MB more RSS.",
     )
     import_row_group_size: int = Field(
         default=16_384,
@@ -237,7 +249,8 @@ class Settings(BaseSettings):
     malloc_arena_max: int = Field(
         default=2,
         ge=0,
-        description="Most glibc malloc arenas of the server process (Linux with glibc; set at "
+        description="Most glibc malloc arenas of the server, ingest and watch processes (Linux "
+        "with glibc; set at "
         "start, before its threads). glibc's default, 8 per core, let freed request bodies "
         "and span text sit in a dozen thread arenas (about 200 MB free but kept, measured "
         "under ingest); the writer and two ingest threads do nearly all the allocating, so 2 "
@@ -580,5 +593,6 @@ class Settings(BaseSettings):
             update={
                 "duckdb_memory_limit": self.import_memory_limit,
                 "duckdb_row_group_size": self.import_row_group_size,
+                "duckdb_threads": self.import_threads,
             }
         )
