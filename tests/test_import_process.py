@@ -29,6 +29,11 @@ def test_ingest_does_not_import_pandas_although_it_is_installed(tmp_path: Path) 
     # -X importtime logs every module loaded: pandas would load dozens of its own.
     loaded = [line for line in result.stderr.splitlines() if re.search(r"\| +pandas\.", line)]
     assert not loaded, loaded[:5]
+    # Nor the other commands' modules (the read tools, experiments, judgment: ~11 MB).
+    others = [
+        line for line in result.stderr.splitlines() if re.search(r"\| +traceproof\.cli_", line)
+    ]
+    assert not others, others[:5]
 
 
 _PROBE = """

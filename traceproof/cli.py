@@ -6,6 +6,7 @@ act on, with exit status 1 (2 when an import finished but rejected some input).
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
@@ -138,7 +139,43 @@ def _store_or_remote(settings: Settings, *, create: bool = False) -> Iterator[St
         store.close()
 
 
-@click.group()
+#: The modules whose commands register themselves on `cli` (traces, trace, span, find, jq, agg,
+#: sql, datasets, experiments, judgment, trajectories, watch...): loaded only when a command this
+#: module does not define is asked for, so `traceproof ingest` (here) does not pay for them.
+COMMAND_MODULES = (
+    "traceproof.cli_compare",
+    "traceproof.cli_configs",
+    "traceproof.cli_datasets",
+    "traceproof.cli_experiments",
+    "traceproof.cli_judge",
+    "traceproof.cli_judgment",
+    "traceproof.cli_proof",
+    "traceproof.cli_tools",
+    "traceproof.cli_trajectories",
+    "traceproof.cli_watch",
+)
+
+
+def load_commands() -> None:
+    """Register every command on `cli` (the modules of :data:`COMMAND_MODULES`)."""
+    for name in COMMAND_MODULES:
+        importlib.import_module(name)
+
+
+class _Commands(click.Group):
+    """`cli`'s group: the commands of other modules are loaded when first needed."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            load_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        load_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_Commands)
 @click.version_option(__version__, prog_name="traceproof")
 def cli() -> None:
     """traceproof: traces, evals and experiments for coding agents."""
@@ -438,19 +475,6 @@ def _print_stats(result: StoreStats) -> None:
     ]
     names = ["project", "traces", "spans", "errors", "first span", "last span"]
     render_table(names, rows, out, fold=frozenset({0}))  # a name folds; it is never cut
-
-
-# The read commands (traces, trace, span, find, jq, agg, sql…) register themselves on `cli`.
-import traceproof.cli_compare  # noqa: E402
-import traceproof.cli_configs  # noqa: E402
-import traceproof.cli_datasets  # noqa: E402
-import traceproof.cli_experiments  # noqa: E402
-import traceproof.cli_judge  # noqa: E402
-import traceproof.cli_judgment  # noqa: E402
-import traceproof.cli_proof  # noqa: E402
-import traceproof.cli_tools  # noqa: E402
-import traceproof.cli_trajectories  # noqa: E402
-import traceproof.cli_watch  # noqa: E402, F401
 
 
 def main() -> None:
