@@ -29,6 +29,14 @@ def test_ingest_does_not_import_pandas_although_it_is_installed(tmp_path: Path) 
     # -X importtime logs every module loaded: pandas would load dozens of its own.
     loaded = [line for line in result.stderr.splitlines() if re.search(r"\| +pandas\.", line)]
     assert not loaded, loaded[:5]
+    # Nor pyarrow.dataset, which DuckDB's scan of an Arrow table imports (~20 MB): the
+    # attempts are logged, never its own extension modules.
+    datasets = [
+        line
+        for line in result.stderr.splitlines()
+        if re.search(r"\| +pyarrow\._(dataset|acero)", line)
+    ]
+    assert not datasets, datasets[:5]
     # Nor the other commands' modules (the read tools, experiments, judgment: ~11 MB).
     others = [
         line for line in result.stderr.splitlines() if re.search(r"\| +traceproof\.cli_", line)
@@ -74,3 +82,19 @@ def test_ingest_runs_duckdb_and_the_heap_with_the_import_settings(tmp_path: Path
     assert seen["threads"] == 1, seen
     assert seen["memory_limit"] == "76.0 MiB", seen  # 80 MB, in the MiB DuckDB was given
     assert seen["arrow_pool"] == "system"
+
+
+def test_ingest_reads_parquet_eval_files_without_pyarrow_dataset(tmp_path: Path) -> None:
+    # pyarrow.dataset is blocked in the import process; Parquet eval results still read.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    results = tmp_path / "results.parquet"
+    pq.write_table(pa.table({"span_id": ["ab" * 8], "label": ["good"], "score": [1.0]}), results)
+    result = subprocess.run(
+        [sys.executable, "-m", "traceproof", "ingest", str(results),
+         "--db", str(tmp_path / "s.duckdb"), "--json"],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    found = json.loads(result.stdout)
+    assert found["annotations_read"] == 1, result.stdout + result.stderr[-2000:]

@@ -94,18 +94,28 @@ def _check_toolsets(settings: Settings, source: str) -> None:
         raise click.BadParameter(str(exc), param_hint=source) from None
 
 
-class _NoPandas:
-    """A meta path finder for which pandas is not installed (see :func:`main`)."""
+class _Unused:
+    """A meta path finder for which the modules of :data:`UNUSED_MODULES` are not installed
+    (see :func:`main`)."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
+        if any(name == root or name.startswith(root + ".") for root in UNUSED_MODULES):
             raise ModuleNotFoundError(
                 f"No module named {name!r} (blocked by traceproof)", name=name
             )
 
 
-#: The commands whose process never uses pandas (they run no user code).
+#: The commands whose process never uses :data:`UNUSED_MODULES` (they run no user code).
 NO_PANDAS_COMMANDS = ("ingest", "watch")
+#: What DuckDB's Python client imports, when installed, and an import never uses:
+#: - pandas: DuckDB (1.4 on: duckdb/duckdb PR #18658, "Load pandas in import cache before
+#:   binding") imports it before it binds any parameter, and pyarrow's pa.array() looks for it
+#:   too: ~45 MB of RSS and ~0.3 s.
+#: - pyarrow.dataset: DuckDB's scan of an Arrow table imports it (to tell a table from a
+#:   dataset), and with it Acero, Parquet, Substrait and the S3, GCS and Azure filesystems:
+#:   ~20 MB of RSS. (pyarrow.parquet, for Parquet eval files, reads without it.)
+#: Both take an ImportError as the module absent (and remember it).
+UNUSED_MODULES = ("pandas", "pyarrow.dataset")
 
 
 #: What a read command says when there is no store where it looked.
@@ -478,14 +488,10 @@ def _print_stats(result: StoreStats) -> None:
 
 
 def main() -> None:
-    # DuckDB's Python client (1.4 on: duckdb/duckdb PR #18658, "Load pandas in import cache
-    # before binding") imports pandas, when installed, before it binds any parameter, and
-    # pyarrow's pa.array() looks for it too: ~45 MB of RSS and ~0.3 s in `traceproof ingest`,
-    # which never uses it. Both take an ImportError as pandas absent (and remember it), so the
-    # block is for the whole process, and only for the commands that run no user code; an
-    # in-process caller of `cli` (tests, a notebook) is left alone.
+    # The block (of UNUSED_MODULES) is for the whole process, and only for the commands that
+    # run no user code; an in-process caller of `cli` (tests, a notebook) is left alone.
     if sys.argv[1:2] and sys.argv[1] in NO_PANDAS_COMMANDS and "pandas" not in sys.modules:
-        sys.meta_path.insert(0, _NoPandas())
+        sys.meta_path.insert(0, _Unused())
     cli(prog_name="traceproof")
 
 
