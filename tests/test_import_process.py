@@ -98,3 +98,51 @@ def test_ingest_reads_parquet_eval_files_without_pyarrow_dataset(tmp_path: Path)
     )  # fmt: skip
     found = json.loads(result.stdout)
     assert found["annotations_read"] == 1, result.stdout + result.stderr[-2000:]
+
+
+def test_every_import_format_reads_in_the_import_process(tmp_path: Path) -> None:
+    # The import process blocks modules it never uses (UNUSED_MODULES: pandas,
+    # pyarrow.dataset); every format it reads still reads there, and neither loads.
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from tests.conftest import encoded
+    from tests.test_import import agent_spans, otlp_dict
+    from tests.trajectories.inspect_logs import write_log
+
+    spans = agent_spans()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "trace.json").write_text(json.dumps(otlp_dict(spans)))
+    (tmp_path / "in" / "trace.pb").write_bytes(encoded(spans))
+    basic_session().write(tmp_path / "in" / "session.jsonl")
+    write_log(tmp_path / "logs", "eval")
+    span_id = spans[0].context.span_id.to_bytes(8, "big").hex()
+    results = pa.table({"span_id": [span_id], "label": ["good"], "score": [1.0]})
+    pq.write_table(results, tmp_path / "results.parquet")
+    pacsv.write_csv(results, tmp_path / "results.csv")
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "traceproof", "ingest",
+         str(tmp_path / "in"), str(tmp_path / "logs"), "--db", str(tmp_path / "s.duckdb"),
+         "--json"],
+        capture_output=True, text=True, check=False, timeout=180,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout)
+    assert set(found["formats"]) >= {"otlp_json", "otlp_protobuf", "claude_code", "inspect"}
+    assert found["spans_added"] > 0 and not found["rejected"]
+    for results_file in ("results.parquet", "results.csv"):
+        evals = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "traceproof", "ingest",
+             str(tmp_path / results_file), "--db", str(tmp_path / "s.duckdb"), "--json"],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+        assert evals.returncode == 0, evals.stdout + evals.stderr[-3000:]
+        assert json.loads(evals.stdout)["annotations_read"] == 1
+    for log in (result.stderr, evals.stderr):
+        loaded = [
+            line
+            for line in log.splitlines()
+            if re.search(r"\| +(pandas\.|pyarrow\._dataset|pyarrow\._acero)", line)
+        ]
+        assert not loaded, loaded[:5]
