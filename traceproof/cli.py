@@ -409,10 +409,11 @@ def transcript_book(store: Store | RemoteStore, settings: Settings) -> Book:
 
 
 def _print_summary(summary: ImportSummary) -> None:
+    projects = f", projects: {', '.join(sorted(summary.projects))}" if summary.projects else ""
     out.print(
         f"Imported {summary.spans_added:,} new spans "
         f"({summary.spans_read:,} read, {summary.duplicates:,} already stored) "
-        f"in {summary.traces:,} traces, projects: {', '.join(sorted(summary.projects)) or '-'}.",
+        f"in {summary.traces:,} traces{projects}.",
         markup=False,
         soft_wrap=True,
     )
