@@ -32,7 +32,6 @@ from traceproof import __version__
 from traceproof.errors import ErrorCode, TraceproofError
 from traceproof.ingest.files import Annotate, ImportSummary, Sink, import_files
 from traceproof.ingest.incremental import Book
-from traceproof.memory import configure_server
 from traceproof.remote import RemoteStore
 from traceproof.settings import Settings
 from traceproof.storage import Store, StoreLocked
@@ -116,6 +115,21 @@ NO_PANDAS_COMMANDS = ("ingest", "watch")
 #:   ~20 MB of RSS. (pyarrow.parquet, for Parquet eval files, reads without it.)
 #: Both take an ImportError as the module absent (and remember it).
 UNUSED_MODULES = ("pandas", "pyarrow.dataset")
+
+
+#: Whether this process is the CLI's own (set by :func:`main`): only then do commands change
+#: process-wide state (the heap settings); an in-process caller of `cli` is left alone.
+class _Process:
+    own = False
+
+
+def configure_process(settings: Settings) -> None:
+    """The server's heap settings (:mod:`traceproof.memory`) for a long or large command, when
+    this process is the CLI's own; call before the store starts its threads."""
+    if _Process.own:
+        from traceproof.memory import configure_server
+
+        configure_server(settings)
 
 
 #: What a read command says when there is no store where it looked.
@@ -285,7 +299,7 @@ def ingest(
     from traceproof.projectconfig import project_config
 
     settings = _settings(db, config=config)
-    configure_server(settings)  # the heap settings, before the store starts its threads
+    configure_process(settings)  # before the store starts its threads
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise click.BadParameter(f"{missing[0]} does not exist.", param_hint="PATHS")
@@ -489,6 +503,7 @@ def _print_stats(result: StoreStats) -> None:
 
 
 def main() -> None:
+    _Process.own = True
     # The block (of UNUSED_MODULES) is for the whole process, and only for the commands that
     # run no user code; an in-process caller of `cli` (tests, a notebook) is left alone.
     if sys.argv[1:2] and sys.argv[1] in NO_PANDAS_COMMANDS and "pandas" not in sys.modules:

@@ -21,13 +21,13 @@ from traceproof.cli import (
     _store_or_remote,
     cli,
     config_option,
+    configure_process,
     db_option,
     out,
     transcript_book,
 )
 from traceproof.errors import TraceproofError
 from traceproof.ingest.files import ImportSummary, Sink
-from traceproof.memory import configure_server
 from traceproof.remote import RemoteStore
 
 
@@ -75,7 +75,7 @@ def watch(
     if missing:
         raise click.BadParameter(f"{missing[0]} does not exist.", param_hint="DIRS")
     settings = _settings(db, config=config)
-    configure_server(settings)  # the heap settings, before the store starts its threads
+    configure_process(settings)  # before the store starts its threads
     stopping: list[int] = []
 
     def stop(signum: int, frame: FrameType | None) -> None:
