@@ -36,9 +36,10 @@ class Turn:
 def parse(
     stream: IO[bytes], redact: Redact, items: list[Item] | None, spill_bytes: int | None = None
 ) -> Parsed:
-    """The records of a transcript, redacted, dead ends marked; bad lines and skipped records go
-    to ``items`` (None: dropped, for files read beside the main one). The caller closes the
-    answer (:meth:`~traceproof.trajectories.claude_records.Parsed.close`)."""
+    """The records of a transcript, redacted, dead ends marked; bad lines go to ``items`` and
+    skipped records to the answer's ``skipped`` (``items`` None: neither is kept, for files read
+    beside the main one). The caller closes the answer
+    (:meth:`~traceproof.trajectories.claude_records.Parsed.close`)."""
     parsed = read_records(stream, redact, items, spill_bytes)
     mark_dead_ends(parsed.records, parsed.by_uuid)
     return parsed
