@@ -228,6 +228,7 @@ def test_bad_lines_and_skipped_records_come_first_in_line_order(tmp_path: Path) 
     t.records.insert(4, {"type": "user", "uuid": "m1"})  # no message object: malformed
     t.records.insert(5, {"type": "queue-operation"})
     t.records.insert(6, {"type": "progress"})
+    t.records.insert(7, {"type": ["user"], "uuid": "l1"})  # a type not a string: was TypeError
     items, _ = read(t.write(tmp_path / "s.jsonl"))
     first = [i for i in items if isinstance(i, Skipped | Malformed)]
     assert items[: len(first)] == first
@@ -237,6 +238,7 @@ def test_bad_lines_and_skipped_records_come_first_in_line_order(tmp_path: Path) 
         Malformed(5, "a user record without a message object"),
         Skipped("queue-operation", 6),
         Skipped("progress", 7),
+        Skipped("untyped", 8),
     ]
 
 

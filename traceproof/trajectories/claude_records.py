@@ -302,9 +302,9 @@ def read_records(
     """The records of a transcript, redacted and in file order (dead ends not yet marked: see
     :func:`~traceproof.trajectories.claude_tree.parse`); bad lines go to ``items`` and skipped
     records to :attr:`Parsed.skipped` (``items`` None: neither is kept, for files read beside
-    the main one). Past ``spill_bytes`` read
-    (default :data:`SPILL_BYTES`) the records keep their data in a :class:`Spill`: the caller
-    closes the answer (:meth:`Parsed.close`) when done with it."""
+    the main one). Past ``spill_bytes`` read (default :data:`SPILL_BYTES`) the records keep
+    their data in a :class:`Spill`: the caller closes the answer (:meth:`Parsed.close`) when
+    done with it."""
     limit = SPILL_BYTES if spill_bytes is None else spill_bytes
     records: list[Record] = []
     by_uuid: dict[str, Record] = {}
@@ -344,7 +344,7 @@ def read_records(
             continue
         if kind == "progress":
             _keep_copy(obj, number, redact, copies, spill)
-        if kind not in _CONVERSATION:
+        if not isinstance(kind, str) or kind not in _CONVERSATION:
             if items is not None:
                 skipped.add(str(kind) if isinstance(kind, str) else "untyped", number)
             continue
