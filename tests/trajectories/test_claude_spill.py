@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.trajectories.claude_files import Transcript, text, tool_use
-from traceproof.trajectories import claude_code, claude_records
+from traceproof.trajectories import claude_code, claude_records, claude_tree
 from traceproof.trajectories.claude_code import ClaudeCodeReader
 from traceproof.trajectories.claude_records import Parsed
 from traceproof.trajectories.common import Item, StepSpan
@@ -147,3 +147,22 @@ def test_a_read_stopped_early_drops_its_spill(
     items.close()  # as the importer does on an error (generator closed)
     spill = watched.parsed[0].spill
     assert spill is not None and spill._file.closed
+
+
+def test_records_share_the_strings_they_repeat(tmp_path: Path) -> None:
+    """A record keeps no copy of a string another record holds: its type is one of three,
+    its parent is the parent record's uuid, a response's lines share their message id and a
+    tool result its call's id (the bulk of a large session's memory after its data)."""
+    t = Transcript()
+    t.prompt("u1", "question")
+    t.assistant("a1", "msg_1", text("reading"))
+    t.assistant("a2", "msg_1", tool_use("toolu_1", "Read", {"file_path": "/f"}))
+    t.result("r1", "toolu_1", "contents")
+    path = t.write(tmp_path / "s.jsonl")
+    with path.open("rb") as stream:
+        parsed = claude_tree.parse(stream, Redactor(), [])
+    u1, a1, a2, r1 = parsed.records
+    assert a1.type is a2.type and u1.type is r1.type
+    assert a1.parent is u1.uuid and a2.parent is a1.uuid and r1.parent is a2.uuid
+    assert a1.message_id == "msg_1" and a2.message_id is a1.message_id
+    assert r1.tool_results == ("toolu_1",) and r1.tool_results[0] is a2.tool_uses[0]

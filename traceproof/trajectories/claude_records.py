@@ -29,7 +29,8 @@ RAW_LIMIT = 64 * 1024
 #: A status message is clipped here.
 MESSAGE_LIMIT = 500
 
-_CONVERSATION = {"user", "assistant", "system"}
+#: The conversation record types, each its own value: a record keeps this string, not its own copy.
+_CONVERSATION = {kind: kind for kind in ("user", "assistant", "system")}
 #: A transcript longer than this keeps its records' data in a :class:`Spill` (from the record
 #: that crossed it on): a session of hundreds of MB is then read in memory that grows with its
 #: records' count (about 0.5 KB each) and its largest turn, not its size.
@@ -314,6 +315,8 @@ def read_records(
     copies: dict[str, dict[str, Record]] = {}
     spill: Spill | None = None
     skipped = Skips()
+    #: One string object per message and tool id (see _share_ids).
+    names: dict[str, str] = {}
     read = 0
     for number, line in enumerate(stream, start=1):
         read += len(line)
@@ -343,7 +346,7 @@ def read_records(
                 title, title_line = redact(obj["summary"]), number
             continue
         if kind == "progress":
-            _keep_copy(obj, number, redact, copies, spill)
+            _keep_copy(obj, number, redact, copies, spill, names)
         if not isinstance(kind, str) or kind not in _CONVERSATION:
             if items is not None:
                 skipped.add(str(kind) if isinstance(kind, str) else "untyped", number)
@@ -361,14 +364,13 @@ def read_records(
         parent = obj.get("parentUuid")
         if parent is None and isinstance(obj.get("logicalParentUuid"), str):
             parent = obj["logicalParentUuid"]
-        rec = Record(
-            number,
-            data,
-            kind,
-            uuid,
-            parent if isinstance(parent, str) else None,
-            _ns(obj.get("timestamp")) or 0,
-        )
+        if not isinstance(parent, str):
+            parent = None
+        elif parent in by_uuid:
+            parent = by_uuid[parent].uuid  # the parent's string, not a copy
+        ts = _ns(obj.get("timestamp")) or 0
+        rec = Record(number, data, _CONVERSATION[kind], uuid, parent, ts)
+        _share_ids(rec, names)
         if session is None and isinstance(data.get("sessionId"), str):
             session = data["sessionId"]
         if spill is not None:
@@ -389,6 +391,7 @@ def _keep_copy(
     redact: Redact,
     copies: dict[str, dict[str, Record]],
     spill: Spill | None,
+    names: dict[str, str],
 ) -> None:
     data = obj.get("data")
     if not isinstance(data, dict) or data.get("type") != "agent_progress":
@@ -402,10 +405,25 @@ def _keep_copy(
     if not isinstance(uuid, str) or uuid in copies.get(agent, {}):
         return
     record = redact.value(copy) | {"isSidechain": True, "agentId": agent}
-    rec = Record(number, record, kind, uuid, None, _ns(copy.get("timestamp")) or 0)
+    rec = Record(number, record, _CONVERSATION[kind], uuid, None, _ns(copy.get("timestamp")) or 0)
+    _share_ids(rec, names)
     if spill is not None:
         rec.spill(spill)
     copies.setdefault(agent, {})[uuid] = rec
+
+
+def _share_ids(rec: Record, names: dict[str, str]) -> None:
+    """Make ``rec``'s message and tool ids the strings of the records before it with the same
+    ids (the lines of one response each carry its message id; a tool result, its call's id):
+    ``names`` holds the first of each."""
+    if rec.message_id is not None:
+        rec.message_id = names.setdefault(rec.message_id, rec.message_id)
+    if rec.tool_uses:
+        rec.tool_uses = tuple(names.setdefault(i, i) for i in rec.tool_uses)
+    if rec.tool_results:
+        rec.tool_results = tuple(
+            i if i is None else names.setdefault(i, i) for i in rec.tool_results
+        )
 
 
 def fill_times(records: list[Record]) -> None:
