@@ -46,7 +46,6 @@ class Record:
     __slots__ = (
         "_at",
         "_data",
-        "_size",
         "_spill",
         "command",
         "dead",
@@ -78,7 +77,8 @@ class Record:
         self.dead = dead
         self._data: dict[str, Any] | None = data
         self._spill: Spill | None = None
-        self._at = self._size = 0
+        #: Its data's number in the spill.
+        self._at = 0
         self.sidechain = bool(data.get("isSidechain"))
         message = data.get("message")
         message = message if isinstance(message, dict) else {}
@@ -114,13 +114,13 @@ class Record:
         data = self._data
         if data is None:
             assert self._spill is not None
-            data = self._data = self._spill.get(self._at, self._size)
+            data = self._data = self._spill.get(self._at)
         return data
 
     def spill(self, spill: Spill) -> None:
         """Keep the data in ``spill`` from now on (it is read back when asked for)."""
         if self._spill is None and self._data is not None:
-            self._at, self._size = spill.put(self._data)
+            self._at = spill.put(self._data)
             self._spill, self._data = spill, None
 
     def release(self) -> None:
@@ -167,23 +167,26 @@ class Spill:
     """Where the records of a large transcript keep their (redacted) data while the file's
     ``parentUuid`` tree is built: a temporary file of JSON values, read back one record at a
     time when its turn is made into spans. Memory then grows with the records' count, not
-    their size."""
+    their size: the spill keeps where each value ends (8 bytes), a record its value's number."""
 
     def __init__(self) -> None:
         # Closed by close(), when the reader is done with the file's records.
         self._file = tempfile.TemporaryFile(prefix="traceproof-spill-")  # noqa: SIM115
-        self._end = 0
+        self._ends = array("q")
 
-    def put(self, data: dict[str, Any]) -> tuple[int, int]:
+    def put(self, data: dict[str, Any]) -> int:
+        """Keep ``data``; the answer is its number, to :meth:`get` it back."""
         blob = orjson.dumps(data)
-        at, self._end = self._end, self._end + len(blob)
+        at = self._ends[-1] if self._ends else 0
         self._file.seek(at)
         self._file.write(blob)
-        return at, len(blob)
+        self._ends.append(at + len(blob))
+        return len(self._ends) - 1
 
-    def get(self, at: int, size: int) -> dict[str, Any]:
+    def get(self, number: int) -> dict[str, Any]:
+        at = self._ends[number - 1] if number else 0
         self._file.seek(at)
-        value: dict[str, Any] = orjson.loads(self._file.read(size))
+        value: dict[str, Any] = orjson.loads(self._file.read(self._ends[number] - at))
         return value
 
     def close(self) -> None:
