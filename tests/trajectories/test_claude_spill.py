@@ -151,8 +151,8 @@ def test_a_read_stopped_early_drops_its_spill(
 
 def test_records_share_the_strings_they_repeat(tmp_path: Path) -> None:
     """A record keeps no copy of a string another record holds: its type is one of three,
-    its parent is the parent record's uuid, a response's lines share their message id and a
-    tool result its call's id (the bulk of a large session's memory after its data)."""
+    its parent is the parent record's uuid, and the ids the tree is cut with share theirs (a
+    response's lines, their message id; a tool result, its call's id)."""
     t = Transcript()
     t.prompt("u1", "question")
     t.assistant("a1", "msg_1", text("reading"))
@@ -160,9 +160,19 @@ def test_records_share_the_strings_they_repeat(tmp_path: Path) -> None:
     t.result("r1", "toolu_1", "contents")
     path = t.write(tmp_path / "s.jsonl")
     with path.open("rb") as stream:
-        parsed = claude_tree.parse(stream, Redactor(), [])
+        parsed = claude_records.read_records(stream, Redactor(), [])
     u1, a1, a2, r1 = parsed.records
     assert a1.type is a2.type and u1.type is r1.type
     assert a1.parent is u1.uuid and a2.parent is a1.uuid and r1.parent is a2.uuid
-    assert a1.message_id == "msg_1" and a2.message_id is a1.message_id
-    assert r1.tool_results == ("toolu_1",) and r1.tool_results[0] is a2.tool_uses[0]
+    i_u1, i_a1, i_a2, i_r1 = parsed.ids
+    assert i_u1 is claude_records.NO_IDS
+    assert i_a1.message == "msg_1" and i_a2.message is i_a1.message
+    assert i_r1.tool_results == ("toolu_1",) and i_r1.tool_results[0] is i_a2.tool_uses[0]
+
+
+def test_the_records_ids_are_let_go_once_the_dead_ends_are_marked(tmp_path: Path) -> None:
+    """Only the tree needs a record's message and tool ids (the data keeps them)."""
+    path = long_session(3, 10).write(tmp_path / "s.jsonl")
+    with path.open("rb") as stream:
+        parsed = claude_tree.parse(stream, Redactor(), [])
+    assert len(parsed.records) == 15 and parsed.ids == []

@@ -16,7 +16,7 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import orjson
 
@@ -51,13 +51,10 @@ class Record:
         "dead",
         "duration_ms",
         "line",
-        "message_id",
         "opening",
         "parent",
         "sidechain",
         "subtype",
-        "tool_results",
-        "tool_uses",
         "ts",
         "type",
         "uuid",
@@ -83,31 +80,12 @@ class Record:
         message = data.get("message")
         message = message if isinstance(message, dict) else {}
         content = message.get("content")
-        blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
-        #: An assistant record's ``message.id`` (a str, else None).
-        self.message_id: str | None = None
-        #: An assistant record's ``tool_use`` block ids; a user record's ``tool_result`` ids.
-        self.tool_uses: tuple[str, ...] = ()
-        self.tool_results: tuple[str | None, ...] = ()
-        if type == "assistant":
-            found = message.get("id")
-            self.message_id = found if isinstance(found, str) else None
-            self.tool_uses = tuple(
-                b["id"]
-                for b in blocks
-                if b.get("type") == "tool_use" and isinstance(b.get("id"), str)
-            )
-        elif type == "user":
-            self.tool_results = tuple(
-                i if isinstance(i := b.get("tool_use_id"), str) else None
-                for b in blocks
-                if b.get("type") == "tool_result"
-            )
+        results = type == "user" and any(b.get("type") == "tool_result" for b in _blocks(content))
         subtype = data.get("subtype")
         self.subtype: str | None = subtype if isinstance(subtype, str) else None
         duration = data.get("durationMs")
         self.duration_ms: int | None = duration if isinstance(duration, int) else None
-        self.opening, self.command = _opening(type, data, content, bool(self.tool_results))
+        self.opening, self.command = _opening(type, data, content, results)
 
     @property
     def data(self) -> dict[str, Any]:
@@ -127,6 +105,52 @@ class Record:
         """Let the data go (it stays in the spill); a record not spilled keeps it."""
         if self._spill is not None:
             self._data = None
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+
+
+class Ids(NamedTuple):
+    """What tells a record of a fork off the ``parentUuid`` chain that went on (the same
+    response, the same tool calls' results) from a retried call's dead end: an assistant
+    record's ``message.id`` (a str, else None) and ``tool_use`` block ids, a user record's
+    ``tool_result`` ids. Kept for every record of a file until its dead ends are marked
+    (:func:`~traceproof.trajectories.claude_tree.mark_dead_ends`), then let go."""
+
+    message: str | None = None
+    tool_uses: tuple[str, ...] = ()
+    tool_results: tuple[str | None, ...] = ()
+
+
+NO_IDS = Ids()
+
+
+def ids_of(kind: str, data: dict[str, Any], names: dict[str, str]) -> Ids:
+    """A record's :class:`Ids`, each the string of the records before it with the same id (the
+    lines of one response each carry its message id; a tool result, its call's id): ``names``
+    holds the first of each."""
+    message = data.get("message")
+    message = message if isinstance(message, dict) else {}
+    blocks = _blocks(message.get("content"))
+    if kind == "assistant":
+        found = message.get("id")
+        uses = tuple(
+            names.setdefault(b["id"], b["id"])
+            for b in blocks
+            if b.get("type") == "tool_use" and isinstance(b.get("id"), str)
+        )
+        if isinstance(found, str):
+            return Ids(names.setdefault(found, found), uses)
+        return Ids(None, uses) if uses else NO_IDS
+    if kind == "user":
+        results = tuple(
+            names.setdefault(i, i) if isinstance(i := b.get("tool_use_id"), str) else None
+            for b in blocks
+            if b.get("type") == "tool_result"
+        )
+        return Ids(tool_results=results) if results else NO_IDS
+    return NO_IDS
 
 
 #: What a user record is to the turns (:attr:`Record.opening`): nothing, a prompt that opens a
@@ -237,6 +261,8 @@ class Parsed:
     spill: Spill | None = None
     #: The records skipped (none kept when the read had no ``items``).
     skipped: Skips = field(default_factory=Skips)
+    #: The records' :class:`Ids`, in the same order (let go once the dead ends are marked).
+    ids: list[Ids] = field(default_factory=list)
 
     def close(self) -> None:
         """Drop the spill (records that kept their data there can no longer read it)."""
@@ -318,7 +344,8 @@ def read_records(
     copies: dict[str, dict[str, Record]] = {}
     spill: Spill | None = None
     skipped = Skips()
-    #: One string object per message and tool id (see _share_ids).
+    ids: list[Ids] = []
+    #: One string object per message and tool id (see ids_of).
     names: dict[str, str] = {}
     read = 0
     for number, line in enumerate(stream, start=1):
@@ -349,7 +376,7 @@ def read_records(
                 title, title_line = redact(obj["summary"]), number
             continue
         if kind == "progress":
-            _keep_copy(obj, number, redact, copies, spill, names)
+            _keep_copy(obj, number, redact, copies, spill)
         if not isinstance(kind, str) or kind not in _CONVERSATION:
             if items is not None:
                 skipped.add(str(kind) if isinstance(kind, str) else "untyped", number)
@@ -373,7 +400,7 @@ def read_records(
             parent = by_uuid[parent].uuid  # the parent's string, not a copy
         ts = _ns(obj.get("timestamp")) or 0
         rec = Record(number, data, _CONVERSATION[kind], uuid, parent, ts)
-        _share_ids(rec, names)
+        ids.append(ids_of(kind, data, names))
         if session is None and isinstance(data.get("sessionId"), str):
             session = data["sessionId"]
         if spill is not None:
@@ -385,7 +412,7 @@ def read_records(
     kept = {agent: list(found.values()) for agent, found in copies.items()}
     for found in kept.values():
         fill_times(found)
-    return Parsed(records, by_uuid, title, title_line, kept, session, spill, skipped)
+    return Parsed(records, by_uuid, title, title_line, kept, session, spill, skipped, ids)
 
 
 def _keep_copy(
@@ -394,7 +421,6 @@ def _keep_copy(
     redact: Redact,
     copies: dict[str, dict[str, Record]],
     spill: Spill | None,
-    names: dict[str, str],
 ) -> None:
     data = obj.get("data")
     if not isinstance(data, dict) or data.get("type") != "agent_progress":
@@ -409,24 +435,9 @@ def _keep_copy(
         return
     record = redact.value(copy) | {"isSidechain": True, "agentId": agent}
     rec = Record(number, record, _CONVERSATION[kind], uuid, None, _ns(copy.get("timestamp")) or 0)
-    _share_ids(rec, names)
     if spill is not None:
         rec.spill(spill)
     copies.setdefault(agent, {})[uuid] = rec
-
-
-def _share_ids(rec: Record, names: dict[str, str]) -> None:
-    """Make ``rec``'s message and tool ids the strings of the records before it with the same
-    ids (the lines of one response each carry its message id; a tool result, its call's id):
-    ``names`` holds the first of each."""
-    if rec.message_id is not None:
-        rec.message_id = names.setdefault(rec.message_id, rec.message_id)
-    if rec.tool_uses:
-        rec.tool_uses = tuple(names.setdefault(i, i) for i in rec.tool_uses)
-    if rec.tool_results:
-        rec.tool_results = tuple(
-            i if i is None else names.setdefault(i, i) for i in rec.tool_results
-        )
 
 
 def fill_times(records: list[Record]) -> None:
