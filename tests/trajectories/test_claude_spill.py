@@ -176,3 +176,48 @@ def test_the_records_ids_are_let_go_once_the_dead_ends_are_marked(tmp_path: Path
     with path.open("rb") as stream:
         parsed = claude_tree.parse(stream, Redactor(), [])
     assert len(parsed.records) == 15 and parsed.ids == []
+
+
+def busy_session(turns: int) -> Transcript:
+    """A session as a long one is written: 36-character uuids, responses of two lines sharing
+    a message id, a tool call and its result, and three ``progress`` records a turn."""
+    t = Transcript()
+    t.last = None
+    for n in range(turns):
+        uid = [f"{n:08x}-{k:04x}-4000-8000-{n * 8 + k:012x}" for k in range(5)]
+        tool = f"toolu_01{n:022d}"
+        message = f"msg_01{n:022d}"
+        t.prompt(uid[0], f"question {n}")
+        t.assistant(uid[1], message, text("Let me look."))
+        t.assistant(uid[2], message, tool_use(tool, "Read", {"file_path": f"/f{n}"}))
+        for k in range(3):
+            t.add({"type": "progress", "data": {"type": "hook_progress"}, "uuid": f"p{n}-{k}"})
+        t.last = uid[2]
+        t.result(uid[3], tool, f"contents {n}")
+        t.system(uid[4], "turn_duration", durationMs=1000)
+    return t
+
+
+def test_a_parsed_large_session_holds_little_per_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a spilled session's parse keeps (tracemalloc: exact, not a clock) per conversation
+    record, its skipped records included: 709 B before the skipped records were kept as a line
+    each and the records shared their strings and let their ids go, 398 B since (Python 3.11;
+    one string copied again per record, ~60-85 B, fails this)."""
+    turns = 2_000
+    path = busy_session(turns).write(tmp_path / "s.jsonl")
+    tracemalloc.start()
+    try:
+        with path.open("rb") as stream:
+            items: list[Item] = []
+            parsed = claude_tree.parse(stream, Redactor(), items, spill_bytes=0)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    try:
+        assert len(parsed.records) == 5 * turns and len(parsed.skipped) == 3 * turns
+        per_record = held / len(parsed.records)
+        assert per_record < 430, per_record
+    finally:
+        parsed.close()
