@@ -33,7 +33,8 @@ MESSAGE_LIMIT = 500
 _CONVERSATION = {kind: kind for kind in ("user", "assistant", "system")}
 #: A transcript longer than this keeps its records' data in a :class:`Spill` (from the record
 #: that crossed it on): a session of hundreds of MB is then read in memory that grows with its
-#: records' count (about 0.5 KB each) and its largest turn, not its size.
+#: records' count (about 0.4 KB each, its skipped records included) and its largest turn,
+#: not its size.
 SPILL_BYTES = 16 * 1024 * 1024
 
 
