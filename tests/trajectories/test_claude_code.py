@@ -220,6 +220,28 @@ def test_bad_lines_are_rejected_with_their_numbers_and_unknown_types_skipped(
     assert len(spans(items)) == 8
 
 
+def test_bad_lines_and_skipped_records_come_first_in_line_order(tmp_path: Path) -> None:
+    """The reader keeps skipped records apart from bad lines (compactly: a large session
+    skips ~90k ``progress`` records); they are handed on together, in file order."""
+    t = basic_session()
+    t.records.insert(2, {"type": "progress", "uuid": "p1"})
+    t.records.insert(4, {"type": "user", "uuid": "m1"})  # no message object: malformed
+    t.records.insert(5, {"type": "queue-operation"})
+    t.records.insert(6, {"type": "progress"})
+    t.records.insert(7, {"type": ["user"], "uuid": "l1"})  # a type not a string: was TypeError
+    items, _ = read(t.write(tmp_path / "s.jsonl"))
+    first = [i for i in items if isinstance(i, Skipped | Malformed)]
+    assert items[: len(first)] == first
+    assert first == [
+        Skipped("file-history-snapshot", 1),
+        Skipped("progress", 3),
+        Malformed(5, "a user record without a message object"),
+        Skipped("queue-operation", 6),
+        Skipped("progress", 7),
+        Skipped("untyped", 8),
+    ]
+
+
 def test_the_open_turn_keeps_its_root_until_it_closes(tmp_path: Path) -> None:
     now = time.time()
     from datetime import UTC, datetime

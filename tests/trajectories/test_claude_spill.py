@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.trajectories.claude_files import Transcript, text, tool_use
-from traceproof.trajectories import claude_code, claude_records
+from traceproof.trajectories import claude_code, claude_records, claude_tree
 from traceproof.trajectories.claude_code import ClaudeCodeReader
 from traceproof.trajectories.claude_records import Parsed
 from traceproof.trajectories.common import Item, StepSpan
@@ -147,3 +147,77 @@ def test_a_read_stopped_early_drops_its_spill(
     items.close()  # as the importer does on an error (generator closed)
     spill = watched.parsed[0].spill
     assert spill is not None and spill._file.closed
+
+
+def test_records_share_the_strings_they_repeat(tmp_path: Path) -> None:
+    """A record keeps no copy of a string another record holds: its type is one of three,
+    its parent is the parent record's uuid, and the ids the tree is cut with share theirs (a
+    response's lines, their message id; a tool result, its call's id)."""
+    t = Transcript()
+    t.prompt("u1", "question")
+    t.assistant("a1", "msg_1", text("reading"))
+    t.assistant("a2", "msg_1", tool_use("toolu_1", "Read", {"file_path": "/f"}))
+    t.result("r1", "toolu_1", "contents")
+    path = t.write(tmp_path / "s.jsonl")
+    with path.open("rb") as stream:
+        parsed = claude_records.read_records(stream, Redactor(), [])
+    u1, a1, a2, r1 = parsed.records
+    assert a1.type is a2.type and u1.type is r1.type
+    assert a1.parent is u1.uuid and a2.parent is a1.uuid and r1.parent is a2.uuid
+    i_u1, i_a1, i_a2, i_r1 = parsed.ids
+    assert i_u1 is claude_records.NO_IDS
+    assert i_a1.message == "msg_1" and i_a2.message is i_a1.message
+    assert i_r1.tool_results == ("toolu_1",) and i_r1.tool_results[0] is i_a2.tool_uses[0]
+
+
+def test_the_records_ids_are_let_go_once_the_dead_ends_are_marked(tmp_path: Path) -> None:
+    """Only the tree needs a record's message and tool ids (the data keeps them)."""
+    path = long_session(3, 10).write(tmp_path / "s.jsonl")
+    with path.open("rb") as stream:
+        parsed = claude_tree.parse(stream, Redactor(), [])
+    assert len(parsed.records) == 15 and parsed.ids == []
+
+
+def busy_session(turns: int) -> Transcript:
+    """A session as a long one is written: 36-character uuids, responses of two lines sharing
+    a message id, a tool call and its result, and three ``progress`` records a turn."""
+    t = Transcript()
+    t.last = None
+    for n in range(turns):
+        uid = [f"{n:08x}-{k:04x}-4000-8000-{n * 8 + k:012x}" for k in range(5)]
+        tool = f"toolu_01{n:022d}"
+        message = f"msg_01{n:022d}"
+        t.prompt(uid[0], f"question {n}")
+        t.assistant(uid[1], message, text("Let me look."))
+        t.assistant(uid[2], message, tool_use(tool, "Read", {"file_path": f"/f{n}"}))
+        for k in range(3):
+            t.add({"type": "progress", "data": {"type": "hook_progress"}, "uuid": f"p{n}-{k}"})
+        t.last = uid[2]
+        t.result(uid[3], tool, f"contents {n}")
+        t.system(uid[4], "turn_duration", durationMs=1000)
+    return t
+
+
+def test_a_parsed_large_session_holds_little_per_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a spilled session's parse keeps (tracemalloc: exact, not a clock) per conversation
+    record, its skipped records included: 709 B before the skipped records were kept as a line
+    each and the records shared their strings and let their ids go, 398 B since (Python 3.11;
+    one string copied again per record, ~60-85 B, fails this)."""
+    turns = 2_000
+    path = busy_session(turns).write(tmp_path / "s.jsonl")
+    tracemalloc.start()
+    try:
+        with path.open("rb") as stream:
+            items: list[Item] = []
+            parsed = claude_tree.parse(stream, Redactor(), items, spill_bytes=0)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    try:
+        assert len(parsed.records) == 5 * turns and len(parsed.skipped) == 3 * turns
+        per_record = held / len(parsed.records)
+        assert per_record < 430, per_record
+    finally:
+        parsed.close()

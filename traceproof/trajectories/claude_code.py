@@ -40,6 +40,7 @@ file while the tree is built, and each turn's data is let go once its spans are 
 
 from __future__ import annotations
 
+import heapq
 import sys
 import time
 from collections.abc import Iterator
@@ -53,6 +54,7 @@ from traceproof.trajectories.claude_records import (
     SOURCE,
     Parsed,
     Record,
+    Skips,
     content_of,
     put_raw,
     resource_of,
@@ -106,11 +108,13 @@ class ClaudeCodeReader:
         return False
 
     def read(self, path: Path, stream: IO[bytes], redact: Redact) -> Iterator[Item]:
-        items: list[Item] = []
-        parsed = parse(stream, redact, items)
+        bad: list[Item] = []
+        parsed = parse(stream, redact, bad)
         try:
-            yield from items
-            del items[:]
+            # The bad lines and the skipped records, in line order.
+            yield from heapq.merge(bad, parsed.skipped, key=_line_of)
+            del bad[:]
+            parsed.skipped = Skips()
             yield from self._read(path, parsed, redact)
         finally:
             parsed.close()
@@ -171,6 +175,10 @@ class ClaudeCodeReader:
             records, trace_id, None, agent_id, {}, context, root=True, hold_root=open_tail
         )
         yield from spans
+
+
+def _line_of(item: Item) -> int:
+    return item.line or 0
 
 
 def _turn_spans(

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import re
 import tempfile
+from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import orjson
 
@@ -27,10 +29,12 @@ RAW_LIMIT = 64 * 1024
 #: A status message is clipped here.
 MESSAGE_LIMIT = 500
 
-_CONVERSATION = {"user", "assistant", "system"}
+#: The conversation record types, each its own value: a record keeps this string, not its own copy.
+_CONVERSATION = {kind: kind for kind in ("user", "assistant", "system")}
 #: A transcript longer than this keeps its records' data in a :class:`Spill` (from the record
 #: that crossed it on): a session of hundreds of MB is then read in memory that grows with its
-#: records' count (about 0.5 KB each) and its largest turn, not its size.
+#: records' count (about 0.4 KB each, its skipped records included) and its largest turn,
+#: not its size.
 SPILL_BYTES = 16 * 1024 * 1024
 
 
@@ -43,19 +47,15 @@ class Record:
     __slots__ = (
         "_at",
         "_data",
-        "_size",
         "_spill",
         "command",
         "dead",
         "duration_ms",
         "line",
-        "message_id",
         "opening",
         "parent",
         "sidechain",
         "subtype",
-        "tool_results",
-        "tool_uses",
         "ts",
         "type",
         "uuid",
@@ -75,55 +75,83 @@ class Record:
         self.dead = dead
         self._data: dict[str, Any] | None = data
         self._spill: Spill | None = None
-        self._at = self._size = 0
+        #: Its data's number in the spill.
+        self._at = 0
         self.sidechain = bool(data.get("isSidechain"))
         message = data.get("message")
         message = message if isinstance(message, dict) else {}
         content = message.get("content")
-        blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
-        #: An assistant record's ``message.id`` (a str, else None).
-        self.message_id: str | None = None
-        #: An assistant record's ``tool_use`` block ids; a user record's ``tool_result`` ids.
-        self.tool_uses: tuple[str, ...] = ()
-        self.tool_results: tuple[str | None, ...] = ()
-        if type == "assistant":
-            found = message.get("id")
-            self.message_id = found if isinstance(found, str) else None
-            self.tool_uses = tuple(
-                b["id"]
-                for b in blocks
-                if b.get("type") == "tool_use" and isinstance(b.get("id"), str)
-            )
-        elif type == "user":
-            self.tool_results = tuple(
-                i if isinstance(i := b.get("tool_use_id"), str) else None
-                for b in blocks
-                if b.get("type") == "tool_result"
-            )
+        results = type == "user" and any(b.get("type") == "tool_result" for b in _blocks(content))
         subtype = data.get("subtype")
         self.subtype: str | None = subtype if isinstance(subtype, str) else None
         duration = data.get("durationMs")
         self.duration_ms: int | None = duration if isinstance(duration, int) else None
-        self.opening, self.command = _opening(type, data, content, bool(self.tool_results))
+        self.opening, self.command = _opening(type, data, content, results)
 
     @property
     def data(self) -> dict[str, Any]:
         data = self._data
         if data is None:
             assert self._spill is not None
-            data = self._data = self._spill.get(self._at, self._size)
+            data = self._data = self._spill.get(self._at)
         return data
 
     def spill(self, spill: Spill) -> None:
         """Keep the data in ``spill`` from now on (it is read back when asked for)."""
         if self._spill is None and self._data is not None:
-            self._at, self._size = spill.put(self._data)
+            self._at = spill.put(self._data)
             self._spill, self._data = spill, None
 
     def release(self) -> None:
         """Let the data go (it stays in the spill); a record not spilled keeps it."""
         if self._spill is not None:
             self._data = None
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+
+
+class Ids(NamedTuple):
+    """What tells a record of a fork off the ``parentUuid`` chain that went on (the same
+    response, the same tool calls' results) from a retried call's dead end: an assistant
+    record's ``message.id`` (a str, else None) and ``tool_use`` block ids, a user record's
+    ``tool_result`` ids. Kept for every record of a file until its dead ends are marked
+    (:func:`~traceproof.trajectories.claude_tree.mark_dead_ends`), then let go."""
+
+    message: str | None = None
+    tool_uses: tuple[str, ...] = ()
+    tool_results: tuple[str | None, ...] = ()
+
+
+NO_IDS = Ids()
+
+
+def ids_of(kind: str, data: dict[str, Any], names: dict[str, str]) -> Ids:
+    """A record's :class:`Ids`, each the string of the records before it with the same id (the
+    lines of one response each carry its message id; a tool result, its call's id): ``names``
+    holds the first of each."""
+    message = data.get("message")
+    message = message if isinstance(message, dict) else {}
+    blocks = _blocks(message.get("content"))
+    if kind == "assistant":
+        found = message.get("id")
+        uses = tuple(
+            names.setdefault(b["id"], b["id"])
+            for b in blocks
+            if b.get("type") == "tool_use" and isinstance(b.get("id"), str)
+        )
+        if isinstance(found, str):
+            return Ids(names.setdefault(found, found), uses)
+        return Ids(None, uses) if uses else NO_IDS
+    if kind == "user":
+        results = tuple(
+            names.setdefault(i, i) if isinstance(i := b.get("tool_use_id"), str) else None
+            for b in blocks
+            if b.get("type") == "tool_result"
+        )
+        return Ids(tool_results=results) if results else NO_IDS
+    return NO_IDS
 
 
 #: What a user record is to the turns (:attr:`Record.opening`): nothing, a prompt that opens a
@@ -164,27 +192,58 @@ class Spill:
     """Where the records of a large transcript keep their (redacted) data while the file's
     ``parentUuid`` tree is built: a temporary file of JSON values, read back one record at a
     time when its turn is made into spans. Memory then grows with the records' count, not
-    their size."""
+    their size: the spill keeps where each value ends (8 bytes), a record its value's number."""
 
     def __init__(self) -> None:
         # Closed by close(), when the reader is done with the file's records.
         self._file = tempfile.TemporaryFile(prefix="traceproof-spill-")  # noqa: SIM115
-        self._end = 0
+        self._ends = array("q")
 
-    def put(self, data: dict[str, Any]) -> tuple[int, int]:
+    def put(self, data: dict[str, Any]) -> int:
+        """Keep ``data``; the answer is its number, to :meth:`get` it back."""
         blob = orjson.dumps(data)
-        at, self._end = self._end, self._end + len(blob)
+        at = self._ends[-1] if self._ends else 0
         self._file.seek(at)
         self._file.write(blob)
-        return at, len(blob)
+        self._ends.append(at + len(blob))
+        return len(self._ends) - 1
 
-    def get(self, at: int, size: int) -> dict[str, Any]:
+    def get(self, number: int) -> dict[str, Any]:
+        at = self._ends[number - 1] if number else 0
         self._file.seek(at)
-        value: dict[str, Any] = orjson.loads(self._file.read(size))
+        value: dict[str, Any] = orjson.loads(self._file.read(self._ends[number] - at))
         return value
 
     def close(self) -> None:
         self._file.close()
+
+
+class Skips:
+    """The records a read skipped, as the :class:`Skipped` items they are (in line order),
+    kept as a line and a kind's index each: a large session skips ~90k ``progress`` records,
+    ~140 B each as items, ~12 B here."""
+
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+        self._index: dict[str, int] = {}
+        self._kind = array("I")
+        self._line = array("q")
+
+    def add(self, kind: str, line: int) -> None:
+        index = self._index.get(kind)
+        if index is None:
+            index = self._index[kind] = len(self.kinds)
+            self.kinds.append(kind)
+        self._kind.append(index)
+        self._line.append(line)
+
+    def __len__(self) -> int:
+        return len(self._line)
+
+    def __iter__(self) -> Iterator[Skipped]:
+        kinds = self.kinds
+        for index, line in zip(self._kind, self._line, strict=True):
+            yield Skipped(kinds[index], line)
 
 
 @dataclass
@@ -201,6 +260,10 @@ class Parsed:
     session: str | None = None
     #: Where the records keep their data when the file is large (else None).
     spill: Spill | None = None
+    #: The records skipped (none kept when the read had no ``items``).
+    skipped: Skips = field(default_factory=Skips)
+    #: The records' :class:`Ids`, in the same order (let go once the dead ends are marked).
+    ids: list[Ids] = field(default_factory=list)
 
     def close(self) -> None:
         """Drop the spill (records that kept their data there can no longer read it)."""
@@ -268,10 +331,11 @@ def read_records(
     stream: IO[bytes], redact: Redact, items: list[Item] | None, spill_bytes: int | None = None
 ) -> Parsed:
     """The records of a transcript, redacted and in file order (dead ends not yet marked: see
-    :func:`~traceproof.trajectories.claude_tree.parse`); bad lines and skipped records go to
-    ``items`` (None: dropped, for files read beside the main one). Past ``spill_bytes`` read
-    (default :data:`SPILL_BYTES`) the records keep their data in a :class:`Spill`: the caller
-    closes the answer (:meth:`Parsed.close`) when done with it."""
+    :func:`~traceproof.trajectories.claude_tree.parse`); bad lines go to ``items`` and skipped
+    records to :attr:`Parsed.skipped` (``items`` None: neither is kept, for files read beside
+    the main one). Past ``spill_bytes`` read (default :data:`SPILL_BYTES`) the records keep
+    their data in a :class:`Spill`: the caller closes the answer (:meth:`Parsed.close`) when
+    done with it."""
     limit = SPILL_BYTES if spill_bytes is None else spill_bytes
     records: list[Record] = []
     by_uuid: dict[str, Record] = {}
@@ -280,6 +344,10 @@ def read_records(
     session: str | None = None
     copies: dict[str, dict[str, Record]] = {}
     spill: Spill | None = None
+    skipped = Skips()
+    ids: list[Ids] = []
+    #: One string object per message and tool id (see ids_of).
+    names: dict[str, str] = {}
     read = 0
     for number, line in enumerate(stream, start=1):
         read += len(line)
@@ -310,9 +378,9 @@ def read_records(
             continue
         if kind == "progress":
             _keep_copy(obj, number, redact, copies, spill)
-        if kind not in _CONVERSATION:
+        if not isinstance(kind, str) or kind not in _CONVERSATION:
             if items is not None:
-                items.append(Skipped(str(kind) if isinstance(kind, str) else "untyped", number))
+                skipped.add(str(kind) if isinstance(kind, str) else "untyped", number)
             continue
         if kind in ("user", "assistant") and not isinstance(obj.get("message"), dict):
             if items is not None:
@@ -321,20 +389,19 @@ def read_records(
         uuid = obj.get("uuid") if isinstance(obj.get("uuid"), str) else None
         if uuid is not None and uuid in by_uuid:
             if items is not None:
-                items.append(Skipped("duplicate", number))
+                skipped.add("duplicate", number)
             continue
         data = redact.value(obj)
         parent = obj.get("parentUuid")
         if parent is None and isinstance(obj.get("logicalParentUuid"), str):
             parent = obj["logicalParentUuid"]
-        rec = Record(
-            number,
-            data,
-            kind,
-            uuid,
-            parent if isinstance(parent, str) else None,
-            _ns(obj.get("timestamp")) or 0,
-        )
+        if not isinstance(parent, str):
+            parent = None
+        elif parent in by_uuid:
+            parent = by_uuid[parent].uuid  # the parent's string, not a copy
+        ts = _ns(obj.get("timestamp")) or 0
+        rec = Record(number, data, _CONVERSATION[kind], uuid, parent, ts)
+        ids.append(ids_of(kind, data, names))
         if session is None and isinstance(data.get("sessionId"), str):
             session = data["sessionId"]
         if spill is not None:
@@ -346,7 +413,7 @@ def read_records(
     kept = {agent: list(found.values()) for agent, found in copies.items()}
     for found in kept.values():
         fill_times(found)
-    return Parsed(records, by_uuid, title, title_line, kept, session, spill)
+    return Parsed(records, by_uuid, title, title_line, kept, session, spill, skipped, ids)
 
 
 def _keep_copy(
@@ -368,7 +435,7 @@ def _keep_copy(
     if not isinstance(uuid, str) or uuid in copies.get(agent, {}):
         return
     record = redact.value(copy) | {"isSidechain": True, "agentId": agent}
-    rec = Record(number, record, kind, uuid, None, _ns(copy.get("timestamp")) or 0)
+    rec = Record(number, record, _CONVERSATION[kind], uuid, None, _ns(copy.get("timestamp")) or 0)
     if spill is not None:
         rec.spill(spill)
     copies.setdefault(agent, {})[uuid] = rec

@@ -14,6 +14,7 @@ from typing import IO
 from traceproof.trajectories.claude_records import (
     INTERRUPTION,
     PROMPT,
+    Ids,
     Parsed,
     Record,
     read_records,
@@ -36,17 +37,20 @@ class Turn:
 def parse(
     stream: IO[bytes], redact: Redact, items: list[Item] | None, spill_bytes: int | None = None
 ) -> Parsed:
-    """The records of a transcript, redacted, dead ends marked; bad lines and skipped records go
-    to ``items`` (None: dropped, for files read beside the main one). The caller closes the
-    answer (:meth:`~traceproof.trajectories.claude_records.Parsed.close`)."""
+    """The records of a transcript, redacted, dead ends marked; bad lines go to ``items`` and
+    skipped records to the answer's ``skipped`` (``items`` None: neither is kept, for files read
+    beside the main one). The caller closes the answer
+    (:meth:`~traceproof.trajectories.claude_records.Parsed.close`)."""
     parsed = read_records(stream, redact, items, spill_bytes)
-    mark_dead_ends(parsed.records, parsed.by_uuid)
+    mark_dead_ends(parsed.records, parsed.by_uuid, parsed.ids)
+    parsed.ids = []
     return parsed
 
 
-def mark_dead_ends(records: list[Record], by_uuid: dict[str, Record]) -> None:
+def mark_dead_ends(records: list[Record], by_uuid: dict[str, Record], ids: list[Ids]) -> None:
     """Follow the branch that continued (from the last conversation record back to the root)
-    and mark the branches that forked off it and went nowhere (retried API calls)."""
+    and mark the branches that forked off it and went nowhere (retried API calls); ``ids``
+    are the records' ids, in the same order."""
     main = [r for r in records if not r.sidechain] or records
     if not main:
         return
@@ -57,10 +61,10 @@ def mark_dead_ends(records: list[Record], by_uuid: dict[str, Record]) -> None:
         node = by_uuid.get(node.parent) if node.parent is not None else None
     live_messages: set[str] = set()
     live_tools: set[str] = set()
-    for rec in records:
+    for rec, found in zip(records, ids, strict=True):
         if rec.uuid in path and rec.type == "assistant":
-            _note_live(rec, live_messages, live_tools)
-    for rec in records:
+            _note_live(found, live_messages, live_tools)
+    for rec, found in zip(records, ids, strict=True):
         if rec.uuid in path or rec.parent is None:
             continue
         parent = by_uuid.get(rec.parent)
@@ -72,22 +76,22 @@ def mark_dead_ends(records: list[Record], by_uuid: dict[str, Record]) -> None:
         if parent.uuid not in path:
             continue  # a chain off the main path (a sidechain): its own line
         if rec.type == "assistant":
-            if rec.message_id is not None and rec.message_id in live_messages:
-                _note_live(rec, live_messages, live_tools)
+            if found.message is not None and found.message in live_messages:
+                _note_live(found, live_messages, live_tools)
                 continue
         elif rec.type == "user":
-            ids = rec.tool_results
-            if ids and all(i in live_tools for i in ids):
+            results = found.tool_results
+            if results and all(i in live_tools for i in results):
                 continue
         elif rec.type == "system":
             continue
         rec.dead = True
 
 
-def _note_live(rec: Record, messages: set[str], tools: set[str]) -> None:
-    if rec.message_id is not None:
-        messages.add(rec.message_id)
-    tools.update(rec.tool_uses)
+def _note_live(found: Ids, messages: set[str], tools: set[str]) -> None:
+    if found.message is not None:
+        messages.add(found.message)
+    tools.update(found.tool_uses)
 
 
 def by_turn(records: list[Record], turns: list[Turn]) -> list[list[Record]]:
