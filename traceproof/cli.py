@@ -105,7 +105,7 @@ class _Unused:
 
 
 #: The commands whose process never uses :data:`UNUSED_MODULES` (they run no user code).
-NO_PANDAS_COMMANDS = ("ingest", "watch")
+LEAN_COMMANDS = ("ingest", "watch")
 #: What DuckDB's Python client imports, when installed, and an import never uses:
 #: - pandas: DuckDB (1.4 on: duckdb/duckdb PR #18658, "Load pandas in import cache before
 #:   binding") imports it before it binds any parameter, and pyarrow's pa.array() looks for it
@@ -117,9 +117,11 @@ NO_PANDAS_COMMANDS = ("ingest", "watch")
 UNUSED_MODULES = ("pandas", "pyarrow.dataset")
 
 
-#: Whether this process is the CLI's own (set by :func:`main`): only then do commands change
-#: process-wide state (the heap settings); an in-process caller of `cli` is left alone.
 class _Process:
+    """Whether this process is the CLI's own (``own``, set by :func:`main`): only then do
+    commands change process-wide state (the heap settings); an in-process caller of `cli` is
+    left alone."""
+
     own = False
 
 
@@ -506,7 +508,7 @@ def main() -> None:
     _Process.own = True
     # The block (of UNUSED_MODULES) is for the whole process, and only for the commands that
     # run no user code; an in-process caller of `cli` (tests, a notebook) is left alone.
-    if sys.argv[1:2] and sys.argv[1] in NO_PANDAS_COMMANDS and "pandas" not in sys.modules:
+    if sys.argv[1:2] and sys.argv[1] in LEAN_COMMANDS and "pandas" not in sys.modules:
         sys.meta_path.insert(0, _Unused())
     cli(prog_name="traceproof")
 
