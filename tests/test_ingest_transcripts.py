@@ -227,22 +227,20 @@ def test_the_text_summary_names_the_transcripts_skipped_records_and_redactions(
     tmp_path: Path,
 ) -> None:
     path = basic_session().write(tmp_path / "s.jsonl")
-    result = subprocess.run(
-        [sys.executable, "-m", "traceproof", "ingest", "--db", str(tmp_path / "s.duckdb"),
-         str(path)],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    assert result.stdout.splitlines() == [
+
+    def ingest() -> list[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "traceproof", "ingest", "--db", str(tmp_path / "s.duckdb"),
+             str(path)],
+            capture_output=True, text=True, timeout=120, check=True,
+        ).stdout.splitlines()  # fmt: skip
+
+    assert ingest() == [
         "Imported 8 new spans (8 read, 0 already stored) in 2 traces, projects: shop.",
         "Transcripts: claude_code 1 file(s); 1 records skipped, 1 secrets redacted.",
     ]
-    again = subprocess.run(
-        [sys.executable, "-m", "traceproof", "ingest", "--db", str(tmp_path / "s.duckdb"),
-         str(path)],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
     # Nothing read: no project list (it used to say "projects: -").
-    assert again.stdout.splitlines() == [
+    assert ingest() == [
         "Imported 0 new spans (0 read, 0 already stored) in 0 traces.",
         "Transcripts read from where the last import stopped: 0; skipped as unchanged: 1.",
     ]

@@ -354,17 +354,23 @@ def test_every_response_and_tool_call_of_the_shared_transcripts_is_a_span() -> N
     assert [s.name for s in got].count("compaction") == 1
 
 
+def _add_inline_sidechain(t: Transcript, answer: str) -> None:
+    """Sidechain records (isSidechain, no agent id) written into ``t``'s own file: a prompt and
+    the subagent's ``answer``."""
+    side = Transcript(agent_id="old", seconds=t.seconds)
+    side.prompt("x1", "Plan the work", parent=None)
+    side.assistant("x2", "msg_x", text(answer))
+    for record in side.records:
+        del record["agentId"]
+    t.records += side.records
+
+
 def test_inline_sidechain_records_are_a_subagent_under_their_task_call(tmp_path: Path) -> None:
     t = Transcript()
     t.prompt("u1", "plan it", parent=None)
     call = t.assistant("a1", "msg_1", tool_use("toolu_t", "Task", {"prompt": "Plan the work"}))
     # Older Claude Code wrote the subagent's records into the main file, marked isSidechain.
-    side = Transcript(agent_id="old", seconds=t.seconds)
-    side.prompt("x1", "Plan the work", parent=None)
-    side.assistant("x2", "msg_x", text("Step 1, step 2."))
-    for record in side.records:
-        del record["agentId"]
-    t.records += side.records
+    _add_inline_sidechain(t, "Step 1, step 2.")
     t.last = call
     t.result("r1", "toolu_t", "Step 1, step 2.")
     t.assistant("a2", "msg_2", text("Planned."))
@@ -383,12 +389,7 @@ def test_inline_sidechain_records_without_a_turn_give_no_spans(tmp_path: Path) -
     without an agent id: nothing to nest them under, so no spans, and no failure."""
     t = Transcript()
     t.system("s1", "local_command")
-    side = Transcript(agent_id="old", seconds=t.seconds)
-    side.prompt("x1", "Plan the work", parent=None)
-    side.assistant("x2", "msg_x", text("Step 1."))
-    for record in side.records:
-        del record["agentId"]
-    t.records += side.records
+    _add_inline_sidechain(t, "Step 1.")
     items = read(t.write(tmp_path / "no-turn.jsonl"))[0]
     assert spans(items) == []
     assert not [i for i in items if isinstance(i, Malformed)]
