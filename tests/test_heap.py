@@ -159,6 +159,41 @@ def test_release_returns_free_heap_pages_through_malloc_trim() -> None:
     assert len(kept) == 2_000
 
 
+_PURGE_CHILD = r"""
+import json, duckdb
+from traceproof import memory
+conn = duckdb.connect(config={"allocator_background_threads": False})
+# A hash aggregate of ~100 MB, freed when the query ends: jemalloc keeps its pages dirty
+# for DuckDB's 5 s decay.
+conn.execute("SELECT count(DISTINCT i::VARCHAR) FROM range(3000000) t(i)").fetchall()
+before = memory.duckdb_allocator_stats()
+memory.release()
+after = memory.duckdb_allocator_stats()
+print(json.dumps({"before": before, "after": after}))
+"""
+
+
+@glibc
+def test_release_purges_the_pages_duckdb_freed() -> None:
+    # In a child: DuckDB's allocator state is per process, and the test process's DuckDB may
+    # have a background purge thread of its own.
+    if memory.duckdb_allocator_stats() is None:
+        pytest.skip("this DuckDB build has no jemalloc")
+    result = subprocess.run(
+        [sys.executable, "-c", _PURGE_CHILD],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout)
+    before, after = found["before"], found["after"]
+    assert before["dirty"] > 20 * 2**20, found  # the query's freed pages, still resident
+    assert after["dirty"] < 2**20, found
+    assert after["resident"] < before["resident"] - 20 * 2**20, found
+
+
 def test_the_writer_trims_after_an_idle_checkpoint(tmp_path: Path) -> None:
     settings = Settings(db=tmp_path / "trim.duckdb", duckdb_idle_checkpoint_seconds=0.2)
     with Store.open(settings.db, settings) as store:

@@ -58,6 +58,17 @@ def open_connection(path, settings):
     seen.update(threads=threads, memory_limit=limit)
     return conn
 store_module.open_connection = open_connection
+import traceproof.memory as memory_module
+purged = memory_module.purge_duckdb
+def purge_duckdb():
+    seen["purges"] = seen.get("purges", 0) + purged()
+    return True
+memory_module.purge_duckdb = purge_duckdb
+started = store_module.Store.__init__
+def init(self, *args, **kwargs):
+    started(self, *args, **kwargs)
+    seen["trim_every"] = self._trimmer.every_bytes
+store_module.Store.__init__ = init
 atexit.register(lambda: print("PROBE " + json.dumps(
     seen | {"arrow_pool": pa.default_memory_pool().backend_name}), file=sys.stderr))
 sys.argv = ["traceproof", *sys.argv[1:]]
@@ -67,14 +78,16 @@ main()
 
 
 def test_ingest_runs_duckdb_and_the_heap_with_the_import_settings(tmp_path: Path) -> None:
-    # The import's memory: one DuckDB thread, import_memory_limit, and the server's heap
-    # settings (pyarrow on the system allocator, applied before any thread starts).
+    # The import's memory: one DuckDB thread, import_memory_limit, the server's heap settings
+    # (pyarrow on the system allocator, applied before any thread starts), and DuckDB's
+    # jemalloc purged with glibc's heap when the writer trims.
     transcript = basic_session().write(tmp_path / "session.jsonl")
     result = subprocess.run(
         [sys.executable, "-c", _PROBE, "ingest", str(transcript),
          "--db", str(tmp_path / "s.duckdb"), "--json"],
         capture_output=True, text=True, check=False, timeout=120,
-        env={**os.environ, "TRACEPROOF_IMPORT_MEMORY_LIMIT": "80MB"},
+        env={**os.environ, "TRACEPROOF_IMPORT_MEMORY_LIMIT": "80MB",
+             "TRACEPROOF_MALLOC_TRIM_BYTES": "1024"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     probe = next(line for line in result.stderr.splitlines() if line.startswith("PROBE "))
@@ -82,6 +95,8 @@ def test_ingest_runs_duckdb_and_the_heap_with_the_import_settings(tmp_path: Path
     assert seen["threads"] == 1, seen
     assert seen["memory_limit"] == "76.0 MiB", seen  # 80 MB, in the MiB DuckDB was given
     assert seen["arrow_pool"] == "system"
+    assert seen["trim_every"] == 1024, seen
+    assert seen["purges"] >= 1, seen  # a real purge of DuckDB's allocator (Linux builds)
 
 
 def test_ingest_reads_parquet_eval_files_without_pyarrow_dataset(tmp_path: Path) -> None:

@@ -267,10 +267,11 @@ class Settings(BaseSettings):
     malloc_trim_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=0,
-        description="The writer returns the heap's free pages to the system (malloc_trim) "
-        "after every checkpoint and each time this many bytes of spans have been committed "
-        "since the last time (about 15 s of full-speed ingest; a trim takes milliseconds). "
-        "0: never.",
+        description="The writer returns the heap's free pages to the system (glibc's "
+        "malloc_trim, and a purge of DuckDB's jemalloc, which otherwise keeps freed pages for "
+        "5-10 s) after every checkpoint and each time this many bytes of spans have been "
+        "committed since the last time (about 15 s of full-speed ingest; a trim takes "
+        "milliseconds). 0: never.",
     )
     arrow_memory_pool: str = Field(
         default="system",
