@@ -37,6 +37,11 @@ def test_ingest_does_not_import_pandas_although_it_is_installed(tmp_path: Path) 
         if re.search(r"\| +pyarrow\._(dataset|acero)", line)
     ]
     assert not datasets, datasets[:5]
+    # Nor numpy, which pyarrow imports when it is installed (~12 MB): blocked by the entry
+    # point before pyarrow loads, only the blocked attempt is logged, none of its modules.
+    pytest.importorskip("numpy")
+    numpy = [line for line in result.stderr.splitlines() if re.search(r"\| +numpy\.", line)]
+    assert not numpy, numpy[:5]
     # Nor the other commands' modules (the read tools, experiments, judgment: ~11 MB).
     others = [
         line for line in result.stderr.splitlines() if re.search(r"\| +traceproof\.cli_", line)
@@ -116,8 +121,8 @@ def test_ingest_reads_parquet_eval_files_without_pyarrow_dataset(tmp_path: Path)
 
 
 def test_every_import_format_reads_in_the_import_process(tmp_path: Path) -> None:
-    # The import process blocks modules it never uses (UNUSED_MODULES: pandas,
-    # pyarrow.dataset); every format it reads still reads there, and neither loads.
+    # The import process blocks modules it never uses (entry.UNUSED_MODULES: pandas,
+    # pyarrow.dataset, numpy); every format it reads still reads there, and none loads.
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -158,6 +163,61 @@ def test_every_import_format_reads_in_the_import_process(tmp_path: Path) -> None
         loaded = [
             line
             for line in log.splitlines()
-            if re.search(r"\| +(pandas\.|pyarrow\._dataset|pyarrow\._acero)", line)
+            if re.search(r"\| +(pandas\.|pyarrow\._dataset|pyarrow\._acero|numpy\.)", line)
         ]
         assert not loaded, loaded[:5]
+
+
+_BLOCK = """
+import sys
+from traceproof.entry import block_unused
+print(block_unused(sys.argv[1:]))
+try:
+    import numpy  # noqa: F401
+except ModuleNotFoundError as exc:
+    print("blocked:", exc)
+else:
+    print("imported")
+"""
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [("ingest", ["True", "blocked: No module named 'numpy' (blocked by traceproof)"]),
+     ("watch", ["True", "blocked: No module named 'numpy' (blocked by traceproof)"]),
+     ("serve", ["False", "imported"]),
+     ("sql", ["False", "imported"])],
+)  # fmt: skip
+def test_only_the_lean_commands_block_the_unused_modules(command: str, expected: list[str]) -> None:
+    # serve and the read tools run user code (jq workers, evaluators, tasks): nothing blocked.
+    pytest.importorskip("numpy")
+    result = subprocess.run(
+        [sys.executable, "-c", _BLOCK, "traceproof", command],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == expected
+
+
+_MODULES_AT_EXIT = """
+import atexit, json, sys
+atexit.register(lambda: print("MODULES " + json.dumps(sorted(sys.modules)), file=sys.stderr))
+sys.argv = ["traceproof", *sys.argv[1:]]
+from traceproof.entry import main
+main()
+"""
+
+
+def test_watch_loads_only_its_own_command_module_and_no_numpy() -> None:
+    # watch is a lean command too: its module is loaded alone (the others import numpy).
+    pytest.importorskip("numpy")
+    result = subprocess.run(
+        [sys.executable, "-c", _MODULES_AT_EXIT, "watch", "--help"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Usage:" in result.stdout
+    line = next(x for x in result.stderr.splitlines() if x.startswith("MODULES "))
+    modules = json.loads(line.removeprefix("MODULES "))
+    assert [m for m in modules if m.startswith("traceproof.cli_")] == ["traceproof.cli_watch"]
+    assert "numpy" not in modules and "pandas" not in modules

@@ -1,3 +1,3 @@
-from traceproof.cli import main
+from traceproof.entry import main
 
 main()

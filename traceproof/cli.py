@@ -93,30 +93,6 @@ def _check_toolsets(settings: Settings, source: str) -> None:
         raise click.BadParameter(str(exc), param_hint=source) from None
 
 
-class _Unused:
-    """A meta path finder for which the modules of :data:`UNUSED_MODULES` are not installed
-    (see :func:`main`)."""
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if any(name == root or name.startswith(root + ".") for root in UNUSED_MODULES):
-            raise ModuleNotFoundError(
-                f"No module named {name!r} (blocked by traceproof)", name=name
-            )
-
-
-#: The commands whose process never uses :data:`UNUSED_MODULES` (they run no user code).
-LEAN_COMMANDS = ("ingest", "watch")
-#: What DuckDB's Python client imports, when installed, and an import never uses:
-#: - pandas: DuckDB (1.4 on: duckdb/duckdb PR #18658, "Load pandas in import cache before
-#:   binding") imports it before it binds any parameter, and pyarrow's pa.array() looks for it
-#:   too: ~45 MB of RSS and ~0.3 s.
-#: - pyarrow.dataset: DuckDB's scan of an Arrow table imports it (to tell a table from a
-#:   dataset), and with it Acero, Parquet, Substrait and the S3, GCS and Azure filesystems:
-#:   ~20 MB of RSS. (pyarrow.parquet, for Parquet eval files, reads without it.)
-#: Both take an ImportError as the module absent (and remember it).
-UNUSED_MODULES = ("pandas", "pyarrow.dataset")
-
-
 class _Process:
     """Whether this process is the CLI's own (``own``, set by :func:`main`): only then do
     commands change process-wide state (the heap settings); an in-process caller of `cli` is
@@ -182,6 +158,11 @@ COMMAND_MODULES = (
 )
 
 
+#: The module of a command that must not load the others: `watch` is a lean command
+#: (:data:`traceproof.entry.LEAN_COMMANDS`), and the others' modules import numpy and scipy.
+COMMAND_HOMES = {"watch": "traceproof.cli_watch"}
+
+
 def load_commands() -> None:
     """Register every command on `cli` (the modules of :data:`COMMAND_MODULES`)."""
     for name in COMMAND_MODULES:
@@ -192,6 +173,8 @@ class _Commands(click.Group):
     """`cli`'s group: the commands of other modules are loaded when first needed."""
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMAND_HOMES:
+            importlib.import_module(COMMAND_HOMES[cmd_name])
         if cmd_name not in self.commands:
             load_commands()
         return super().get_command(ctx, cmd_name)
@@ -505,13 +488,14 @@ def _print_stats(result: StoreStats) -> None:
 
 
 def main() -> None:
+    """The CLI as this process's own (the heap settings apply). The console script enters
+    through :func:`traceproof.entry.main`, which first blocks the modules an import never
+    uses; an in-process caller of `cli` (tests, a notebook) is left alone."""
     _Process.own = True
-    # The block (of UNUSED_MODULES) is for the whole process, and only for the commands that
-    # run no user code; an in-process caller of `cli` (tests, a notebook) is left alone.
-    if sys.argv[1:2] and sys.argv[1] in LEAN_COMMANDS and "pandas" not in sys.modules:
-        sys.meta_path.insert(0, _Unused())
     cli(prog_name="traceproof")
 
 
 if __name__ == "__main__":
-    main()
+    from traceproof.entry import main as entry_main
+
+    entry_main()

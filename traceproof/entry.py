@@ -1,0 +1,57 @@
+"""The `traceproof` command's entry point: what runs before anything heavy is imported.
+
+The import commands (:data:`LEAN_COMMANDS`) run no user code, so this process never needs some
+modules that its libraries import when they are installed (:data:`UNUSED_MODULES`). They are
+blocked here, before :mod:`traceproof.cli` (and with it pyarrow and DuckDB) is imported: a block
+installed later would come after pyarrow had already loaded numpy. This module imports only the
+standard library.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+#: The commands whose process never uses :data:`UNUSED_MODULES` (they run no user code).
+LEAN_COMMANDS = ("ingest", "watch")
+#: What the libraries of an import load, when installed, and an import never uses:
+#: - pandas: DuckDB (1.4 on: duckdb/duckdb PR #18658, "Load pandas in import cache before
+#:   binding") imports it before it binds any parameter, and pyarrow's pa.array() looks for it
+#:   too: ~45 MB of RSS and ~0.3 s.
+#: - pyarrow.dataset: DuckDB's scan of an Arrow table imports it (to tell a table from a
+#:   dataset), and with it Acero, Parquet, Substrait and the S3, GCS and Azure filesystems:
+#:   ~20 MB of RSS. (pyarrow.parquet, for Parquet eval files, reads without it.)
+#: - numpy: pyarrow imports it when installed (optional since pyarrow 16) and with it
+#:   OpenBLAS: ~12 MB of RSS. Arrow tables are built from Python lists and scanned by DuckDB
+#:   without it.
+#: Each takes an ImportError as the module absent (and remembers it).
+UNUSED_MODULES = ("pandas", "pyarrow.dataset", "numpy")
+
+
+class Unused:
+    """A meta path finder for which the modules of :data:`UNUSED_MODULES` are not installed."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if any(name == root or name.startswith(root + ".") for root in UNUSED_MODULES):
+            raise ModuleNotFoundError(
+                f"No module named {name!r} (blocked by traceproof)", name=name
+            )
+
+
+def block_unused(argv: list[str]) -> bool:
+    """Block :data:`UNUSED_MODULES` for the rest of this process when ``argv`` runs a lean
+    command and none of them is loaded yet; True when it did."""
+    loaded = any(name in sys.modules for name in UNUSED_MODULES)
+    if not argv[1:2] or argv[1] not in LEAN_COMMANDS or loaded:
+        return False
+    if not any(isinstance(finder, Unused) for finder in sys.meta_path):
+        sys.meta_path.insert(0, Unused())
+    return True
+
+
+def main() -> None:
+    """`traceproof` (the console script and ``python -m traceproof``)."""
+    block_unused(sys.argv)
+    from traceproof.cli import main as cli_main
+
+    cli_main()
