@@ -10,10 +10,10 @@ went about 700-900 MB beyond it. The rest was the C heap, not live data:
   buffers of many megabytes end up in arenas too. Half of ~440 MB of arena memory was free but
   kept (fragmented), and stayed after ingest stopped.
 - pyarrow's default pool (mimalloc) kept about twice the Arrow batches it built.
-
 - DuckDB's own allocator (the jemalloc its Linux builds link, configured by DuckDB with a 5 s
-  decay) keeps the pages DuckDB frees for seconds. Importing a 1 GB Claude Code history, it held
-  ~115 MB of such dirty pages beside ~70 MB of live DuckDB memory (``stats.arenas.<all>.pdirty``).
+  decay) keeps the pages DuckDB frees for seconds. Writing the batches of a 1 GB Claude Code
+  import, it ended with ~115 MB of such dirty pages beside ~70 MB of live DuckDB memory
+  (``stats.arenas.<all>.pdirty``).
 
 :func:`configure` (at server start, before threads start) caps the arenas, fixes the mmap
 threshold (allocations above it are mapped and unmapped on free) and puts pyarrow on the system
@@ -145,17 +145,22 @@ def release(libc: Any = None) -> bool:
 _ALL_ARENAS = 4096
 
 
-@functools.cache
+_mallctl: list[Any] = []  # the function once found, or None when this DuckDB has none
+
+
 def _duckdb_mallctl() -> Any:
-    """``duckdb_je_mallctl`` of the loaded DuckDB extension module, or None (DuckDB not loaded,
-    or built without jemalloc: macOS, Windows, some ARM builds)."""
+    """``duckdb_je_mallctl`` of the loaded DuckDB extension module, or None (DuckDB not loaded
+    yet, or built without jemalloc: macOS, Windows, some ARM builds)."""
+    if _mallctl:
+        return _mallctl[0]
     module = sys.modules.get("_duckdb") or sys.modules.get("duckdb.duckdb")
     path = getattr(module, "__file__", None)
     if not path:
-        return None
+        return None  # not loaded yet: look again next time
     try:
         mallctl = ctypes.CDLL(path).duckdb_je_mallctl
     except (OSError, AttributeError):
+        _mallctl.append(None)
         return None
     mallctl.argtypes = [
         ctypes.c_char_p,
@@ -165,6 +170,7 @@ def _duckdb_mallctl() -> Any:
         ctypes.c_size_t,
     ]
     mallctl.restype = ctypes.c_int
+    _mallctl.append(mallctl)
     return mallctl
 
 
