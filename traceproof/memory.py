@@ -145,22 +145,20 @@ def release(libc: Any = None) -> bool:
 _ALL_ARENAS = 4096
 
 
-_mallctl: list[Any] = []  # the function once found, or None when this DuckDB has none
-
-
 def _duckdb_mallctl() -> Any:
     """``duckdb_je_mallctl`` of the loaded DuckDB extension module, or None (DuckDB not loaded
     yet, or built without jemalloc: macOS, Windows, some ARM builds)."""
-    if _mallctl:
-        return _mallctl[0]
     module = sys.modules.get("_duckdb") or sys.modules.get("duckdb.duckdb")
     path = getattr(module, "__file__", None)
-    if not path:
-        return None  # not loaded yet: look again next time
+    return _mallctl_in(path) if path else None  # not loaded yet: looked for again next time
+
+
+@functools.cache
+def _mallctl_in(path: str) -> Any:
+    """``duckdb_je_mallctl`` of the shared library at ``path`` (already loaded), or None."""
     try:
         mallctl = ctypes.CDLL(path).duckdb_je_mallctl
     except (OSError, AttributeError):
-        _mallctl.append(None)
         return None
     mallctl.argtypes = [
         ctypes.c_char_p,
@@ -170,7 +168,6 @@ def _duckdb_mallctl() -> Any:
         ctypes.c_size_t,
     ]
     mallctl.restype = ctypes.c_int
-    _mallctl.append(mallctl)
     return mallctl
 
 
