@@ -598,3 +598,32 @@ def test_an_import_through_a_server_that_dies_says_what_was_committed_and_a_reru
         with store.reader() as reader:
             assert reader.scalar("SELECT count(*) FROM spans") == 60
             assert reader.scalar("SELECT count(DISTINCT span_id) FROM spans") == 60
+
+
+@pytest.mark.parametrize(
+    ("count", "nbytes", "flushed"),
+    [
+        (2048, 1_000, True),  # a whole row group
+        (1000, 9_000_000, False),  # 9 KB spans: 2048 of them fit 20 MB, so it grows on
+        (2000, 20_000_000, True),  # the most a batch that fills a row group may hold
+        (200, 8_000_000, True),  # 40 KB spans: no row group within 20 MB, so it ends at 8 MB
+        (200, 7_000_000, False),
+    ],
+)
+def test_a_batch_ends_at_a_row_group_or_at_the_smaller_size_for_large_spans(
+    tmp_path: Path, count: int, nbytes: int, flushed: bool
+) -> None:
+    from traceproof.ingest.batcher import _Batcher
+
+    settings = Settings(
+        db=tmp_path / "s.duckdb",
+        import_batch_spans=2048,
+        import_batch_bytes=8_000_000,
+        import_full_batch_bytes=20_000_000,
+    )
+    batcher = _Batcher(lambda table: None, settings, ImportSummary())  # type: ignore[arg-type]
+    sent: list[bool] = []
+    batcher.rows = type("Rows", (), {"__len__": lambda self: count, "nbytes": nbytes})()  # type: ignore[assignment]
+    batcher.flush = lambda: sent.append(True)  # type: ignore[method-assign]
+    batcher.flush_if_full()
+    assert bool(sent) == flushed

@@ -221,3 +221,50 @@ def test_watch_loads_only_its_own_command_module_and_no_numpy() -> None:
     modules = json.loads(line.removeprefix("MODULES "))
     assert [m for m in modules if m.startswith("traceproof.cli_")] == ["traceproof.cli_watch"]
     assert "numpy" not in modules and "pandas" not in modules
+
+
+_JEMALLOC_PROBE = """
+import ctypes, json, sys
+from traceproof import entry
+entry.block_unused(["traceproof", *sys.argv[1:]])
+import duckdb
+from traceproof import memory
+mallctl = memory._duckdb_mallctl()
+def read(name, kind):
+    value, size = kind(), ctypes.c_size_t(ctypes.sizeof(kind))
+    assert mallctl(name.encode(), ctypes.byref(value), ctypes.byref(size), None, 0) == 0, name
+    return value.value
+print(json.dumps({"narenas": read("opt.narenas", ctypes.c_uint),
+                  "tcache": read("opt.tcache", ctypes.c_bool),
+                  "dirty": read("opt.dirty_decay_ms", ctypes.c_ssize_t),
+                  "muzzy": read("opt.muzzy_decay_ms", ctypes.c_ssize_t)}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("command", "preset", "expected"),
+    [
+        ("ingest", None, {"narenas": 1, "tcache": False, "dirty": 100, "muzzy": 0}),
+        ("watch", None, {"narenas": 1, "tcache": False, "dirty": 100, "muzzy": 0}),
+        ("ingest", "muzzy_decay_ms:7", {"muzzy": 7, "tcache": True}),  # the user's setting wins
+        ("serve", None, {"muzzy": 1000, "tcache": True}),  # DuckDB's own (1 s)
+    ],
+)
+def test_the_lean_commands_run_duckdb_on_a_lean_jemalloc(
+    command: str, preset: str | None, expected: dict[str, object]
+) -> None:
+    """ingest and watch set DUCKDB_JE_MALLOC_CONF (entry.LEAN_JEMALLOC) before DuckDB loads:
+    jemalloc reads it once, at load, and then keeps freed pages of the import far shorter."""
+    from traceproof.entry import LEAN_JEMALLOC
+
+    assert "narenas:1" in LEAN_JEMALLOC
+    env = {k: v for k, v in os.environ.items() if k != "DUCKDB_JE_MALLOC_CONF"}
+    if preset is not None:
+        env["DUCKDB_JE_MALLOC_CONF"] = preset
+    result = subprocess.run(
+        [sys.executable, "-c", _JEMALLOC_PROBE, command],
+        capture_output=True, text=True, check=False, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {k: seen[k] for k in expected} == expected, seen

@@ -122,12 +122,33 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Retry-After sent with 503 when the write queue is full."
     )
     import_batch_spans: int = Field(
-        default=2_500, ge=1, description="Spans per batch handed to the writer by file import."
+        default=2_048,
+        ge=1,
+        description="Spans per batch handed to the writer by file import (a batch ends at "
+        "the first trace that reaches it). At import_row_group_size or more, a batch fills a "
+        "whole row group, which DuckDB writes straight into the store file at commit (its "
+        "optimistic write) instead of into the write-ahead log and memory and again at a "
+        "checkpoint. Measured on a 1 GB Claude Code history "
+        "(benchmarks/transcript_import.py): 2048 spans with 2048-row groups wrote the data "
+        "~1.2x to disk and imported ~35% faster than 8 MB batches into 16,384-row groups, "
+        "which wrote it ~3.5x (WAL, checkpoints rewriting half-full row groups, evictions).",
     )
     import_batch_bytes: int = Field(
         default=8 * 1024 * 1024,
         ge=1024,
-        description="Approximate bytes per batch handed to the writer by file import.",
+        description="Approximate bytes at which a file import's batch ends before "
+        "import_batch_spans, when its spans are too large for import_batch_spans of them to "
+        "fit import_full_batch_bytes. Such a batch goes through DuckDB's write-ahead log and "
+        "is held in import_memory_limit several times over until a checkpoint: at 80 MB, "
+        "16 MB batches of 40 KB spans ran out of memory (and DuckDB invalidated the store).",
+    )
+    import_full_batch_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        description="Most approximate bytes of a file import's batch whose spans are small "
+        "enough that import_batch_spans of them fit: such a batch fills a whole row group, "
+        "which DuckDB writes straight into the file with far less memory (1 GB Claude Code "
+        "history, ~8 KB spans: 2048-span batches of ~17 MB within an 80 MB import_memory_limit).",
     )
     duckdb_memory_limit: str = Field(
         default="auto",
@@ -204,13 +225,13 @@ class Settings(BaseSettings):
         description="Rows per DuckDB row group written by this process (DuckDB's default).",
     )
     import_memory_limit: str = Field(
-        default="96MB",
+        default="80MB",
         description="DuckDB's memory_limit while traceproof ingest or watch holds the store "
         "itself. An import only appends: DuckDB fills its pool up to the limit with blocks it "
-        "has written, so a larger limit is mostly RSS. Measured on a 1 GB Claude Code history "
-        "(benchmarks/transcript_import.py): 192 MB gave ~90 MB more RSS than 96 MB and was "
-        "~5% faster; 64 MB was ~20% slower (the writes not yet checkpointed, up to "
-        "duckdb_checkpoint_threshold, no longer fit and were evicted and read back).",
+        "has written, so a larger limit is mostly RSS. A batch of import_batch_spans writes "
+        "one row group at a time (~17 MB of 8 KB spans, held uncompressed and compressed "
+        "while it is written): on a 1 GB Claude Code history (benchmarks/transcript_import.py) "
+        "72 MB ran out of memory, 80 MB peaked ~20 MB lower than 96 MB at the same speed.",
     )
     import_threads: int = Field(
         default=1,
@@ -220,11 +241,13 @@ class Settings(BaseSettings):
         "a second DuckDB thread made the same writes slower and kept ~50 MB more RSS.",
     )
     import_row_group_size: int = Field(
-        default=16_384,
+        default=2_048,
         ge=2048,
         multiple_of=2048,
-        description="Row group size while traceproof ingest holds the store itself: a "
-        "checkpoint then compresses less multi-kilobyte span text at once (lower peak memory).",
+        description="Row group size while traceproof ingest or watch holds the store itself "
+        "(DuckDB's least): a batch of import_batch_spans fills whole row groups, written once "
+        "and compressed at commit, and a row group of multi-kilobyte span text is small "
+        "enough to hold in import_memory_limit while it is written.",
     )
     duckdb_checkpoint_threshold: str = Field(
         default="64MB",

@@ -26,6 +26,9 @@ class NoRedact:
     def value(self, value: Any) -> Any:
         return value
 
+    def value_of(self, text: bytes, value: Any) -> Any:
+        return value
+
 
 def read(reader: Reader, path: Path, content: bytes | None = None) -> list[Item]:
     data = path.read_bytes() if content is None else content

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 
+import orjson
 import pytest
 
-from traceproof.trajectories.redact import Redactor
+from traceproof.trajectories.redact import Redactor, may_hold_secret
 
 GITHUB = "ghp_" + "A1b2C3d4" * 5
 GOOGLE = "AIza" + ("Sy9_x-" * 6)[:35]
@@ -147,3 +149,203 @@ def test_the_fast_scans_miss_nothing_the_rules_match(text: str) -> None:
     assert redactor.count >= 1
     assert "[REDACTED:assignment]" in out
     assert found.group("secret") not in out
+
+
+# What surrounds secrets in JSON text: separators, JSON's escapes once encoded, Unicode
+# whitespace and letters, the rules' prefixes where no secret follows.
+_PIECES = [
+    "sk-",
+    "ghp_",
+    "AKIA",
+    "Bearer",
+    "://",
+    "http",
+    "user",
+    ":",
+    "@",
+    "/",
+    "\\",
+    '"',
+    "'",
+    "=",
+    " ",
+    "\t",
+    "\n",
+    "\b",
+    "\f",
+    "\x1c",
+    "\u00a0",
+    "\u2003",
+    "é",
+    "☕",
+    ",",
+    ";",
+    "(",
+    ")",
+    "[",
+    "]",
+    "{",
+    "$",
+    "os.",
+    "[REDACTED:",
+    "12345678",
+    "token",
+    "x9",
+    ".",
+    "-",
+    "_",
+]
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+#: Letters Python's (?i) matches with ASCII ones: a rule's name may be spelled with them.
+_FOLDS = {"s": "\u017f", "k": "\u212a", "i": "\u0131", "I": "\u0130"}
+_NAMES = [
+    "secret",
+    "TOKEN",
+    "passwd",
+    "password",
+    "api_key",
+    "API-KEY",
+    "apikey",
+    "access_key",
+    "private-key",
+    "credentials",
+    "AccountKey",
+]
+
+
+def _run(rng: random.Random, chars: str, least: int) -> str:
+    """About ``least`` characters of ``chars``: a rule's least count, a little under or over."""
+    return "".join(rng.choice(chars) for _ in range(max(1, least + rng.randint(-3, 4))))
+
+
+def _candidate(rng: random.Random) -> str:
+    """Text shaped like one rule's match, near its edges (counts, separators, escapes)."""
+    ws = rng.choice([" ", "\t", "\n", "\f", "\u00a0", "\u2003", "  "])
+    quote = rng.choice(["", '"', "'", '\\"', "\\'"])
+    kind = rng.randrange(6)
+    if kind == 0:
+        prefix, least = rng.choice(
+            [
+                ("sk-", 20),
+                ("sk-ant-", 16),
+                ("sk-proj-", 20),
+                ("xoxb-", 10),
+                ("ghp_", 30),
+                ("github_pat_", 22),
+                ("AKIA", 16),
+                ("ASIA", 16),
+                ("AIza", 35),
+            ]
+        )
+        return prefix + _run(rng, _ALNUM.upper() if prefix[0] == "A" else _ALNUM + "_-", least)
+    if kind == 1:
+        token = _run(rng, _ALNUM + "._~+/-", 16)
+        return rng.choice(["Bearer", "bearer", "BEARER"]) + ws + token + rng.choice(["", "=="])
+    if kind == 2:
+        secret = _run(rng, _ALNUM + "/\b:", 6)
+        return (
+            rng.choice(["postgres", "https", "s3"])
+            + "://"
+            + _run(rng, _ALNUM, 4)
+            + ":"
+            + (secret + "@db" + rng.choice(["", ":5432", "/x"]))
+        )
+    if kind == 3:
+        name = "".join(
+            _FOLDS[c] if c in _FOLDS and rng.random() < 0.2 else c for c in rng.choice(_NAMES)
+        )
+        sep = rng.choice(["", " ", "\t"]) + rng.choice("=:") + rng.choice(["", " ", "\t"])
+        chars = rng.choice([_ALNUM + "/\b.é", "abcxyz0123456789", "0123456789"])
+        value = _run(rng, chars, 8)
+        return (
+            rng.choice(["", "export ", "MY_"])
+            + name
+            + rng.choice(["", "_ID", "2"])
+            + (quote + sep + quote + value + rng.choice(["", quote, ")", ".x", ";"]))
+        )
+    if kind == 4:
+        body = _run(rng, _ALNUM + "+/=\n", 20)
+        return (
+            "-----BEGIN RSA PRIVATE KEY-----"
+            + ws
+            + body
+            + rng.choice(["", "-----END RSA PRIVATE KEY-----"])
+        )
+    return rng.choice(_PIECES)
+
+
+def _fuzz_text(rng: random.Random) -> str:
+    out = []
+    for _ in range(rng.randint(1, 4)):
+        roll = rng.random()
+        if roll < 0.5:
+            out.append(_candidate(rng))
+        elif roll < 0.75:
+            out.append(rng.choice(_PIECES))
+        else:
+            out.append(_run(rng, _ALNUM, 6))
+    return "".join(out)
+
+
+def _fuzz_value(rng: random.Random, depth: int = 0) -> object:
+    roll = rng.random()
+    if depth < 3 and roll < 0.25:
+        return {_fuzz_text(rng): _fuzz_value(rng, depth + 1) for _ in range(rng.randint(1, 3))}
+    if depth < 3 and roll < 0.4:
+        return [_fuzz_value(rng, depth + 1) for _ in range(rng.randint(1, 3))]
+    if roll < 0.45:
+        return rng.choice([1, 2.5, None, True])
+    return _fuzz_text(rng)
+
+
+def _encodings(value: object, rng: random.Random) -> list[bytes]:
+    """The JSON texts of ``value`` as encoders write them: orjson, json with and without
+    ensure_ascii, JSON's optional ``\\/`` escape, whitespace between tokens."""
+    texts = [
+        orjson.dumps(value),
+        json.dumps(value).encode(),
+        json.dumps(value, ensure_ascii=False, indent=rng.choice([None, 1])).encode(),
+    ]
+    escaped = json.dumps(value, ensure_ascii=False).replace("/", "\\/").encode()
+    return [*texts, escaped]
+
+
+def test_the_line_scan_finds_every_text_that_the_rules_redact_something_in() -> None:
+    """:func:`may_hold_secret` may say yes to a text with nothing to redact, never no to one
+    with something: seeded fuzzing of JSON values made of secrets' pieces, each encoded the
+    ways JSON encoders write it. ``value_of`` then redacts exactly as ``value`` does."""
+    rng = random.Random(20261203)
+    redacted = skipped = 0
+    for _ in range(4000):
+        value = _fuzz_value(rng)
+        if not isinstance(value, dict):
+            value = {"k": value}
+        expected = Redactor()
+        want = expected.value(value)
+        for text in _encodings(value, rng):
+            parsed = json.loads(text)
+            assert parsed == value
+            found = Redactor()
+            assert found.value_of(text, parsed) == want, text
+            assert found.count == expected.count, text
+            if expected.count:
+                redacted += 1
+                assert may_hold_secret(text), text
+            elif not may_hold_secret(text):
+                skipped += 1
+    # The fuzzing reaches both sides: texts with secrets, and texts the scan lets through.
+    assert redacted > 2000 and skipped > 2000, (redacted, skipped)
+
+
+def test_the_line_scan_passes_ordinary_transcript_lines() -> None:
+    """What makes the scan pay: a transcript's ordinary lines (token counts, paths, URLs
+    without passwords, code) need no walk."""
+    lines = [
+        b'{"type":"assistant","message":{"usage":{"input_tokens":3,"cache_read_input_tokens'
+        b'":26512,"output_tokens":1204}}}',
+        b'{"type":"user","cwd":"/home/u/app","content":"see https://github.com/org/repo.git"}',
+        b'{"content":"if (!token) { return api_key ? 1 : 0; }\\n"}',
+    ]
+    assert [may_hold_secret(line) for line in lines] == [False, False, False]
+    assert may_hold_secret(b'{"content":"export API_KEY=abc123def456"}')
+    assert may_hold_secret(b'{"content":"caf\\u00e9"}')  # an escape: walked to be sure

@@ -10,7 +10,7 @@ Formats (gzip- or zstd-compressed or not):
 - Inspect AI eval logs (``.eval`` zip archives and ``.json``): their samples' scores become
   annotations, written through ``annotate`` once the spans they annotate are stored.
 
-JSON lines are streamed: memory stays bounded by the batch size and the two batches in flight,
+JSON lines are streamed: memory stays bounded by the batch size and the batch in flight,
 whatever the file size. A bad line is counted and reported with its number; it never stops the
 rest of the file. Re-importing a file adds nothing (the store ignores spans it has). When the
 store or the server holding it fails mid-import, :class:`ImportInterrupted` says what was

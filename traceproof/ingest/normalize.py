@@ -327,6 +327,10 @@ class Event:
         self.attributes = attributes
 
 
+#: Rows a :class:`SpanRows` holds as Python values before it converts them to an Arrow chunk.
+CHUNK_ROWS = 512
+
+
 class SpanRows:
     """Accumulates normalised spans column by column; :meth:`table` makes the Arrow batch."""
 
@@ -338,6 +342,9 @@ class SpanRows:
         redact: Callable[[Any], Any] | None = None,
     ) -> None:
         self._columns: dict[str, list[Any]] = {name: [] for name in SPAN_COLUMNS}
+        #: Rows already converted to Arrow, :data:`CHUNK_ROWS` at a time (see :meth:`add`).
+        self._chunks: list[pa.RecordBatch] = []
+        self._chunked = 0
         self.nbytes = 0
         self.max_key_depth = max_key_depth
         self.max_key_chars = max_key_chars
@@ -376,13 +383,22 @@ class SpanRows:
                 )
 
     def __len__(self) -> int:
-        return len(self._columns["span_id"])
+        return self._chunked + len(self._columns["span_id"])
 
     def table(self) -> pa.Table:
-        return pa.table(
-            [pa.array(self._columns[f.name], type=f.type) for f in SPAN_SCHEMA],
-            schema=SPAN_SCHEMA,
-        )
+        """The rows added so far as one Arrow table (chunked as they were converted)."""
+        if self._columns["span_id"] or not self._chunks:
+            self._convert()
+        return pa.Table.from_batches(self._chunks, schema=SPAN_SCHEMA)
+
+    def _convert(self) -> None:
+        """Move the rows held as Python values into an Arrow chunk, and drop those values."""
+        columns = self._columns
+        arrays = [pa.array(columns[f.name], type=f.type) for f in SPAN_SCHEMA]
+        self._chunks.append(pa.record_batch(arrays, schema=SPAN_SCHEMA))
+        self._chunked += len(columns["span_id"])
+        for values in columns.values():
+            values.clear()
 
     def add(
         self,
@@ -543,6 +559,10 @@ class SpanRows:
         row["resource"].append(resource_json or "{}")
         row["scope_name"].append(scope_name or None)
         self.nbytes += len(attributes_json) + len(input_text or "") + len(output_text or "") + 512
+        if len(row["span_id"]) >= CHUNK_ROWS:
+            # A batch of thousands of multi-kilobyte spans would otherwise be held twice when
+            # it is sent: as Python strings and as the Arrow copy being built from them.
+            self._convert()
         return warnings
 
 

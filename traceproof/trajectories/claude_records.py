@@ -377,7 +377,7 @@ def read_records(
                 title, title_line = redact(obj["summary"]), number
             continue
         if kind == "progress":
-            _keep_copy(obj, number, redact, copies, spill)
+            _keep_copy(obj, line, number, redact, copies, spill)
         if not isinstance(kind, str) or kind not in _CONVERSATION:
             if items is not None:
                 skipped.add(str(kind) if isinstance(kind, str) else "untyped", number)
@@ -391,7 +391,7 @@ def read_records(
             if items is not None:
                 skipped.add("duplicate", number)
             continue
-        data = redact.value(obj)
+        data = redact.value_of(line, obj)
         parent = obj.get("parentUuid")
         if parent is None and isinstance(obj.get("logicalParentUuid"), str):
             parent = obj["logicalParentUuid"]
@@ -418,6 +418,7 @@ def read_records(
 
 def _keep_copy(
     obj: dict[str, Any],
+    line: bytes,
     number: int,
     redact: Redact,
     copies: dict[str, dict[str, Record]],
@@ -434,7 +435,7 @@ def _keep_copy(
         return
     if not isinstance(uuid, str) or uuid in copies.get(agent, {}):
         return
-    record = redact.value(copy) | {"isSidechain": True, "agentId": agent}
+    record = redact.value_of(line, copy) | {"isSidechain": True, "agentId": agent}
     rec = Record(number, record, _CONVERSATION[kind], uuid, None, _ns(copy.get("timestamp")) or 0)
     if spill is not None:
         rec.spill(spill)

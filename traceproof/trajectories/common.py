@@ -157,6 +157,11 @@ class Redact(Protocol):
         """A JSON value with every string redacted (keys too); its shape stays the same."""
         ...
 
+    def value_of(self, text: bytes, value: Any) -> Any:
+        """:meth:`value` of ``value``, parsed from the JSON text ``text`` (or a part of it);
+        the text may tell at once that nothing in it needs redacting."""
+        ...
+
 
 def first(mapping: Mapping[str, Any], *keys: str) -> Any:
     """The first of ``keys`` present and not None."""

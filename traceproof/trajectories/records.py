@@ -132,7 +132,7 @@ def json_lines(
         if not isinstance(record, dict):
             yield Malformed(number, f"a JSON {type(record).__name__}, not an object")
             continue
-        yield number, redact.value(record)
+        yield number, redact.value_of(line, record)
 
 
 def load_json(stream: IO[bytes], redact: Redact) -> Any | Malformed:

@@ -88,6 +88,64 @@ _URL_PASSWORD_HINT = re2.compile(
     r"[a-zA-Z][a-zA-Z0-9+.\-]{1,20}://[^\s/:@\"'\\]{1,256}:[^\s@/\"'\\]{1,256}@"
 )
 _PREFILTERS = {"assignment": _ASSIGNMENT_HINT, "url_password": _URL_PASSWORD_HINT}
+
+
+def _line_scan() -> Any:
+    """One RE2 scan of a raw JSON text (bytes, Latin-1: a byte is a character) that finds
+    something wherever a rule could match in one of the text's strings once decoded.
+
+    Each rule's part is a superset of the rule, written for the encoded text: no ``\\b``
+    (a decoded newline is ``\\n`` in the text, a letter before the match), JSON's escapes
+    where decoding could make a character the rule accepts (``\\/`` is ``/``, ``\\b`` a
+    backspace, ``\\t`` a tab, ``\\"`` a quote), any non-ASCII byte where the rule accepts
+    non-ASCII characters (Unicode whitespace for ``\\s``), counted repetitions shortened to
+    their least count (RE2's DFA stays small), and of the ``assignment`` rule's lookarounds
+    only the letter its value must hold. Texts the parts could miss a match in are found by
+    the first alternative: a ``\\u`` escape (it can spell any character), a NUL (a text in
+    UTF-16 or UTF-32, which ``json.loads`` accepts), and the four non-ASCII letters that
+    Python's ``(?i)`` matches with ASCII ones (U+0130, U+0131, U+017F, U+212A in UTF-8).
+    ``tests/trajectories/test_redact.py`` fuzzes it against the rules (seeded).
+    """
+    unsure = rb"\\u|\x00|\xc4[\xb0\xb1]|\xc5\xbf|\xe2\x84\xaa"
+    # An assignment's value: 6 or more characters of its class (decoded, ``\\/`` is / and
+    # ``\\b`` a backspace, both in the class), one of them a letter.
+    char = rb"(?:[^\s\"'\\,;&|(){}<>\[\]]|\\/|\\b)"
+    value = (
+        b"|".join(char * before + rb"[A-Za-z]" + char * (5 - before) for before in range(6))
+        + b"|"
+        + char * 6
+        + char
+        + b"*[A-Za-z]"
+    )
+    parts = [
+        unsure,
+        rb"PRIVATE KEY-----",
+        rb"sk-[A-Za-z0-9_\-]{20}",  # openai_key, and anthropic_key (sk-ant- + 16)
+        rb"xox[abposr]-[A-Za-z0-9\-]{10}",
+        rb"gh[pousr]_[A-Za-z0-9]{30}|github_pat_[A-Za-z0-9_]{22}",
+        rb"(?:AKIA|ASIA)[0-9A-Z]{16}",
+        rb"AIza[0-9A-Za-z_\-]{35}",
+        rb"(?i:bearer)(?:\s|\\[a-z]|[\x80-\xff])+(?:[A-Za-z0-9._~+/\-]|\\/){16}",
+        rb"[a-zA-Z0-9+.\-]:(?:/|\\/){2}(?:[^\s/:@\"'\\]|\\b)+:(?:[^\s@/\"'\\]|\\b)+@",
+        rb"(?i:secret|token|passw(?:or)?d|passwd|api[_\-]?key|access[_\-]?key"
+        rb"|private[_\-]?key|credentials?|account[_\-]?key)[A-Za-z0-9_]*"
+        rb"(?:\\{0,3}[\"'])?(?:[ ]|\\t)*[=:](?:[ ]|\\t)*(?:\\{0,3}[\"'])?"
+        rb"(?:" + value + rb")",
+    ]
+    options = re2.Options()
+    options.encoding = re2.Options.Encoding.LATIN1
+    return re2.compile(b"|".join(parts), options=options)
+
+
+_LINE_SCAN = _line_scan()
+
+
+def may_hold_secret(text: bytes) -> bool:
+    """False when no string of the JSON text ``text`` (a transcript's line as read) can hold
+    a secret, so parsing it and walking the value would redact nothing; one linear scan."""
+    return _LINE_SCAN.search(text) is not None
+
+
 #: Short strings recur (keys, types, ids): their answers are remembered, up to this many.
 _MEMO_SIZE = 50_000
 _MEMO_CHARS = 64
@@ -148,6 +206,14 @@ class Redactor:
     def value(self, value: Any) -> Any:
         """``value`` with every string in it redacted (keys too); same shape."""
         if not self.enabled:
+            return value
+        return self._walk(value)
+
+    def value_of(self, text: bytes, value: Any) -> Any:
+        """``value`` parsed from the JSON text ``text``, redacted as :meth:`value` does; when
+        the text cannot hold a secret (:func:`may_hold_secret`) it is returned as it is,
+        without a walk: most lines of a transcript hold none."""
+        if not self.enabled or not may_hold_secret(text):
             return value
         return self._walk(value)
 
