@@ -227,6 +227,7 @@ _JEMALLOC_PROBE = """
 import ctypes, json, sys
 from traceproof import entry
 entry.block_unused(["traceproof", *sys.argv[1:]])
+entry.lean_allocator(["traceproof", *sys.argv[1:]])
 import duckdb
 from traceproof import memory
 mallctl = memory._duckdb_mallctl()
@@ -253,7 +254,7 @@ print(json.dumps({"narenas": read("opt.narenas", ctypes.c_uint),
 def test_the_lean_commands_run_duckdb_on_a_lean_jemalloc(
     command: str, preset: str | None, expected: dict[str, object]
 ) -> None:
-    """ingest and watch set DUCKDB_JE_MALLOC_CONF (entry.LEAN_JEMALLOC) before DuckDB loads:
+    """ingest and watch set DUCKDB_JE_MALLOC_CONF (entry.lean_allocator) before DuckDB loads:
     jemalloc reads it once, at load, and then keeps freed pages of the import far shorter."""
     from traceproof.entry import LEAN_JEMALLOC
 

@@ -33,7 +33,7 @@ UNUSED_MODULES = ("pandas", "pyarrow.dataset", "numpy")
 #: RSS) kept 40-80 MB of freed pages resident during an import, whose DuckDB work runs on one
 #: thread: one arena, no thread cache, freed pages returned after 100 ms and then at once.
 #: Measured on a 1 GB Claude Code history (benchmarks/transcript_import.py): peak RSS ~20 MB
-#: lower at the same speed; returning them at once (dirty_decay_ms:0) took ~20% longer.
+#: lower at the same speed; returning them at once (dirty_decay_ms:0) took 20-35% longer.
 LEAN_JEMALLOC = "narenas:1,tcache:false,dirty_decay_ms:100,muzzy_decay_ms:0"
 
 
@@ -47,23 +47,33 @@ class Unused:
             )
 
 
+def _lean(argv: list[str]) -> bool:
+    return bool(argv[1:2]) and argv[1] in LEAN_COMMANDS
+
+
 def block_unused(argv: list[str]) -> bool:
     """Block :data:`UNUSED_MODULES` for the rest of this process when ``argv`` runs a lean
-    command and none of them is loaded yet, and set :data:`LEAN_JEMALLOC` for DuckDB when it is
-    not loaded yet either; True when it blocked."""
-    loaded = any(name in sys.modules for name in UNUSED_MODULES)
-    if not argv[1:2] or argv[1] not in LEAN_COMMANDS or loaded:
+    command and none of them is loaded yet; True when it did."""
+    if not _lean(argv) or any(name in sys.modules for name in UNUSED_MODULES):
         return False
-    if "duckdb" not in sys.modules:
-        os.environ.setdefault("DUCKDB_JE_MALLOC_CONF", LEAN_JEMALLOC)
     if not any(isinstance(finder, Unused) for finder in sys.meta_path):
         sys.meta_path.insert(0, Unused())
+    return True
+
+
+def lean_allocator(argv: list[str]) -> bool:
+    """Give DuckDB :data:`LEAN_JEMALLOC` when ``argv`` runs a lean command, DuckDB is not loaded
+    yet and DUCKDB_JE_MALLOC_CONF is not set; True when it did."""
+    if not _lean(argv) or "duckdb" in sys.modules or "DUCKDB_JE_MALLOC_CONF" in os.environ:
+        return False
+    os.environ["DUCKDB_JE_MALLOC_CONF"] = LEAN_JEMALLOC
     return True
 
 
 def main() -> None:
     """`traceproof` (the console script and ``python -m traceproof``)."""
     block_unused(sys.argv)
+    lean_allocator(sys.argv)
     from traceproof.cli import main as cli_main
 
     cli_main()

@@ -344,7 +344,6 @@ class SpanRows:
         self._columns: dict[str, list[Any]] = {name: [] for name in SPAN_COLUMNS}
         #: Rows already converted to Arrow, :data:`CHUNK_ROWS` at a time (see :meth:`add`).
         self._chunks: list[pa.RecordBatch] = []
-        self._chunked = 0
         self.nbytes = 0
         self.max_key_depth = max_key_depth
         self.max_key_chars = max_key_chars
@@ -383,7 +382,8 @@ class SpanRows:
                 )
 
     def __len__(self) -> int:
-        return self._chunked + len(self._columns["span_id"])
+        chunked: int = sum(c.num_rows for c in self._chunks)
+        return chunked + len(self._columns["span_id"])
 
     def table(self) -> pa.Table:
         """The rows added so far as one Arrow table (chunked as they were converted)."""
@@ -396,7 +396,6 @@ class SpanRows:
         columns = self._columns
         arrays = [pa.array(columns[f.name], type=f.type) for f in SPAN_SCHEMA]
         self._chunks.append(pa.record_batch(arrays, schema=SPAN_SCHEMA))
-        self._chunked += len(columns["span_id"])
         for values in columns.values():
             values.clear()
 
